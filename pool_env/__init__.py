@@ -1,0 +1,54 @@
+"""pool_env: many RL env episodes in parallel behind one self-healing, gymnasium-compatible vector env.
+
+```python
+import pool_env
+
+with pool_env.PoolVectorEnv(pool_env.GymEnvSpec("CartPole-v1"), num_envs=16, num_workers=2) as env:
+    obs, infos = env.reset(seed=0)
+    obs, rewards, terminated, truncated, infos = env.step(env.action_space.sample())
+```
+"""
+
+from __future__ import annotations
+
+from pool_env.config import GymEnvSpec, HttpEnvSpec, PoolOptions
+from pool_env.errors import (
+    AlreadyPendingError,
+    ClosedError,
+    EnvCreationError,
+    HttpStatusError,
+    InvalidActionError,
+    NoPendingCallError,
+    PoolEnvError,
+    ProtocolError,
+    SpecError,
+    StepTimeoutError,
+    TransportError,
+    UsageError,
+    WorkerError,
+    WorkerStartError,
+)
+from pool_env.vector_env import PoolVectorEnv
+
+__all__ = [
+    "AlreadyPendingError",
+    "ClosedError",
+    "EnvCreationError",
+    "GymEnvSpec",
+    "HttpEnvSpec",
+    "HttpStatusError",
+    "InvalidActionError",
+    "NoPendingCallError",
+    "PoolEnvError",
+    "PoolOptions",
+    "PoolVectorEnv",
+    "ProtocolError",
+    "SpecError",
+    "StepTimeoutError",
+    "TransportError",
+    "UsageError",
+    "WorkerError",
+    "WorkerStartError",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,467 @@
+"""The coordinator: slots ↔ workers, commands with sequence numbers, deadlines, self-healing.
+
+One ROUTER socket (``ipc://`` in a private 0700 directory) talks to every worker's DEALER.
+A command goes to each worker that owns one of its slots; the actions and results live in
+shared memory, so messages stay tiny. While waiting for replies the coordinator also watches
+every worker process: one that exits, or does not answer within ``step_timeout``, is killed
+and replaced (subject to :class:`~pool_env.supervisor.RestartPolicy`), and only its slots
+are reported failed — truncated, reward 0, with the reason in ``errors``.
+
+Unlike gymnasium's ``AsyncVectorEnv`` (which returns to idle on a timeout while replies are
+still in flight), a command stays pending until every worker answered or was replaced, and
+replies carry ``(generation, seq)``, so a late reply can never be read as a new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from pool_env import protocol, shm
+from pool_env.config import EnvSpec, PoolOptions
+from pool_env.errors import (
+    EnvCreationError,
+    HttpStatusError,
+    PoolEnvError,
+    ProtocolError,
+    StepTimeoutError,
+    WorkerStartError,
+)
+from pool_env.protocol import Op
+from pool_env.supervisor import RestartPolicy, WorkerHandle, WorkerState, spawn_worker, stop_process
+
+__all__ = ["CommandResult", "Coordinator", "PendingCommand", "split_slots"]
+
+log = logging.getLogger(__name__)
+
+LIVENESS_POLL_MS = 50
+
+
+def split_slots(num_envs: int, num_workers: int) -> list[list[int]]:
+    """Contiguous, as-even-as-possible groups: 17 slots on 6 workers → 3,3,3,3,3,2."""
+    base, extra = divmod(num_envs, num_workers)
+    groups, start = [], 0
+    for w in range(num_workers):
+        size = base + (1 if w < extra else 0)
+        groups.append(list(range(start, start + size)))
+        start += size
+    return groups
+
+
+@dataclass
+class _WorkerCall:
+    handle: WorkerHandle
+    gen: int
+    message: dict[str, Any]
+    slots: list[int]
+    sent_at: float | None = None
+    done: bool = False
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
+class PendingCommand:
+    """A command sent (or queued) to some workers and not yet collected."""
+
+    op: Op
+    seq: int
+    calls: dict[int, _WorkerCall]
+
+
+@dataclass
+class CommandResult:
+    """What came back: per-slot infos (non-empty only) and per-slot errors."""
+
+    infos: dict[int, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    fatal: PoolEnvError | None = None
+
+
+class Coordinator:
+    """Owns the workers, the control socket and the shared-memory buffers of one pool."""
+
+    def __init__(
+        self,
+        spec: EnvSpec,
+        layout: shm.BatchLayout,
+        num_workers: int,
+        options: PoolOptions,
+        log_level: str = "WARNING",
+    ) -> None:
+        self.spec = spec
+        self.options = options
+        self.step_timeout = options.effective_step_timeout(spec)
+        self.policy = RestartPolicy.from_options(options)
+        self.counters: Counter[str] = Counter()
+        self.base_seed: int | None = None
+        self.num_envs = layout.num_envs
+        self._log_level = log_level
+        self._rng = random.Random()
+        self._seq = 0
+        self._closed = False
+        self._created_at = time.monotonic()
+        shm.sweep_orphans()
+        self._socket_dir = tempfile.mkdtemp(prefix="pool_env_")  # mode 0700: only we can connect
+        self.endpoint = f"ipc://{self._socket_dir}/control"
+        self._context = zmq.Context()
+        self._socket: zmq.Socket[bytes] = self._context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.buffers: shm.BatchBuffers | None = None
+        try:
+            self._socket.bind(self.endpoint)
+            self.buffers = shm.create(layout)
+        except BaseException:
+            self.close()
+            raise
+        self.workers = [WorkerHandle(i, slots) for i, slots in enumerate(split_slots(self.num_envs, num_workers))]
+        self._by_identity: dict[bytes, WorkerHandle] = {}
+        self._slot_worker = {slot: w for w in self.workers for slot in w.slots}
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Spawn every worker in parallel and wait until all are ready.
+
+        Raises:
+            EnvCreationError: a worker could not create its envs.
+            WorkerStartError: a worker exited or did not get ready within ``start_timeout``.
+        """
+        for handle in self.workers:
+            self._spawn(handle)
+        deadline = time.monotonic() + self.options.start_timeout
+        while any(h.state is WorkerState.STARTING for h in self.workers):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                late = [h.worker_id for h in self.workers if h.state is WorkerState.STARTING]
+                raise WorkerStartError(f"workers {late} not ready within {self.options.start_timeout} s")
+            self._pump(min(remaining, LIVENESS_POLL_MS / 1000), None)
+            for handle in self.workers:
+                code = handle.exit_code()
+                if handle.state is WorkerState.STARTING and code is not None:
+                    raise WorkerStartError(
+                        f"worker {handle.worker_id} exited with code {code} during start-up:\n"
+                        f"{handle.stderr_tail()}"
+                    )
+                if handle.state is WorkerState.FATAL:
+                    raise EnvCreationError(handle.last_error or "worker failed to start")
+
+    def close(self) -> None:
+        """Stop every worker (bounded time), close the socket, unlink shared memory. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        workers = getattr(self, "workers", [])
+        for handle in workers:
+            if handle.exit_code() is None and handle.state in (WorkerState.RUNNING, WorkerState.STARTING):
+                with contextlib.suppress(zmq.ZMQError):
+                    self._socket.send_multipart([handle.identity, protocol.encode({"op": Op.CLOSE.value})])
+        deadline = time.monotonic() + self.options.kill_grace
+        for handle in workers:
+            if handle.process is not None:
+                with contextlib.suppress(Exception):
+                    handle.process.wait(max(0.0, deadline - time.monotonic()))
+                stop_process(handle.process, self.options.kill_grace)
+            handle.state = WorkerState.STOPPED
+        self._socket.close(linger=0)
+        self._context.term()
+        if self.buffers is not None:
+            self.buffers.close()
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def submit(
+        self,
+        op: Op,
+        slots: Iterable[int] | None = None,
+        seeds: Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> PendingCommand:
+        """Send ``op`` for ``slots`` (all when ``None``) to their workers.
+
+        Workers that are restarting get the command as soon as they are ready; workers in
+        backoff or given up on answer at once with an error for their slots.
+        """
+        self._seq += 1
+        chosen = list(range(self.num_envs)) if slots is None else list(slots)
+        seed_of = dict(zip(chosen, seeds, strict=True)) if seeds is not None else {}
+        by_worker: dict[int, list[int]] = {}
+        for slot in chosen:
+            by_worker.setdefault(self._slot_worker[slot].worker_id, []).append(slot)
+        pending = PendingCommand(op, self._seq, {})
+        for worker_id, worker_slots in by_worker.items():
+            handle = self.workers[worker_id]
+            message: dict[str, Any] = {"op": op.value, "seq": self._seq, "slots": worker_slots}
+            if op is Op.RESET:
+                message["seeds"] = [seed_of.get(s) for s in worker_slots]
+                message["options"] = options
+            self._maybe_restart(handle)
+            call = _WorkerCall(handle, handle.gen, message, worker_slots)
+            pending.calls[worker_id] = call
+            if handle.state is WorkerState.RUNNING:
+                self._send_call(call)
+        return pending
+
+    def collect(self, pending: PendingCommand, timeout: float | None = None) -> CommandResult:
+        """Wait for every worker of ``pending``; heal the ones that die or hang.
+
+        Raises:
+            StepTimeoutError: ``timeout`` passed first (``pending`` stays valid: call again).
+            HttpStatusError, PoolEnvError: a worker reported a fatal error (after all others answered).
+        """
+        result = CommandResult()
+        user_deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            for call in pending.calls.values():
+                if not call.done:
+                    self._check_call(call, now, result)
+            open_calls = [c for c in pending.calls.values() if not c.done]
+            if not open_calls:
+                break
+            wait = LIVENESS_POLL_MS / 1000
+            if user_deadline is not None:
+                if now >= user_deadline:
+                    raise StepTimeoutError(
+                        f"{len(open_calls)} worker(s) still busy after {timeout} s; the call stays pending"
+                    )
+                wait = min(wait, user_deadline - now)
+            self._pump(wait, pending, result)
+        for call in pending.calls.values():
+            result.errors.update(call.errors)
+        if result.fatal is not None:
+            raise result.fatal
+        return result
+
+    def _send_call(self, call: _WorkerCall) -> None:
+        handle = call.handle
+        try:
+            self._socket.send_multipart([handle.identity, protocol.encode(call.message)])
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's socket is gone
+            self._fail(handle, f"worker {handle.worker_id} unreachable ({exc})")
+            return
+        call.sent_at = time.monotonic()
+
+    def _check_call(self, call: _WorkerCall, now: float, result: CommandResult) -> None:
+        handle = call.handle
+        if call.gen != handle.gen or handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):
+            self._fail_call(call, handle.last_error or "worker restarting", handle.restarts)
+            return
+        code = handle.exit_code()
+        if code is not None:
+            tail = handle.stderr_tail(800)
+            self._fail(handle, f"worker {handle.worker_id} (pid {handle.pid}) exited with code {code}"
+                       + (f"; stderr: {tail}" if tail else ""))  # fmt: skip
+            self._fail_call(call, handle.last_error or "", handle.restarts)
+            return
+        if call.sent_at is None:
+            if handle.state is WorkerState.RUNNING:
+                self._send_call(call)
+            elif now - handle.started_at > self.options.start_timeout:
+                self._fail(handle, f"worker {handle.worker_id} not ready within {self.options.start_timeout} s")
+                self._fail_call(call, handle.last_error or "", handle.restarts)
+            return
+        if now - call.sent_at > self.step_timeout:
+            self._fail(
+                handle,
+                f"worker {handle.worker_id} (pid {handle.pid}) did not answer within "
+                f"step_timeout={self.step_timeout} s; killed",
+            )
+            self._fail_call(call, handle.last_error or "", handle.restarts)
+
+    def _fail_call(self, call: _WorkerCall, reason: str, restarts: int) -> None:
+        """Report every slot of ``call`` failed: truncated, reward 0, observation unchanged."""
+        assert self.buffers is not None
+        call.done = True
+        for slot in call.slots:
+            self.buffers.reward[slot] = 0.0
+            self.buffers.terminated[slot] = False
+            self.buffers.truncated[slot] = True
+            call.errors[slot] = reason
+        self.counters["slot_failures"] += len(call.slots)
+
+    # -- worker health ----------------------------------------------------------------------
+
+    def _spawn(self, handle: WorkerHandle) -> None:
+        self._by_identity.pop(handle.identity, None)
+        spawn_worker(handle, self.endpoint, self._socket_dir, self._log_level)
+        self._by_identity[handle.identity] = handle
+
+    def _maybe_restart(self, handle: WorkerHandle) -> None:
+        if handle.state is WorkerState.BACKOFF and time.monotonic() >= handle.retry_at:
+            log.warning("restarting worker %d (slots %s), restart %d", handle.worker_id, handle.slots, handle.restarts)
+            self._spawn(handle)
+
+    def _fail(self, handle: WorkerHandle, reason: str) -> None:
+        """Kill ``handle``'s process and decide when (if ever) it restarts."""
+        if handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):
+            return
+        if handle.process is not None and handle.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                handle.process.kill()
+        stop_process(handle.process, 0.0)
+        handle.restarts += 1
+        handle.last_error = reason
+        self.counters["worker_failures"] += 1
+        now = time.monotonic()
+        delay = self.policy.next_delay(handle.failures, now, self._rng)
+        if delay is None:
+            handle.state = WorkerState.FATAL
+            handle.last_error = (
+                f"gave up on worker {handle.worker_id} after {len(handle.failures)} failures within "
+                f"{self.policy.flap_window} s; its slots stay truncated. Last error: {reason}"
+            )
+            log.error("%s", handle.last_error)
+            return
+        handle.state = WorkerState.BACKOFF
+        handle.retry_at = now + delay
+        log.warning("worker %d failed (%s); restart %d in %.2f s", handle.worker_id, reason, handle.restarts, delay)
+        self._maybe_restart(handle)
+
+    def _restart_seeds(self, handle: WorkerHandle) -> list[int | None]:
+        """Seed schedule of a restarted worker: ``base_seed + slot + num_envs * restarts``."""
+        if self.base_seed is None or handle.restarts == 0:
+            return [None] * len(handle.slots)
+        return [self.base_seed + slot + self.num_envs * handle.restarts for slot in handle.slots]
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def _pump(self, wait: float, pending: PendingCommand | None, result: CommandResult | None = None) -> None:
+        """Receive and handle every message that arrives within ``wait`` seconds (at least one poll)."""
+        if not self._socket.poll(max(0, int(wait * 1000))):
+            for handle in self.workers:
+                self._maybe_restart(handle)
+            return
+        while True:
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._handle(frames, pending, result)
+
+    def _handle(self, frames: list[bytes], pending: PendingCommand | None, result: CommandResult | None) -> None:
+        if len(frames) != 2 or frames[0] not in self._by_identity:
+            log.debug("dropping a message from an unknown or replaced worker")
+            return
+        handle = self._by_identity[frames[0]]
+        try:
+            message = protocol.decode(frames[1])
+        except ProtocolError as exc:
+            self._fail(handle, f"worker {handle.worker_id} sent a malformed message: {exc}")
+            return
+        op = message["op"]
+        if message.get("gen") != handle.gen:
+            return
+        if op == Op.HELLO.value:
+            assert self.buffers is not None
+            init = {
+                "op": Op.INIT.value,
+                "spec": self.spec.to_wire(),
+                "slots": handle.slots,
+                "shm_name": self.buffers.name,
+                "layout": self.buffers.layout.to_wire(),
+                "seeds": self._restart_seeds(handle),
+            }
+            self._socket.send_multipart([handle.identity, protocol.encode(init)])
+        elif op == Op.READY.value:
+            handle.state = WorkerState.RUNNING
+            if pending is not None and handle.worker_id in pending.calls:
+                call = pending.calls[handle.worker_id]
+                if call.sent_at is None and not call.done and call.gen == handle.gen:
+                    self._send_call(call)
+        elif op == Op.DONE.value:
+            call = pending.calls.get(handle.worker_id) if pending is not None else None
+            if call is None or call.done or message.get("seq") != pending.seq:  # type: ignore[union-attr]
+                return  # a reply to an abandoned command
+            call.done = True
+            handle.steps += len(call.slots)
+            assert result is not None
+            result.infos.update({int(k): v for k, v in message.get("infos", {}).items()})
+            call.errors = {int(k): str(v) for k, v in message.get("errors", {}).items()}
+            self.counters["slot_errors"] += len(call.errors)
+        elif op == Op.FATAL.value:
+            self._on_fatal(handle, message, pending, result)
+
+    def _on_fatal(
+        self,
+        handle: WorkerHandle,
+        message: dict[str, Any],
+        pending: PendingCommand | None,
+        result: CommandResult | None,
+    ) -> None:
+        kind, text = message.get("kind", "PoolEnvError"), message.get("message", "")
+        error: PoolEnvError
+        if kind == "HttpStatusError":
+            error = HttpStatusError(int(message.get("status", 0)), str(message.get("detail", text)), message.get("url", ""))
+        elif kind == "EnvCreationError":
+            error = EnvCreationError(text)
+        else:
+            error = PoolEnvError(f"worker {handle.worker_id}: {kind}: {text}\n{message.get('traceback', '')}")
+        if handle.state is WorkerState.STARTING:
+            # A worker that cannot create its envs: the worker exits; at start-up this is raised.
+            handle.state = WorkerState.FATAL
+            handle.last_error = str(error)
+            stop_process(handle.process, self.options.kill_grace)
+            return
+        call = pending.calls.get(handle.worker_id) if pending is not None else None
+        if call is not None and not call.done and message.get("seq") == pending.seq:  # type: ignore[union-attr]
+            call.done = True
+            if result is not None and result.fatal is None:
+                result.fatal = error
+
+    # -- observability ----------------------------------------------------------------------
+
+    def worker_stats(self) -> list[dict[str, Any]]:
+        """Per worker: id, pid, slots, state, restarts, steps, steps/s, cpu %, rss, last error."""
+        now = time.monotonic()
+        rows = []
+        for handle in self.workers:
+            uptime = now - handle.started_at if handle.state is WorkerState.RUNNING else 0.0
+            rows.append(
+                {
+                    "worker": handle.worker_id,
+                    "pid": handle.pid if handle.exit_code() is None else None,
+                    "slots": list(handle.slots),
+                    "state": handle.state.value,
+                    "restarts": handle.restarts,
+                    "steps": handle.steps,
+                    "uptime": uptime,
+                    "last_error": handle.last_error,
+                    **handle.resources(),
+                }
+            )
+        return rows
+
+    def live_pids(self) -> list[int]:
+        """Pids of worker processes that are still running."""
+        return [h.pid for h in self.workers if h.pid is not None and h.exit_code() is None]
+
+    @property
+    def socket_dir(self) -> str:
+        """The private directory of the control socket (removed by :meth:`close`)."""
+        return self._socket_dir
+
+    def restarts_of(self, slot: int) -> int:
+        """How many times the worker owning ``slot`` was restarted."""
+        return self._slot_worker[slot].restarts
+
+    def uptime(self) -> float:
+        """Seconds since this coordinator was created."""
+        return time.monotonic() - self._created_at

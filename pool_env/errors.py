@@ -1,0 +1,135 @@
+"""The pool_env error tree: every error pool_env raises derives from :class:`PoolEnvError`.
+
+```
+PoolEnvError
+├── UsageError                     wrong call order or arguments (the pool is unaffected)
+│   ├── ClosedError                a call on a closed pool
+│   ├── AlreadyPendingError        step_async while a call is pending  (also gymnasium's AlreadyPendingCallError)
+│   ├── NoPendingCallError         step_wait without step_async        (also gymnasium's NoAsyncCallError)
+│   ├── InvalidActionError         actions of the wrong shape, dtype or outside the action space
+│   └── SpecError                  a bad env spec or pool configuration (names the field)
+├── WorkerError                    a worker could not be started or did something it must not
+│   └── WorkerStartError           workers did not come up (exit code / stderr tail)
+├── ProtocolError                  a malformed or oversized message on a pool_env wire
+├── TransportError                 talking to a server failed in a way the pool cannot heal
+│   └── HttpStatusError            4xx from the env server: a configuration error (bad token, bad request)
+├── EnvCreationError               the env could not be created (unknown id, import string, exception)
+└── StepTimeoutError               the whole pool missed a deadline the caller asked for (step_wait(timeout))
+```
+
+Failures the pool survives (a worker crash, a connection reset, a server episode error) are
+*not* raised: they become ``infos["error"]`` on the affected slots and counters in ``stats()``.
+
+Every class keeps its constructor arguments so that it survives pickling (tested).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
+
+__all__ = [
+    "AlreadyPendingError",
+    "ClosedError",
+    "EnvCreationError",
+    "HttpStatusError",
+    "InvalidActionError",
+    "NoPendingCallError",
+    "PoolEnvError",
+    "ProtocolError",
+    "SpecError",
+    "StepTimeoutError",
+    "TransportError",
+    "UsageError",
+    "WorkerError",
+    "WorkerStartError",
+]
+
+
+class PoolEnvError(Exception):
+    """Root of every error raised by pool_env."""
+
+
+class UsageError(PoolEnvError):
+    """The caller used the API wrongly; nothing was sent and the pool still works."""
+
+
+class ClosedError(UsageError):
+    """The pool (or client) is closed."""
+
+
+class AlreadyPendingError(UsageError, AlreadyPendingCallError):
+    """``step_async``/``reset`` was called while another call is still pending."""
+
+    def __init__(self, message: str, name: str = "step") -> None:
+        UsageError.__init__(self, message)
+        self.name = name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.name))
+
+
+class NoPendingCallError(UsageError, NoAsyncCallError):
+    """``step_wait`` was called without a pending ``step_async``."""
+
+    def __init__(self, message: str, name: str = "step") -> None:
+        UsageError.__init__(self, message)
+        self.name = name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.name))
+
+
+class InvalidActionError(UsageError, ValueError):
+    """Actions of the wrong shape or dtype, or outside the action space."""
+
+
+class SpecError(UsageError, ValueError):
+    """An env spec or pool option is invalid; the message names the field."""
+
+
+class WorkerError(PoolEnvError):
+    """A worker misbehaved in a way that is not a per-slot failure."""
+
+
+class WorkerStartError(WorkerError):
+    """Workers could not be started; carries the exit code and the tail of stderr when known."""
+
+
+class ProtocolError(PoolEnvError):
+    """A malformed, oversized or unexpected message on a pool_env wire."""
+
+
+class TransportError(PoolEnvError):
+    """Talking to a remote server failed in a way the pool cannot heal by itself."""
+
+
+class HttpStatusError(TransportError):
+    """The env server answered 4xx: a configuration error, never retried.
+
+    Attributes:
+        status: the HTTP status code.
+        detail: the server's ``detail`` field (FastAPI style), or the body text.
+        url: the request URL.
+    """
+
+    def __init__(self, status: int, detail: str, url: str = "") -> None:
+        super().__init__(f"env server answered HTTP {status} for {url or 'a request'}: {detail}")
+        self.status = status
+        self.detail = detail
+        self.url = url
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status, self.detail, self.url))
+
+
+class EnvCreationError(PoolEnvError):
+    """An env could not be created in a worker (unknown id, bad import string, constructor raised)."""
+
+
+class StepTimeoutError(PoolEnvError, TimeoutError):
+    """``step_wait(timeout=...)`` ran out before every worker answered.
+
+    The pending call stays pending; call ``step_wait`` again to keep waiting.
+    """

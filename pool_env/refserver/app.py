@@ -1,0 +1,287 @@
+"""FastAPI app of the reference server: the challenge API under ``/api/v1`` plus ``/control``.
+
+Endpoints are ``async``: state changes run on the event loop without awaiting in between, and the
+injected latencies are ``asyncio.sleep`` calls, so many clients are served in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from pool_env.refserver.faults import FaultConfig, FaultInjector
+from pool_env.refserver.middleware import DROP_HEADER, RefServerMiddleware, RequestStats
+from pool_env.refserver.state import MAX_STEP_SIZE, ApiError, EpisodeSettings, ServerState, StepOutcome
+
+__all__ = ["LATEST_VERSION", "RefServerContext", "create_app"]
+
+LATEST_VERSION = "0.4"
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class EnvConfig(_Lenient):
+    """``env_config`` / single create body; ``auto_reset`` and ``reward_config`` are ignored."""
+
+    env_type: str = "DegradationEnv"
+    max_steps_per_episode: int = Field(1000, ge=1)
+    step_size: int = Field(10, ge=1)
+
+
+class GroupCreate(_Lenient):
+    """Body of ``POST /vectorized/episodes/create``."""
+
+    env_config: EnvConfig = Field(default_factory=EnvConfig)
+    num_envs: int = 1
+
+
+class ResetRequest(_Lenient):
+    """Body of ``POST /episode/reset``."""
+
+    episode_id: str
+    seed: int | None = None
+
+
+class StepRequest(_Lenient):
+    """Body of ``POST /episode/step`` and one entry of ``vectorized_step``."""
+
+    episode_id: str
+    action: int = Field(ge=0, le=2)
+    step_size: int | None = Field(None, ge=1)
+    return_all_states: bool = False
+
+
+class VectorizedReset(_Lenient):
+    """Body of ``POST /episode/vectorized_reset``."""
+
+    episode_ids: list[str]
+    seeds: list[int | None] | None = None
+
+
+class VectorizedStep(_Lenient):
+    """Body of ``POST /episode/vectorized_step``."""
+
+    episode_actions: list[StepRequest]
+
+
+class RefServerContext:
+    """Everything an endpoint needs: the state, the fault injector and the request counters."""
+
+    def __init__(self, faults: FaultConfig) -> None:
+        self.faults = FaultInjector(faults)
+        self.state = ServerState(quota=faults.max_steps_quota)
+        self.stats = RequestStats()
+
+    async def before(self, path: str) -> str | None:
+        """Decide the request fault; answer 500/503 right away (after the latency), nothing applied."""
+        kind = self.faults.request_fault(path)
+        if kind in ("500", "503"):
+            await self._sleep(self.faults.delay_s(0))
+            name = "Internal Server Error" if kind == "500" else "Service Unavailable"
+            raise ApiError(int(kind), f"{name} (injected fault)")
+        return kind
+
+    async def respond(self, content: dict[str, Any], kind: str | None, entries: int) -> JSONResponse:
+        """Sleep the latency (and a hang), then answer ``content`` or request a drop."""
+        await self._sleep(self.faults.delay_s(entries))
+        if kind == "hang":
+            await self._sleep(self.faults.config.hang_s)
+        headers = {DROP_HEADER.decode(): "1"} if kind == "drop" else None
+        return JSONResponse(content, headers=headers)
+
+    @staticmethod
+    async def _sleep(seconds: float) -> None:
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+    def settings(self, config: EnvConfig) -> EpisodeSettings:
+        """Validate a create body. Raises ApiError 400 for another env type."""
+        if config.env_type != "DegradationEnv":
+            raise ApiError(400, f"unsupported env_type {config.env_type!r}")
+        return EpisodeSettings(min(config.step_size, MAX_STEP_SIZE), config.max_steps_per_episode)
+
+
+async def require_token(user_token: Annotated[str | None, Header()] = None) -> str:
+    """The ``User-Token`` header; any non-empty value is accepted. Raises ApiError 401."""
+    if not user_token:
+        raise ApiError(401, "User-Token header is required")
+    return user_token
+
+
+Token = Annotated[str, Depends(require_token)]
+SessionHeader = Annotated[str | None, Header()]
+
+
+def _ctx(request: Request) -> RefServerContext:
+    ctx: RefServerContext = request.app.state.refserver
+    return ctx
+
+
+def create_app(faults: FaultConfig | None = None) -> FastAPI:
+    """Build the reference server app with the given fault switches (default: no faults)."""
+    app = FastAPI(title="pool_env reference server", version=LATEST_VERSION)
+    ctx = RefServerContext(faults or FaultConfig())
+    app.state.refserver = ctx
+    app.add_middleware(RefServerMiddleware, stats=ctx.stats)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.get("/api/v1/version")
+    async def version(_token: Token) -> dict[str, str]:
+        return {"latest_version": LATEST_VERSION}
+
+    @app.post("/api/v1/session/create")
+    async def create_session(token: Token) -> dict[str, str]:
+        return {"session_id": ctx.state.create_session(token)}
+
+    @app.post("/api/v1/episode/create")
+    async def create_episode(
+        request: Request, token: Token, session_id: SessionHeader = None,
+        config: Annotated[EnvConfig | None, Body()] = None,
+    ) -> JSONResponse:
+        settings = ctx.settings(config or EnvConfig())
+        ctx.state.check_session(session_id)
+        kind = await ctx.before(request.url.path)
+        _, (episode,) = ctx.state.create_episodes(token, session_id, settings, 1, group=False)
+        content = {"episode_id": episode.episode_id, "initial_observation": episode.env.last_observation}
+        return await ctx.respond(content, kind, 1)
+
+    @app.post("/api/v1/vectorized/episodes/create")
+    async def create_group(
+        request: Request, token: Token, session_id: SessionHeader = None,
+        body: Annotated[GroupCreate | None, Body()] = None,
+    ) -> JSONResponse:
+        body = body or GroupCreate()
+        settings = ctx.settings(body.env_config)
+        limit = ctx.faults.config.max_num_envs
+        if not 1 <= body.num_envs <= limit:
+            raise ApiError(422, f"num_envs must be between 1 and {limit}, got {body.num_envs}")
+        ctx.state.check_session(session_id)
+        kind = await ctx.before(request.url.path)
+        group_id, episodes = ctx.state.create_episodes(token, session_id, settings, body.num_envs, group=True)
+        content = {"episode_ids": [e.episode_id for e in episodes], "vectorized_group_id": group_id}
+        return await ctx.respond(content, kind, body.num_envs)
+
+    @app.post("/api/v1/episode/reset")
+    async def reset(request: Request, token: Token, body: ResetRequest) -> JSONResponse:
+        kind = await ctx.before(request.url.path)
+        episode, _ = ctx.state.reset(token, body.episode_id, body.seed)
+        content = {"observation": episode.env.last_observation, "new_episode_id": episode.episode_id}
+        return await ctx.respond(content, kind, 1)
+
+    @app.post("/api/v1/episode/vectorized_reset")
+    async def vectorized_reset(request: Request, token: Token, body: VectorizedReset) -> JSONResponse:
+        seeds = body.seeds if body.seeds is not None else [None] * len(body.episode_ids)
+        if len(seeds) != len(body.episode_ids):
+            raise ApiError(422, f"got {len(seeds)} seeds for {len(body.episode_ids)} episode_ids")
+        kind = await ctx.before(request.url.path)
+        observations: list[list[float]] = []
+        infos: list[dict[str, Any]] = []
+        new_ids: list[str | None] = []
+        for episode_id, seed in zip(body.episode_ids, seeds, strict=True):
+            try:
+                episode, is_new = ctx.state.reset(token, episode_id, seed)
+            except ApiError as exc:
+                observations.append([])
+                infos.append({"episode_id": episode_id, "step": 0, "terminated": True, "truncated": False,
+                              "error": exc.detail})
+                new_ids.append(None)
+                continue
+            observations.append(episode.env.last_observation)
+            infos.append({"step": 0, "episode_id": episode.episode_id, "terminated": False, "truncated": False})
+            new_ids.append(episode.episode_id if is_new else None)
+        content = {"observations": observations, "infos": infos, "new_episode_ids": new_ids}
+        return await ctx.respond(content, kind, len(body.episode_ids))
+
+    @app.post("/api/v1/episode/step")
+    async def step(request: Request, token: Token, body: StepRequest) -> JSONResponse:
+        path = request.url.path
+        kind = await ctx.before(path)
+        episode = ctx.state.resolve(body.episode_id)
+        ctx.state.check_quota(token, 1)
+        step_size = body.step_size or episode.settings.step_size
+        out = ctx.state.step(token, body.episode_id, body.action, step_size, body.return_all_states,
+                             ctx.faults.episode_error(path))
+        info: dict[str, Any] = {"info": out.info}
+        if out.reason is not None:
+            info["reason"] = out.reason
+        if out.error is not None:
+            info["error"] = out.error
+        content = {"observation": out.observation, "reward": out.reward, "terminated": out.terminated,
+                   "truncated": out.truncated, "step": out.step, "info": info}
+        return await ctx.respond(content, kind, 1)
+
+    @app.post("/api/v1/episode/vectorized_step")
+    async def vectorized_step(request: Request, token: Token, body: VectorizedStep) -> JSONResponse:
+        path = request.url.path
+        entries = body.episode_actions
+        kind = await ctx.before(path)
+        ctx.state.check_quota(token, len(entries))
+        outcomes: list[StepOutcome] = []
+        for entry in entries:
+            try:
+                episode = ctx.state.resolve(entry.episode_id)
+                step_size = entry.step_size or episode.settings.step_size
+                outcomes.append(ctx.state.step(token, entry.episode_id, entry.action, step_size,
+                                               entry.return_all_states, ctx.faults.episode_error(path)))
+            except ApiError as exc:
+                info = {"episode_id": entry.episode_id, "step": 0, "terminated": True, "truncated": False,
+                        "error": exc.detail}
+                outcomes.append(StepOutcome([], 0.0, True, False, 0, info, "error", exc.detail))
+        content = {
+            "observations": [o.observation for o in outcomes], "rewards": [o.reward for o in outcomes],
+            "terminateds": [o.terminated for o in outcomes], "truncateds": [o.truncated for o in outcomes],
+            "infos": [o.info for o in outcomes],
+        }
+        return await ctx.respond(content, kind, len(entries))
+
+    @app.get("/api/v1/episode/{episode_id}")
+    async def get_episode(request: Request, _token: Token, episode_id: str) -> JSONResponse:
+        kind = await ctx.before(request.url.path)
+        return await ctx.respond(ctx.state.episode_info(episode_id), kind, 1)
+
+    @app.get("/api/v1/episode/{episode_id}/state/latest")
+    async def latest_state(request: Request, _token: Token, episode_id: str) -> JSONResponse:
+        kind = await ctx.before(request.url.path)
+        return await ctx.respond(ctx.state.latest_state(episode_id), kind, 1)
+
+    @app.get("/api/v1/user/{user_token}/score")
+    async def score(user_token: str, limit: int = 100) -> dict[str, Any]:
+        return ctx.state.score(user_token, limit)
+
+    _add_control_routes(app, ctx)
+    return app
+
+
+def _add_control_routes(app: FastAPI, ctx: RefServerContext) -> None:
+    """``/control/*``: fault switches, counters and per-episode step accounting (no token)."""
+
+    @app.get("/control/faults")
+    async def get_faults() -> dict[str, Any]:
+        return ctx.faults.snapshot()
+
+    @app.post("/control/faults")
+    async def set_faults(changes: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        try:
+            ctx.faults.update(changes)
+        except (TypeError, ValueError) as exc:
+            raise ApiError(422, str(exc)) from exc
+        ctx.state.quota = ctx.faults.config.max_steps_quota
+        return ctx.faults.snapshot()
+
+    @app.get("/control/stats")
+    async def stats() -> dict[str, Any]:
+        return {**ctx.stats.snapshot(), "faults_injected": dict(ctx.faults.injected),
+                "tokens": ctx.state.tokens_snapshot()}
+
+    @app.get("/control/episodes")
+    async def episodes() -> dict[str, Any]:
+        return ctx.state.episodes_snapshot()

@@ -1,0 +1,346 @@
+"""PoolVectorEnv: a self-healing ``gymnasium.vector.VectorEnv`` over worker subprocesses.
+
+Autoreset follows gymnasium's default, ``AutoresetMode.NEXT_STEP``: a slot that ended on step
+*t* is reset on step *t+1*, which returns its first observation with reward 0 and both flags
+false. A slot whose worker died, hung or lost its server episode comes back ``truncated=True``
+with reward 0, its previous observation, ``infos["error"]`` (why) and ``infos["restarts"]``
+(how often its worker was replaced); it is reset on its next step like any ended slot.
+
+Returned arrays are copies: they stay valid after the next step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import requests
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from pool_env.config import EnvSpec, GymEnvSpec, HttpEnvSpec, PoolOptions
+from pool_env.coordinator import CommandResult, Coordinator, PendingCommand
+from pool_env.errors import (
+    AlreadyPendingError,
+    ClosedError,
+    HttpStatusError,
+    InvalidActionError,
+    NoPendingCallError,
+    SpecError,
+    TransportError,
+    UsageError,
+)
+from pool_env.protocol import Op
+from pool_env.shm import BatchLayout, leaf_value
+from pool_env.spaces import leaves_of, probe_spaces, structure_of_batch
+
+__all__ = ["PoolVectorEnv", "check_server", "default_num_workers"]
+
+log = logging.getLogger(__name__)
+
+
+def default_num_workers(spec: EnvSpec, num_envs: int) -> int:
+    """Workers when none are given: one per core for local envs; for HTTP, where workers
+    mostly wait on the network, up to 4 per core with at least 4 slots per worker."""
+    cores = os.cpu_count() or 1
+    if isinstance(spec, HttpEnvSpec):
+        return max(1, min(num_envs, 4 * cores, -(-num_envs // 4)))
+    return max(1, min(num_envs, cores))
+
+
+def check_server(spec: HttpEnvSpec) -> None:
+    """Fail fast, before any worker starts, when the env server cannot be reached.
+
+    Raises:
+        TransportError: the server does not answer.
+        HttpStatusError: it answers 4xx (e.g. the token is refused).
+    """
+    url = f"{spec.server_url}/api/v1/version"
+    try:
+        response = requests.get(url, headers={"User-Token": spec.user_token}, timeout=spec.request_timeout)
+    except requests.RequestException as exc:
+        raise TransportError(f"cannot reach the env server at {spec.server_url}: {exc}") from exc
+    if 400 <= response.status_code < 500:
+        try:
+            detail = str(response.json().get("detail", response.text))
+        except ValueError:
+            detail = response.text
+        raise HttpStatusError(response.status_code, detail, url)
+
+
+class PoolVectorEnv(VectorEnv):  # type: ignore[misc]
+    """Many episodes of one env spec, stepped in parallel by worker processes.
+
+    Args:
+        spec: what each slot runs (:class:`HttpEnvSpec` or :class:`GymEnvSpec`).
+        num_envs: number of slots.
+        num_workers: worker processes (default: :func:`default_num_workers`); any value from 1
+            to ``num_envs`` works, the slots are split as evenly as possible.
+        options: timeouts and restart policy (:class:`PoolOptions`).
+        log_level: log level of the worker processes.
+
+    Raises:
+        SpecError: bad arguments or an unsupported space.
+        TransportError, HttpStatusError: the env server cannot be used.
+        EnvCreationError, WorkerStartError: the workers could not start.
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        spec: EnvSpec,
+        num_envs: int = 16,
+        num_workers: int | None = None,
+        *,
+        options: PoolOptions | None = None,
+        log_level: str = "WARNING",
+    ) -> None:
+        self.closed = True  # until the workers are up, close() has nothing to do
+        if not isinstance(spec, HttpEnvSpec | GymEnvSpec):
+            raise SpecError(f"spec: expected HttpEnvSpec or GymEnvSpec, got {type(spec).__name__}")
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise SpecError(f"num_envs: must be a positive int, got {num_envs!r}")
+        workers = default_num_workers(spec, num_envs) if num_workers is None else num_workers
+        if not isinstance(workers, int) or not 1 <= workers <= num_envs:
+            raise SpecError(f"num_workers: must be 1..num_envs={num_envs}, got {num_workers!r}")
+        if isinstance(spec, HttpEnvSpec):
+            check_server(spec)
+        obs_space, act_space, env_metadata, render_mode = probe_spaces(spec)
+        self.spec_ = spec
+        self.num_envs = num_envs
+        self.num_workers = workers
+        self.single_observation_space = obs_space
+        self.single_action_space = act_space
+        self.observation_space = batch_space(obs_space, num_envs)
+        self.action_space = batch_space(act_space, num_envs)
+        self.metadata = {**env_metadata, "autoreset_mode": AutoresetMode.NEXT_STEP}
+        self.render_mode = render_mode
+        self._obs_leaves = leaves_of(obs_space)
+        self._act_leaves = leaves_of(act_space)
+        layout = BatchLayout(num_envs, tuple(self._obs_leaves), tuple(self._act_leaves))
+        self._coordinator = Coordinator(spec, layout, workers, options or PoolOptions(), log_level)
+        try:
+            self._coordinator.start()
+        except BaseException:
+            self._coordinator.close()
+            raise
+        self.closed = False
+        self._pending: PendingCommand | None = None
+        self._was_reset = False
+
+    # -- gymnasium API ----------------------------------------------------------------------
+
+    def reset(
+        self,
+        *,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset every slot (seed ``s`` gives slot ``i`` the seed ``s + i``, as gymnasium does).
+
+        ``options["reset_mask"]`` (a bool array) resets only the masked slots.
+        """
+        self._check_idle("reset")
+        options = dict(options) if options is not None else None
+        if options is not None and "reset_mask" in options:
+            mask = np.asarray(options.pop("reset_mask"))
+            if mask.dtype != np.bool_ or mask.shape != (self.num_envs,) or not mask.any():
+                raise UsageError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with a True")
+            seeds = self._seed_list(seed)
+            indices = np.flatnonzero(mask).tolist()
+            return self.reset_envs(indices, seeds=[seeds[i] for i in indices], options=options)
+        seeds = self._seed_list(seed)
+        if isinstance(seed, int):
+            self._coordinator.base_seed = seed
+        result = self._run(Op.RESET, None, seeds, options)
+        self._was_reset = True
+        return self._observations(), self._infos(result)
+
+    def reset_envs(
+        self,
+        indices: Sequence[int],
+        seeds: Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset only the slots in ``indices``; the others keep their episodes untouched.
+
+        Returns the whole batch of observations (only the reset rows changed) and infos.
+        """
+        self._check_idle("reset_envs")
+        chosen = [int(i) for i in indices]
+        if not chosen or any(not 0 <= i < self.num_envs for i in chosen) or len(set(chosen)) != len(chosen):
+            raise UsageError(f"indices must be distinct slots in 0..{self.num_envs - 1}, got {list(indices)}")
+        if seeds is not None and len(seeds) != len(chosen):
+            raise UsageError(f"seeds must match indices in length ({len(seeds)} != {len(chosen)})")
+        result = self._run(Op.RESET, chosen, list(seeds) if seeds is not None else [None] * len(chosen), options)
+        return self._observations(), self._infos(result)
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every slot: ``step_async(actions)`` then ``step_wait()``."""
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: Any) -> None:
+        """Validate ``actions``, put them in shared memory and send one command per worker.
+
+        Raises:
+            InvalidActionError: wrong structure, shape or dtype, or values outside the space.
+            AlreadyPendingError, ClosedError, UsageError: wrong call order.
+        """
+        self._check_idle("step_async")
+        if not self._was_reset:
+            raise UsageError("call reset() before step()")
+        self._write_actions(actions)
+        self._pending = self._coordinator.submit(Op.STEP)
+
+    def step_wait(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Wait for the pending step (at most ``timeout`` seconds, if given).
+
+        Raises:
+            StepTimeoutError: ``timeout`` passed; the step stays pending (call again).
+            NoPendingCallError: no ``step_async`` before.
+            HttpStatusError: the env server refused the request (4xx).
+        """
+        self._check_open()
+        if self._pending is None:
+            raise NoPendingCallError("step_wait() without a pending step_async()", "step")
+        result = self._collect(timeout)
+        buffers = self._buffers
+        return (
+            self._observations(),
+            buffers.reward.copy(),
+            buffers.terminated.copy(),
+            buffers.truncated.copy(),
+            self._infos(result),
+        )
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Stop the workers and free shared memory (bounded time, idempotent)."""
+        self._pending = None
+        self._coordinator.close()
+
+    def __enter__(self) -> PoolVectorEnv:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "closed", True):
+            warnings.warn(f"unclosed {self!r}; call close()", ResourceWarning, stacklevel=2)
+            with contextlib.suppress(Exception):  # may run at interpreter shutdown
+                self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"PoolVectorEnv({self.spec_!r}, num_envs={self.num_envs}, num_workers={self.num_workers}, {state})"
+
+    # -- observability ----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Per-worker figures (pid, slots, state, restarts, steps, cpu %, rss) and pool counters."""
+        self._check_open()
+        coordinator = self._coordinator
+        return {
+            "num_envs": self.num_envs,
+            "num_workers": self.num_workers,
+            "uptime": coordinator.uptime(),
+            "counters": dict(coordinator.counters),
+            "workers": coordinator.worker_stats(),
+        }
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Pids of the live worker processes."""
+        return self._coordinator.live_pids()
+
+    # -- internals --------------------------------------------------------------------------
+
+    @property
+    def _buffers(self) -> Any:
+        buffers = self._coordinator.buffers
+        assert buffers is not None
+        return buffers
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ClosedError("this PoolVectorEnv is closed")
+
+    def _check_idle(self, name: str) -> None:
+        self._check_open()
+        if self._pending is not None:
+            raise AlreadyPendingError(f"{name}() while a step is pending; call step_wait() first", "step")
+
+    def _seed_list(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, int | np.integer):
+            return [int(seed) + i for i in range(self.num_envs)]
+        seeds = [None if s is None else int(s) for s in seed]
+        if len(seeds) != self.num_envs:
+            raise UsageError(f"a seed list must have num_envs={self.num_envs} entries, got {len(seeds)}")
+        return seeds
+
+    def _run(
+        self, op: Op, slots: list[int] | None, seeds: list[int | None], options: dict[str, Any] | None
+    ) -> CommandResult:
+        self._pending = self._coordinator.submit(op, slots, seeds, options)
+        return self._collect(None)
+
+    def _collect(self, timeout: float | None) -> CommandResult:
+        assert self._pending is not None
+        try:
+            result = self._coordinator.collect(self._pending, timeout)
+        except TimeoutError:
+            raise  # still pending: the caller may wait again
+        except BaseException:
+            self._pending = None
+            raise
+        self._pending = None
+        return result
+
+    def _write_actions(self, actions: Any) -> None:
+        arrays = []
+        for leaf in self._act_leaves:
+            try:
+                value = np.asarray(leaf_value(actions, leaf.path))
+            except (KeyError, IndexError, TypeError) as exc:
+                where = "/".join(map(str, leaf.path))
+                raise InvalidActionError(f"actions have no part {where!r} ({exc})") from exc
+            expected = (self.num_envs, *leaf.shape)
+            if value.shape != expected:
+                raise InvalidActionError(f"actions{_where(leaf.path)} have shape {value.shape}, expected {expected}")
+            if not np.can_cast(value.dtype, np.dtype(leaf.dtype), casting="same_kind"):
+                raise InvalidActionError(
+                    f"actions{_where(leaf.path)} have dtype {value.dtype}, expected {np.dtype(leaf.dtype)}"
+                )
+            arrays.append(value.astype(leaf.dtype, copy=False))
+        structured = structure_of_batch(self._act_leaves, arrays)
+        if not self.action_space.contains(structured):
+            raise InvalidActionError(f"actions are outside the action space {self.action_space}")
+        for target, value in zip(self._buffers.act, arrays, strict=True):
+            target[...] = value
+
+    def _observations(self) -> Any:
+        return structure_of_batch(self._obs_leaves, [array.copy() for array in self._buffers.obs])
+
+    def _infos(self, result: CommandResult) -> dict[str, Any]:
+        infos: dict[str, Any] = {}
+        for slot in sorted(result.infos):
+            infos = self._add_info(infos, result.infos[slot], slot)
+        for slot in sorted(result.errors):
+            restarts = self._coordinator.restarts_of(slot)
+            infos = self._add_info(infos, {"error": result.errors[slot], "restarts": restarts}, slot)
+        return infos
+
+
+def _where(path: tuple[Any, ...]) -> str:
+    return "".join(f"[{key!r}]" for key in path)
+
+

@@ -1,0 +1,50 @@
+"""The backend seam: what a worker needs from an env kind.
+
+A backend owns the envs of one worker's slots, numbered ``0..num_slots-1`` locally. It never
+autoresets: the worker decides which slots to reset and which to step (gymnasium's NEXT_STEP
+rule). Per-slot failures are returned as :class:`Outcome` with ``error`` set, never raised;
+only failures that no retry can fix (a 4xx from the server, an env that cannot be created)
+raise :class:`pool_env.errors.PoolEnvError` subclasses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["Backend", "Outcome"]
+
+
+@dataclass
+class Outcome:
+    """The result of resetting or stepping one slot.
+
+    ``obs`` is ``None`` when there is no observation (an error); the worker then leaves the
+    slot's previous observation in place. A slot with ``error`` is reported truncated.
+    """
+
+    obs: Any = None
+    reward: float = 0.0
+    terminated: bool = False
+    truncated: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Backend(Protocol):
+    """The envs of one worker."""
+
+    def reset(
+        self, slots: Sequence[int], seeds: Sequence[int | None], options: dict[str, Any] | None
+    ) -> list[Outcome]:
+        """Start a new episode in each of ``slots`` (local ids), one outcome per slot."""
+        ...
+
+    def step(self, slots: Sequence[int], actions: Sequence[Any]) -> list[Outcome]:
+        """Apply ``actions[i]`` to ``slots[i]``, one outcome per slot."""
+        ...
+
+    def close(self) -> None:
+        """Release the envs (close HTTP sessions, env.close())."""
+        ...

@@ -1,0 +1,86 @@
+"""Local gymnasium envs: one env object per slot, stepped in a loop.
+
+An exception inside ``env.step``/``env.reset`` is a per-slot failure: the slot comes back with
+the traceback as its error (reported truncated) and its env is made anew before its next reset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+
+from pool_env.config import GymEnvSpec
+from pool_env.spaces import make_gym_env
+from workers.backends.base import Outcome
+
+__all__ = ["GymBackend"]
+
+
+class GymBackend:
+    """``num_slots`` local envs made from one :class:`GymEnvSpec`."""
+
+    def __init__(self, spec: GymEnvSpec, num_slots: int) -> None:
+        self._spec = spec
+        self._envs: list[gym.Env[Any, Any] | None] = []
+        try:
+            for _ in range(num_slots):
+                self._envs.append(make_gym_env(spec))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def observation_space(self) -> gym.Space[Any]:
+        """The observation space of the first env."""
+        return self._env(0).observation_space
+
+    def _env(self, slot: int) -> gym.Env[Any, Any]:
+        env = self._envs[slot]
+        if env is None:
+            env = self._envs[slot] = make_gym_env(self._spec)
+        return env
+
+    def _broken(self, slot: int, what: str) -> Outcome:
+        env, self._envs[slot] = self._envs[slot], None
+        if env is not None:
+            with contextlib.suppress(Exception):
+                env.close()
+        return Outcome(truncated=True, error=f"{what} raised in the env:\n{traceback.format_exc()}")
+
+    def reset(
+        self, slots: Sequence[int], seeds: Sequence[int | None], options: dict[str, Any] | None
+    ) -> list[Outcome]:
+        """Reset each slot with its seed (``None`` continues the env's own RNG)."""
+        outcomes = []
+        for slot, seed in zip(slots, seeds, strict=True):
+            try:
+                obs, info = self._env(slot).reset(seed=seed, options=options)
+            except Exception:
+                outcomes.append(self._broken(slot, "reset"))
+                continue
+            outcomes.append(Outcome(obs=obs, info=info))
+        return outcomes
+
+    def step(self, slots: Sequence[int], actions: Sequence[Any]) -> list[Outcome]:
+        """Step each slot with its action."""
+        outcomes = []
+        for slot, action in zip(slots, actions, strict=True):
+            try:
+                obs, reward, terminated, truncated, info = self._env(slot).step(action)
+            except Exception:
+                outcomes.append(self._broken(slot, "step"))
+                continue
+            outcomes.append(Outcome(obs, float(reward), bool(terminated), bool(truncated), info))
+        return outcomes
+
+    def close(self) -> None:
+        """Close every env, ignoring errors from env.close()."""
+        for env in self._envs:
+            if env is not None:
+                with contextlib.suppress(Exception):
+                    env.close()
+        self._envs = []

@@ -1,0 +1,113 @@
+"""The retry policy of the HTTP backend: a frozen value that says how long to wait, never waits.
+
+Modelled on urllib3's ``Retry``: :meth:`RetryPolicy.increment` takes the error that just
+happened and returns the policy for the next attempt together with the delay to sleep before it,
+or raises :class:`RetriesExhaustedError` (chained to that error) once ``max_retries`` retries
+have been spent. Delays use exponential back-off with *full jitter*: the delay before retry
+``n`` (0-based) is uniform in ``[0, min(cap, backoff * 2**n))``. The caller sleeps, so tests can
+check the exact delays with a scripted random source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from pool_env.errors import TransportError
+
+__all__ = ["DEFAULT_CAP", "RandomSource", "RetriesExhaustedError", "RetryPolicy", "describe"]
+
+DEFAULT_CAP = 5.0
+"""The longest delay between two attempts, in seconds."""
+
+_MAX_EXPONENT = 60  # 2**60 * any sane backoff is far above any cap; avoids float overflow
+
+
+class RandomSource(Protocol):
+    """What the policy needs from a random generator (``random.Random`` satisfies it)."""
+
+    def random(self) -> float:
+        """A float uniform in ``[0, 1)``."""
+        ...
+
+
+class RetriesExhaustedError(TransportError):
+    """Every retry of a request failed; ``last_error`` describes the final failure.
+
+    The HTTP backend never lets this reach the trainer: it turns it into per-slot errors.
+    """
+
+    def __init__(self, retries: int, last_error: str) -> None:
+        super().__init__(f"gave up after {retries} retries; last error: {last_error}")
+        self.retries = retries
+        self.last_error = last_error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.retries, self.last_error))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times to retry one request, and how long to wait before each retry.
+
+    Attributes:
+        max_retries: retries allowed after the first attempt (0 = never retry).
+        backoff: the ceiling of the first delay, in seconds; it doubles per retry.
+        cap: no ceiling exceeds this many seconds.
+        retries: retries already granted (0 for a fresh policy).
+    """
+
+    max_retries: int
+    backoff: float
+    cap: float = DEFAULT_CAP
+    retries: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.backoff < 0 or self.cap < 0 or self.retries < 0:
+            raise ValueError(f"RetryPolicy fields must be >= 0, got {self!r}")
+
+    @property
+    def exhausted(self) -> bool:
+        """True when :meth:`increment` would raise."""
+        return self.retries >= self.max_retries
+
+    def ceiling(self) -> float:
+        """The upper bound (exclusive) of the delay before the next retry."""
+        return min(self.cap, self.backoff * 2.0 ** min(self.retries, _MAX_EXPONENT))
+
+    def increment(self, error: BaseException | str, rng: RandomSource) -> tuple[RetryPolicy, float]:
+        """Account for one failed attempt.
+
+        Args:
+            error: the failure of the attempt (an exception or its description).
+            rng: draws the jitter.
+
+        Returns:
+            The policy for the next attempt and the delay to sleep before making it.
+
+        Raises:
+            RetriesExhaustedError: ``max_retries`` retries were already granted; chained to
+                ``error`` when it is an exception.
+        """
+        if self.exhausted:
+            description = error if isinstance(error, str) else describe(error)
+            exhausted = RetriesExhaustedError(self.retries, description)
+            if isinstance(error, BaseException):
+                raise exhausted from error
+            raise exhausted
+        delay = rng.random() * self.ceiling()
+        return replace(self, retries=self.retries + 1), delay
+
+    def delays(self, rng: RandomSource) -> Iterator[float]:
+        """Every delay this policy would grant, in order (for logs and tests)."""
+        policy = self
+        while not policy.exhausted:
+            policy, delay = policy.increment("", rng)
+            yield delay
+
+
+def describe(error: BaseException, limit: int = 300) -> str:
+    """``"TypeName: message"`` of an exception, cut to ``limit`` characters."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,214 @@
+"""The worker's command loop: hello → init → (reset | step)* → close.
+
+Each command covers all the slots it names at once; results go straight into shared memory and
+one small ``done`` message answers the command. The loop exits by itself when the coordinator
+process is gone (its parent pid changes), so a ``kill -9`` of the trainer leaves no worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import zmq
+
+from pool_env import protocol
+from pool_env.config import EnvSpec, GymEnvSpec, HttpEnvSpec, spec_from_wire
+from pool_env.errors import HttpStatusError, PoolEnvError
+from pool_env.protocol import Op
+from pool_env.shm import BatchBuffers, BatchLayout, attach, build_structure, leaf_value
+from workers.backends.base import Backend, Outcome
+
+__all__ = ["WorkerLoop", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+PARENT_CHECK_MS = 500
+
+
+def make_backend(spec: EnvSpec, num_slots: int) -> Backend:
+    """The backend for ``spec`` (imports only what that backend needs)."""
+    if isinstance(spec, HttpEnvSpec):
+        from workers.backends.http import HttpBackend
+
+        return HttpBackend(spec, num_slots)
+    if isinstance(spec, GymEnvSpec):
+        from workers.backends.gym import GymBackend
+
+        return GymBackend(spec, num_slots)
+    raise TypeError(f"no backend for {type(spec).__name__}")  # pragma: no cover
+
+
+class WorkerLoop:
+    """One worker's state: its slots, its backend, its view of shared memory."""
+
+    def __init__(self, socket: zmq.Socket[bytes], parent_pid: int, gen: int) -> None:
+        self._socket = socket
+        self._parent_pid = parent_pid
+        self._gen = gen
+        self._backend: Backend | None = None
+        self._buffers: BatchBuffers | None = None
+        self._slots: list[int] = []  # global slot ids, local id = position
+        self._local: dict[int, int] = {}
+        self._needs_reset = np.zeros(0, dtype=bool)
+        self._next_seeds: list[int | None] = []
+
+    # -- wire -------------------------------------------------------------------------------
+
+    def _send(self, message: dict[str, Any]) -> None:
+        message["gen"] = self._gen
+        self._socket.send(protocol.encode(message))
+
+    def _parent_alive(self) -> bool:
+        return os.getppid() == self._parent_pid
+
+    def serve(self) -> None:
+        """Run until ``close`` or until the coordinator is gone."""
+        self._send({"op": Op.HELLO.value, "pid": os.getpid()})
+        while True:
+            if not self._socket.poll(PARENT_CHECK_MS):
+                if not self._parent_alive():
+                    log.warning("coordinator (pid %d) is gone; worker exits", self._parent_pid)
+                    return
+                continue
+            message = protocol.decode(self._socket.recv())
+            op = message["op"]
+            if op == Op.CLOSE.value:
+                return
+            try:
+                if op == Op.INIT.value:
+                    self._init(message)
+                    self._send({"op": Op.READY.value})
+                elif op in (Op.RESET.value, Op.STEP.value):
+                    self._send(self._command(message))
+                else:
+                    raise PoolEnvError(f"unknown op {op!r}")
+            except PoolEnvError as exc:
+                self._send(_fatal_message(message, exc))
+                if op == Op.INIT.value:
+                    return
+
+    def close(self) -> None:
+        """Close the backend and detach from shared memory."""
+        if self._backend is not None:
+            with contextlib.suppress(Exception):
+                self._backend.close()
+            self._backend = None
+        if self._buffers is not None:
+            self._buffers.close()
+            self._buffers = None
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _init(self, message: dict[str, Any]) -> None:
+        spec = spec_from_wire(message["spec"])
+        layout = BatchLayout.from_wire(message["layout"])
+        self._slots = [int(s) for s in message["slots"]]
+        self._local = {slot: i for i, slot in enumerate(self._slots)}
+        self._needs_reset = np.ones(len(self._slots), dtype=bool)
+        self._next_seeds = list(message.get("seeds") or [None] * len(self._slots))
+        self._buffers = attach(message["shm_name"], layout)
+        self._backend = make_backend(spec, len(self._slots))
+
+    def _command(self, message: dict[str, Any]) -> dict[str, Any]:
+        assert self._backend is not None and self._buffers is not None
+        slots = [self._local[int(s)] for s in message["slots"]]
+        infos: dict[int, Any] = {}
+        errors: dict[int, str] = {}
+        if message["op"] == Op.RESET.value:
+            seeds = list(message.get("seeds") or [None] * len(slots))
+            self._reset(slots, seeds, message.get("options"), infos, errors)
+        else:
+            to_reset = [s for s in slots if self._needs_reset[s]]
+            to_step = [s for s in slots if not self._needs_reset[s]]
+            if to_reset:
+                self._reset(to_reset, [None] * len(to_reset), None, infos, errors)
+            if to_step:
+                actions = self._read_actions(to_step)
+                self._write(to_step, self._backend.step(to_step, actions), infos, errors)
+        return {"op": Op.DONE.value, "seq": message["seq"], "infos": infos, "errors": errors}
+
+    def _reset(
+        self,
+        slots: Sequence[int],
+        seeds: Sequence[int | None],
+        options: dict[str, Any] | None,
+        infos: dict[int, Any],
+        errors: dict[int, str],
+    ) -> None:
+        assert self._backend is not None
+        effective = []
+        for slot, seed in zip(slots, seeds, strict=True):
+            # A restarted worker's first reset of a slot follows the seed schedule it was given.
+            scheduled, self._next_seeds[slot] = self._next_seeds[slot], None
+            effective.append(seed if seed is not None else scheduled)
+        self._write(slots, self._backend.reset(slots, effective, options), infos, errors)
+
+    def _read_actions(self, slots: Sequence[int]) -> list[Any]:
+        assert self._buffers is not None
+        leaves = self._buffers.layout.act
+        arrays = self._buffers.act
+        return [build_structure(leaves, [a[self._slots[s]] for a in arrays]) for s in slots]
+
+    def _write(
+        self, slots: Sequence[int], outcomes: list[Outcome], infos: dict[int, Any], errors: dict[int, str]
+    ) -> None:
+        buffers = self._buffers
+        assert buffers is not None
+        leaves = buffers.layout.obs
+        for slot, outcome in zip(slots, outcomes, strict=True):
+            row = self._slots[slot]
+            if outcome.obs is not None:
+                for leaf, array in zip(leaves, buffers.obs, strict=True):
+                    array[row] = leaf_value(outcome.obs, leaf.path)
+            failed = outcome.error is not None
+            buffers.reward[row] = 0.0 if failed else outcome.reward
+            buffers.terminated[row] = False if failed else outcome.terminated
+            buffers.truncated[row] = True if failed else outcome.truncated
+            self._needs_reset[slot] = failed or outcome.terminated or outcome.truncated
+            if outcome.info:
+                infos[row] = outcome.info
+            if failed:
+                assert outcome.error is not None
+                errors[row] = outcome.error
+
+
+def _fatal_message(message: dict[str, Any], exc: PoolEnvError) -> dict[str, Any]:
+    fatal: dict[str, Any] = {
+        "op": Op.FATAL.value,
+        "seq": message.get("seq", -1),
+        "kind": type(exc).__name__,
+        "message": str(exc),
+        "traceback": traceback.format_exc(),
+    }
+    if isinstance(exc, HttpStatusError):
+        fatal.update(status=exc.status, detail=exc.detail, url=exc.url)
+    return fatal
+
+
+def run_worker(endpoint: str, worker_id: int, gen: int, parent_pid: int, socket_dir: str | None) -> int:
+    """Connect to the coordinator at ``endpoint`` and serve until told to stop; the exit code."""
+    context = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.IDENTITY, f"w{worker_id}.{gen}".encode())
+    socket.setsockopt(zmq.LINGER, 1000)
+    socket.connect(endpoint)
+    loop = WorkerLoop(socket, parent_pid, gen)
+    orphaned = False
+    try:
+        loop.serve()
+        orphaned = not loop._parent_alive()
+    finally:
+        loop.close()
+        socket.close(linger=0 if orphaned else 1000)
+        context.term()
+        if orphaned and socket_dir:
+            # The coordinator died without cleaning up: remove its socket directory.
+            shutil.rmtree(socket_dir, ignore_errors=True)
+    return 0
