@@ -291,7 +291,20 @@ class PoolVectorEnv(VectorEnv):  # type: ignore[misc]
         self, op: Op, slots: list[int] | None, seeds: list[int | None], options: dict[str, Any] | None
     ) -> CommandResult:
         self._pending = self._coordinator.submit(op, slots, seeds, options)
-        return self._collect(None)
+        result = self._collect(None)
+        if op is Op.RESET and result.errors:
+            # A reset is safe to repeat: give slots whose worker died (and was replaced at
+            # once) or whose env failed one more try, so reset() rarely returns broken slots.
+            chosen = list(range(self.num_envs)) if slots is None else slots
+            seed_of = dict(zip(chosen, seeds, strict=True))
+            failed = sorted(result.errors)
+            self._pending = self._coordinator.submit(op, failed, [seed_of[s] for s in failed], options)
+            retry = self._collect(None)
+            for slot in failed:
+                result.infos.pop(slot, None)
+            result.errors = retry.errors
+            result.infos.update(retry.infos)
+        return result
 
     def _collect(self, timeout: float | None) -> CommandResult:
         assert self._pending is not None

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import Body, Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp
 
 from pool_env.refserver.faults import FaultConfig, FaultInjector
 from pool_env.refserver.middleware import DROP_HEADER, RefServerMiddleware, RequestStats
@@ -30,14 +31,14 @@ class EnvConfig(_Lenient):
     """``env_config`` / single create body; ``auto_reset`` and ``reward_config`` are ignored."""
 
     env_type: str = "DegradationEnv"
-    max_steps_per_episode: int = Field(1000, ge=1)
-    step_size: int = Field(10, ge=1)
+    max_steps_per_episode: Annotated[int, Field(ge=1)] = 1000
+    step_size: Annotated[int, Field(ge=1)] = 10
 
 
 class GroupCreate(_Lenient):
     """Body of ``POST /vectorized/episodes/create``."""
 
-    env_config: EnvConfig = Field(default_factory=EnvConfig)
+    env_config: EnvConfig = EnvConfig()
     num_envs: int = 1
 
 
@@ -52,8 +53,8 @@ class StepRequest(_Lenient):
     """Body of ``POST /episode/step`` and one entry of ``vectorized_step``."""
 
     episode_id: str
-    action: int = Field(ge=0, le=2)
-    step_size: int | None = Field(None, ge=1)
+    action: Annotated[int, Field(ge=0, le=2)]
+    step_size: Annotated[int | None, Field(ge=1)] = None
     return_all_states: bool = False
 
 
@@ -123,12 +124,24 @@ def _ctx(request: Request) -> RefServerContext:
     return ctx
 
 
+class _RefServerApp(FastAPI):
+    """FastAPI with :class:`RefServerMiddleware` *outside* Starlette's error middleware, so that it
+    receives the server's own ``send`` (needed to abort the connection on an injected drop)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Wrap the usual stack in the counting/dropping middleware."""
+        ctx: RefServerContext = self.state.refserver
+        return RefServerMiddleware(super().build_middleware_stack(), ctx.stats)
+
+
 def create_app(faults: FaultConfig | None = None) -> FastAPI:
-    """Build the reference server app with the given fault switches (default: no faults)."""
-    app = FastAPI(title="pool_env reference server", version=LATEST_VERSION)
+    """Build the reference server app with the given fault switches (default: no faults).
+
+    The app's ``state.refserver`` is the :class:`RefServerContext` (state, faults, counters).
+    """
+    app = _RefServerApp(title="pool_env reference server", version=LATEST_VERSION)
     ctx = RefServerContext(faults or FaultConfig())
     app.state.refserver = ctx
-    app.add_middleware(RefServerMiddleware, stats=ctx.stats)
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -144,7 +157,9 @@ def create_app(faults: FaultConfig | None = None) -> FastAPI:
 
     @app.post("/api/v1/episode/create")
     async def create_episode(
-        request: Request, token: Token, session_id: SessionHeader = None,
+        request: Request,
+        token: Token,
+        session_id: SessionHeader = None,
         config: Annotated[EnvConfig | None, Body()] = None,
     ) -> JSONResponse:
         settings = ctx.settings(config or EnvConfig())
@@ -156,7 +171,9 @@ def create_app(faults: FaultConfig | None = None) -> FastAPI:
 
     @app.post("/api/v1/vectorized/episodes/create")
     async def create_group(
-        request: Request, token: Token, session_id: SessionHeader = None,
+        request: Request,
+        token: Token,
+        session_id: SessionHeader = None,
         body: Annotated[GroupCreate | None, Body()] = None,
     ) -> JSONResponse:
         body = body or GroupCreate()
@@ -191,12 +208,21 @@ def create_app(faults: FaultConfig | None = None) -> FastAPI:
                 episode, is_new = ctx.state.reset(token, episode_id, seed)
             except ApiError as exc:
                 observations.append([])
-                infos.append({"episode_id": episode_id, "step": 0, "terminated": True, "truncated": False,
-                              "error": exc.detail})
+                infos.append(
+                    {
+                        "episode_id": episode_id,
+                        "step": 0,
+                        "terminated": True,
+                        "truncated": False,
+                        "error": exc.detail,
+                    }
+                )
                 new_ids.append(None)
                 continue
             observations.append(episode.env.last_observation)
-            infos.append({"step": 0, "episode_id": episode.episode_id, "terminated": False, "truncated": False})
+            infos.append(
+                {"step": 0, "episode_id": episode.episode_id, "terminated": False, "truncated": False}
+            )
             new_ids.append(episode.episode_id if is_new else None)
         content = {"observations": observations, "infos": infos, "new_episode_ids": new_ids}
         return await ctx.respond(content, kind, len(body.episode_ids))
@@ -208,15 +234,27 @@ def create_app(faults: FaultConfig | None = None) -> FastAPI:
         episode = ctx.state.resolve(body.episode_id)
         ctx.state.check_quota(token, 1)
         step_size = body.step_size or episode.settings.step_size
-        out = ctx.state.step(token, body.episode_id, body.action, step_size, body.return_all_states,
-                             ctx.faults.episode_error(path))
+        out = ctx.state.step(
+            token,
+            body.episode_id,
+            body.action,
+            step_size,
+            body.return_all_states,
+            ctx.faults.episode_error(path),
+        )
         info: dict[str, Any] = {"info": out.info}
         if out.reason is not None:
             info["reason"] = out.reason
         if out.error is not None:
             info["error"] = out.error
-        content = {"observation": out.observation, "reward": out.reward, "terminated": out.terminated,
-                   "truncated": out.truncated, "step": out.step, "info": info}
+        content = {
+            "observation": out.observation,
+            "reward": out.reward,
+            "terminated": out.terminated,
+            "truncated": out.truncated,
+            "step": out.step,
+            "info": info,
+        }
         return await ctx.respond(content, kind, 1)
 
     @app.post("/api/v1/episode/vectorized_step")
@@ -230,15 +268,30 @@ def create_app(faults: FaultConfig | None = None) -> FastAPI:
             try:
                 episode = ctx.state.resolve(entry.episode_id)
                 step_size = entry.step_size or episode.settings.step_size
-                outcomes.append(ctx.state.step(token, entry.episode_id, entry.action, step_size,
-                                               entry.return_all_states, ctx.faults.episode_error(path)))
+                outcomes.append(
+                    ctx.state.step(
+                        token,
+                        entry.episode_id,
+                        entry.action,
+                        step_size,
+                        entry.return_all_states,
+                        ctx.faults.episode_error(path),
+                    )
+                )
             except ApiError as exc:
-                info = {"episode_id": entry.episode_id, "step": 0, "terminated": True, "truncated": False,
-                        "error": exc.detail}
+                info = {
+                    "episode_id": entry.episode_id,
+                    "step": 0,
+                    "terminated": True,
+                    "truncated": False,
+                    "error": exc.detail,
+                }
                 outcomes.append(StepOutcome([], 0.0, True, False, 0, info, "error", exc.detail))
         content = {
-            "observations": [o.observation for o in outcomes], "rewards": [o.reward for o in outcomes],
-            "terminateds": [o.terminated for o in outcomes], "truncateds": [o.truncated for o in outcomes],
+            "observations": [o.observation for o in outcomes],
+            "rewards": [o.reward for o in outcomes],
+            "terminateds": [o.terminated for o in outcomes],
+            "truncateds": [o.truncated for o in outcomes],
             "infos": [o.info for o in outcomes],
         }
         return await ctx.respond(content, kind, len(entries))
@@ -279,8 +332,11 @@ def _add_control_routes(app: FastAPI, ctx: RefServerContext) -> None:
 
     @app.get("/control/stats")
     async def stats() -> dict[str, Any]:
-        return {**ctx.stats.snapshot(), "faults_injected": dict(ctx.faults.injected),
-                "tokens": ctx.state.tokens_snapshot()}
+        return {
+            **ctx.stats.snapshot(),
+            "faults_injected": dict(ctx.faults.injected),
+            "tokens": ctx.state.tokens_snapshot(),
+        }
 
     @app.get("/control/episodes")
     async def episodes() -> dict[str, Any]:

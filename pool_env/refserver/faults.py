@@ -200,8 +200,12 @@ class FaultInjector:
         kind = self._take(REQUEST_FAULT_KINDS, path)
         if kind is None:
             c = self.config
-            for name, p in (("500", c.p_http_500), ("503", c.p_http_503), ("hang", c.p_hang),
-                            ("drop", c.p_drop)):
+            for name, p in (
+                ("500", c.p_http_500),
+                ("503", c.p_http_503),
+                ("hang", c.p_hang),
+                ("drop", c.p_drop),
+            ):
                 if self._draw(p):
                     kind = name
                     break

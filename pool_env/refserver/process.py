@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -67,8 +66,13 @@ class RefServer:
     _log: IO[bytes] | None
 
     def __init__(
-        self, port: int | None = None, host: str = "127.0.0.1", *, start_timeout: float = 20.0,
-        stop_timeout: float = 5.0, **faults: Any,
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        *,
+        start_timeout: float = 20.0,
+        stop_timeout: float = 5.0,
+        **faults: Any,
     ) -> None:
         self.host = host
         self._auto_port = port is None
@@ -98,8 +102,16 @@ class RefServer:
 
     def command(self) -> list[str]:
         """The child's command line (current fault settings as flags)."""
-        cmd = [sys.executable, "-m", "pool_env.refserver", "--host", self.host, "--port", str(self.port),
-               "--exit-with-parent"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pool_env.refserver",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--exit-with-parent",
+        ]
         for name, value in self.faults.to_dict().items():
             if value is not None and value != getattr(FaultConfig, name):
                 cmd += ["--" + name.replace("_", "-"), str(value)]
@@ -125,24 +137,28 @@ class RefServer:
 
     def _start_once(self) -> None:
         self._close_log()
-        self._log = tempfile.TemporaryFile(prefix="pool_env_refserver_")
-        self._proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._log,
-                                      stderr=subprocess.STDOUT)
+        self._log = tempfile.TemporaryFile(prefix="pool_env_refserver_")  # noqa: SIM115 - kept open
+        self._proc = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + self.start_timeout
         while True:
             code = self._proc.poll()
             if code is not None:
                 output = self._read_log()
                 self._reap()
-                raise RefServerError(f"reference server on port {self.port} exited with code {code}:\n{output}")
+                raise RefServerError(
+                    f"reference server on port {self.port} exited with code {code}:\n{output}"
+                )
             if self._answers():
                 logger.info("reference server up at %s (pid %d)", self.url, self._proc.pid)
                 return
             if time.monotonic() > deadline:
                 output = self._read_log()
                 self.kill()
-                raise RefServerError(f"reference server did not answer at {self.url} within "
-                                     f"{self.start_timeout} s:\n{output}")
+                raise RefServerError(
+                    f"reference server did not answer at {self.url} within {self.start_timeout} s:\n{output}"
+                )
             time.sleep(0.05)
 
     def _answers(self) -> bool:
@@ -210,8 +226,9 @@ class RefServer:
 
     def _control(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=10.0) as response:
                 result: dict[str, Any] = json.loads(response.read())
@@ -259,7 +276,9 @@ class RefServer:
     def __del__(self) -> None:
         proc = getattr(self, "_proc", None)
         if proc is not None and proc.poll() is None:
-            warnings.warn(f"RefServer pid {proc.pid} was not stopped; killing it", ResourceWarning, stacklevel=2)
+            warnings.warn(
+                f"RefServer pid {proc.pid} was not stopped; killing it", ResourceWarning, stacklevel=2
+            )
             proc.kill()
             proc.wait()
         log = getattr(self, "_log", None)
@@ -269,7 +288,3 @@ class RefServer:
     def __repr__(self) -> str:
         state = f"pid {self._proc.pid}" if self.running and self._proc else "stopped"
         return f"RefServer({self.url}, {state})"
-
-
-if os.name != "posix":  # pragma: no cover
-    warnings.warn("RefServer is only tested on POSIX", RuntimeWarning, stacklevel=1)

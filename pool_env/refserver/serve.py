@@ -36,9 +36,18 @@ def serve(host: str, port: int, faults: FaultConfig, exit_with_parent: bool = Fa
     if exit_with_parent:
         _watch_parent(os.getppid())
     config = uvicorn.Config(
-        create_app(faults), host=host, port=port, log_level="warning", access_log=False, workers=1,
-        limit_concurrency=4096, backlog=2048, timeout_keep_alive=75, timeout_graceful_shutdown=1,
-        proxy_headers=False, server_header=False,
+        create_app(faults),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        workers=1,
+        limit_concurrency=4096,
+        backlog=2048,
+        timeout_keep_alive=75,
+        timeout_graceful_shutdown=1,
+        proxy_headers=False,
+        server_header=False,
     )
     uvicorn.Server(config).run()
 
@@ -73,7 +82,9 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--p-drop", type=float, help=probability + "resetting the connection after applying")
     parser.add_argument("--fault-seed", type=int, help="seed of the fault RNG")
     parser.add_argument("--max-steps-quota", type=int, help="episode-steps per user token (default 100000)")
-    parser.add_argument("--max-num-envs", type=int, help="largest num_envs of a vectorized create (default 64)")
+    parser.add_argument(
+        "--max-num-envs", type=int, help="largest num_envs of a vectorized create (default 64)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

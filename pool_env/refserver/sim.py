@@ -8,11 +8,11 @@ Model (a reference choice, tuned to the magnitudes observed on the live server):
 
 * Wear ``w`` grows by ``rate * U(0.97, 1.03)`` per flight; the engine fails when ``w`` reaches its
   ``threshold``. ``rate ~ U(0.92, 1.08)`` and ``threshold ~ U(66, 120)`` per engine, so a never-repaired
-  engine fails after 59–136 flights. A failure is detected from the second sub-step of a chunk on.
+  engine fails after 59-136 flights. A failure is detected from the second sub-step of a chunk on.
 * Repair (cost 930 on the first sub-step) keeps 15 % of the wear and shortens the remaining life: the
   wear rate grows by 15 % per repair. Every flight of the chunk, repaired or not, earns revenue.
 * Revenue per flight ``base - 30 f - 25 f^4`` with ``f = w / threshold`` (≈ 45 new, ≤ 0 near failure).
-* Sell: +150 exactly, one row, ``terminated`` with reason ``"sold"``. Failure: −1000 exactly for the
+* Sell: +150 exactly, one row, ``terminated`` with reason ``"sold"``. Failure: -1000 exactly for the
   chunk, k ≤ step_size rows, ``terminated`` with reason ``"failure"``. Reaching ``max_steps`` flights
   truncates (reason ``"max_steps"``); the last chunk may be short.
 

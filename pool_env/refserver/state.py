@@ -228,8 +228,14 @@ class ServerState:
             base = {"episode_id": episode.episode_id}
             if episode.ended:
                 totals.steps_on_ended += 1
-                info = {**base, "step": env.step, "terminated": True, "truncated": env.truncated,
-                        "message": "episode has ended; reset it", "total_reward": env.total_reward}
+                info = {
+                    **base,
+                    "step": env.step,
+                    "terminated": True,
+                    "truncated": env.truncated,
+                    "message": "episode has ended; reset it",
+                    "total_reward": env.total_reward,
+                }
                 if episode.error:
                     info["error"] = episode.error
                 reason = "error" if episode.broken else env.reason
@@ -238,8 +244,13 @@ class ServerState:
                 totals.episode_errors += 1
                 episode.broken = True
                 episode.error = NONE_TYPE_ERROR
-                info = {**base, "step": env.step, "terminated": False, "truncated": False,
-                        "error": NONE_TYPE_ERROR}
+                info = {
+                    **base,
+                    "step": env.step,
+                    "terminated": False,
+                    "truncated": False,
+                    "error": NONE_TYPE_ERROR,
+                }
                 return StepOutcome([], 0.0, True, False, env.step, info, "error", NONE_TYPE_ERROR)
             try:
                 result = env.step_chunk(action, min(step_size, MAX_STEP_SIZE))
@@ -250,23 +261,36 @@ class ServerState:
             if env.done:
                 self._score(episode)
             obs = result.observations.tolist() if return_all_states else result.observations[-1].tolist()
-            info = {**base, "step": env.step, "terminated": result.terminated,
-                    "truncated": result.truncated, "total_reward": env.total_reward,
-                    "degradation": env.degradation, "max_degradation": 1.0}
+            info = {
+                **base,
+                "step": env.step,
+                "terminated": result.terminated,
+                "truncated": result.truncated,
+                "total_reward": env.total_reward,
+                "degradation": env.degradation,
+                "max_degradation": 1.0,
+            }
             if result.reason:
                 info["reason"] = result.reason
-            return StepOutcome(obs, result.reward, result.terminated, result.truncated, env.step, info,
-                               result.reason)
+            return StepOutcome(
+                obs, result.reward, result.terminated, result.truncated, env.step, info, result.reason
+            )
 
     def _score(self, episode: Episode) -> None:
         if episode.scored:
             return
         episode.scored = True
         env = episode.env
-        self.totals(episode.token).completed.append({
-            "episode_id": episode.episode_id, "total_reward": env.total_reward, "steps": env.step,
-            "num_repairs": env.num_repairs, "failure": env.reason == "failure", "ended_at": self.clock(),
-        })
+        self.totals(episode.token).completed.append(
+            {
+                "episode_id": episode.episode_id,
+                "total_reward": env.total_reward,
+                "steps": env.step,
+                "num_repairs": env.num_repairs,
+                "failure": env.reason == "failure",
+                "ended_at": self.clock(),
+            }
+        )
 
     # --- read-only views -----------------------------------------------------------------------------
 
@@ -275,21 +299,41 @@ class ServerState:
         with self.lock:
             ep = self.resolve(episode_id)
             env = ep.env
-            status = "error" if ep.broken else "terminated" if env.terminated else \
-                "truncated" if env.truncated else "active"
-            return {"episode_id": ep.episode_id, "session_id": ep.session_id, "status": status,
-                    "step": env.step, "total_reward": env.total_reward, "terminated": env.terminated or ep.broken,
-                    "truncated": env.truncated, "num_repairs": env.num_repairs,
-                    "step_size": ep.settings.step_size, "created_at": ep.created_at,
-                    "steps_applied": ep.steps_applied}
+            status = (
+                "error"
+                if ep.broken
+                else "terminated"
+                if env.terminated
+                else "truncated"
+                if env.truncated
+                else "active"
+            )
+            return {
+                "episode_id": ep.episode_id,
+                "session_id": ep.session_id,
+                "status": status,
+                "step": env.step,
+                "total_reward": env.total_reward,
+                "terminated": env.terminated or ep.broken,
+                "truncated": env.truncated,
+                "num_repairs": env.num_repairs,
+                "step_size": ep.settings.step_size,
+                "created_at": ep.created_at,
+                "steps_applied": ep.steps_applied,
+            }
 
     def latest_state(self, episode_id: str) -> dict[str, Any]:
         """``GET /episode/{id}/state/latest`` plus the canonical id and the applied-step count."""
         with self.lock:
             ep = self.resolve(episode_id)
-            return {"observation": list(ep.env.last_observation), "step": ep.env.step,
-                    "terminated": ep.env.terminated or ep.broken, "truncated": ep.env.truncated,
-                    "episode_id": ep.episode_id, "steps_applied": ep.steps_applied}
+            return {
+                "observation": list(ep.env.last_observation),
+                "step": ep.env.step,
+                "terminated": ep.env.terminated or ep.broken,
+                "truncated": ep.env.truncated,
+                "episode_id": ep.episode_id,
+                "steps_applied": ep.steps_applied,
+            }
 
     def score(self, token: str, limit: int) -> dict[str, Any]:
         """``GET /user/{token}/score``: metrics over the last ``limit`` finished episodes.
@@ -304,13 +348,18 @@ class ServerState:
                 raise ApiError(404, f"no finished episodes for user {token}")
             rewards = [d["total_reward"] for d in done]
             last = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(done[-1]["ended_at"]))
-            return {"metrics": {
-                "total_episodes": len(done), "total_reward": sum(rewards),
-                "avg_reward": sum(rewards) / len(done), "best_reward": max(rewards),
-                "total_maintenance": sum(d["num_repairs"] for d in done),
-                "avg_steps": sum(d["steps"] for d in done) / len(done),
-                "failure_rate": sum(d["failure"] for d in done) / len(done), "last_episode_date": last,
-            }}
+            return {
+                "metrics": {
+                    "total_episodes": len(done),
+                    "total_reward": sum(rewards),
+                    "avg_reward": sum(rewards) / len(done),
+                    "best_reward": max(rewards),
+                    "total_maintenance": sum(d["num_repairs"] for d in done),
+                    "avg_steps": sum(d["steps"] for d in done) / len(done),
+                    "failure_rate": sum(d["failure"] for d in done) / len(done),
+                    "last_episode_date": last,
+                }
+            }
 
     def episodes_snapshot(self) -> dict[str, Any]:
         """The JSON answer of ``GET /control/episodes``."""
@@ -321,11 +370,20 @@ class ServerState:
                 assert slot is not None
                 aliases = [i for i in slot.ids if i != episode_id] if not ep.retired else []
                 out[episode_id] = {
-                    "steps_applied": ep.steps_applied, "step": ep.env.step,
-                    "terminated": ep.env.terminated, "truncated": ep.env.truncated, "broken": ep.broken,
-                    "retired": ep.retired, "reason": ep.env.reason, "total_reward": ep.env.total_reward,
-                    "num_repairs": ep.env.num_repairs, "token": ep.token, "session_id": ep.session_id,
-                    "group_id": slot.group_id, "current_id": slot.current.episode_id, "aliases": aliases,
+                    "steps_applied": ep.steps_applied,
+                    "step": ep.env.step,
+                    "terminated": ep.env.terminated,
+                    "truncated": ep.env.truncated,
+                    "broken": ep.broken,
+                    "retired": ep.retired,
+                    "reason": ep.env.reason,
+                    "total_reward": ep.env.total_reward,
+                    "num_repairs": ep.env.num_repairs,
+                    "token": ep.token,
+                    "session_id": ep.session_id,
+                    "group_id": slot.group_id,
+                    "current_id": slot.current.episode_id,
+                    "aliases": aliases,
                 }
             return {"episodes": out, "tokens": self.tokens_snapshot()}
 
@@ -333,9 +391,14 @@ class ServerState:
         """Per-token totals (``completed`` is given as a count)."""
         with self.lock:
             return {
-                token: {"steps_used": t.steps_used, "steps_applied": t.steps_applied,
-                        "steps_on_ended": t.steps_on_ended, "episode_errors": t.episode_errors,
-                        "episodes_created": t.episodes_created, "resets": t.resets,
-                        "episodes_completed": len(t.completed)}
+                token: {
+                    "steps_used": t.steps_used,
+                    "steps_applied": t.steps_applied,
+                    "steps_on_ended": t.steps_on_ended,
+                    "episode_errors": t.episode_errors,
+                    "episodes_created": t.episodes_created,
+                    "resets": t.resets,
+                    "episodes_completed": len(t.completed),
+                }
                 for token, t in self.tokens.items()
             }

@@ -32,37 +32,34 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
+import numpy as np
 import requests
 
 from pool_env.config import HttpEnvSpec
 from pool_env.errors import ClosedError, HttpStatusError, SpecError
 from workers.backends.base import Outcome
 from workers.backends.http_client import COUNTER_NAMES, HttpClient, NotFoundError, RetryableError
+from workers.backends.http_episodes import EpisodeTable
 from workers.backends.http_payload import (
-    parse_create,
+    OBS_FIELDS,
     parse_reset,
     parse_rows,
-    parse_session,
     parse_state_step,
     parse_step,
     step_entry,
 )
 from workers.backends.retry import RandomSource, RetriesExhaustedError, RetryPolicy
 
-__all__ = ["BACKEND_COUNTER_NAMES", "MAX_GROUP_SIZE", "HttpBackend"]
+__all__ = ["BACKEND_COUNTER_NAMES", "HttpBackend"]
 
 log = logging.getLogger(__name__)
-
-MAX_GROUP_SIZE = 64
-"""Most episodes created by one ``/vectorized/episodes/create`` request."""
 
 BACKEND_COUNTER_NAMES = (*COUNTER_NAMES, "episode_errors", "lost_responses", "episodes_created")
 """Every key of :meth:`HttpBackend.counters`."""
 
-SESSION_CREATE = "/api/v1/session/create"
-GROUP_CREATE = "/api/v1/vectorized/episodes/create"
 VECTORIZED_RESET = "/api/v1/episode/vectorized_reset"
 VECTORIZED_STEP = "/api/v1/episode/vectorized_step"
 
@@ -84,9 +81,7 @@ class HttpBackend:
     _num_slots: int
     _counters: Counter[str]
     _client: HttpClient
-    _session_id: str | None
-    _episode_ids: list[str | None]
-    _last_step: list[int | None]
+    _episodes: EpisodeTable
     _closed: bool
 
     def __init__(
@@ -113,9 +108,7 @@ class HttpBackend:
             counters=self._counters,
             policy=self._policy(),
         )
-        self._session_id = None  # the server's session (not the keep-alive one)
-        self._episode_ids = [None] * num_slots  # None: no live episode, make one at the next reset
-        self._last_step = [None] * num_slots  # the step counter of the episode's last answer
+        self._episodes = EpisodeTable(spec, num_slots, self._client, self._counters)
         self._closed = False
 
     # -- public -----------------------------------------------------------------------------
@@ -127,7 +120,7 @@ class HttpBackend:
     @property
     def episode_ids(self) -> list[str | None]:
         """The server episode id of each slot (None: made at the slot's next reset)."""
-        return list(self._episode_ids)
+        return list(self._episodes.episode_ids)
 
     def reset(
         self, slots: Sequence[int], seeds: Sequence[int | None], options: dict[str, Any] | None = None
@@ -144,34 +137,40 @@ class HttpBackend:
         self._client.start_budget(self._policy())
         outcomes: list[Outcome | None] = [None] * len(slots)
         pending = list(range(len(slots)))
-        for attempt in range(2):
-            for i, error in self._ensure_episodes([slots[i] for i in pending], pending).items():
+        for attempt in range(2):  # slots whose episode fails to reset get a new episode, once
+            final = attempt == 1
+            for i, error in self._episodes.ensure([slots[i] for i in pending], pending).items():
                 outcomes[i] = Outcome(truncated=True, error=error)
             pending = [i for i in pending if outcomes[i] is None]
             if not pending:
                 break
-            ids = [self._episode_ids[slots[i]] for i in pending]
-            body = {"episode_ids": ids, "seeds": [_seed(seeds[i]) for i in pending]}
+            body = {
+                "episode_ids": [self._episodes.episode_ids[slots[i]] for i in pending],
+                "seeds": [_seed(seeds[i]) for i in pending],
+            }
             try:
                 reply = self._client.call_idempotent(
-                    "POST", VECTORIZED_RESET, body, parse=lambda p: parse_reset(p, len(ids))
+                    "POST", VECTORIZED_RESET, body, parse=partial(parse_reset, num_envs=len(pending))
                 )
             except RetriesExhaustedError as exc:
                 self._fail(slots, pending, outcomes, f"reset failed: {exc}")
                 break
-            except NotFoundError as exc:
-                # The server forgot some of these episodes (restart): make them all anew, once.
+            except NotFoundError as exc:  # the server forgot (some of) these episodes: a restart
                 log.warning("reset: %s; making new episodes for %d slots", exc, len(pending))
-                self._forget_session()
-                if attempt == 0:
-                    for i in pending:
-                        self._drop(slots[i])
-                    continue
-                self._fail(slots, pending, outcomes, f"reset: episode not found: {exc.detail}")
-                break
+                self._episodes.forget_session()
+                if final:
+                    self._fail(slots, pending, outcomes, f"reset: episode not found: {exc.detail}")
+                for i in pending:
+                    self._episodes.drop(slots[i])
+                continue
+            retry = []
             for j, i in enumerate(pending):
-                outcomes[i] = self._reset_entry(slots[i], reply, j)
-            break
+                outcome = self._reset_entry(slots[i], reply, j)  # an error drops the episode
+                if outcome.error is None or final:
+                    outcomes[i] = outcome
+                else:
+                    retry.append(i)
+            pending = retry
         return _complete(outcomes)
 
     def step(self, slots: Sequence[int], actions: Sequence[Any]) -> list[Outcome]:
@@ -186,16 +185,18 @@ class HttpBackend:
         outcomes: list[Outcome | None] = [None] * len(slots)
         pending = []
         for i, slot in enumerate(slots):
-            if self._episode_ids[slot] is None:
+            if self._episodes.episode_ids[slot] is None:
                 outcomes[i] = Outcome(truncated=True, error="no live episode in this slot; reset it first")
             else:
                 pending.append(i)
-        must_check, seen_404 = False, False
+        must_check, after_404, stuck_404 = False, False, False
         while pending:
             try:
                 if must_check:
+                    before = len(pending)
                     pending = self._unapplied(slots, pending, outcomes)
-                    must_check = False
+                    # A 404 for the step although no episode is gone: the server lacks the endpoint.
+                    stuck_404, after_404, must_check = after_404 and len(pending) == before, False, False
                     continue
                 reply = self._send_step(slots, actions, pending)
             except RetryableError as exc:
@@ -206,10 +207,10 @@ class HttpBackend:
                     break
                 must_check = True
                 continue
-            except NotFoundError as exc:
-                if seen_404:  # every episode answered its state, yet the step is "not found"
+            except NotFoundError as exc:  # some episode is gone: find which by their states
+                if stuck_404:
                     raise HttpStatusError(404, exc.detail, exc.url) from exc
-                seen_404, must_check = True, True
+                after_404, must_check = True, True
                 continue
             for j, i in enumerate(pending):
                 outcomes[i] = self._step_entry(slots[i], reply, j)
@@ -230,77 +231,23 @@ class HttpBackend:
         if self._closed:
             raise ClosedError("the HTTP backend is closed")
 
-    def _drop(self, slot: int) -> None:
-        self._episode_ids[slot] = None
-        self._last_step[slot] = None
-
-    def _forget_session(self) -> None:
-        self._session_id = None
-
-    def _fail(self, slots: Sequence[int], pending: list[int], outcomes: list[Outcome | None], error: str) -> None:
+    def _fail(
+        self, slots: Sequence[int], pending: list[int], outcomes: list[Outcome | None], error: str
+    ) -> None:
         """Give up on ``pending``: each reports ``error`` and gets a new episode at its next reset."""
-        self._forget_session()
+        self._episodes.forget_session()
         for i in pending:
-            self._drop(slots[i])
+            self._episodes.drop(slots[i])
             outcomes[i] = Outcome(truncated=True, error=error)
 
-    def _ensure_episodes(self, slots: Sequence[int], positions: Sequence[int]) -> dict[int, str]:
-        """Give every slot without an episode a new one; ``{position: error}`` for those that failed."""
-        missing = [(slot, i) for slot, i in zip(slots, positions, strict=True) if self._episode_ids[slot] is None]
-        errors: dict[int, str] = {}
-        for start in range(0, len(missing), MAX_GROUP_SIZE):
-            group = missing[start : start + MAX_GROUP_SIZE]
-            try:
-                ids = self._create_group(len(group))
-            except RetriesExhaustedError as exc:
-                self._forget_session()
-                errors.update((i, f"could not create an episode: {exc}") for _, i in group)
-                continue
-            for (slot, _), episode_id in zip(group, ids, strict=True):
-                self._episode_ids[slot] = episode_id
-                self._last_step[slot] = None
-        return errors
-
-    def _create_group(self, num_envs: int) -> list[str]:
-        """Create ``num_envs`` episodes (and the server session first if there is none).
-
-        Raises:
-            RetriesExhaustedError: the retry budget ran out.
-            HttpStatusError: a 4xx, or a 404 even for a brand-new session.
-        """
-        spec = self._spec
-        body = {
-            "env_config": {
-                "env_type": spec.env_type,
-                "max_steps_per_episode": spec.max_steps_per_episode,
-                "auto_reset": True,
-                "step_size": spec.step_size,
-                "reward_config": {},
-            },
-            "num_envs": num_envs,
-        }
-        for attempt in range(2):
-            if self._session_id is None:
-                self._session_id = self._client.call_idempotent("POST", SESSION_CREATE, parse=parse_session)
-            try:
-                ids = self._client.call_idempotent(
-                    "POST", GROUP_CREATE, body, session_id=self._session_id, parse=lambda p: parse_create(p, num_envs)
-                )
-            except NotFoundError as exc:  # the server forgot our session (restart)
-                self._forget_session()
-                if attempt == 1:
-                    raise HttpStatusError(404, exc.detail, exc.url) from exc
-                continue
-            self._counters["episodes_created"] += num_envs
-            return ids
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _send_step(self, slots: Sequence[int], actions: Sequence[Any], pending: list[int]) -> dict[str, list[Any]]:
+    def _send_step(
+        self, slots: Sequence[int], actions: Sequence[Any], pending: list[int]
+    ) -> dict[str, list[Any]]:
         step_size = self._spec.step_size
         body = {
             "episode_actions": [
                 {
-                    "episode_id": self._episode_ids[slots[i]],
+                    "episode_id": self._episodes.episode_ids[slots[i]],
                     "action": int(actions[i]),
                     "step_size": step_size,
                     "return_all_states": True,
@@ -308,9 +255,13 @@ class HttpBackend:
                 for i in pending
             ]
         }
-        return self._client.request("POST", VECTORIZED_STEP, body, parse=lambda p: parse_step(p, len(pending)))
+        return self._client.request(
+            "POST", VECTORIZED_STEP, body, parse=lambda p: parse_step(p, len(pending))
+        )
 
-    def _unapplied(self, slots: Sequence[int], pending: list[int], outcomes: list[Outcome | None]) -> list[int]:
+    def _unapplied(
+        self, slots: Sequence[int], pending: list[int], outcomes: list[Outcome | None]
+    ) -> list[int]:
         """After a failed step request: settle the slots whose step was applied or whose episode is gone.
 
         Returns the positions still to step. Positions settled by an earlier, interrupted check
@@ -323,27 +274,33 @@ class HttpBackend:
             if outcomes[i] is not None:
                 continue
             slot = slots[i]
-            episode_id = self._episode_ids[slot]
+            episode_id = self._episodes.episode_ids[slot]
             try:
                 step = self._client.request(
                     "GET", f"/api/v1/episode/{episode_id}/state/latest", parse=parse_state_step
                 )
             except NotFoundError as exc:
                 self._counters["episode_errors"] += 1
-                self._drop(slot)
+                self._episodes.drop(slot)
                 outcomes[i] = Outcome(truncated=True, error=f"episode {episode_id} is gone: {exc.detail}")
                 continue
-            last = self._last_step[slot]
+            last = self._episodes.last_step[slot]
             if last is None or step is None:
                 outcomes[i] = Outcome(
-                    truncated=True, error="the step's response was lost and the server's step counter is unknown"
+                    truncated=True,
+                    error="the step's response was lost and the server's step counter is unknown",
                 )
             elif step != last:
                 self._counters["lost_responses"] += 1
-                log.warning("episode %s: step applied (counter %d -> %d) but its response was lost", episode_id, last, step)
+                log.warning(
+                    "episode %s: step applied (counter %d -> %d) but its response was lost",
+                    episode_id,
+                    last,
+                    step,
+                )
                 outcomes[i] = Outcome(
                     truncated=True,
-                    error=f"step applied but its response was lost (step counter {last} -> {step}); not resent",
+                    error=f"step applied but its response was lost (step counter {last} -> {step})",
                 )
         return [i for i in pending if outcomes[i] is None]
 
@@ -351,22 +308,22 @@ class HttpBackend:
 
     def _entry_error(self, slot: int, error: str) -> Outcome:
         self._counters["episode_errors"] += 1
-        log.warning("slot %d, episode %s: %s", slot, self._episode_ids[slot], error)
-        self._drop(slot)
+        log.warning("slot %d, episode %s: %s", slot, self._episodes.episode_ids[slot], error)
+        self._episodes.drop(slot)
         return Outcome(truncated=True, error=error)
 
     def _reset_entry(self, slot: int, reply: dict[str, list[Any]], j: int) -> Outcome:
         info = reply["infos"][j]
         new_id = reply["new_episode_ids"][j]
         if isinstance(new_id, str) and new_id:
-            self._episode_ids[slot] = new_id
-        if "error" in info:
+            self._episodes.episode_ids[slot] = new_id
+        if info.get("error"):
             return self._entry_error(slot, f"server error on reset: {info['error']}")
         rows = parse_rows(reply["observations"][j], 1)
         if isinstance(rows, str):
             return self._entry_error(slot, f"bad reset observation: {rows}")
         step = info.get("step", 0)
-        self._last_step[slot] = step if isinstance(step, int) and not isinstance(step, bool) else 0
+        self._episodes.last_step[slot] = step if isinstance(step, int) and not isinstance(step, bool) else 0
         obs, extra = self._shape(rows)
         return Outcome(obs=obs, info=extra)
 
@@ -375,7 +332,7 @@ class HttpBackend:
         if isinstance(entry, str):
             return self._entry_error(slot, entry)
         rows, reward, terminated, truncated, info = entry
-        self._last_step[slot] = info.get("step")
+        self._episodes.last_step[slot] = info.get("step")
         obs, extra = self._shape(rows)
         info.update(extra)
         return Outcome(obs=obs, reward=reward, terminated=terminated, truncated=truncated, info=info)
@@ -384,15 +341,9 @@ class HttpBackend:
         """The observation in the spec's mode, and the info it needs (``rows`` for chunks)."""
         if self._spec.observation == "last":
             return rows[-1].copy(), {}
-        chunk = _zeros(self._spec.step_size)
+        chunk = np.zeros((self._spec.step_size, OBS_FIELDS), dtype=np.float32)
         chunk[: len(rows)] = rows
         return chunk, {"rows": len(rows)}
-
-
-def _zeros(rows: int) -> Any:
-    import numpy as np
-
-    return np.zeros((rows, 9), dtype=np.float32)
 
 
 def _seed(seed: int | None) -> int | None:
