@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import shutil
 import tempfile
@@ -382,13 +381,12 @@ class Coordinator:
             self._socket.send_multipart([handle.identity, protocol.encode(init)])
         elif op == Op.READY.value:
             handle.state = WorkerState.RUNNING
-            if pending is not None and handle.worker_id in pending.calls:
-                call = pending.calls[handle.worker_id]
-                if call.sent_at is None and not call.done and call.gen == handle.gen:
-                    self._send_call(call)
+            queued = pending.calls.get(handle.worker_id) if pending is not None else None
+            if queued is not None and queued.sent_at is None and not queued.done and queued.gen == handle.gen:
+                self._send_call(queued)
         elif op == Op.DONE.value:
-            call = pending.calls.get(handle.worker_id) if pending is not None else None
-            if call is None or call.done or message.get("seq") != pending.seq:  # type: ignore[union-attr]
+            call = _open_call(pending, handle, message)
+            if call is None:
                 return  # a reply to an abandoned command
             call.done = True
             handle.steps += len(call.slots)
@@ -409,7 +407,8 @@ class Coordinator:
         kind, text = message.get("kind", "PoolEnvError"), message.get("message", "")
         error: PoolEnvError
         if kind == "HttpStatusError":
-            error = HttpStatusError(int(message.get("status", 0)), str(message.get("detail", text)), message.get("url", ""))
+            status, detail = int(message.get("status", 0)), str(message.get("detail", text))
+            error = HttpStatusError(status, detail, str(message.get("url", "")))
         elif kind == "EnvCreationError":
             error = EnvCreationError(text)
         else:
@@ -420,8 +419,8 @@ class Coordinator:
             handle.last_error = str(error)
             stop_process(handle.process, self.options.kill_grace)
             return
-        call = pending.calls.get(handle.worker_id) if pending is not None else None
-        if call is not None and not call.done and message.get("seq") == pending.seq:  # type: ignore[union-attr]
+        call = _open_call(pending, handle, message)
+        if call is not None:
             call.done = True
             if result is not None and result.fatal is None:
                 result.fatal = error
@@ -465,3 +464,11 @@ class Coordinator:
     def uptime(self) -> float:
         """Seconds since this coordinator was created."""
         return time.monotonic() - self._created_at
+
+
+def _open_call(pending: PendingCommand | None, handle: WorkerHandle, message: dict[str, Any]) -> _WorkerCall | None:
+    """The not-yet-answered call of ``pending`` that ``message`` (from ``handle``) answers, if any."""
+    if pending is None or message.get("seq") != pending.seq:
+        return None
+    call = pending.calls.get(handle.worker_id)
+    return None if call is None or call.done else call

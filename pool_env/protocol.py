@@ -47,7 +47,7 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _NDARRAY_EXT = 1
 
 
-class Op(str, enum.Enum):
+class Op(enum.StrEnum):
     """Message kinds on the coordinator ↔ worker wire."""
 
     INIT = "init"

@@ -191,15 +191,17 @@ def create(layout: BatchLayout) -> BatchBuffers:
         segment = shared_memory.SharedMemory(name=name, create=True, size=size)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot create a shared-memory segment of {size} bytes: {exc}") from exc
-    buffers = BatchBuffers(segment, layout, owner=True)
     try:
-        # Touch every page now: a too-small /dev/shm fails here with SIGBUS-free clarity on
-        # write, rather than later inside a worker.
-        np.frombuffer(segment.buf, dtype=np.uint8)[:] = 0
-    except BaseException:
-        buffers.close()
-        raise
-    return buffers
+        # Reserve the pages now: a too-small /dev/shm (64 MB in default containers) fails here
+        # with ENOSPC naming the size, instead of a SIGBUS in whichever process writes first.
+        os.posix_fallocate(segment._fd, 0, size)  # type: ignore[attr-defined]
+    except OSError as exc:
+        segment.close()
+        segment.unlink()
+        raise OSError(
+            exc.errno, f"/dev/shm has no room for a shared-memory segment of {size} bytes ({exc.strerror})"
+        ) from exc
+    return BatchBuffers(segment, layout, owner=True)
 
 
 def attach(name: str, layout: BatchLayout) -> BatchBuffers:

@@ -35,7 +35,7 @@ __all__ = ["RestartPolicy", "WorkerHandle", "WorkerState", "spawn_worker", "stop
 log = logging.getLogger(__name__)
 
 
-class WorkerState(str, enum.Enum):
+class WorkerState(enum.StrEnum):
     """Where a worker is in its life."""
 
     STARTING = "starting"

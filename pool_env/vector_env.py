@@ -73,7 +73,7 @@ def check_server(spec: HttpEnvSpec) -> None:
         raise HttpStatusError(response.status_code, detail, url)
 
 
-class PoolVectorEnv(VectorEnv):  # type: ignore[misc]
+class PoolVectorEnv(VectorEnv):
     """Many episodes of one env spec, stepped in parallel by worker processes.
 
     Args:

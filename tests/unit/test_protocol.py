@@ -1,0 +1,46 @@
+"""The coordinator <-> worker wire: round trips, arrays, limits, malformed input."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from pool_env import protocol
+from pool_env.errors import ProtocolError
+
+
+def test_message_round_trips_with_numpy_values() -> None:
+    message = {"op": "done", "seq": 3, "infos": {2: {"x": np.float32(1.5), "arr": np.arange(6).reshape(2, 3)}}}
+    decoded = protocol.decode(protocol.encode(message))
+    assert decoded["seq"] == 3
+    assert decoded["infos"][2]["x"] == 1.5
+    np.testing.assert_array_equal(decoded["infos"][2]["arr"], np.arange(6).reshape(2, 3))
+    assert decoded["infos"][2]["arr"].dtype == np.arange(6).dtype
+
+
+def test_oversized_message_is_refused_on_both_sides() -> None:
+    with pytest.raises(ProtocolError, match="exceeds"):
+        protocol.encode({"op": "x", "blob": b"\0" * (protocol.MAX_MESSAGE_BYTES + 1)})
+    with pytest.raises(ProtocolError, match="exceeds"):
+        protocol.decode(b"\0" * 101, max_bytes=100)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xc1", b"", msgpack.packb([1, 2]), msgpack.packb({"seq": 1}), msgpack.packb({"op": 5}), b"\x92\x01"],
+)
+def test_malformed_messages_raise_protocol_error(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        protocol.decode(data)
+
+
+def test_unknown_ext_type_is_refused() -> None:
+    data = msgpack.packb({"op": "x", "v": msgpack.ExtType(42, b"abc")})
+    with pytest.raises(ProtocolError, match="ext type"):
+        protocol.decode(data)
+
+
+def test_object_arrays_travel_as_lists_never_pickled() -> None:
+    decoded = protocol.to_plain({"a": np.array(["x", None], dtype=object)})
+    assert decoded == {"a": ["x", None]}

@@ -1,0 +1,38 @@
+"""Gymnasium spaces -> shared-memory leaves; unsupported spaces are refused with their name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium import spaces
+
+from pool_env.config import HttpEnvSpec
+from pool_env.errors import SpecError
+from pool_env.spaces import http_spaces, leaves_of
+
+
+def test_nested_spaces_flatten_into_named_leaves() -> None:
+    space = spaces.Dict(
+        {
+            "pos": spaces.Box(-1, 1, (2,), np.float32),
+            "parts": spaces.Tuple((spaces.Discrete(3), spaces.MultiBinary(4))),
+            "keys": spaces.MultiDiscrete([2, 3]),
+        }
+    )
+    leaves = leaves_of(space)
+    # gymnasium sorts the keys of a Dict space built from a plain dict
+    assert [leaf.path for leaf in leaves] == [("keys",), ("parts", 0), ("parts", 1), ("pos",)]
+    assert [leaf.shape for leaf in leaves] == [(2,), (), (4,), (2,)]
+    assert leaves[3].dtype == np.dtype(np.float32).str
+
+
+def test_unsupported_space_is_refused_naming_it() -> None:
+    with pytest.raises(SpecError, match="Text at note"):
+        leaves_of(spaces.Dict({"note": spaces.Text(5)}))
+
+
+def test_http_spaces_offer_last_row_or_padded_chunk() -> None:
+    last, action = http_spaces(HttpEnvSpec("http://x", "t"))
+    assert last.shape == (9,) and last.dtype == np.float32 and action.n == 3
+    chunk, _ = http_spaces(HttpEnvSpec("http://x", "t", step_size=7, observation="chunk"))
+    assert chunk.shape == (7, 9)
