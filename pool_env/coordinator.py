@@ -20,7 +20,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,14 +59,25 @@ def split_slots(num_envs: int, num_workers: int) -> list[list[int]]:
 
 
 @dataclass
+class CommandResult:
+    """What came back: per-slot infos (non-empty only) and per-slot errors."""
+
+    infos: dict[int, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    fatal: PoolEnvError | None = None
+
+
+@dataclass
 class _WorkerCall:
+    """One worker's share of a command."""
+
+    pending: PendingCommand
     handle: WorkerHandle
     gen: int
     message: dict[str, Any]
     slots: list[int]
     sent_at: float | None = None
     done: bool = False
-    errors: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,16 +86,13 @@ class PendingCommand:
 
     op: Op
     seq: int
-    calls: dict[int, _WorkerCall]
+    calls: dict[int, _WorkerCall] = field(default_factory=dict)
+    result: CommandResult = field(default_factory=CommandResult)
 
-
-@dataclass
-class CommandResult:
-    """What came back: per-slot infos (non-empty only) and per-slot errors."""
-
-    infos: dict[int, dict[str, Any]] = field(default_factory=dict)
-    errors: dict[int, str] = field(default_factory=dict)
-    fatal: PoolEnvError | None = None
+    @property
+    def complete(self) -> bool:
+        """Whether every worker answered (or was replaced)."""
+        return all(call.done for call in self.calls.values())
 
 
 class Coordinator:
@@ -126,6 +134,7 @@ class Coordinator:
             raise
         self.workers = [WorkerHandle(i, slots) for i, slots in enumerate(split_slots(self.num_envs, num_workers))]
         self._by_identity: dict[bytes, WorkerHandle] = {}
+        self._queues: dict[int, deque[_WorkerCall]] = {w.worker_id: deque() for w in self.workers}
         self._slot_worker = {slot: w for w in self.workers for slot in w.slots}
 
     # -- life cycle -------------------------------------------------------------------------
@@ -145,7 +154,7 @@ class Coordinator:
             if remaining <= 0:
                 late = [h.worker_id for h in self.workers if h.state is WorkerState.STARTING]
                 raise WorkerStartError(f"workers {late} not ready within {self.options.start_timeout} s")
-            self._pump(min(remaining, LIVENESS_POLL_MS / 1000), None)
+            self._pump(min(remaining, LIVENESS_POLL_MS / 1000))
             for handle in self.workers:
                 code = handle.exit_code()
                 if handle.state is WorkerState.STARTING and code is not None:
@@ -195,8 +204,10 @@ class Coordinator:
     ) -> PendingCommand:
         """Send ``op`` for ``slots`` (all when ``None``) to their workers.
 
-        Workers that are restarting get the command as soon as they are ready; workers in
-        backoff or given up on answer at once with an error for their slots.
+        Several commands may be in flight at once (the daemon serves several trainers); each
+        worker executes its share of them in order. Workers that are restarting get the
+        command as soon as they are ready; workers in backoff or given up on answer at once
+        with an error for their slots.
         """
         self._seq += 1
         chosen = list(range(self.num_envs)) if slots is None else list(slots)
@@ -204,7 +215,7 @@ class Coordinator:
         by_worker: dict[int, list[int]] = {}
         for slot in chosen:
             by_worker.setdefault(self._slot_worker[slot].worker_id, []).append(slot)
-        pending = PendingCommand(op, self._seq, {})
+        pending = PendingCommand(op, self._seq)
         for worker_id, worker_slots in by_worker.items():
             handle = self.workers[worker_id]
             message: dict[str, Any] = {"op": op.value, "seq": self._seq, "slots": worker_slots}
@@ -212,10 +223,13 @@ class Coordinator:
                 message["seeds"] = [seed_of.get(s) for s in worker_slots]
                 message["options"] = options
             self._maybe_restart(handle)
-            call = _WorkerCall(handle, handle.gen, message, worker_slots)
+            call = _WorkerCall(pending, handle, handle.gen, message, worker_slots)
             pending.calls[worker_id] = call
-            if handle.state is WorkerState.RUNNING:
-                self._send_call(call)
+            if handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):
+                self._fail_call(call, handle.last_error or "worker restarting")
+                continue
+            self._queues[worker_id].append(call)
+            self._send_head(handle)
         return pending
 
     def collect(self, pending: PendingCommand, timeout: float | None = None) -> CommandResult:
@@ -225,32 +239,44 @@ class Coordinator:
             StepTimeoutError: ``timeout`` passed first (``pending`` stays valid: call again).
             HttpStatusError, PoolEnvError: a worker reported a fatal error (after all others answered).
         """
-        result = CommandResult()
-        user_deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            now = time.monotonic()
-            for call in pending.calls.values():
-                if not call.done:
-                    self._check_call(call, now, result)
-            open_calls = [c for c in pending.calls.values() if not c.done]
-            if not open_calls:
+            self._check_workers(time.monotonic())
+            if pending.complete:
                 break
             wait = LIVENESS_POLL_MS / 1000
-            if user_deadline is not None:
-                if now >= user_deadline:
-                    raise StepTimeoutError(
-                        f"{len(open_calls)} worker(s) still busy after {timeout} s; the call stays pending"
-                    )
-                wait = min(wait, user_deadline - now)
-            self._pump(wait, pending, result)
-        for call in pending.calls.values():
-            result.errors.update(call.errors)
-        if result.fatal is not None:
-            raise result.fatal
-        return result
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    busy = sum(not call.done for call in pending.calls.values())
+                    raise StepTimeoutError(f"{busy} worker(s) still busy after {timeout} s; the call stays pending")
+                wait = min(wait, left)
+            self._pump(wait)
+        if pending.result.fatal is not None:
+            raise pending.result.fatal
+        return pending.result
 
-    def _send_call(self, call: _WorkerCall) -> None:
-        handle = call.handle
+    def progress(self, wait: float) -> None:
+        """Handle worker messages for up to ``wait`` seconds and heal failed workers (non-blocking use)."""
+        self._pump(wait)
+        self._check_workers(time.monotonic())
+
+    @property
+    def socket(self) -> zmq.Socket[bytes]:
+        """The control socket (to register in a caller's ``zmq.Poller``)."""
+        return self._socket
+
+    def _send_head(self, handle: WorkerHandle) -> None:
+        """Send the oldest unsent call of ``handle`` if the worker is ready and idle."""
+        queue = self._queues[handle.worker_id]
+        if not queue or handle.state is not WorkerState.RUNNING:
+            return
+        call = queue[0]
+        if call.sent_at is not None:
+            return
+        if call.gen != handle.gen:  # queued for a process that was replaced meanwhile
+            self._fail_queue(handle, handle.last_error or "worker restarted")
+            return
         try:
             self._socket.send_multipart([handle.identity, protocol.encode(call.message)])
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's socket is gone
@@ -258,34 +284,34 @@ class Coordinator:
             return
         call.sent_at = time.monotonic()
 
-    def _check_call(self, call: _WorkerCall, now: float, result: CommandResult) -> None:
-        handle = call.handle
-        if call.gen != handle.gen or handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):
-            self._fail_call(call, handle.last_error or "worker restarting", handle.restarts)
-            return
-        code = handle.exit_code()
-        if code is not None:
-            tail = handle.stderr_tail(800)
-            self._fail(handle, f"worker {handle.worker_id} (pid {handle.pid}) exited with code {code}"
-                       + (f"; stderr: {tail}" if tail else ""))  # fmt: skip
-            self._fail_call(call, handle.last_error or "", handle.restarts)
-            return
-        if call.sent_at is None:
-            if handle.state is WorkerState.RUNNING:
-                self._send_call(call)
-            elif now - handle.started_at > self.options.start_timeout:
-                self._fail(handle, f"worker {handle.worker_id} not ready within {self.options.start_timeout} s")
-                self._fail_call(call, handle.last_error or "", handle.restarts)
-            return
-        if now - call.sent_at > self.step_timeout:
-            self._fail(
-                handle,
-                f"worker {handle.worker_id} (pid {handle.pid}) did not answer within "
-                f"step_timeout={self.step_timeout} s; killed",
-            )
-            self._fail_call(call, handle.last_error or "", handle.restarts)
+    def _check_workers(self, now: float) -> None:
+        """Restart workers whose backoff ended; fail the ones that died, hung or never started."""
+        for handle in self.workers:
+            self._maybe_restart(handle)
+            if not self._queues[handle.worker_id]:
+                continue
+            head = self._queues[handle.worker_id][0]
+            code = handle.exit_code()
+            if code is not None:
+                tail = _last_lines(handle.stderr_tail(), 3)
+                self._fail(
+                    handle,
+                    f"worker {handle.worker_id} (pid {handle.pid}) exited with code {code}"
+                    + (f"; stderr: {tail}" if tail else ""),
+                )
+            elif head.sent_at is None:
+                if handle.state is WorkerState.STARTING and now - handle.started_at > self.options.start_timeout:
+                    self._fail(handle, f"worker {handle.worker_id} not ready within {self.options.start_timeout} s")
+                else:
+                    self._send_head(handle)
+            elif now - head.sent_at > self.step_timeout:
+                self._fail(
+                    handle,
+                    f"worker {handle.worker_id} (pid {handle.pid}) did not answer within "
+                    f"step_timeout={self.step_timeout} s; killed",
+                )
 
-    def _fail_call(self, call: _WorkerCall, reason: str, restarts: int) -> None:
+    def _fail_call(self, call: _WorkerCall, reason: str) -> None:
         """Report every slot of ``call`` failed: truncated, reward 0, observation unchanged."""
         assert self.buffers is not None
         call.done = True
@@ -293,8 +319,13 @@ class Coordinator:
             self.buffers.reward[slot] = 0.0
             self.buffers.terminated[slot] = False
             self.buffers.truncated[slot] = True
-            call.errors[slot] = reason
+            call.pending.result.errors[slot] = reason
         self.counters["slot_failures"] += len(call.slots)
+
+    def _fail_queue(self, handle: WorkerHandle, reason: str) -> None:
+        queue = self._queues[handle.worker_id]
+        while queue:
+            self._fail_call(queue.popleft(), reason)
 
     # -- worker health ----------------------------------------------------------------------
 
@@ -309,7 +340,7 @@ class Coordinator:
             self._spawn(handle)
 
     def _fail(self, handle: WorkerHandle, reason: str) -> None:
-        """Kill ``handle``'s process and decide when (if ever) it restarts."""
+        """Kill ``handle``'s process, fail its queued calls, and decide when (if ever) it restarts."""
         if handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):
             return
         if handle.process is not None and handle.process.poll() is None:
@@ -328,10 +359,11 @@ class Coordinator:
                 f"{self.policy.flap_window} s; its slots stay truncated. Last error: {reason}"
             )
             log.error("%s", handle.last_error)
-            return
-        handle.state = WorkerState.BACKOFF
-        handle.retry_at = now + delay
-        log.warning("worker %d failed (%s); restart %d in %.2f s", handle.worker_id, reason, handle.restarts, delay)
+        else:
+            handle.state = WorkerState.BACKOFF
+            handle.retry_at = now + delay
+            log.warning("worker %d failed (%s); restart %d in %.2f s", handle.worker_id, reason, handle.restarts, delay)
+        self._fail_queue(handle, handle.last_error)
         self._maybe_restart(handle)
 
     def _restart_seeds(self, handle: WorkerHandle) -> list[int | None]:
@@ -342,20 +374,18 @@ class Coordinator:
 
     # -- messages ---------------------------------------------------------------------------
 
-    def _pump(self, wait: float, pending: PendingCommand | None, result: CommandResult | None = None) -> None:
-        """Receive and handle every message that arrives within ``wait`` seconds (at least one poll)."""
+    def _pump(self, wait: float) -> None:
+        """Handle every message that arrives within ``wait`` seconds (at least one poll)."""
         if not self._socket.poll(max(0, int(wait * 1000))):
-            for handle in self.workers:
-                self._maybe_restart(handle)
             return
         while True:
             try:
                 frames = self._socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self._handle(frames, pending, result)
+            self._handle(frames)
 
-    def _handle(self, frames: list[bytes], pending: PendingCommand | None, result: CommandResult | None) -> None:
+    def _handle(self, frames: list[bytes]) -> None:
         if len(frames) != 2 or frames[0] not in self._by_identity:
             log.debug("dropping a message from an unknown or replaced worker")
             return
@@ -365,45 +395,50 @@ class Coordinator:
         except ProtocolError as exc:
             self._fail(handle, f"worker {handle.worker_id} sent a malformed message: {exc}")
             return
-        op = message["op"]
         if message.get("gen") != handle.gen:
             return
+        op = message["op"]
         if op == Op.HELLO.value:
-            assert self.buffers is not None
-            init = {
-                "op": Op.INIT.value,
-                "spec": self.spec.to_wire(),
-                "slots": handle.slots,
-                "shm_name": self.buffers.name,
-                "layout": self.buffers.layout.to_wire(),
-                "seeds": self._restart_seeds(handle),
-            }
-            self._socket.send_multipart([handle.identity, protocol.encode(init)])
+            self._send_init(handle)
         elif op == Op.READY.value:
             handle.state = WorkerState.RUNNING
-            queued = pending.calls.get(handle.worker_id) if pending is not None else None
-            if queued is not None and queued.sent_at is None and not queued.done and queued.gen == handle.gen:
-                self._send_call(queued)
+            self._send_head(handle)
         elif op == Op.DONE.value:
-            call = _open_call(pending, handle, message)
+            call = self._answered_call(handle, message)
             if call is None:
                 return  # a reply to an abandoned command
-            call.done = True
             handle.steps += len(call.slots)
-            assert result is not None
+            result = call.pending.result
             result.infos.update({int(k): v for k, v in message.get("infos", {}).items()})
-            call.errors = {int(k): str(v) for k, v in message.get("errors", {}).items()}
-            self.counters["slot_errors"] += len(call.errors)
+            errors = {int(k): str(v) for k, v in message.get("errors", {}).items()}
+            result.errors.update(errors)
+            self.counters["slot_errors"] += len(errors)
+            self._send_head(handle)
         elif op == Op.FATAL.value:
-            self._on_fatal(handle, message, pending, result)
+            self._on_fatal(handle, message)
 
-    def _on_fatal(
-        self,
-        handle: WorkerHandle,
-        message: dict[str, Any],
-        pending: PendingCommand | None,
-        result: CommandResult | None,
-    ) -> None:
+    def _send_init(self, handle: WorkerHandle) -> None:
+        assert self.buffers is not None
+        init = {
+            "op": Op.INIT.value,
+            "spec": self.spec.to_wire(),
+            "slots": handle.slots,
+            "shm_name": self.buffers.name,
+            "layout": self.buffers.layout.to_wire(),
+            "seeds": self._restart_seeds(handle),
+        }
+        self._socket.send_multipart([handle.identity, protocol.encode(init)])
+
+    def _answered_call(self, handle: WorkerHandle, message: dict[str, Any]) -> _WorkerCall | None:
+        """Pop and return the in-flight call that ``message`` answers, if it answers one."""
+        queue = self._queues[handle.worker_id]
+        if not queue or queue[0].sent_at is None or queue[0].message["seq"] != message.get("seq"):
+            return None
+        call = queue.popleft()
+        call.done = True
+        return call
+
+    def _on_fatal(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
         kind, text = message.get("kind", "PoolEnvError"), message.get("message", "")
         error: PoolEnvError
         if kind == "HttpStatusError":
@@ -414,16 +449,16 @@ class Coordinator:
         else:
             error = PoolEnvError(f"worker {handle.worker_id}: {kind}: {text}\n{message.get('traceback', '')}")
         if handle.state is WorkerState.STARTING:
-            # A worker that cannot create its envs: the worker exits; at start-up this is raised.
+            # The worker could not create its envs and exits; at start-up this is raised.
             handle.state = WorkerState.FATAL
             handle.last_error = str(error)
             stop_process(handle.process, self.options.kill_grace)
+            self._fail_queue(handle, handle.last_error)
             return
-        call = _open_call(pending, handle, message)
-        if call is not None:
-            call.done = True
-            if result is not None and result.fatal is None:
-                result.fatal = error
+        call = self._answered_call(handle, message)
+        if call is not None and call.pending.result.fatal is None:
+            call.pending.result.fatal = error
+        self._send_head(handle)
 
     # -- observability ----------------------------------------------------------------------
 
@@ -466,9 +501,6 @@ class Coordinator:
         return time.monotonic() - self._created_at
 
 
-def _open_call(pending: PendingCommand | None, handle: WorkerHandle, message: dict[str, Any]) -> _WorkerCall | None:
-    """The not-yet-answered call of ``pending`` that ``message`` (from ``handle``) answers, if any."""
-    if pending is None or message.get("seq") != pending.seq:
-        return None
-    call = pending.calls.get(handle.worker_id)
-    return None if call is None or call.done else call
+
+def _last_lines(text: str, count: int) -> str:
+    return " | ".join(text.splitlines()[-count:])

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp
 
+from pool_env.refserver.accounting import episodes_snapshot, score_metrics, tokens_snapshot
 from pool_env.refserver.faults import FaultConfig, FaultInjector
 from pool_env.refserver.middleware import DROP_HEADER, RefServerMiddleware, RequestStats
 from pool_env.refserver.state import MAX_STEP_SIZE, ApiError, EpisodeSettings, ServerState, StepOutcome
@@ -220,9 +221,7 @@ def create_app(faults: FaultConfig | None = None) -> FastAPI:
                 new_ids.append(None)
                 continue
             observations.append(episode.env.last_observation)
-            infos.append(
-                {"step": 0, "episode_id": episode.episode_id, "terminated": False, "truncated": False}
-            )
+            infos.append({"step": 0, "episode_id": episode.episode_id, "terminated": False, "truncated": False})
             new_ids.append(episode.episode_id if is_new else None)
         content = {"observations": observations, "infos": infos, "new_episode_ids": new_ids}
         return await ctx.respond(content, kind, len(body.episode_ids))
@@ -308,7 +307,7 @@ def create_app(faults: FaultConfig | None = None) -> FastAPI:
 
     @app.get("/api/v1/user/{user_token}/score")
     async def score(user_token: str, limit: int = 100) -> dict[str, Any]:
-        return ctx.state.score(user_token, limit)
+        return score_metrics(ctx.state, user_token, limit)
 
     _add_control_routes(app, ctx)
     return app
@@ -335,9 +334,9 @@ def _add_control_routes(app: FastAPI, ctx: RefServerContext) -> None:
         return {
             **ctx.stats.snapshot(),
             "faults_injected": dict(ctx.faults.injected),
-            "tokens": ctx.state.tokens_snapshot(),
+            "tokens": tokens_snapshot(ctx.state),
         }
 
     @app.get("/control/episodes")
     async def episodes() -> dict[str, Any]:
-        return ctx.state.episodes_snapshot()
+        return episodes_snapshot(ctx.state)

@@ -145,16 +145,14 @@ class RefServer:
         while True:
             code = self._proc.poll()
             if code is not None:
-                output = self._read_log()
+                output = self.output()
                 self._reap()
-                raise RefServerError(
-                    f"reference server on port {self.port} exited with code {code}:\n{output}"
-                )
+                raise RefServerError(f"reference server on port {self.port} exited with code {code}:\n{output}")
             if self._answers():
                 logger.info("reference server up at %s (pid %d)", self.url, self._proc.pid)
                 return
             if time.monotonic() > deadline:
-                output = self._read_log()
+                output = self.output()
                 self.kill()
                 raise RefServerError(
                     f"reference server did not answer at {self.url} within {self.start_timeout} s:\n{output}"
@@ -206,7 +204,8 @@ class RefServer:
                 self._proc.wait()
         self._proc = None
 
-    def _read_log(self) -> str:
+    def output(self) -> str:
+        """The last 4000 characters the server process wrote to stdout/stderr (kept until close)."""
         if self._log is None:
             return ""
         self._log.seek(0)
@@ -276,9 +275,7 @@ class RefServer:
     def __del__(self) -> None:
         proc = getattr(self, "_proc", None)
         if proc is not None and proc.poll() is None:
-            warnings.warn(
-                f"RefServer pid {proc.pid} was not stopped; killing it", ResourceWarning, stacklevel=2
-            )
+            warnings.warn(f"RefServer pid {proc.pid} was not stopped; killing it", ResourceWarning, stacklevel=2)
             proc.kill()
             proc.wait()
         log = getattr(self, "_log", None)

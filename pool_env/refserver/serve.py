@@ -82,9 +82,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--p-drop", type=float, help=probability + "resetting the connection after applying")
     parser.add_argument("--fault-seed", type=int, help="seed of the fault RNG")
     parser.add_argument("--max-steps-quota", type=int, help="episode-steps per user token (default 100000)")
-    parser.add_argument(
-        "--max-num-envs", type=int, help="largest num_envs of a vectorized create (default 64)"
-    )
+    parser.add_argument("--max-num-envs", type=int, help="largest num_envs of a vectorized create (default 64)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pool_env.refserver.sim import DegradationEnv, EpisodeEndedError
+from pool_env.refserver.sim import DegradationEnv
 
 __all__ = [
     "MAX_STEP_SIZE",
@@ -29,6 +29,7 @@ __all__ = [
     "ServerState",
     "Slot",
     "StepOutcome",
+    "TokenTotals",
 ]
 
 MAX_STEP_SIZE = 50
@@ -224,45 +225,23 @@ class ServerState:
         with self.lock:
             episode = self.resolve(episode_id)
             totals = self.totals(token)
-            env = episode.env
-            base = {"episode_id": episode.episode_id}
             if episode.ended:
                 totals.steps_on_ended += 1
-                info = {
-                    **base,
-                    "step": env.step,
-                    "terminated": True,
-                    "truncated": env.truncated,
-                    "message": "episode has ended; reset it",
-                    "total_reward": env.total_reward,
-                }
-                if episode.error:
-                    info["error"] = episode.error
-                reason = "error" if episode.broken else env.reason
-                return StepOutcome([], 0.0, True, env.truncated, env.step, info, reason, episode.error)
+                return _ended_outcome(episode)
             if inject_error:
                 totals.episode_errors += 1
                 episode.broken = True
                 episode.error = NONE_TYPE_ERROR
-                info = {
-                    **base,
-                    "step": env.step,
-                    "terminated": False,
-                    "truncated": False,
-                    "error": NONE_TYPE_ERROR,
-                }
-                return StepOutcome([], 0.0, True, False, env.step, info, "error", NONE_TYPE_ERROR)
-            try:
-                result = env.step_chunk(action, min(step_size, MAX_STEP_SIZE))
-            except EpisodeEndedError as exc:  # pragma: no cover - guarded by episode.ended
-                raise ApiError(409, str(exc)) from exc
+                return _error_outcome(episode)
+            env = episode.env
+            result = env.step_chunk(action, min(step_size, MAX_STEP_SIZE))
             episode.steps_applied += 1
             totals.steps_applied += 1
             if env.done:
                 self._score(episode)
             obs = result.observations.tolist() if return_all_states else result.observations[-1].tolist()
             info = {
-                **base,
+                "episode_id": episode.episode_id,
                 "step": env.step,
                 "terminated": result.terminated,
                 "truncated": result.truncated,
@@ -272,9 +251,7 @@ class ServerState:
             }
             if result.reason:
                 info["reason"] = result.reason
-            return StepOutcome(
-                obs, result.reward, result.terminated, result.truncated, env.step, info, result.reason
-            )
+            return StepOutcome(obs, result.reward, result.terminated, result.truncated, env.step, info, result.reason)
 
     def _score(self, episode: Episode) -> None:
         if episode.scored:
@@ -300,13 +277,7 @@ class ServerState:
             ep = self.resolve(episode_id)
             env = ep.env
             status = (
-                "error"
-                if ep.broken
-                else "terminated"
-                if env.terminated
-                else "truncated"
-                if env.truncated
-                else "active"
+                "error" if ep.broken else "terminated" if env.terminated else "truncated" if env.truncated else "active"
             )
             return {
                 "episode_id": ep.episode_id,
@@ -335,70 +306,32 @@ class ServerState:
                 "steps_applied": ep.steps_applied,
             }
 
-    def score(self, token: str, limit: int) -> dict[str, Any]:
-        """``GET /user/{token}/score``: metrics over the last ``limit`` finished episodes.
 
-        Raises:
-            ApiError: 404 when the token has no finished episode.
-        """
-        with self.lock:
-            totals = self.tokens.get(token)
-            done = totals.completed[-limit:] if totals and limit > 0 else []
-            if not done:
-                raise ApiError(404, f"no finished episodes for user {token}")
-            rewards = [d["total_reward"] for d in done]
-            last = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(done[-1]["ended_at"]))
-            return {
-                "metrics": {
-                    "total_episodes": len(done),
-                    "total_reward": sum(rewards),
-                    "avg_reward": sum(rewards) / len(done),
-                    "best_reward": max(rewards),
-                    "total_maintenance": sum(d["num_repairs"] for d in done),
-                    "avg_steps": sum(d["steps"] for d in done) / len(done),
-                    "failure_rate": sum(d["failure"] for d in done) / len(done),
-                    "last_episode_date": last,
-                }
-            }
+def _ended_outcome(episode: Episode) -> StepOutcome:
+    """Stepping a finished or broken episode: reward 0, terminated, ``[]`` observation, no auto-reset."""
+    env = episode.env
+    info: dict[str, Any] = {
+        "episode_id": episode.episode_id,
+        "step": env.step,
+        "terminated": True,
+        "truncated": env.truncated,
+        "total_reward": env.total_reward,
+        "message": "episode has ended; reset it",
+    }
+    if episode.error:
+        info["error"] = episode.error
+    reason = "error" if episode.broken else env.reason
+    return StepOutcome([], 0.0, True, env.truncated, env.step, info, reason, episode.error)
 
-    def episodes_snapshot(self) -> dict[str, Any]:
-        """The JSON answer of ``GET /control/episodes``."""
-        with self.lock:
-            out: dict[str, Any] = {}
-            for episode_id, ep in self.episodes.items():
-                slot = ep.slot
-                assert slot is not None
-                aliases = [i for i in slot.ids if i != episode_id] if not ep.retired else []
-                out[episode_id] = {
-                    "steps_applied": ep.steps_applied,
-                    "step": ep.env.step,
-                    "terminated": ep.env.terminated,
-                    "truncated": ep.env.truncated,
-                    "broken": ep.broken,
-                    "retired": ep.retired,
-                    "reason": ep.env.reason,
-                    "total_reward": ep.env.total_reward,
-                    "num_repairs": ep.env.num_repairs,
-                    "token": ep.token,
-                    "session_id": ep.session_id,
-                    "group_id": slot.group_id,
-                    "current_id": slot.current.episode_id,
-                    "aliases": aliases,
-                }
-            return {"episodes": out, "tokens": self.tokens_snapshot()}
 
-    def tokens_snapshot(self) -> dict[str, Any]:
-        """Per-token totals (``completed`` is given as a count)."""
-        with self.lock:
-            return {
-                token: {
-                    "steps_used": t.steps_used,
-                    "steps_applied": t.steps_applied,
-                    "steps_on_ended": t.steps_on_ended,
-                    "episode_errors": t.episode_errors,
-                    "episodes_created": t.episodes_created,
-                    "resets": t.resets,
-                    "episodes_completed": len(t.completed),
-                }
-                for token, t in self.tokens.items()
-            }
+def _error_outcome(episode: Episode) -> StepOutcome:
+    """The live server's per-env error payload (its info carries no true ``terminated``)."""
+    step = episode.env.step
+    info = {
+        "episode_id": episode.episode_id,
+        "step": step,
+        "terminated": False,
+        "truncated": False,
+        "error": NONE_TYPE_ERROR,
+    }
+    return StepOutcome([], 0.0, True, False, step, info, "error", NONE_TYPE_ERROR)

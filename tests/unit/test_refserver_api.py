@@ -162,7 +162,9 @@ def test_reset_with_the_same_seed_gives_the_same_observation(api: Api) -> None:
 def test_vectorized_reset_pairs_results_and_returns_null_for_unchanged_ids(api: Api) -> None:
     ids = api.create_group(3)
     api.vstep(ids[:1], [0])
-    r = api.client.post("/api/v1/episode/vectorized_reset", headers=TOKEN, json={"episode_ids": ids, "seeds": [1, None, 2]})
+    r = api.client.post(
+        "/api/v1/episode/vectorized_reset", headers=TOKEN, json={"episode_ids": ids, "seeds": [1, None, 2]}
+    )
     body = r.json()
     assert [len(o) for o in body["observations"]] == [9, 9, 9]
     assert body["new_episode_ids"][0] not in (None, ids[0]) and body["new_episode_ids"][1:] == [None, None]
@@ -262,8 +264,18 @@ def test_get_episode_and_latest_state(api: Api) -> None:
     eid = api.create()
     api.step(eid, action=1)
     info = api.client.get(f"/api/v1/episode/{eid}", headers={**TOKEN, "Content-Type": "application/json"}).json()
-    assert {"episode_id", "session_id", "status", "step", "total_reward", "terminated", "truncated",
-            "num_repairs", "step_size", "created_at"} <= set(info)
+    assert {
+        "episode_id",
+        "session_id",
+        "status",
+        "step",
+        "total_reward",
+        "terminated",
+        "truncated",
+        "num_repairs",
+        "step_size",
+        "created_at",
+    } <= set(info)
     assert info["status"] == "active" and info["num_repairs"] == 1 and info["step"] == 10
     latest = api.client.get(f"/api/v1/episode/{eid}/state/latest", headers=TOKEN).json()
     assert len(latest["observation"]) == 9 and latest["step"] == 10 and latest["terminated"] is False
@@ -361,8 +373,9 @@ def test_latency_is_per_request_plus_per_env() -> None:
 def test_probabilistic_faults_follow_the_fault_seed() -> None:
     sequences = []
     for _ in range(2):
-        for api in make_api(p_http_500=0.5, fault_seed=9):
+        for api in make_api():
             eid = api.create()
+            api.faults(p_http_500=0.5, fault_seed=9)  # setting the seed restarts the fault RNG
             sequences.append([api.step(eid).status_code for _ in range(20)])
     assert sequences[0] == sequences[1] and {200, 500} == set(sequences[0])
 

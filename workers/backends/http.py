@@ -190,14 +190,16 @@ class HttpBackend:
             else:
                 pending.append(i)
         must_check, after_404, stuck_404 = False, False, False
+        verified: set[int] = set()  # positions whose step is known not applied since the last send
         while pending:
             try:
                 if must_check:
                     before = len(pending)
-                    pending = self._unapplied(slots, pending, outcomes)
+                    pending = self._unapplied(slots, pending, outcomes, verified)
                     # A 404 for the step although no episode is gone: the server lacks the endpoint.
                     stuck_404, after_404, must_check = after_404 and len(pending) == before, False, False
                     continue
+                verified.clear()
                 reply = self._send_step(slots, actions, pending)
             except RetryableError as exc:
                 try:
@@ -231,18 +233,14 @@ class HttpBackend:
         if self._closed:
             raise ClosedError("the HTTP backend is closed")
 
-    def _fail(
-        self, slots: Sequence[int], pending: list[int], outcomes: list[Outcome | None], error: str
-    ) -> None:
+    def _fail(self, slots: Sequence[int], pending: list[int], outcomes: list[Outcome | None], error: str) -> None:
         """Give up on ``pending``: each reports ``error`` and gets a new episode at its next reset."""
         self._episodes.forget_session()
         for i in pending:
             self._episodes.drop(slots[i])
             outcomes[i] = Outcome(truncated=True, error=error)
 
-    def _send_step(
-        self, slots: Sequence[int], actions: Sequence[Any], pending: list[int]
-    ) -> dict[str, list[Any]]:
+    def _send_step(self, slots: Sequence[int], actions: Sequence[Any], pending: list[int]) -> dict[str, list[Any]]:
         step_size = self._spec.step_size
         body = {
             "episode_actions": [
@@ -255,30 +253,26 @@ class HttpBackend:
                 for i in pending
             ]
         }
-        return self._client.request(
-            "POST", VECTORIZED_STEP, body, parse=lambda p: parse_step(p, len(pending))
-        )
+        return self._client.request("POST", VECTORIZED_STEP, body, parse=lambda p: parse_step(p, len(pending)))
 
     def _unapplied(
-        self, slots: Sequence[int], pending: list[int], outcomes: list[Outcome | None]
+        self, slots: Sequence[int], pending: list[int], outcomes: list[Outcome | None], verified: set[int]
     ) -> list[int]:
         """After a failed step request: settle the slots whose step was applied or whose episode is gone.
 
-        Returns the positions still to step. Positions settled by an earlier, interrupted check
-        keep their outcome.
+        Returns the positions still to step. An interrupted check keeps what it learnt: settled
+        positions keep their outcome, positions added to ``verified`` are not asked again.
 
         Raises:
             RetryableError: a state request failed (the caller backs off and checks again).
         """
         for i in pending:
-            if outcomes[i] is not None:
+            if outcomes[i] is not None or i in verified:
                 continue
             slot = slots[i]
             episode_id = self._episodes.episode_ids[slot]
             try:
-                step = self._client.request(
-                    "GET", f"/api/v1/episode/{episode_id}/state/latest", parse=parse_state_step
-                )
+                step = self._client.request("GET", f"/api/v1/episode/{episode_id}/state/latest", parse=parse_state_step)
             except NotFoundError as exc:
                 self._counters["episode_errors"] += 1
                 self._episodes.drop(slot)
@@ -290,7 +284,9 @@ class HttpBackend:
                     truncated=True,
                     error="the step's response was lost and the server's step counter is unknown",
                 )
-            elif step != last:
+            elif step == last:
+                verified.add(i)
+            else:
                 self._counters["lost_responses"] += 1
                 log.warning(
                     "episode %s: step applied (counter %d -> %d) but its response was lost",

@@ -76,9 +76,7 @@ class EpisodeTable:
         Raises:
             HttpStatusError: a 4xx other than 404, or a 404 even with a brand-new session.
         """
-        missing = [
-            (slot, i) for slot, i in zip(slots, positions, strict=True) if self.episode_ids[slot] is None
-        ]
+        missing = [(slot, i) for slot, i in zip(slots, positions, strict=True) if self.episode_ids[slot] is None]
         errors: dict[int, str] = {}
         for start in range(0, len(missing), MAX_GROUP_SIZE):
             group = missing[start : start + MAX_GROUP_SIZE]
@@ -117,9 +115,7 @@ class EpisodeTable:
                 self.session_id = self._client.call_idempotent("POST", SESSION_CREATE, parse=parse_session)
                 log.info("new server session %s", self.session_id)
             try:
-                ids = self._client.call_idempotent(
-                    "POST", GROUP_CREATE, body, session_id=self.session_id, parse=parse
-                )
+                ids = self._client.call_idempotent("POST", GROUP_CREATE, body, session_id=self.session_id, parse=parse)
             except NotFoundError as exc:
                 log.warning("server session %s is gone (%s); making a new one", self.session_id, exc.detail)
                 self.forget_session()

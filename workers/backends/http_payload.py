@@ -93,9 +93,7 @@ def parse_reset(payload: Any, num_envs: int) -> dict[str, list[Any]]:
 def parse_step(payload: Any, num_envs: int) -> dict[str, list[Any]]:
     """A ``/episode/vectorized_step`` answer: its five parallel lists, ``num_envs`` long each."""
     payload = _object(payload)
-    reply = {
-        key: _list(payload, key, num_envs) for key in ("observations", "rewards", "terminateds", "truncateds")
-    }
+    reply = {key: _list(payload, key, num_envs) for key in ("observations", "rewards", "terminateds", "truncateds")}
     reply["infos"] = _infos(payload, num_envs)
     return reply
 

@@ -1,0 +1,124 @@
+"""Shared fixtures: worker processes can import ``tests.*``, and the leak checker ``no_leaks``.
+
+``no_leaks`` is generic: it snapshots what a test could leave behind (``pool_env_*``
+segments in ``/dev/shm``, child processes of the test process, ``pool_env_*`` directories in
+the temp dir) and, after the test, waits a short grace period for them to go back to the
+snapshot. Whatever is still there fails the test and is cleaned up, so one leak does not
+cascade into the next test. ``tests/integration`` applies it to every test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psutil
+import pytest
+
+from pool_env.shm import SEGMENT_PREFIX, list_segments
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LEAK_GRACE_SECONDS = 5.0
+SHM_DIR = "/dev/shm"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _workers_can_import_tests() -> Iterator[None]:
+    """Workers run ``python -m workers`` with our environment; make ``tests.envs`` importable there
+    whatever the current directory is."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(p for p in (REPO_ROOT, os.environ.get("PYTHONPATH")) if p))
+        yield
+
+
+def _is_resource_tracker(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return any("resource_tracker" in part for part in process.cmdline())
+    return False
+
+
+def _children() -> dict[tuple[int, float], psutil.Process]:
+    found = {}
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if not _is_resource_tracker(child):
+                found[(child.pid, child.create_time())] = child
+    return found
+
+
+def _temp_dirs() -> set[str]:
+    temp = tempfile.gettempdir()
+    return {os.path.join(temp, n) for n in os.listdir(temp) if n.startswith(SEGMENT_PREFIX)}
+
+
+@dataclass
+class Leaks:
+    """What a test left behind, compared with the snapshot taken before it."""
+
+    segments: set[str]
+    temp_dirs: set[str]
+    processes: list[psutil.Process]
+
+    def __bool__(self) -> bool:
+        return bool(self.segments or self.temp_dirs or self.processes)
+
+    def describe(self) -> str:
+        """One line per kind of leak."""
+        lines = []
+        if self.segments:
+            lines.append(f"shared-memory segments in {SHM_DIR}: {sorted(self.segments)}")
+        if self.temp_dirs:
+            lines.append(f"temp dirs: {sorted(self.temp_dirs)}")
+        for p in self.processes:
+            with contextlib.suppress(psutil.Error):
+                lines.append(f"process {p.pid} ({p.status()}): {' '.join(p.cmdline())[:200]}")
+        return "\n".join(lines)
+
+    def clean_up(self) -> None:
+        """Kill the processes (they are the test's own children), unlink, remove."""
+        for p in self.processes:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(self.processes, timeout=5)
+        for name in self.segments:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(SHM_DIR, name))
+        for path in self.temp_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class LeakSnapshot:
+    """The leakable resources that exist now; :meth:`leaks` says what appeared since."""
+
+    def __init__(self) -> None:
+        self.segments = set(list_segments(SHM_DIR))
+        self.temp_dirs = _temp_dirs()
+        self.children = set(_children())
+
+    def leaks(self) -> Leaks:
+        """New segments, temp dirs and live (or unreaped) child processes since the snapshot."""
+        processes = [p for key, p in _children().items() if key not in self.children]
+        return Leaks(set(list_segments(SHM_DIR)) - self.segments, _temp_dirs() - self.temp_dirs, processes)
+
+    def wait_for_no_leaks(self, grace: float = LEAK_GRACE_SECONDS) -> Leaks:
+        """Poll until nothing new is left or ``grace`` seconds passed; the final leaks."""
+        deadline = time.monotonic() + grace
+        while (leaks := self.leaks()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return leaks
+
+
+@pytest.fixture
+def no_leaks() -> Iterator[LeakSnapshot]:
+    """Fail the test if it leaves a ``pool_env_*`` shm segment or temp dir, or a child process."""
+    snapshot = LeakSnapshot()
+    yield snapshot
+    leaks = snapshot.wait_for_no_leaks()
+    if leaks:
+        leaks.clean_up()
+        pytest.fail(f"the test left resources behind (now cleaned up):\n{leaks.describe()}", pytrace=False)

@@ -1,0 +1,1 @@
+"""Test-only envs, importable in worker processes as ``tests.envs.<module>:<factory>``."""

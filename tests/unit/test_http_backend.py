@@ -1,0 +1,600 @@
+"""HttpBackend against an in-process fake server mounted as a ``requests`` transport adapter.
+
+The fake keeps the server's truth (sessions, episodes, per-episode step counters and how many
+steps it applied) and can be scripted to fail the next matching request in the ways a real
+server fails: a 5xx before applying, a connection error before or *after* applying, a 4xx, a
+malformed body, or a crafted answer. No sockets, no sleeping: the backend gets a recording sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+import requests
+from requests.adapters import BaseAdapter
+
+from pool_env.config import HttpEnvSpec
+from pool_env.errors import ClosedError, HttpStatusError
+from workers.backends.http import BACKEND_COUNTER_NAMES, HttpBackend
+
+URL = "http://fake.test"
+TOKEN = "tok-1"
+
+
+@dataclass
+class Fault:
+    """Fail the next request whose path contains ``path``.
+
+    kinds: ``"500"``/``"503"`` (nothing applied), ``"connect"`` (connection error, nothing
+    applied), ``"drop"`` (applied, then the connection breaks), ``"drop_first"`` (only the first
+    entry of a step is applied, then the connection breaks), ``"timeout"`` (applied, then a read
+    timeout), ``"status"`` (answer ``status`` with ``detail``), ``"not_json"``, ``"mutate"``
+    (apply, then ``mutate`` the answer), ``"restart"`` (forget everything, then a connection error).
+    """
+
+    path: str
+    kind: str
+    status: int = 0
+    detail: Any = ""
+    mutate: Callable[[dict[str, Any]], None] | None = None
+    times: int = 1
+
+
+@dataclass
+class Episode:
+    step: int = 0
+    applied: int = 0
+    ended: bool = False
+
+
+@dataclass
+class FakeServer:
+    """The server's state, its request log and the scripted faults."""
+
+    sessions: set[str] = field(default_factory=set)
+    episodes: dict[str, Episode] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    log: list[tuple[str, str, dict[str, str], Any]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    down: bool = False
+
+    def restart(self) -> None:
+        self.sessions.clear()
+        self.episodes.clear()
+        self.aliases.clear()
+
+    def paths(self, needle: str = "") -> list[str]:
+        return [path for _, path, _, _ in self.log if needle in path]
+
+    def applied(self) -> int:
+        return sum(e.applied for e in self.episodes.values())
+
+    def _resolve(self, episode_id: str) -> Episode | None:
+        return self.episodes.get(self.aliases.get(episode_id, episode_id))
+
+    def handle(self, method: str, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+        self.log.append((method, path, headers, body))
+        if self.down:
+            raise requests.ConnectionError("server is down")
+        fault = next((f for f in self.faults if f.path in path), None)
+        if fault is not None:
+            fault.times -= 1
+            if fault.times == 0:
+                self.faults.remove(fault)
+            if fault.kind in ("500", "503"):
+                return int(fault.kind), {"detail": "injected"}
+            if fault.kind == "connect":
+                raise requests.ConnectionError("connection refused")
+            if fault.kind == "status":
+                return fault.status, {"detail": fault.detail}
+            if fault.kind == "restart":
+                self.restart()
+                raise requests.ConnectionError("connection reset by peer")
+        status, answer = self._apply(method, path, headers, body, fault)
+        if fault is not None:
+            if fault.kind in ("drop", "drop_first"):
+                raise requests.exceptions.ChunkedEncodingError("connection broken: IncompleteRead")
+            if fault.kind == "timeout":
+                raise requests.exceptions.ReadTimeout("read timed out")
+            if fault.kind == "not_json":
+                return 200, b"<html>gateway</html>"
+            if fault.kind == "mutate":
+                assert fault.mutate is not None
+                fault.mutate(answer)
+        return status, answer
+
+    def _apply(
+        self, method: str, path: str, headers: dict[str, str], body: Any, fault: Fault | None
+    ) -> tuple[int, Any]:
+        if path == "/api/v1/session/create":
+            session_id = str(uuid.uuid4())
+            self.sessions.add(session_id)
+            return 200, {"session_id": session_id}
+        if path == "/api/v1/vectorized/episodes/create":
+            if headers.get("Session-ID") not in self.sessions:
+                return 404, {"detail": "Session not found"}
+            ids = [str(uuid.uuid4()) for _ in range(body["num_envs"])]
+            self.episodes.update((i, Episode()) for i in ids)
+            return 200, {"episode_ids": ids, "vectorized_group_id": "g"}
+        if path == "/api/v1/episode/vectorized_reset":
+            return 200, self._reset(body)
+        if path == "/api/v1/episode/vectorized_step":
+            return 200, self._step(body, fault)
+        if path.endswith("/state/latest"):
+            episode = self._resolve(path.split("/")[4])
+            if episode is None:
+                return 404, {"detail": "Episode not found"}
+            return 200, {"observation": [0.0] * 9, "step": episode.step, "terminated": episode.ended}
+        return 404, {"detail": "Not Found"}
+
+    def _reset(self, body: dict[str, Any]) -> dict[str, Any]:
+        answer: dict[str, list[Any]] = {"observations": [], "infos": [], "new_episode_ids": []}
+        for episode_id, seed in zip(body["episode_ids"], body["seeds"], strict=True):
+            episode = self._resolve(episode_id)
+            if episode is None:
+                answer["observations"].append([])
+                answer["infos"].append({"error": f"Episode {episode_id} not found"})
+                answer["new_episode_ids"].append(None)
+                continue
+            new_id = None
+            if episode.applied:  # mint a new id, keep the old one as an alias (PROTOCOL §7)
+                new_id = str(uuid.uuid4())
+                episode = self.episodes[new_id] = Episode()
+                self.aliases[episode_id] = new_id
+            episode.step, episode.ended = 0, False
+            answer["observations"].append([float(seed or 0)] * 9)
+            answer["infos"].append({"step": 0})
+            answer["new_episode_ids"].append(new_id)
+        return answer
+
+    def _step(self, body: dict[str, Any], fault: Fault | None) -> dict[str, Any]:
+        answer: dict[str, list[Any]] = {
+            k: [] for k in ("observations", "rewards", "terminateds", "truncateds", "infos")
+        }
+        for j, entry in enumerate(body["episode_actions"]):
+            episode = self._resolve(entry["episode_id"])
+            if episode is None or (fault is not None and fault.kind == "drop_first" and j > 0):
+                rows, reward, terminated, info = [], 0.0, True, {"error": "not found", "step": 0}
+            elif entry["action"] == 2:  # sell: one row, terminated
+                episode.step += 1
+                episode.applied += 1
+                episode.ended = True
+                rows, reward, terminated = [[float(episode.step)] * 9], 150.0, True
+                info = {"step": episode.step, "terminated": True, "reason": "sold"}
+            else:
+                k = entry["step_size"]
+                rows = [[float(episode.step + r + 1)] * 9 for r in range(k)]
+                episode.step += k
+                episode.applied += 1
+                reward, terminated, info = 10.0, False, {"step": episode.step, "degradation": 0.1}
+            answer["observations"].append(rows)
+            answer["rewards"].append(reward)
+            answer["terminateds"].append(terminated)
+            answer["truncateds"].append(False)
+            answer["infos"].append(info)
+        return answer
+
+
+class FakeAdapter(BaseAdapter):
+    """Routes every request of a session to the fake server; records that it was closed."""
+
+    def __init__(self, server: FakeServer) -> None:
+        super().__init__()
+        self.server = server
+        self.closed = False
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        assert kwargs["timeout"] == (2.0, 2.0)
+        raw = request.body
+        body = json.loads(raw) if raw else None
+        status, payload = self.server.handle(
+            request.method or "", urlsplit(request.url).path, dict(request.headers), body
+        )
+        response = requests.Response()
+        response.status_code = status
+        response._content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        response.url = request.url or ""
+        response.request = request
+        response.reason = "OK" if status == 200 else "Error"
+        return response
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class Harness:
+    server: FakeServer
+    backend: HttpBackend
+    sleeps: list[float]
+    adapters: list[FakeAdapter]
+
+
+def make(num_slots: int = 2, **spec_fields: Any) -> Harness:
+    server = FakeServer()
+    sleeps: list[float] = []
+    adapters: list[FakeAdapter] = []
+
+    def session_factory() -> requests.Session:
+        session = requests.Session()
+        adapter = FakeAdapter(server)
+        adapters.append(adapter)
+        session.mount("http://", adapter)
+        return session
+
+    fields: dict[str, Any] = {"request_timeout": 2.0, "max_retries": 3, "retry_backoff": 0.1, **spec_fields}
+    spec = HttpEnvSpec(URL, TOKEN, **fields)
+    backend = HttpBackend(spec, num_slots, session_factory=session_factory, sleep=sleeps.append)
+    return Harness(server, backend, sleeps, adapters)
+
+
+@pytest.fixture
+def h() -> Harness:
+    return make()
+
+
+def ready(h: Harness) -> Harness:
+    outcomes = h.backend.reset(range(h.backend._num_slots), [None] * h.backend._num_slots, None)
+    assert [o.error for o in outcomes] == [None] * len(outcomes)
+    h.server.log.clear()
+    return h
+
+
+# -- creation, headers, reset ---------------------------------------------------------------
+
+
+def test_constructor_does_no_network_io(h: Harness) -> None:
+    assert h.server.log == [] and h.adapters == []
+    assert h.backend.counters() == dict.fromkeys(BACKEND_COUNTER_NAMES, 0)
+
+
+def test_first_reset_creates_a_session_and_one_group_then_resets_it(h: Harness) -> None:
+    h.backend.reset([0, 1], [None, None], None)
+    assert h.server.paths() == [
+        "/api/v1/session/create",
+        "/api/v1/vectorized/episodes/create",
+        "/api/v1/episode/vectorized_reset",
+    ]
+    create = h.server.log[1][3]
+    assert create["num_envs"] == 2
+    assert create["env_config"] == {
+        "env_type": "DegradationEnv",
+        "max_steps_per_episode": 1000,
+        "auto_reset": True,
+        "step_size": 10,
+        "reward_config": {},
+    }
+    h.backend.reset([0, 1], [None, None], None)  # episodes exist now: only a reset
+    assert h.server.paths()[3:] == ["/api/v1/episode/vectorized_reset"]
+
+
+def test_session_id_header_is_sent_only_on_the_create_endpoints(h: Harness) -> None:
+    ready(h)
+    h.backend.step([0, 1], [0, 0])
+    h.server.faults.append(Fault("vectorized_step", "500"))
+    h.backend.step([0, 1], [0, 0])  # adds state/latest requests
+    h.server.log.clear()
+    h.server.restart()
+    h.backend.reset([0, 1], [None, None], None)  # recreates session and episodes
+    h.backend.step([0, 1], [0, 0])
+    seen = {path: headers for _, path, headers, _ in h.server.log}
+    for path, headers in seen.items():
+        assert headers["User-Token"] == TOKEN
+        assert headers["Content-Type"] == "application/json"
+        assert ("Session-ID" in headers) == path.endswith(("/episode/create", "/episodes/create")), path
+
+
+def test_reset_sends_seeds_with_nulls_and_follows_new_episode_ids(h: Harness) -> None:
+    ready(h)
+    h.backend.reset([1, 0], [7, None], None)
+    assert h.server.log[-1][3]["seeds"] == [7, None]
+    first_ids = h.backend.episode_ids
+    h.backend.step([0, 1], [0, 0])
+    outcomes = h.backend.reset([0, 1], [3, 4], None)
+    assert [o.obs[0] for o in outcomes] == [3.0, 4.0]
+    new_ids = h.backend.episode_ids
+    assert all(new != old for new, old in zip(new_ids, first_ids, strict=True))
+    h.backend.step([0, 1], [0, 0])
+    assert [a["episode_id"] for a in h.server.log[-1][3]["episode_actions"]] == new_ids
+
+
+def test_more_than_64_slots_are_created_in_several_groups() -> None:
+    h = make(num_slots=70)
+    h.backend.reset(range(70), [None] * 70, None)
+    sizes = [body["num_envs"] for _, path, _, body in h.server.log if path.endswith("episodes/create")]
+    assert sizes == [64, 6]
+    assert len(set(h.backend.episode_ids)) == 70
+    assert h.server.paths().count("/api/v1/episode/vectorized_reset") == 1
+
+
+def test_reset_outcome_in_chunk_mode_is_padded_with_one_real_row() -> None:
+    h = make(observation="chunk", step_size=4)
+    (outcome,) = h.backend.reset([0], [5], None)
+    assert outcome.obs.shape == (4, 9) and outcome.obs.dtype == np.float32
+    assert outcome.info == {"rows": 1}
+    assert outcome.obs[0].tolist() == [5.0] * 9 and not outcome.obs[1:].any()
+
+
+# -- step parsing -----------------------------------------------------------------------------
+
+
+def test_step_in_last_mode_gives_the_last_row_reward_and_flight_counter(h: Harness) -> None:
+    ready(h)
+    outcomes = h.backend.step([0, 1], [0, 1])
+    for outcome in outcomes:
+        assert outcome.error is None
+        assert outcome.obs.shape == (9,) and outcome.obs.dtype == np.float32
+        assert outcome.obs[0] == 10.0  # the 10th flight's row
+        assert (outcome.reward, outcome.terminated, outcome.truncated) == (10.0, False, False)
+        assert outcome.info == {"step": 10}  # internals such as degradation are not passed on
+    body = h.server.log[-1][3]["episode_actions"]
+    assert [a["action"] for a in body] == [0, 1]
+    assert all(a["step_size"] == 10 and a["return_all_states"] is True for a in body)
+
+
+def test_step_in_chunk_mode_pads_short_chunks_and_reports_rows_and_reason() -> None:
+    h = ready(make(observation="chunk", step_size=5))
+    fly, sell = h.backend.step([0, 1], [np.int64(0), np.int64(2)])
+    assert fly.obs.shape == sell.obs.shape == (5, 9)
+    assert fly.info == {"step": 5, "rows": 5}
+    assert fly.obs[:, 0].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert sell.info == {"step": 1, "reason": "sold", "rows": 1}
+    assert sell.terminated and sell.reward == 150.0
+    assert sell.obs[0, 0] == 1.0 and not sell.obs[1:].any()
+
+
+def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(answer: dict[str, Any]) -> None:
+        answer[key][0] = value
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (_set("infos", {"error": "'NoneType' object has no attribute 'astype'", "step": 10}), "astype"),
+        (_set("observations", []), "empty observation"),
+        (_set("observations", None), "empty observation"),
+        (_set("observations", [[math.nan] * 9]), "NaN"),
+        (_set("observations", [[1.0] * 8]), "rows of 9"),
+        (_set("observations", [[1.0] * 9, [1.0] * 8]), "ragged"),
+        (_set("observations", [[1.0] * 9] * 11), "more than step_size"),
+        (_set("rewards", None), "bad reward"),
+        (_set("rewards", "12"), "bad reward"),
+        (_set("rewards", math.inf), "bad reward"),
+    ],
+)
+def test_a_bad_entry_fails_only_its_slot_which_gets_a_new_episode(
+    h: Harness, mutate: Callable[[dict[str, Any]], None], message: str
+) -> None:
+    ready(h)
+    old_ids = h.backend.episode_ids
+    h.server.faults.append(Fault("vectorized_step", "mutate", mutate=mutate))
+    bad, good = h.backend.step([0, 1], [0, 0])
+    assert bad.error is not None and message in bad.error
+    assert bad.truncated and bad.obs is None and bad.reward == 0.0
+    assert good.error is None and good.info == {"step": 10}
+    assert h.backend.counters()["episode_errors"] == 1
+    assert h.server.paths("vectorized_step") == ["/api/v1/episode/vectorized_step"]  # no retry
+    h.backend.reset([0], [None], None)
+    assert h.server.log[-2][1].endswith("episodes/create") and h.server.log[-2][3]["num_envs"] == 1
+    assert h.backend.episode_ids[0] != old_ids[0] and h.backend.episode_ids[1] == old_ids[1]
+
+
+# -- 4xx --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "detail", "expected"),
+    [
+        (401, "User-Token header is required", "User-Token header is required"),
+        (400, "bad request", "bad request"),
+        (422, [{"loc": ["body", "x"], "msg": "field required"}], '"msg": "field required"'),
+        (429, "step limit of 100000 reached", "step limit of 100000 reached"),
+    ],
+)
+def test_a_4xx_on_step_raises_http_status_error_with_the_detail_and_no_retry(
+    h: Harness, status: int, detail: Any, expected: str
+) -> None:
+    ready(h)
+    h.server.faults.append(Fault("vectorized_step", "status", status=status, detail=detail))
+    with pytest.raises(HttpStatusError) as info:
+        h.backend.step([0, 1], [0, 0])
+    assert info.value.status == status
+    assert expected in info.value.detail
+    assert info.value.url == URL + "/api/v1/episode/vectorized_step"
+    assert h.server.paths() == ["/api/v1/episode/vectorized_step"] and h.sleeps == []
+
+
+def test_a_4xx_on_session_create_raises_http_status_error(h: Harness) -> None:
+    h.server.faults.append(Fault("session/create", "status", status=401, detail="bad token"))
+    with pytest.raises(HttpStatusError, match=r"HTTP 401.*bad token"):
+        h.backend.reset([0, 1], [None, None], None)
+    assert len(h.server.log) == 1
+
+
+# -- retries of resets and creates ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["503", "connect", "drop", "timeout", "not_json"])
+def test_reset_and_create_failures_are_retried_blindly(h: Harness, kind: str) -> None:
+    h.server.faults += [Fault("episodes/create", kind), Fault("vectorized_reset", kind)]
+    outcomes = h.backend.reset([0, 1], [1, 2], None)
+    assert [o.error for o in outcomes] == [None, None]
+    assert h.server.paths("episodes/create") == ["/api/v1/vectorized/episodes/create"] * 2
+    assert h.server.paths("vectorized_reset") == ["/api/v1/episode/vectorized_reset"] * 2
+    assert len(h.sleeps) == 2 and h.backend.counters()["retries"] == 2
+    if kind in ("drop", "timeout"):  # the lost create left two orphan episodes on the server
+        assert len(h.server.episodes) == 4
+
+
+def test_a_transport_error_closes_the_session_and_opens_a_new_one(h: Harness) -> None:
+    ready(h)
+    h.server.faults.append(Fault("vectorized_step", "connect"))
+    h.backend.step([0, 1], [0, 0])
+    assert [a.closed for a in h.adapters] == [True, False]
+    counters = h.backend.counters()
+    assert (counters["sessions_opened"], counters["transport_errors"], counters["retries"]) == (2, 1, 1)
+
+
+def test_retry_delays_use_full_jitter_below_the_doubling_ceiling() -> None:
+    h = ready(make(max_retries=4, retry_backoff=0.5))
+    h.server.faults.append(Fault("vectorized_step", "500", times=4))
+    assert [o.error for o in h.backend.step([0, 1], [0, 0])] == [None, None]
+    assert len(h.sleeps) == 4
+    for delay, ceiling in zip(h.sleeps, [0.5, 1.0, 2.0, 4.0], strict=True):
+        assert 0.0 <= delay < ceiling
+
+
+# -- retries of steps: never twice ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["500", "503", "connect"])
+def test_a_step_that_was_not_applied_is_checked_then_sent_again_once(h: Harness, kind: str) -> None:
+    ready(h)
+    h.server.faults.append(Fault("vectorized_step", kind))
+    outcomes = h.backend.step([0, 1], [0, 0])
+    assert [o.error for o in outcomes] == [None, None]
+    assert [o.info["step"] for o in outcomes] == [10, 10]
+    ids = h.backend.episode_ids
+    assert h.server.paths() == [
+        "/api/v1/episode/vectorized_step",
+        f"/api/v1/episode/{ids[0]}/state/latest",
+        f"/api/v1/episode/{ids[1]}/state/latest",
+        "/api/v1/episode/vectorized_step",
+    ]
+    assert h.server.applied() == 2  # one step per episode
+    assert h.backend.counters()["lost_responses"] == 0
+
+
+@pytest.mark.parametrize("kind", ["drop", "timeout", "not_json"])
+def test_a_step_applied_with_its_response_lost_is_not_sent_again(h: Harness, kind: str) -> None:
+    ready(h)
+    h.backend.step([0, 1], [0, 0])  # counters at 10
+    ids = h.backend.episode_ids
+    h.server.faults.append(Fault("vectorized_step", kind))  # applied, then the answer is lost
+    outcomes = h.backend.step([0, 1], [0, 0])
+    for outcome in outcomes:
+        assert outcome.error is not None and "step applied but its response was lost" in outcome.error
+        assert "10 -> 20" in outcome.error
+        assert outcome.truncated and outcome.obs is None
+    assert h.server.paths("vectorized_step") == ["/api/v1/episode/vectorized_step"] * 2
+    assert h.server.applied() == 4
+    assert h.backend.counters()["lost_responses"] == 2
+    assert h.backend.episode_ids == ids  # not broken: the episodes are just reset next
+    h.server.log.clear()
+    h.backend.reset([0, 1], [None, None], None)
+    assert h.server.paths() == ["/api/v1/episode/vectorized_reset"]
+
+
+def test_only_the_slots_whose_step_was_not_applied_are_sent_again(h: Harness) -> None:
+    ready(h)
+    h.server.faults.append(Fault("vectorized_step", "drop_first"))
+    lost, fine = h.backend.step([0, 1], [0, 0])
+    assert lost.error is not None and "response was lost" in lost.error
+    assert fine.error is None and fine.info == {"step": 10}
+    resent = [a["episode_id"] for a in h.server.log[-1][3]["episode_actions"]]
+    assert resent == [h.backend.episode_ids[1]]
+    assert [e.applied for e in h.server.episodes.values()] == [1, 1]
+
+
+def test_an_episode_gone_at_the_state_check_fails_its_slot_and_is_recreated(h: Harness) -> None:
+    ready(h)
+    h.server.faults.append(Fault("vectorized_step", "restart"))
+    outcomes = h.backend.step([0, 1], [0, 0])
+    for outcome in outcomes:
+        assert outcome.error is not None and "is gone" in outcome.error and "Episode not found" in outcome.error
+    assert h.backend.episode_ids == [None, None]
+    assert h.backend.counters()["episode_errors"] == 2
+    assert h.server.paths("vectorized_step") == ["/api/v1/episode/vectorized_step"]
+    h.server.log.clear()
+    outcomes = h.backend.reset([0, 1], [None, None], None)
+    assert [o.error for o in outcomes] == [None, None]
+    # the old server session is unknown too: a 404 on create makes a new one
+    assert h.server.paths() == [
+        "/api/v1/vectorized/episodes/create",
+        "/api/v1/session/create",
+        "/api/v1/vectorized/episodes/create",
+        "/api/v1/episode/vectorized_reset",
+    ]
+    assert [o.error for o in h.backend.step([0, 1], [0, 0])] == [None, None]
+
+
+def test_a_reset_of_forgotten_episodes_makes_new_ones_in_the_same_call(h: Harness) -> None:
+    ready(h)
+    h.server.restart()
+    outcomes = h.backend.reset([0, 1], [1, 2], None)
+    assert [o.error for o in outcomes] == [None, None]
+    assert [o.obs[0] for o in outcomes] == [1.0, 2.0]
+    assert h.server.paths("vectorized_reset") == ["/api/v1/episode/vectorized_reset"] * 2
+
+
+def test_a_404_for_the_whole_step_checks_the_episodes_then_resends(h: Harness) -> None:
+    ready(h)
+    h.server.faults.append(Fault("vectorized_step", "status", status=404, detail="nope"))
+    assert [o.error for o in h.backend.step([0, 1], [0, 0])] == [None, None]
+    assert h.server.applied() == 2 and h.sleeps == []
+
+
+def test_a_404_for_the_step_while_every_episode_exists_is_a_configuration_error(h: Harness) -> None:
+    ready(h)
+    h.server.faults.append(Fault("vectorized_step", "status", status=404, detail="Not Found", times=2))
+    with pytest.raises(HttpStatusError, match="404"):
+        h.backend.step([0, 1], [0, 0])
+
+
+def test_exhausted_retries_fail_every_slot_and_the_backend_recovers_later(h: Harness) -> None:
+    ready(h)
+    h.server.down = True
+    outcomes = h.backend.step([0, 1], [0, 0])
+    for outcome in outcomes:
+        assert outcome.error is not None
+        assert outcome.error.startswith("step failed: gave up after 3 retries")
+        assert "ConnectionError" in outcome.error and "server is down" in outcome.error
+        assert outcome.truncated
+    assert len(h.sleeps) == 3
+    assert h.backend.counters()["retries_exhausted"] == 1
+    assert h.backend.episode_ids == [None, None]
+    # While the server is down a reset fails per slot too, without raising.
+    assert all(o.error and "could not create an episode" in o.error for o in h.backend.reset([0, 1], [None] * 2))
+    h.server.down = False
+    h.server.log.clear()
+    outcomes = h.backend.reset([0, 1], [None, None], None)
+    assert [o.error for o in outcomes] == [None, None]
+    assert h.server.paths()[:2] == ["/api/v1/session/create", "/api/v1/vectorized/episodes/create"]
+    assert [o.error for o in h.backend.step([0, 1], [0, 0])] == [None, None]
+
+
+def test_stepping_a_slot_without_an_episode_is_an_error_not_a_request(h: Harness) -> None:
+    (outcome,) = h.backend.step([0], [0])
+    assert outcome.error is not None and "reset it first" in outcome.error
+    assert h.server.log == []
+
+
+# -- lifecycle --------------------------------------------------------------------------------
+
+
+def test_close_closes_the_session_and_later_calls_raise(h: Harness) -> None:
+    ready(h)
+    h.backend.close()
+    h.backend.close()
+    assert [a.closed for a in h.adapters] == [True]
+    with pytest.raises(ClosedError):
+        h.backend.step([0], [0])
+
+
+@pytest.mark.xfail(strict=True, reason="pool_env.errors imports gymnasium.error, which imports all of gymnasium")
+def test_the_http_backend_does_not_import_gymnasium() -> None:
+    code = "import sys, workers.backends.http; sys.exit('gymnasium' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
