@@ -23,20 +23,20 @@ import requests
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from pool_env.batch import assemble_infos, validate_actions
 from pool_env.config import EnvSpec, GymEnvSpec, HttpEnvSpec, PoolOptions
 from pool_env.coordinator import CommandResult, Coordinator, PendingCommand
 from pool_env.errors import (
     AlreadyPendingError,
     ClosedError,
     HttpStatusError,
-    InvalidActionError,
     NoPendingCallError,
     SpecError,
     TransportError,
     UsageError,
 )
 from pool_env.protocol import Op
-from pool_env.shm import BatchLayout, leaf_value
+from pool_env.shm import BatchLayout
 from pool_env.spaces import leaves_of, probe_spaces, structure_of_batch
 
 __all__ = ["PoolVectorEnv", "check_server", "default_num_workers"]
@@ -319,24 +319,7 @@ class PoolVectorEnv(VectorEnv):
         return result
 
     def _write_actions(self, actions: Any) -> None:
-        arrays = []
-        for leaf in self._act_leaves:
-            try:
-                value = np.asarray(leaf_value(actions, leaf.path))
-            except (KeyError, IndexError, TypeError) as exc:
-                where = "/".join(map(str, leaf.path))
-                raise InvalidActionError(f"actions have no part {where!r} ({exc})") from exc
-            expected = (self.num_envs, *leaf.shape)
-            if value.shape != expected:
-                raise InvalidActionError(f"actions{_where(leaf.path)} have shape {value.shape}, expected {expected}")
-            if not np.can_cast(value.dtype, np.dtype(leaf.dtype), casting="same_kind"):
-                raise InvalidActionError(
-                    f"actions{_where(leaf.path)} have dtype {value.dtype}, expected {np.dtype(leaf.dtype)}"
-                )
-            arrays.append(value.astype(leaf.dtype, copy=False))
-        structured = structure_of_batch(self._act_leaves, arrays)
-        if not self.action_space.contains(structured):
-            raise InvalidActionError(f"actions are outside the action space {self.action_space}")
+        arrays = validate_actions(actions, self._act_leaves, self.action_space, self.num_envs)
         for target, value in zip(self._buffers.act, arrays, strict=True):
             target[...] = value
 
@@ -344,16 +327,4 @@ class PoolVectorEnv(VectorEnv):
         return structure_of_batch(self._obs_leaves, [array.copy() for array in self._buffers.obs])
 
     def _infos(self, result: CommandResult) -> dict[str, Any]:
-        infos: dict[str, Any] = {}
-        for slot in sorted(result.infos):
-            infos = self._add_info(infos, result.infos[slot], slot)
-        for slot in sorted(result.errors):
-            restarts = self._coordinator.restarts_of(slot)
-            infos = self._add_info(infos, {"error": result.errors[slot], "restarts": restarts}, slot)
-        return infos
-
-
-def _where(path: tuple[Any, ...]) -> str:
-    return "".join(f"[{key!r}]" for key in path)
-
-
+        return assemble_infos(result.infos, result.errors, self.num_envs, self._coordinator.restarts_of)

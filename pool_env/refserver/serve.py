@@ -87,7 +87,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``python -m pool_env.refserver``."""
-    parser = argparse.ArgumentParser(prog="python -m pool_env.refserver", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m pool_env.refserver",
+        description="Run the challenge's reference env server (PROTOCOL.md) with optional fault injection.",
+    )
     add_server_arguments(parser)
     args = vars(parser.parse_args(argv))
     try:

@@ -91,7 +91,8 @@ class _RaisingEnv(_Fault):
         self._raise_at = raise_at
 
     def before_step(self) -> None:
-        if self._raise_seed is not None and self.reset_seed == self._raise_seed and self.episode_steps == self._raise_at:
+        armed = self._raise_seed is not None and self.reset_seed == self._raise_seed
+        if armed and self.episode_steps == self._raise_at:
             raise RuntimeError(f"injected failure at step {self.episode_steps} of the episode seeded {self.reset_seed}")
 
 

@@ -1,0 +1,88 @@
+"""Batch plumbing shared by every vector-env front end (embedded pool, daemon client).
+
+* :func:`validate_actions` checks a batch of actions against the action space and returns one
+  array per action leaf, ready to copy into shared memory (or to send as raw frames).
+* :func:`assemble_infos` builds gymnasium-style vector infos (dicts of arrays with ``_key``
+  masks) from the sparse per-slot infos and errors a command returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from pool_env.errors import InvalidActionError
+from pool_env.shm import Leaf, build_structure, leaf_value
+
+__all__ = ["add_info", "assemble_infos", "validate_actions"]
+
+
+def validate_actions(
+    actions: Any, leaves: Sequence[Leaf], action_space: spaces.Space[Any], num_envs: int
+) -> list[np.ndarray]:
+    """One array per action leaf, shaped ``(num_envs, *leaf.shape)`` in the leaf's dtype.
+
+    Raises:
+        InvalidActionError: a missing part, a wrong shape or dtype, or values outside the space.
+    """
+    arrays = []
+    for leaf in leaves:
+        where = "".join(f"[{key!r}]" for key in leaf.path)
+        try:
+            value = np.asarray(leaf_value(actions, leaf.path))
+        except (KeyError, IndexError, TypeError) as exc:
+            raise InvalidActionError(f"actions have no part {where or 'at the top'} ({exc})") from exc
+        expected = (num_envs, *leaf.shape)
+        if value.shape != expected:
+            raise InvalidActionError(f"actions{where} have shape {value.shape}, expected {expected}")
+        if not np.can_cast(value.dtype, np.dtype(leaf.dtype), casting="same_kind"):
+            raise InvalidActionError(f"actions{where} have dtype {value.dtype}, expected {np.dtype(leaf.dtype)}")
+        arrays.append(value.astype(leaf.dtype, copy=False))
+    if not action_space.contains(build_structure(leaves, arrays)):
+        raise InvalidActionError(f"actions are outside the action space {action_space}")
+    return arrays
+
+
+def add_info(infos: dict[str, Any], info: Mapping[str, Any], slot: int, num_envs: int) -> dict[str, Any]:
+    """Add one slot's ``info`` to vector ``infos`` the way gymnasium's ``VectorEnv._add_info`` does."""
+    for key, value in info.items():
+        array: Any
+        if isinstance(value, Mapping):
+            array = add_info(infos.get(key, {}), value, slot, num_envs)
+        else:
+            if key in infos:
+                array = infos[key]
+            elif type(value) in (int, float, bool) or isinstance(value, np.number):
+                array = np.zeros(num_envs, dtype=type(value))
+            elif isinstance(value, np.ndarray):
+                array = np.zeros((num_envs, *value.shape), dtype=value.dtype)
+            else:
+                array = np.full(num_envs, fill_value=None, dtype=object)
+            array[slot] = value
+        mask = infos.get(f"_{key}", np.zeros(num_envs, dtype=np.bool_))
+        mask[slot] = True
+        infos[key], infos[f"_{key}"] = array, mask
+    return infos
+
+
+def assemble_infos(
+    slot_infos: Mapping[int, Mapping[str, Any]],
+    errors: Mapping[int, str],
+    num_envs: int,
+    restarts_of: Callable[[int], int],
+    position: Callable[[int], int] = lambda slot: slot,
+) -> dict[str, Any]:
+    """Vector infos from sparse per-slot infos and errors (``error`` + ``restarts`` per failed slot).
+
+    ``position`` maps a pool slot to its index in the caller's batch (a daemon client sees its
+    leased slots as ``0..n-1``).
+    """
+    infos: dict[str, Any] = {}
+    for slot in sorted(slot_infos):
+        infos = add_info(infos, slot_infos[slot], position(slot), num_envs)
+    for slot in sorted(errors):
+        infos = add_info(infos, {"error": errors[slot], "restarts": restarts_of(slot)}, position(slot), num_envs)
+    return infos
