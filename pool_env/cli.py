@@ -11,6 +11,8 @@ import sys
 
 import click
 
+from pool_env.bench_cli import bench
+
 __all__ = ["main"]
 
 EXIT_OK = 0
@@ -73,6 +75,9 @@ def ref_server(ctx: click.Context) -> None:
     from pool_env.refserver.serve import main as serve_main
 
     serve_main(ctx.args)
+
+
+main.add_command(bench)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,12 +7,15 @@ PoolEnvError
 │   ├── AlreadyPendingError        step_async while a call is pending  (also gymnasium's AlreadyPendingCallError)
 │   ├── NoPendingCallError         step_wait without step_async        (also gymnasium's NoAsyncCallError)
 │   ├── InvalidActionError         actions of the wrong shape, dtype or outside the action space
-│   └── SpecError                  a bad env spec or pool configuration (names the field)
+│   ├── SpecError                  a bad env spec or pool configuration (names the field)
+│   └── LeaseError                 a daemon refused or does not know a lease (names what is free)
 ├── WorkerError                    a worker could not be started or did something it must not
 │   └── WorkerStartError           workers did not come up (exit code / stderr tail)
 ├── ProtocolError                  a malformed or oversized message on a pool_env wire
+│   └── VersionMismatchError       a daemon and its client speak different protocol versions
 ├── TransportError                 talking to a server failed in a way the pool cannot heal
-│   └── HttpStatusError            4xx from the env server: a configuration error (bad token, bad request)
+│   ├── HttpStatusError            4xx from the env server: a configuration error (bad token, bad request)
+│   └── DaemonUnavailableError     a pool daemon did not answer in time (gone, unreachable or refused us)
 ├── EnvCreationError               the env could not be created (unknown id, import string, exception)
 └── StepTimeoutError               the whole pool missed a deadline the caller asked for (step_wait(timeout))
 ```
@@ -34,7 +37,9 @@ __all__ = [
     "ClosedError",
     "EnvCreationError",
     "HttpStatusError",
+    "DaemonUnavailableError",
     "InvalidActionError",
+    "LeaseError",
     "NoPendingCallError",
     "PoolEnvError",
     "ProtocolError",
@@ -42,6 +47,7 @@ __all__ = [
     "StepTimeoutError",
     "TransportError",
     "UsageError",
+    "VersionMismatchError",
     "WorkerError",
     "WorkerStartError",
 ]
@@ -89,6 +95,10 @@ class SpecError(UsageError, ValueError):
     """An env spec or pool option is invalid; the message names the field."""
 
 
+class LeaseError(UsageError):
+    """A pool daemon refused a lease (not enough free slots) or does not know the lease id."""
+
+
 class WorkerError(PoolEnvError):
     """A worker misbehaved in a way that is not a per-slot failure."""
 
@@ -101,8 +111,35 @@ class ProtocolError(PoolEnvError):
     """A malformed, oversized or unexpected message on a pool_env wire."""
 
 
+class VersionMismatchError(ProtocolError):
+    """The daemon speaks another protocol version than this client.
+
+    Attributes:
+        client_version: the version this client speaks.
+        server_version: the version the daemon speaks.
+    """
+
+    def __init__(self, client_version: int, server_version: int, endpoint: str = "") -> None:
+        super().__init__(
+            f"protocol version mismatch{f' with the daemon at {endpoint}' if endpoint else ''}: "
+            f"this client speaks version {client_version}, the daemon speaks version {server_version}; "
+            "install the same pool_env version on both sides"
+        )
+        self.client_version = client_version
+        self.server_version = server_version
+        self.endpoint = endpoint
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.client_version, self.server_version, self.endpoint))
+
+
 class TransportError(PoolEnvError):
     """Talking to a remote server failed in a way the pool cannot heal by itself."""
+
+
+class DaemonUnavailableError(TransportError):
+    """A pool daemon did not answer within the client's timeout: it is gone, unreachable, or
+    (with CURVE) it refused this client's key. The client's socket was recreated."""
 
 
 class HttpStatusError(TransportError):

@@ -19,6 +19,7 @@ SPECS = {
     "Pendulum-v1": GymEnvSpec("Pendulum-v1"),  # continuous actions, truncated at 200 steps
     "dict-tuple": GymEnvSpec("tests.envs.faulty:make_dict_tuple_env", max_steps=25),  # nested obs, Dict actions
 }
+FIELDS = ("obs", "reward", "terminated", "truncated", "infos")
 
 
 @pytest.mark.parametrize(("num_envs", "num_workers"), [(17, 6), (4, 1), (8, 8)])
@@ -39,7 +40,7 @@ def test_same_seeds_give_bit_identical_batches_to_sync_vector_env(
         for t in range(300):
             actions = reference.action_space.sample()
             got, want = env.step(actions), reference.step(actions)
-            for name, actual, expected in zip(("obs", "reward", "terminated", "truncated", "infos"), got, want, strict=True):
+            for name, actual, expected in zip(FIELDS, got, want, strict=True):
                 assert_same(actual, expected, f"step {t} {name}")
             stepped_after_end += int(ended.sum())
             ended = want[2] | want[3]
@@ -109,5 +110,5 @@ def test_returned_arrays_stay_valid_after_the_next_step() -> None:
         kept_step = [np.copy(x) for x in step[:4]]
         env.step(np.array([1, 0]))
         assert_same(obs, kept_obs, "reset observations after two steps")
-        for name, actual, expected in zip(("obs", "reward", "terminated", "truncated"), step[:4], kept_step, strict=True):
+        for name, actual, expected in zip(FIELDS, step[:4], kept_step, strict=False):
             assert_same(actual, expected, f"first step {name} after the second step")

@@ -197,13 +197,12 @@ class FakeAdapter(BaseAdapter):
         assert kwargs["timeout"] == (2.0, 2.0)
         raw = request.body
         body = json.loads(raw) if raw else None
-        status, payload = self.server.handle(
-            request.method or "", urlsplit(request.url).path, dict(request.headers), body
-        )
+        path = urlsplit(str(request.url)).path
+        status, payload = self.server.handle(request.method or "", path, dict(request.headers), body)
         response = requests.Response()
         response.status_code = status
         response._content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        response.url = request.url or ""
+        response.url = str(request.url)
         response.request = request
         response.reason = "OK" if status == 200 else "Error"
         return response
@@ -439,6 +438,20 @@ def test_reset_and_create_failures_are_retried_blindly(h: Harness, kind: str) ->
         assert len(h.server.episodes) == 4
 
 
+def test_a_reset_that_keeps_failing_errors_its_slots_and_the_next_reset_starts_afresh(h: Harness) -> None:
+    ready(h)
+    old_ids = h.backend.episode_ids
+    h.server.faults.append(Fault("vectorized_reset", "503", times=4))
+    outcomes = h.backend.reset([0, 1], [None, None], None)
+    assert all(o.error and o.error.startswith("reset failed: gave up after 3 retries") for o in outcomes)
+    assert "HTTP 503" in str(outcomes[0].error) and len(h.sleeps) == 3
+    assert h.backend.episode_ids == [None, None]
+    h.server.log.clear()
+    assert [o.error for o in h.backend.reset([0, 1], [None, None], None)] == [None, None]
+    assert h.server.paths()[:2] == ["/api/v1/session/create", "/api/v1/vectorized/episodes/create"]
+    assert set(h.backend.episode_ids).isdisjoint(old_ids)
+
+
 def test_a_transport_error_closes_the_session_and_opens_a_new_one(h: Harness) -> None:
     ready(h)
     h.server.faults.append(Fault("vectorized_step", "connect"))
@@ -560,10 +573,11 @@ def test_exhausted_retries_fail_every_slot_and_the_backend_recovers_later(h: Har
     outcomes = h.backend.step([0, 1], [0, 0])
     for outcome in outcomes:
         assert outcome.error is not None
-        assert outcome.error.startswith("step failed: gave up after 3 retries")
-        assert "ConnectionError" in outcome.error and "server is down" in outcome.error
+        assert outcome.error.startswith("step failed, may have been applied: gave up after 3 retries")
+        assert "ConnectionError: server is down" in outcome.error
         assert outcome.truncated
-    assert len(h.sleeps) == 3
+    # one back-off after the step request failed, then the check's state request gives up
+    assert len(h.sleeps) == 1 + 3
     assert h.backend.counters()["retries_exhausted"] == 1
     assert h.backend.episode_ids == [None, None]
     # While the server is down a reset fails per slot too, without raising.
@@ -574,6 +588,26 @@ def test_exhausted_retries_fail_every_slot_and_the_backend_recovers_later(h: Har
     assert [o.error for o in outcomes] == [None, None]
     assert h.server.paths()[:2] == ["/api/v1/session/create", "/api/v1/vectorized/episodes/create"]
     assert [o.error for o in h.backend.step([0, 1], [0, 0])] == [None, None]
+
+
+def test_a_step_that_failed_for_the_last_time_is_still_checked_and_reported_not_applied(h: Harness) -> None:
+    ready(h)
+    h.server.faults.append(Fault("vectorized_step", "500", times=4))
+    outcomes = h.backend.step([0, 1], [0, 0])
+    for outcome in outcomes:
+        assert outcome.error is not None
+        assert outcome.error.startswith("step failed, not applied: gave up after 3 retries")
+        assert "POST /api/v1/episode/vectorized_step: HTTP 500: injected" in outcome.error
+    assert h.server.paths("vectorized_step") == ["/api/v1/episode/vectorized_step"] * 4
+    assert h.server.applied() == 0 and h.backend.episode_ids == [None, None]
+
+
+def test_a_last_attempt_applied_with_its_answer_lost_is_reported_lost(h: Harness) -> None:
+    ready(h)
+    h.server.faults += [Fault("vectorized_step", "500", times=3), Fault("vectorized_step", "drop")]
+    outcomes = h.backend.step([0, 1], [0, 0])
+    assert all(o.error and "step applied but its response was lost (step counter 0 -> 10)" in o.error for o in outcomes)
+    assert h.server.applied() == 2
 
 
 def test_stepping_a_slot_without_an_episode_is_an_error_not_a_request(h: Harness) -> None:

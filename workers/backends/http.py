@@ -5,7 +5,7 @@ demand (``/vectorized/episodes/create``, at most 64 per request) inside one serv
 are created lazily on the first reset and again whenever they were lost. ``reset`` sends one
 ``/episode/vectorized_reset`` and ``step`` one ``/episode/vectorized_step`` for all their slots.
 
-Failure handling (each public call has one retry budget of ``spec.max_retries`` retries):
+Failure handling (every request may be retried ``spec.max_retries`` times):
 
 * transport error, 5xx or malformed body → drop the keep-alive session, back off, retry. Session
   and episode creation and resets are retried blindly (a retried create may leave an orphan
@@ -13,8 +13,10 @@ Failure handling (each public call has one retry budget of ``spec.max_retries`` 
   episodes whose step counter (``GET .../state/latest``) has not moved since the last answer we
   saw; a moved counter means the step was applied and its answer lost, so that slot reports an
   error instead of being stepped twice.
-* budget spent → the remaining slots report an error; their episodes are dropped and the next
+* retries spent → the remaining slots report an error; their episodes are dropped and the next
   reset makes new ones (in a new server session), so the backend recovers once the server does.
+  A step that failed for the last time is still checked, so its error says "not applied" or
+  "response was lost"; only when the state requests fail too does it say "may have been applied".
 * 404 for an episode → it is gone (server restarted): that slot reports an error and gets a new
   episode at its next reset.
 * per-entry error payload, missing/NaN observation, non-numeric reward → that slot reports an
@@ -82,6 +84,7 @@ class HttpBackend:
     _counters: Counter[str]
     _client: HttpClient
     _episodes: EpisodeTable
+    _seed_streams: list[random.Random | None]
     _closed: bool
 
     def __init__(
@@ -106,9 +109,10 @@ class HttpBackend:
             sleep=sleep,
             rng=rng if rng is not None else random.Random(),
             counters=self._counters,
-            policy=self._policy(),
+            policy=RetryPolicy(spec.max_retries, spec.retry_backoff),
         )
         self._episodes = EpisodeTable(spec, num_slots, self._client, self._counters)
+        self._seed_streams = [None] * num_slots
         self._closed = False
 
     # -- public -----------------------------------------------------------------------------
@@ -125,16 +129,19 @@ class HttpBackend:
     def reset(
         self, slots: Sequence[int], seeds: Sequence[int | None], options: dict[str, Any] | None = None
     ) -> list[Outcome]:
-        """Start a new episode in each slot, with its seed (None: fresh entropy).
+        """Start a new episode in each slot with its seed.
 
-        ``options`` is ignored: the protocol has no reset options.
+        A ``None`` seed continues the slot's seed stream, as a gymnasium env continues its RNG:
+        the server gets a seed drawn from a generator seeded by the slot's last explicit seed,
+        so seeded runs stay reproducible across autoresets. A slot never seeded sends ``null``
+        (fresh server entropy). ``options`` is ignored: the protocol has no reset options.
 
         Raises:
             HttpStatusError: the server answered a 4xx other than 404.
             ClosedError: the backend is closed.
         """
         self._check_open()
-        self._client.start_budget(self._policy())
+        seeds = [self._next_seed(slot, seed) for slot, seed in zip(slots, seeds, strict=True)]
         outcomes: list[Outcome | None] = [None] * len(slots)
         pending = list(range(len(slots)))
         for attempt in range(2):  # slots whose episode fails to reset get a new episode, once
@@ -146,7 +153,7 @@ class HttpBackend:
                 break
             body = {
                 "episode_ids": [self._episodes.episode_ids[slots[i]] for i in pending],
-                "seeds": [_seed(seeds[i]) for i in pending],
+                "seeds": [seeds[i] for i in pending],
             }
             try:
                 reply = self._client.call_idempotent(
@@ -181,7 +188,6 @@ class HttpBackend:
             ClosedError: the backend is closed.
         """
         self._check_open()
-        self._client.start_budget(self._policy())
         outcomes: list[Outcome | None] = [None] * len(slots)
         pending = []
         for i, slot in enumerate(slots):
@@ -189,25 +195,35 @@ class HttpBackend:
                 outcomes[i] = Outcome(truncated=True, error="no live episode in this slot; reset it first")
             else:
                 pending.append(i)
+        policy = self._client.policy
+        gave_up: RetriesExhaustedError | None = None  # the step request failed for the last time
         must_check, after_404, stuck_404 = False, False, False
         verified: set[int] = set()  # positions whose step is known not applied since the last send
         while pending:
-            try:
-                if must_check:
-                    before = len(pending)
+            if must_check:  # which steps of the failed request did the server apply?
+                before = len(pending)
+                try:
                     pending = self._unapplied(slots, pending, outcomes, verified)
-                    # A 404 for the step although no episode is gone: the server lacks the endpoint.
-                    stuck_404, after_404, must_check = after_404 and len(pending) == before, False, False
-                    continue
-                verified.clear()
+                except RetriesExhaustedError as exc:
+                    unknown = [i for i in pending if outcomes[i] is None and i not in verified]
+                    self._fail(slots, unknown, outcomes, f"step failed, may have been applied: {exc}")
+                    self._fail(slots, list(verified), outcomes, f"step failed, not applied: {gave_up or exc}")
+                    break
+                # A 404 for the step although no episode is gone: the server lacks the endpoint.
+                stuck_404, after_404, must_check = after_404 and len(pending) == before, False, False
+                if gave_up is not None:
+                    self._fail(slots, pending, outcomes, f"step failed, not applied: {gave_up}")
+                    break
+                continue
+            verified.clear()
+            try:
                 reply = self._send_step(slots, actions, pending)
             except RetryableError as exc:
-                try:
-                    self._client.backoff(exc)
-                except RetriesExhaustedError as exhausted:
-                    self._fail(slots, pending, outcomes, f"step failed: {exhausted}")
-                    break
                 must_check = True
+                try:
+                    policy = self._client.backoff(policy, exc)
+                except RetriesExhaustedError as exhausted:
+                    gave_up = exhausted  # one last check tells applied steps from the others
                 continue
             except NotFoundError as exc:  # some episode is gone: find which by their states
                 if stuck_404:
@@ -226,8 +242,12 @@ class HttpBackend:
 
     # -- episodes ---------------------------------------------------------------------------
 
-    def _policy(self) -> RetryPolicy:
-        return RetryPolicy(self._spec.max_retries, self._spec.retry_backoff)
+    def _next_seed(self, slot: int, seed: int | None) -> int | None:
+        if seed is not None:
+            self._seed_streams[slot] = random.Random(int(seed))
+            return int(seed)
+        stream = self._seed_streams[slot]
+        return None if stream is None else stream.randrange(2**31)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -264,7 +284,7 @@ class HttpBackend:
         positions keep their outcome, positions added to ``verified`` are not asked again.
 
         Raises:
-            RetryableError: a state request failed (the caller backs off and checks again).
+            RetriesExhaustedError: a state request kept failing.
         """
         for i in pending:
             if outcomes[i] is not None or i in verified:
@@ -272,7 +292,9 @@ class HttpBackend:
             slot = slots[i]
             episode_id = self._episodes.episode_ids[slot]
             try:
-                step = self._client.request("GET", f"/api/v1/episode/{episode_id}/state/latest", parse=parse_state_step)
+                step = self._client.call_idempotent(
+                    "GET", f"/api/v1/episode/{episode_id}/state/latest", parse=parse_state_step
+                )
             except NotFoundError as exc:
                 self._counters["episode_errors"] += 1
                 self._episodes.drop(slot)
@@ -340,10 +362,6 @@ class HttpBackend:
         chunk = np.zeros((self._spec.step_size, OBS_FIELDS), dtype=np.float32)
         chunk[: len(rows)] = rows
         return chunk, {"rows": len(rows)}
-
-
-def _seed(seed: int | None) -> int | None:
-    return None if seed is None else int(seed)
 
 
 def _complete(outcomes: list[Outcome | None]) -> list[Outcome]:

@@ -5,14 +5,16 @@
 
 * the decoded JSON body (HTTP 200 with a JSON body);
 * :class:`RetryableError`: a transport failure (connect, timeout, reset, broken chunking, any
-  other ``requests`` error), a 5xx, or a 2xx whose body is not JSON. The session is closed
-  (a new one opens on the next request), since its connection may be half-dead;
+  other ``requests`` error), a 5xx, or a 2xx whose body is not JSON or is malformed. The session
+  is closed (a new one opens on the next request), since its connection may be half-dead;
 * :class:`NotFoundError`: a 404, meaning an episode or server session is gone;
 * :class:`pool_env.errors.HttpStatusError`: any other 4xx (a configuration error, never retried).
 
 :meth:`HttpClient.call_idempotent` retries calls that are safe to apply twice (session and
-episode creation, reset, state reads) with the injected policy, sleep and random source.
-Steps are not safe: the backend retries them itself after checking the server's step counter.
+episode creation, reset, state reads), each with a fresh copy of the retry policy;
+:meth:`HttpClient.backoff` charges one failure to a policy and sleeps its delay with the
+injected sleep and random source. Steps are not safe to repeat: the backend retries them
+itself, with :meth:`HttpClient.backoff`, after checking the server's step counters.
 """
 
 from __future__ import annotations
@@ -79,8 +81,14 @@ class HttpClient:
         sleep: called with each retry delay.
         rng: draws the retry jitter.
         counters: where the counters of :data:`COUNTER_NAMES` are added.
-        policy: the retry budget until the first :meth:`start_budget`.
+        policy: the retry policy each request starts with (``max_retries`` retries per request).
     """
+
+    sleep: Callable[[float], None]
+    rng: RandomSource
+    counters: Counter[str]
+    _session: requests.Session | None
+    policy: RetryPolicy
 
     def __init__(
         self,
@@ -101,8 +109,8 @@ class HttpClient:
         self.sleep = sleep
         self.rng = rng
         self.counters = counters
-        self._session: requests.Session | None = None
-        self._policy = policy
+        self._session = None
+        self.policy = policy
 
     def _open(self) -> requests.Session:
         if self._session is None:
@@ -121,10 +129,6 @@ class HttpClient:
     def close(self) -> None:
         """Close the session (idempotent)."""
         self.drop_session()
-
-    def start_budget(self, policy: RetryPolicy) -> None:
-        """Begin a new retry budget: the retries that :meth:`backoff` grants from now on."""
-        self._policy = policy
 
     def request(
         self,
@@ -186,36 +190,38 @@ class HttpClient:
         session_id: str | None = None,
         parse: Callable[[Any], T] = _identity,
     ) -> T:
-        """:meth:`request`, retried on :class:`RetryableError` while the budget allows.
+        """:meth:`request`, retried on :class:`RetryableError` while :attr:`policy` allows.
 
         Only for calls that may be applied twice without harm.
 
         Raises:
-            RetriesExhaustedError: the budget ran out (chained to the last failure).
+            RetriesExhaustedError: every attempt failed (chained to the last failure).
             NotFoundError: 404 (not retried).
             HttpStatusError: any other 4xx (not retried).
         """
+        policy = self.policy
         while True:
             try:
                 return self.request(method, path, body, session_id=session_id, parse=parse)
             except RetryableError as exc:
-                self.backoff(exc)
+                policy = self.backoff(policy, exc)
 
-    def backoff(self, error: RetryableError) -> None:
-        """Charge one failed attempt to the budget and sleep its delay.
+    def backoff(self, policy: RetryPolicy, error: RetryableError) -> RetryPolicy:
+        """Charge one failed attempt to ``policy``, sleep its delay, return the policy for the next try.
 
         Raises:
-            RetriesExhaustedError: the budget allows no more retries (chained to ``error``).
+            RetriesExhaustedError: ``policy`` allows no more retries (chained to ``error``).
         """
         try:
-            self._policy, delay = self._policy.increment(error, self.rng)
+            policy, delay = policy.increment(error, self.rng)
         except RetriesExhaustedError:
             self.counters["retries_exhausted"] += 1
-            log.warning("%s; giving up after %d retries", error, self._policy.retries)
+            log.warning("%s; giving up after %d retries", error, policy.retries)
             raise
         self.counters["retries"] += 1
-        log.warning("%s; retry %d/%d in %.2f s", error, self._policy.retries, self._policy.max_retries, delay)
+        log.warning("%s; retry %d/%d in %.2f s", error, policy.retries, policy.max_retries, delay)
         self.sleep(delay)
+        return policy
 
 
 def _detail(response: requests.Response) -> str:

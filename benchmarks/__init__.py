@@ -1,0 +1,8 @@
+"""Benchmarks of pool_env against gymnasium's vector envs (run by ``pool-env bench``).
+
+See :mod:`benchmarks.harness` for the method; :mod:`benchmarks.workloads` for what is compared.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,114 @@
+"""``pool-env bench``: the benchmark suite (``benchmarks/``) against gymnasium's vector envs.
+
+A thin shell over :mod:`benchmarks.harness` and :mod:`benchmarks.workloads`; the method is
+described in :mod:`benchmarks.harness`. Never part of the test suite's pass/fail.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+__all__ = ["bench"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+def _workloads(value: str) -> list[str]:
+    chosen = [part.strip().lower() for part in value.split(",") if part.strip()]
+    unknown = sorted(set(chosen) - set("abcd"))
+    if unknown or not chosen:
+        raise click.BadParameter(f"expected a comma-separated subset of a,b,c,d, got {value!r}")
+    return chosen
+
+
+@click.command("bench")
+@click.option("--workload", "workload", default="a,b,c,d", show_default=True,
+              help="workloads to run: a CartPole, b reference server, c 84x84x4 obs, d raw floor")
+@click.option("--quick", is_flag=True, help="tiny sizes, ~10-20 s (a smoke run, not a measurement)")
+@click.option("--rounds", type=click.IntRange(1), default=None, help="interleaved rounds per case [5; quick 2]")
+@click.option("--chunk-s", type=click.FloatRange(min=0.001), default=None,
+              help="seconds per candidate per round [0.25; quick 0.03]")
+@click.option("--per-env-ms", type=click.FloatRange(min=0.0), default=0.5, show_default=True,
+              help="(b) the server's cost per env entry of a request")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="write the results here")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="write a PNG of steps/s vs num_envs (needs the [bench] extra: matplotlib)")
+@click.option("--quiet", is_flag=True, help="no progress lines")
+def bench(
+    workload: str,
+    quick: bool,
+    rounds: int | None,
+    chunk_s: float | None,
+    per_env_ms: float,
+    json_path: str | None,
+    plot_path: str | None,
+    quiet: bool,
+) -> None:  # fmt: skip
+    """Benchmark PoolVectorEnv against gymnasium's Sync/AsyncVectorEnv, the challenge client's
+    pattern and the raw IPC floor; print a table of medians and ratios."""
+    from benchmarks.harness import RunSettings, format_table, host_info, run_case, write_json
+    from benchmarks.workloads import Sizes, Suite, evaluate_targets
+
+    chosen = _workloads(workload)
+    settings = RunSettings(
+        rounds=rounds if rounds is not None else (2 if quick else 5),
+        chunk_s=chunk_s if chunk_s is not None else (0.03 if quick else 0.25),
+        warmup_s=0.03 if quick else 0.3,
+        quick=quick,
+    )
+
+    def progress(line: str) -> None:
+        if not quiet:
+            click.echo(line, err=True)
+
+    started, started_at = time.monotonic(), datetime.datetime.now(datetime.UTC)
+    host = host_info()
+    progress(f"pool-env bench: workloads {','.join(chosen)}, {settings.rounds} rounds, load {host['loadavg']}")
+    cases: list[dict[str, Any]] = []
+    with Suite(chosen, Sizes(quick, per_env_ms)) as suite:
+        for case in suite.cases():
+            progress(f"[{case.workload}] {case.name}")
+            result = run_case(case, settings, progress)
+            cases.append(result.to_json())
+    targets = evaluate_targets(cases)
+    report = {
+        "meta": {
+            "command": " ".join(["pool-env", "bench", *sys.argv[2:]]) if len(sys.argv) > 1 else "pool-env bench",
+            "started": started_at.isoformat(timespec="seconds"),
+            "duration_s": round(time.monotonic() - started, 1),
+            "settings": {"rounds": settings.rounds, "chunk_s": settings.chunk_s, "warmup_s": settings.warmup_s,
+                         "quick": quick, "workloads": chosen, "per_env_ms": per_env_ms},
+            "host": host,
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "cases": cases,
+        "targets": targets,
+    }  # fmt: skip
+    click.echo("")
+    for line in format_table(cases):
+        click.echo(line)
+    if targets:
+        click.echo("\nissue-5 targets")
+        for target in targets:
+            verdict = {True: "met", False: "NOT MET", None: "n/a"}[target["met"]]
+            measured = "-" if target["measured"] is None else f"{target['measured']:g}"
+            click.echo(f"  {verdict:<8} {target['target']}: {measured} (goal {target['goal']})")
+    click.echo(f"\n{report['meta']['duration_s']} s; load {host['loadavg']} -> {report['meta']['loadavg_end']}")
+    if json_path is not None:
+        write_json(json_path, report)
+        click.echo(f"wrote {json_path}")
+    if plot_path is not None:
+        from benchmarks.plot import write_plot
+
+        try:
+            write_plot(cases, plot_path)
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"wrote {plot_path}")

@@ -1,0 +1,149 @@
+"""The lease table: which trainer holds which slots, heartbeats, expiry. Pure logic, no I/O.
+
+A slot is in exactly one of three states::
+
+    free ──grant──> leased ──release / expire──> draining ──(in-flight work done, reset)──> free
+
+*Draining* slots belong to no lease but are not free yet: the daemon first lets a command that
+was in flight finish, then resets their episodes so the next trainer starts fresh. The lease id
+is a random capability (the heartbeat thread of a client uses its own socket, so a lease is not
+tied to a zmq identity). The clock is injectable, so unit tests never sleep.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from pool_env.errors import LeaseError
+
+__all__ = ["Lease", "LeaseTable", "describe_slots"]
+
+
+def describe_slots(slots: Iterable[int]) -> str:
+    """Compact slot list: ``[0-3, 7, 9-10]``."""
+    ordered = sorted(slots)
+    parts: list[str] = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return "[" + ", ".join(parts) + "]"
+
+
+@dataclass
+class Lease:
+    """Slots held by one trainer.
+
+    Attributes:
+        lease_id: the random capability the client sends with every request.
+        slots: pool slots, in the client's order (client position ``i`` is ``slots[i]``).
+        granted_at, last_seen: clock readings.
+        was_reset: a reset went through since the grant (steps are refused before).
+        busy: a command of this lease is in flight (at most one).
+        restarts_seen: per slot, the worker restart count the client last heard of.
+    """
+
+    lease_id: str
+    slots: list[int]
+    granted_at: float
+    last_seen: float
+    was_reset: bool = False
+    busy: bool = False
+    restarts_seen: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def short_id(self) -> str:
+        """A prefix safe to show in logs and status (the full id is a capability)."""
+        return self.lease_id[:8]
+
+
+class LeaseTable:
+    """Grants, heartbeats and expiry of leases over ``num_envs`` slots."""
+
+    def __init__(self, num_envs: int, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.num_envs = num_envs
+        self.timeout = timeout
+        self._clock = clock
+        self._leases: dict[str, Lease] = {}
+        self._draining: set[int] = set()
+
+    @property
+    def leases(self) -> list[Lease]:
+        """Current leases, oldest first."""
+        return sorted(self._leases.values(), key=lambda lease: lease.granted_at)
+
+    def free_slots(self) -> list[int]:
+        """Slots neither leased nor draining."""
+        taken = set(self._draining)
+        for lease in self._leases.values():
+            taken.update(lease.slots)
+        return [slot for slot in range(self.num_envs) if slot not in taken]
+
+    def grant(self, num_envs: int) -> Lease:
+        """Lease ``num_envs`` free slots (lowest ids first).
+
+        Raises:
+            LeaseError: fewer slots are free; the message names how many and which.
+        """
+        if not isinstance(num_envs, int) or isinstance(num_envs, bool) or num_envs < 1:
+            raise LeaseError(f"num_envs must be a positive int, got {num_envs!r}")
+        free = self.free_slots()
+        if num_envs > len(free):
+            raise LeaseError(
+                f"asked for {num_envs} slots but only {len(free)} of {self.num_envs} are free "
+                f"{describe_slots(free)}"
+                + (f" ({len(self._draining)} being reset)" if self._draining else "")
+            )
+        now = self._clock()
+        lease = Lease(secrets.token_hex(16), free[:num_envs], now, now)
+        self._leases[lease.lease_id] = lease
+        return lease
+
+    def get(self, lease_id: object) -> Lease:
+        """The lease ``lease_id``; counts as a heartbeat.
+
+        Raises:
+            LeaseError: no such lease (expired, released, or from another daemon run).
+        """
+        lease = self._leases.get(lease_id) if isinstance(lease_id, str) else None
+        if lease is None:
+            raise LeaseError(
+                "unknown lease (it expired after missed heartbeats, was released, or the daemon restarted)"
+            )
+        lease.last_seen = self._clock()
+        return lease
+
+    def release(self, lease_id: str) -> Lease:
+        """End a lease; its slots go to *draining*.
+
+        Raises:
+            LeaseError: no such lease.
+        """
+        lease = self.get(lease_id)
+        del self._leases[lease_id]
+        self._draining.update(lease.slots)
+        return lease
+
+    def expire(self) -> list[Lease]:
+        """End every lease not seen for ``timeout`` seconds; their slots go to *draining*."""
+        now = self._clock()
+        gone = [lease for lease in self._leases.values() if now - lease.last_seen > self.timeout]
+        for lease in gone:
+            del self._leases[lease.lease_id]
+            self._draining.update(lease.slots)
+        return gone
+
+    def drained(self, slots: Iterable[int]) -> None:
+        """Draining ``slots`` are reset: they are free again."""
+        self._draining.difference_update(slots)
+
+    @property
+    def draining(self) -> set[int]:
+        """Slots waiting for in-flight work and a reset before they are free."""
+        return set(self._draining)

@@ -1,0 +1,147 @@
+"""What ``pool-env status`` shows: the status document, its table form, steps/s, Prometheus.
+
+The daemon builds one status document (a plain dict, the ``status`` reply and the ``--json``
+output) from the coordinator's worker stats and counters and its lease table. The Prometheus
+exporter serves the latest document, refreshed by the daemon's loop about once a second, so the
+exporter thread never touches the daemon's state.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+__all__ = ["RateMeter", "format_status", "start_metrics_server"]
+
+
+class RateMeter:
+    """Steps per second per worker, from counters sampled at most once per ``period`` seconds."""
+
+    def __init__(self, period: float = 1.0) -> None:
+        self.period = period
+        self._last: tuple[float, dict[int, int]] | None = None
+        self.rates: dict[int, float] = {}
+
+    def sample(self, now: float, steps: dict[int, int]) -> None:
+        """Record cumulative ``steps`` per worker at ``now``; rates update once a period passed."""
+        if self._last is None:
+            self._last = (now, dict(steps))
+            return
+        then, before = self._last
+        if now - then < self.period:
+            return
+        self.rates = {w: max(0, n - before.get(w, 0)) / (now - then) for w, n in steps.items()}
+        self._last = (now, dict(steps))
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}"
+        value //= 1024
+    return f"{value} TiB"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(header, widths, strict=True))]
+    lines += ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
+    return lines
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The human-readable status table."""
+    from pool_env.daemon.leases import describe_slots
+
+    counters = status.get("counters", {})
+    lines = [
+        f"pool-env daemon pid {status['pid']} at {status['endpoint']} (protocol v{status['version']})",
+        f"spec {status['spec']}, {status['num_envs']} slots on {status['num_workers']} workers, "
+        f"uptime {status['uptime']:.0f} s",
+        f"slots: {status['free_slots']} free, {status['draining']} being reset, "
+        f"{status['num_envs'] - status['free_slots'] - status['draining']} leased",
+        f"faults recovered: {status['faults_recovered']} (worker restarts {counters.get('worker_failures', 0)}, "
+        f"slot errors {counters.get('slot_errors', 0) + counters.get('slot_failures', 0)}); "
+        f"bad requests {counters.get('bad_requests', 0)}",
+        "",
+        "workers:",
+    ]
+    rows = []
+    for w in status["workers"]:
+        cpu = "-" if w.get("cpu_percent") is None else f"{w['cpu_percent']:.0f}"
+        rows.append(
+            [
+                str(w["worker"]),
+                str(w["pid"] or "-"),
+                describe_slots(w["slots"]),
+                w["state"],
+                str(w["restarts"]),
+                f"{w.get('steps_per_s', 0.0):.0f}",
+                cpu,
+                _size(w.get("rss")),
+            ]
+        )
+    lines += ["  " + line for line in _table(["id", "pid", "slots", "state", "restarts", "steps/s", "cpu%", "rss"], rows)]
+    lines += ["", f"leases ({len(status['leases'])}):"]
+    if status["leases"]:
+        rows = [
+            [lease["lease"], describe_slots(lease["slots"]), f"{lease['age']:.0f} s", f"{lease['idle']:.1f} s"]
+            for lease in status["leases"]
+        ]
+        lines += ["  " + line for line in _table(["lease", "slots", "age", "idle"], rows)]
+    else:
+        lines.append("  none")
+    return "\n".join(lines)
+
+
+def _metric_families(status: dict[str, Any]) -> Iterator[Any]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    gauges = {
+        "pool_env_uptime_seconds": ("seconds since the daemon started", status["uptime"]),
+        "pool_env_slots": ("slots in the pool", status["num_envs"]),
+        "pool_env_free_slots": ("slots no trainer holds", status["free_slots"]),
+        "pool_env_leases": ("current leases", len(status["leases"])),
+    }
+    for name, (doc, value) in gauges.items():
+        yield GaugeMetricFamily(name, doc, value=value)
+    counters = CounterMetricFamily("pool_env_events", "daemon and pool event counters", labels=["event"])
+    for event, value in sorted(status["counters"].items()):
+        counters.add_metric([event], value)
+    yield counters
+    per_worker = {
+        "pool_env_worker_steps_per_second": ("env steps per second", "steps_per_s"),
+        "pool_env_worker_restarts": ("restarts of the worker", "restarts"),
+        "pool_env_worker_cpu_percent": ("cpu % of the worker process", "cpu_percent"),
+        "pool_env_worker_rss_bytes": ("resident memory of the worker process", "rss"),
+    }
+    for name, (doc, key) in per_worker.items():
+        family = GaugeMetricFamily(name, doc, labels=["worker"])
+        for worker in status["workers"]:
+            if worker.get(key) is not None:
+                family.add_metric([str(worker["worker"])], float(worker[key]))
+        yield family
+
+
+def start_metrics_server(port: int, host: str, latest: Callable[[], dict[str, Any]]) -> Callable[[], None]:
+    """Serve ``latest()`` as Prometheus metrics on ``host:port``; returns a function that stops it."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    class _Collector:
+        def collect(self) -> Iterator[Any]:
+            yield from _metric_families(latest())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector())  # type: ignore[arg-type]
+    server, thread = start_http_server(port, addr=host, registry=registry)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    _ = threading  # the exporter runs in prometheus_client's own daemon thread
+    return stop

@@ -1,0 +1,266 @@
+"""The trainer ↔ daemon wire: a versioned msgpack header frame plus optional raw array frames.
+
+Every message is a zmq multipart message ``[header, *arrays]`` (the daemon's ROUTER adds the
+client identity in front). The header is a msgpack map; arrays are raw C-contiguous buffers
+whose dtype and shape both sides derive from the spaces (nothing about them is trusted from the
+peer but the byte count, which is checked). Never pickle.
+
+Requests (client → daemon), every header ``{v, id, op, ...}``:
+
+=============  =====================================================  =========================
+op             header fields                                          array frames
+=============  =====================================================  =========================
+``hello``      ``client`` (free text)                                 —
+``lease``      ``num_envs``, ``shm`` (bool: the client can attach)     —
+``reset``      ``lease``, ``seeds`` (list, one per slot, int|nil),     —
+               ``options`` (map|nil), ``positions`` (list|nil: subset)
+``step``       ``lease``                                              one per action leaf
+                                                                      (frames mode only)
+``heartbeat``  ``lease``                                              —
+``release``    ``lease``                                              —
+``status``     —                                                      —
+=============  =====================================================  =========================
+
+Replies (daemon → client): ``{v, id, ok: true, ...}`` or ``{v, id, ok: false, error: {kind,
+message, ...}}``. ``hello`` answers ``{version, server, observation_space, action_space,
+metadata, render_mode, num_envs}``; ``lease`` answers ``{lease, slots, heartbeat, shm:
+{name, layout}|nil}``; ``reset``/``step`` answer ``{infos, errors, restarts}`` keyed by the
+client's positions, plus — in frames mode — one frame per observation leaf and, for ``step``,
+``reward``, ``terminated``, ``truncated``. In shm mode (same host) the client reads its rows of
+the daemon's shared-memory segment instead and writes its action rows there before ``step``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from pool_env import protocol
+from pool_env.errors import ProtocolError
+from pool_env.shm import Leaf
+
+__all__ = [
+    "MAX_ARRAY_FRAMES",
+    "MAX_HEADER_BYTES",
+    "PROTOCOL_VERSION",
+    "ZERO_COPY_BYTES",
+    "ClientOp",
+    "Request",
+    "RequestError",
+    "arrays_from_frames",
+    "encode_header",
+    "error_header",
+    "field",
+    "parse_request",
+    "space_from_wire",
+    "space_to_wire",
+]
+
+PROTOCOL_VERSION = 1
+"""Bumped on every incompatible change of this wire."""
+
+MAX_HEADER_BYTES = 1024 * 1024
+"""The largest header frame the daemon unpacks (arrays travel in their own frames)."""
+
+MAX_ARRAY_FRAMES = 256
+"""More frames than this in one request is refused before anything is looked at."""
+
+ZERO_COPY_BYTES = 64 * 1024
+"""Frames at least this large are sent with ``copy=False``."""
+
+
+class ClientOp(enum.StrEnum):
+    """Requests a client may send."""
+
+    HELLO = "hello"
+    LEASE = "lease"
+    RESET = "reset"
+    STEP = "step"
+    HEARTBEAT = "heartbeat"
+    RELEASE = "release"
+    STATUS = "status"
+
+
+@dataclass
+class Request:
+    """One parsed request: its op, id, header and raw array frames."""
+
+    op: ClientOp
+    request_id: int
+    header: dict[str, Any]
+    arrays: list[bytes]
+
+
+def request_id_of(header: object) -> int | None:
+    """The request id of a header, if it has a usable one (so even a bad request gets a reply)."""
+    if isinstance(header, dict):
+        value = header.get("id")
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+            return value
+    return None
+
+
+class RequestError(ProtocolError):
+    """A request the daemon refuses; carries what the error reply needs.
+
+    Attributes:
+        request_id: the request's id when it could be read (``None`` otherwise).
+        kind: the error class name the client raises (``ProtocolError``, ``VersionMismatchError``…).
+        extra: more reply fields (e.g. both protocol versions).
+    """
+
+    def __init__(
+        self, message: str, request_id: int | None = None, kind: str = "ProtocolError", **extra: Any
+    ) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+        self.kind = kind
+        self.extra = extra
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_request_error, (str(self), self.request_id, self.kind, self.extra))
+
+
+def _rebuild_request_error(message: str, request_id: int | None, kind: str, extra: dict[str, Any]) -> RequestError:
+    return RequestError(message, request_id, kind, **extra)
+
+
+def parse_request(frames: Sequence[bytes]) -> Request:
+    """Check the framing, the header, the protocol version and the op of one request.
+
+    Raises:
+        RequestError: with a message for the client (and the request id when known).
+    """
+    if not frames:
+        raise RequestError("empty message")
+    if len(frames) - 1 > MAX_ARRAY_FRAMES:
+        raise RequestError(f"{len(frames) - 1} array frames exceed the limit of {MAX_ARRAY_FRAMES}")
+    try:
+        header = protocol.decode(bytes(frames[0]), max_bytes=MAX_HEADER_BYTES)
+    except ProtocolError as exc:
+        raise RequestError(str(exc)) from exc
+    request_id = request_id_of(header)
+    if request_id is None:
+        raise RequestError("header field 'id' must be an int in 0..2**63-1")
+    version = header.get("v")
+    if version != PROTOCOL_VERSION:
+        raise RequestError(
+            f"protocol version mismatch: the client speaks version {version!r}, "
+            f"this daemon speaks version {PROTOCOL_VERSION}",
+            request_id,
+            "VersionMismatchError",
+            client_version=version if isinstance(version, int) else -1,
+            server_version=PROTOCOL_VERSION,
+        )
+    try:
+        op = ClientOp(header["op"])
+    except ValueError:
+        raise RequestError(
+            f"unknown op {header['op']!r}; known: {[op.value for op in ClientOp]}", request_id
+        ) from None
+    return Request(op, request_id, header, [bytes(frame) for frame in frames[1:]])
+
+
+def field(header: dict[str, Any], name: str, kind: type | tuple[type, ...], optional: bool = False) -> Any:
+    """``header[name]`` checked against ``kind`` (``bool`` is never an ``int`` here).
+
+    Raises:
+        ProtocolError: missing or of the wrong type; the message names the field.
+    """
+    if name not in header or header[name] is None:
+        if optional:
+            return None
+        raise ProtocolError(f"header field {name!r} is missing")
+    value = header[name]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        raise ProtocolError(f"header field {name!r} must be {_names(kinds)}, got bool")
+    if not isinstance(value, kinds):
+        raise ProtocolError(f"header field {name!r} must be {_names(kinds)}, got {type(value).__name__}")
+    return value
+
+
+def _names(kinds: tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def encode_header(request_id: int | None, body: dict[str, Any]) -> bytes:
+    """A success reply header."""
+    return protocol.encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "op": "reply", **body})
+
+
+def error_header(request_id: int | None, kind: str, message: str, **extra: Any) -> bytes:
+    """An error reply header: ``{ok: false, error: {kind, message, ...}}``."""
+    error = {"kind": kind, "message": message, **extra}
+    return protocol.encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "op": "reply", "error": error})
+
+
+def arrays_from_frames(frames: Sequence[bytes], leaves: Sequence[Leaf], rows: int, what: str) -> list[np.ndarray]:
+    """One ``(rows, *leaf.shape)`` array per leaf from raw frames, sizes checked.
+
+    Raises:
+        ProtocolError: wrong frame count or byte size (named).
+    """
+    if len(frames) != len(leaves):
+        raise ProtocolError(f"{what}: expected {len(leaves)} array frame(s), got {len(frames)}")
+    arrays = []
+    for i, (frame, leaf) in enumerate(zip(frames, leaves, strict=True)):
+        dtype = np.dtype(leaf.dtype)
+        shape = (rows, *leaf.shape)
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if len(frame) != expected:
+            raise ProtocolError(
+                f"{what}: frame {i} has {len(frame)} bytes, expected {expected} ({dtype} of shape {shape})"
+            )
+        arrays.append(np.frombuffer(frame, dtype=dtype).reshape(shape))
+    return arrays
+
+
+# -- spaces -------------------------------------------------------------------------------------
+
+
+def space_to_wire(space: spaces.Space[Any]) -> dict[str, Any]:
+    """A msgpack-able description of a Box/Discrete/MultiDiscrete/MultiBinary/Dict/Tuple space."""
+    if isinstance(space, spaces.Box):
+        return {"type": "Box", "low": space.low, "high": space.high, "dtype": np.dtype(space.dtype).str}
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start), "dtype": np.dtype(space.dtype).str}
+    if isinstance(space, spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": space.nvec, "start": space.start, "dtype": np.dtype(space.dtype).str}
+    if isinstance(space, spaces.MultiBinary):
+        return {"type": "MultiBinary", "n": np.asarray(space.n).tolist()}
+    if isinstance(space, spaces.Dict):
+        return {"type": "Dict", "spaces": [[key, space_to_wire(sub)] for key, sub in space.spaces.items()]}
+    if isinstance(space, spaces.Tuple):
+        return {"type": "Tuple", "spaces": [space_to_wire(sub) for sub in space.spaces]}
+    raise ProtocolError(f"space {type(space).__name__} cannot cross the daemon wire")
+
+
+def space_from_wire(data: Any) -> spaces.Space[Any]:
+    """Inverse of :func:`space_to_wire`.
+
+    Raises:
+        ProtocolError: not a space description.
+    """
+    try:
+        kind = data["type"]
+        if kind == "Box":
+            return spaces.Box(data["low"], data["high"], dtype=np.dtype(data["dtype"]))
+        if kind == "Discrete":
+            return spaces.Discrete(int(data["n"]), start=int(data["start"]), dtype=np.dtype(data["dtype"]))
+        if kind == "MultiDiscrete":
+            return spaces.MultiDiscrete(data["nvec"], dtype=np.dtype(data["dtype"]), start=data["start"])
+        if kind == "MultiBinary":
+            return spaces.MultiBinary(data["n"])
+        if kind == "Dict":
+            return spaces.Dict({key: space_from_wire(sub) for key, sub in data["spaces"]})
+        if kind == "Tuple":
+            return spaces.Tuple([space_from_wire(sub) for sub in data["spaces"]])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"bad space description: {exc}") from exc
+    raise ProtocolError(f"unknown space type {data.get('type') if isinstance(data, dict) else data!r}")
