@@ -1,6 +1,6 @@
 """Tiny local envs for the benchmarks, made in pool workers by import string.
 
-* ``benchmarks.envs:make_big_obs_env``: 84×84×4 uint8 observations (an Atari frame stack), so
+* ``benchmarks.envs:make_big_obs_env``: 84x84x4 uint8 observations (an Atari frame stack), so
   every copy of an observation shows in the step time; the env itself only touches one row.
 * ``benchmarks.envs:make_null_env``: a 4-float observation and (almost) no work, so a step of a
   vector env over it is nothing but that vector env's own overhead (workload d).
@@ -19,7 +19,7 @@ BIG_OBS_SHAPE = (84, 84, 4)
 
 
 class BigObsEnv(gym.Env[np.ndarray, np.int64]):
-    """84×84×4 uint8 observations; an episode lasts ``episode_length`` steps, then truncates."""
+    """84x84x4 uint8 observations; an episode lasts ``episode_length`` steps, then truncates."""
 
     metadata: dict[str, Any] = {"render_modes": []}
 

@@ -107,7 +107,7 @@ class FloorLink:
             ctrl = self._ctrl
             ctrl[0] = seq
             while ctrl[1] != seq:
-                pass
+                os.sched_yield()  # lets the child run when both share a core
 
     def close(self) -> None:
         """Stop the child (bounded), close the socket, unlink the segments. Idempotent."""
@@ -191,6 +191,8 @@ def _serve_spin(ctrl: np.ndarray, data: shm.BatchBuffers, rows: np.ndarray, pare
             if os.getppid() != parent:
                 return
             time.sleep(0.001)
+        else:
+            os.sched_yield()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,16 +16,16 @@ raw floor). For every case:
    by one each round (A B C, B C A, C A B, ...), so slow drifts of the machine (other users, thermal,
    caches) hit every candidate alike. Each step is timed (``perf_counter_ns``); actions come from a
    pre-sampled cycle, so sampling is not measured.
-4. **Statistics**: env steps/s of a candidate is the *median over rounds* of ``num_envs × steps /
+4. **Statistics**: env steps/s of a candidate is the *median over rounds* of ``num_envs x steps /
    chunk time``; a ratio "A vs B" is the *median over rounds of the per-round ratio* (both measured
    within seconds of each other), which is far more robust on a noisy machine than a ratio of
    medians. Step latency p50/p99 come from every timed step. The spread over rounds (min..max
    steps/s) is kept in the JSON.
 5. **Overhead** per step, in µs, is the mean step time minus the *ideal* step time: for local envs
-   ``ceil(num_envs / P) × c``, with ``c`` the env's own cost per step (one env stepped in this
+   ``ceil(num_envs / P) x c``, with ``c`` the env's own cost per step (one env stepped in this
    process, measured before the case) and ``P`` the processes that can step envs at once (1 for
    ``SyncVectorEnv``, ``min(workers, cores)`` otherwise); for the reference server
-   ``slots per request × per-env cost + latency`` (what the server itself takes); for the floor 0.
+   ``slots per request x per-env cost + latency`` (what the server itself takes); for the floor 0.
 6. **Memory**: after the rounds, RSS (and USS, memory unique to the process) of every worker
    process: PoolVectorEnv's from ``env.stats()["workers"]``, AsyncVectorEnv's and the floor's from
    ``psutil`` (the child processes that appeared when the candidate opened). In-process candidates
@@ -177,7 +177,9 @@ class Case:
         params: workload parameters for the JSON (latency, per-env cost, env cost ...).
         chunk_scale: multiplies the run's ``chunk_s`` and ``warmup_s`` (slow remote steps need longer).
         setup: called once before the candidates are built (e.g. measures the env's own cost and
-            stores it in ``params``); may return ``None``.
+            stores it in ``params``).
+        ratio_to_ideal: also show "x ideal" (ideal step time / mean step time) among the ratios;
+            the JSON always has it as ``vs_ideal``.
     """
 
     workload: str
@@ -188,6 +190,7 @@ class Case:
     params: dict[str, Any] = field(default_factory=dict)
     chunk_scale: float = 1.0
     setup: Callable[[Case], None] | None = None
+    ratio_to_ideal: bool = False
 
 
 @dataclass(frozen=True)
@@ -309,8 +312,9 @@ def candidate_result_row(run: CandidateRun, case: Case, by_name: dict[str, Candi
         ratios[label] = round(float(np.median(per_round)), 3)
     mean_step_s = candidate.num_envs / steps_per_s
     ideal = candidate.ideal_step_s
-    if ideal is not None and ideal > 0:
-        ratios["ideal"] = round(ideal / mean_step_s, 3)
+    vs_ideal = round(ideal / mean_step_s, 3) if ideal else None
+    if case.ratio_to_ideal and vs_ideal is not None:
+        ratios["ideal"] = vs_ideal
     return {
         "impl": candidate.name,
         "kind": candidate.kind,
@@ -326,6 +330,7 @@ def candidate_result_row(run: CandidateRun, case: Case, by_name: dict[str, Candi
         "step_us_p50": round(float(np.percentile(all_ns, 50)) / 1e3, 1),
         "step_us_p99": round(float(np.percentile(all_ns, 99)) / 1e3, 1),
         "ideal_step_us": None if ideal is None else round(ideal * 1e6, 1),
+        "vs_ideal": vs_ideal,
         "overhead_us": None if ideal is None else round((mean_step_s - ideal) * 1e6, 1),
         **run.memory.to_json(),
         **candidate.extra,
@@ -379,7 +384,7 @@ def format_table(cases: Sequence[dict[str, Any]]) -> list[str]:
         if index:
             lines.append("")
         for i, row in enumerate(case["results"]):
-            ratios = ", ".join(f"{value:.2f}× {label}" for label, value in row["ratios"].items())
+            ratios = ", ".join(f"{value:.2f}x {label}" for label, value in row["ratios"].items())
             cells = [
                 case["name"] if i == 0 else "",
                 row["impl"],
@@ -392,7 +397,9 @@ def format_table(cases: Sequence[dict[str, Any]]) -> list[str]:
                 _num(row["rss_max_worker_mib"], 1),
                 _num(row["rss_total_mib"], 0),
             ]
-            lines.append(" ".join(f"{cell:{align}{width}}" for cell, (_, align, width) in zip(cells, _COLUMNS)))
+            lines.append(
+                " ".join(f"{cell:{align}{width}}" for cell, (_, align, width) in zip(cells, _COLUMNS, strict=True))
+            )
     return lines
 
 

@@ -4,9 +4,9 @@
     gymnasium ``SyncVectorEnv`` and ``AsyncVectorEnv(shared_memory=True)``.
 (b) The reference server with latency L ∈ {5, 50} ms per request and a per-env cost, N ∈ {16, 64,
     256}: PoolVectorEnv(HttpEnvSpec) against the challenge client's pattern
-    (:mod:`benchmarks.remote_baseline`) and the ideal bound ``slots per request × per-env cost + L``.
+    (:mod:`benchmarks.remote_baseline`) and the ideal bound ``slots per request x per-env cost + L``.
     Every env always flies (action 0), so episodes end by engine failure after 6-14 steps.
-(c) A local env with 84×84×4 uint8 observations (:mod:`benchmarks.envs`) against Sync/Async.
+(c) A local env with 84x84x4 uint8 observations (:mod:`benchmarks.envs`) against Sync/Async.
 (d) The raw floor (:mod:`benchmarks.floor`): a bare zmq ipc round trip plus a shared-memory write
     between two processes, and the same by shared-memory spinning, against PoolVectorEnv with one
     worker over an env that does nothing (so its step time is its round trip).
@@ -299,6 +299,7 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
                     references=[("client", "client pattern")],
                     params={"latency_ms": latency, "per_env_ms": self.sizes.per_env_ms, "step_size": 10},
                     chunk_scale=2.0 if self.sizes.quick else 4.0,
+                    ratio_to_ideal=True,
                 )
 
     def _remote_candidates(self, case: Case) -> list[Candidate]:
@@ -336,7 +337,7 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
         n = case.num_envs
         spec = GymEnvSpec(BIG_OBS_ENV)
         default = default_num_workers(spec, n)
-        candidates = _gym_candidates(make_big_obs_env, n) + [_pool_candidate(spec, n, default, default)]
+        candidates = [*_gym_candidates(make_big_obs_env, n), _pool_candidate(spec, n, default, default)]
         return _local_ideal(candidates, case.params["env_cost_us"] / 1e6)
 
     # (d)
@@ -374,8 +375,10 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
 
 def _find(cases: Sequence[dict[str, Any]], workload: str, num_envs: int, **params: Any) -> dict[str, Any] | None:
     for case in cases:
-        if case["workload"] == workload and case["num_envs"] == num_envs and all(
-            case["params"].get(k) == v for k, v in params.items()
+        if (
+            case["workload"] == workload
+            and case["num_envs"] == num_envs
+            and all(case["params"].get(k) == v for k, v in params.items())
         ):
             return case
     return None
@@ -392,7 +395,7 @@ def _row(case: dict[str, Any] | None, *, kind: str, default: bool | None = None,
     return None
 
 
-def _target(name: str, measured: float | None, goal: float, higher_is_better: bool, unit: str = "×") -> dict[str, Any]:
+def _target(name: str, measured: float | None, goal: float, higher_is_better: bool, unit: str = "x") -> dict[str, Any]:
     met = None if measured is None else (measured >= goal if higher_is_better else measured <= goal)
     return {
         "target": name,
@@ -412,7 +415,9 @@ def evaluate_targets(cases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         targets.append(_target(f"(a) N=16 {pool['impl']} vs AsyncVectorEnv", pool["ratios"].get("async"), 2, True))
         targets.append(_target(f"(a) N=16 {pool['impl']} vs SyncVectorEnv", pool["ratios"].get("sync"), 1.5, True))
         if best is not pool:
-            targets.append(_target(f"(a) N=16 best: {best['impl']} vs SyncVectorEnv", best["ratios"].get("sync"), 1.5, True))
+            targets.append(
+                _target(f"(a) N=16 best: {best['impl']} vs SyncVectorEnv", best["ratios"].get("sync"), 1.5, True)
+            )
     for case in cases:
         if case["workload"] != "b" or case["num_envs"] != 64:
             continue
@@ -426,7 +431,9 @@ def evaluate_targets(cases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     if c16 is not None and pool_c is not None and pool_a is not None:
         # predicted step: the big env's ideal + (a)'s overhead at the same N + one memcpy per observation
         predicted = pool_c["ideal_step_us"] + pool_a["overhead_us"] + 16 * c16["params"]["memcpy_us"]
-        targets.append(_target("(c) N=16 pool vs (a)-overhead + one memcpy", predicted / pool_c["step_us_mean"], 0.9, True))
+        targets.append(
+            _target("(c) N=16 pool vs (a)-overhead + one memcpy", predicted / pool_c["step_us_mean"], 0.9, True)
+        )
     for case in cases:
         if case["workload"] != "d":
             continue
@@ -434,7 +441,9 @@ def evaluate_targets(cases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         if pool is not None and floor is not None:
             ratio = pool["step_us_mean"] / floor["step_us_mean"]
             targets.append(_target(f"(d) N={case['num_envs']} pool round trip / floor", ratio, 2, False))
-    rss = [r["rss_max_worker_mib"] for c in cases for r in c["results"] if r["kind"] == "pool" and r["rss_max_worker_mib"]]
+    rss = [
+        r["rss_max_worker_mib"] for c in cases for r in c["results"] if r["kind"] == "pool" and r["rss_max_worker_mib"]
+    ]
     if rss:
         targets.append(_target("RSS per pool worker (max over cases)", max(rss), 50, False, " MiB"))
     for case in cases:

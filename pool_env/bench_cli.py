@@ -29,17 +29,36 @@ def _workloads(value: str) -> list[str]:
 
 
 @click.command("bench")
-@click.option("--workload", "workload", default="a,b,c,d", show_default=True,
-              help="workloads to run: a CartPole, b reference server, c 84x84x4 obs, d raw floor")
+@click.option(
+    "--workload",
+    "workload",
+    default="a,b,c,d",
+    show_default=True,
+    help="workloads to run: a CartPole, b reference server, c 84x84x4 obs, d raw floor",
+)
 @click.option("--quick", is_flag=True, help="tiny sizes, ~10-20 s (a smoke run, not a measurement)")
 @click.option("--rounds", type=click.IntRange(1), default=None, help="interleaved rounds per case [5; quick 2]")
-@click.option("--chunk-s", type=click.FloatRange(min=0.001), default=None,
-              help="seconds per candidate per round [0.25; quick 0.03]")
-@click.option("--per-env-ms", type=click.FloatRange(min=0.0), default=0.5, show_default=True,
-              help="(b) the server's cost per env entry of a request")
+@click.option(
+    "--chunk-s",
+    type=click.FloatRange(min=0.001),
+    default=None,
+    help="seconds per candidate per round [0.25; quick 0.03]",
+)
+@click.option(
+    "--per-env-ms",
+    type=click.FloatRange(min=0.0),
+    default=0.5,
+    show_default=True,
+    help="(b) the server's cost per env entry of a request",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None, help="write the results here")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="write a PNG of steps/s vs num_envs (needs the [bench] extra: matplotlib)")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="write a PNG of steps/s vs num_envs (needs the [bench] extra: matplotlib)",
+)
 @click.option("--quiet", is_flag=True, help="no progress lines")
 def bench(
     workload: str,
@@ -50,7 +69,7 @@ def bench(
     json_path: str | None,
     plot_path: str | None,
     quiet: bool,
-) -> None:  # fmt: skip
+) -> None:
     """Benchmark PoolVectorEnv against gymnasium's Sync/AsyncVectorEnv, the challenge client's
     pattern and the raw IPC floor; print a table of medians and ratios."""
     from benchmarks.harness import RunSettings, format_table, host_info, run_case, write_json
@@ -78,19 +97,25 @@ def bench(
             result = run_case(case, settings, progress)
             cases.append(result.to_json())
     targets = evaluate_targets(cases)
-    report = {
+    report: dict[str, Any] = {
         "meta": {
             "command": " ".join(["pool-env", "bench", *sys.argv[2:]]) if len(sys.argv) > 1 else "pool-env bench",
             "started": started_at.isoformat(timespec="seconds"),
             "duration_s": round(time.monotonic() - started, 1),
-            "settings": {"rounds": settings.rounds, "chunk_s": settings.chunk_s, "warmup_s": settings.warmup_s,
-                         "quick": quick, "workloads": chosen, "per_env_ms": per_env_ms},
+            "settings": {
+                "rounds": settings.rounds,
+                "chunk_s": settings.chunk_s,
+                "warmup_s": settings.warmup_s,
+                "quick": quick,
+                "workloads": chosen,
+                "per_env_ms": per_env_ms,
+            },
             "host": host,
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         },
         "cases": cases,
         "targets": targets,
-    }  # fmt: skip
+    }
     click.echo("")
     for line in format_table(cases):
         click.echo(line)

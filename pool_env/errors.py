@@ -35,9 +35,9 @@ from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 __all__ = [
     "AlreadyPendingError",
     "ClosedError",
+    "DaemonUnavailableError",
     "EnvCreationError",
     "HttpStatusError",
-    "DaemonUnavailableError",
     "InvalidActionError",
     "LeaseError",
     "NoPendingCallError",

@@ -35,6 +35,7 @@ from pool_env.errors import (
     TransportError,
     UsageError,
 )
+from pool_env.partial import PartialBatcher
 from pool_env.protocol import Op
 from pool_env.shm import BatchLayout
 from pool_env.spaces import leaves_of, probe_spaces, structure_of_batch
@@ -82,6 +83,8 @@ class PoolVectorEnv(VectorEnv):
         num_workers: worker processes (default: :func:`default_num_workers`); any value from 1
             to ``num_envs`` works, the slots are split as evenly as possible.
         options: timeouts and restart policy (:class:`PoolOptions`).
+        batch_size: slots returned by each :meth:`recv` (EnvPool-style partial batches);
+            ``step``/``reset`` always cover every slot.
         log_level: log level of the worker processes.
 
     Raises:
@@ -99,6 +102,7 @@ class PoolVectorEnv(VectorEnv):
         num_workers: int | None = None,
         *,
         options: PoolOptions | None = None,
+        batch_size: int | None = None,
         log_level: str = "WARNING",
     ) -> None:
         self.closed = True  # until the workers are up, close() has nothing to do
@@ -109,6 +113,9 @@ class PoolVectorEnv(VectorEnv):
         workers = default_num_workers(spec, num_envs) if num_workers is None else num_workers
         if not isinstance(workers, int) or not 1 <= workers <= num_envs:
             raise SpecError(f"num_workers: must be 1..num_envs={num_envs}, got {num_workers!r}")
+        batch_size = num_envs if batch_size is None else batch_size
+        if not isinstance(batch_size, int) or not 1 <= batch_size <= num_envs:
+            raise SpecError(f"batch_size: must be 1..num_envs={num_envs}, got {batch_size!r}")
         if isinstance(spec, HttpEnvSpec):
             check_server(spec)
         obs_space, act_space, env_metadata, render_mode = probe_spaces(spec)
@@ -131,8 +138,10 @@ class PoolVectorEnv(VectorEnv):
             self._coordinator.close()
             raise
         self.closed = False
+        self.batch_size = batch_size
         self._pending: PendingCommand | None = None
         self._was_reset = False
+        self._batcher = PartialBatcher(self._coordinator, self._obs_leaves, self._act_leaves, act_space, batch_size)
 
     # -- gymnasium API ----------------------------------------------------------------------
 
@@ -220,6 +229,42 @@ class PoolVectorEnv(VectorEnv):
             self._infos(result),
         )
 
+    # -- EnvPool-style partial batches ------------------------------------------------------
+
+    def async_reset(self, seed: int | Sequence[int | None] | None = None) -> None:
+        """Start resetting every slot; collect the first observations with :meth:`recv`."""
+        self._check_idle("async_reset")
+        seeds = self._seed_list(seed)
+        if isinstance(seed, int):
+            self._coordinator.base_seed = seed
+        self._batcher.send(Op.RESET, np.arange(self.num_envs), seeds=seeds)
+        self._was_reset = True
+
+    def send(self, actions: Any, env_ids: Sequence[int] | np.ndarray | None = None) -> None:
+        """Start stepping ``env_ids`` (all slots when ``None``) with ``actions`` (one row per id).
+
+        Raises:
+            InvalidActionError: bad actions; UsageError: ids in flight, repeated or out of range.
+        """
+        self._check_open()
+        if self._pending is not None:
+            raise AlreadyPendingError("send() while a step() is pending; call step_wait() first", "step")
+        if not self._was_reset:
+            raise UsageError("call reset() or async_reset() before send()")
+        ids = np.arange(self.num_envs) if env_ids is None else np.asarray(env_ids)
+        self._batcher.send(Op.STEP, ids, actions)
+
+    def recv(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """The first ``batch_size`` slots to finish: ``obs, rewards, terminated, truncated, infos``,
+        with the slot ids in ``infos["env_id"]``.
+
+        Raises:
+            StepTimeoutError: ``timeout`` passed (nothing lost; call again).
+            UsageError: fewer than ``batch_size`` slots in flight.
+        """
+        self._check_open()
+        return self._batcher.recv(timeout)
+
     def close_extras(self, **kwargs: Any) -> None:
         """Stop the workers and free shared memory (bounded time, idempotent)."""
         self._pending = None
@@ -276,6 +321,8 @@ class PoolVectorEnv(VectorEnv):
         self._check_open()
         if self._pending is not None:
             raise AlreadyPendingError(f"{name}() while a step is pending; call step_wait() first", "step")
+        if self._batcher.busy:
+            raise AlreadyPendingError(f"{name}() while slots are in flight after send(); recv() them first", "step")
 
     def _seed_list(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
         if seed is None:

@@ -1,10 +1,15 @@
 """Shared fixtures: worker processes can import ``tests.*``, and the leak checker ``no_leaks``.
 
 ``no_leaks`` is generic: it snapshots what a test could leave behind (``pool_env_*``
-segments in ``/dev/shm``, child processes of the test process, ``pool_env_*`` directories in
-the temp dir) and, after the test, waits a short grace period for them to go back to the
-snapshot. Whatever is still there fails the test and is cleaned up, so one leak does not
-cascade into the next test. ``tests/integration`` applies it to every test.
+segments in ``/dev/shm`` owned by this process or its children, child processes of the test
+process, ``pool_env_*`` directories in the temp dir) and, after the test, waits a short grace
+period for them to go back to the snapshot. Whatever is still there fails the test and is
+cleaned up, so one leak does not cascade into the next test. ``tests/integration`` applies it
+to every test.
+
+Other test sessions may run on the same machine at the same time: the session gets a private
+temp dir (``TMPDIR``, inherited by workers), and only segments whose owner pid (part of the
+name) is this process or one of its children count, so we never blame or delete theirs.
 """
 
 from __future__ import annotations
@@ -36,6 +41,16 @@ def _workers_can_import_tests() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_temp_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """This session's (and its workers') ``tempfile.gettempdir()``: a fresh directory of its own."""
+    path = str(tmp_path_factory.mktemp("tmp", numbered=True))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", path)
+        patch.setattr(tempfile, "tempdir", path)
+        yield path
+
+
 def _is_resource_tracker(process: psutil.Process) -> bool:
     with contextlib.suppress(psutil.Error):
         return any("resource_tracker" in part for part in process.cmdline())
@@ -49,6 +64,12 @@ def _children() -> dict[tuple[int, float], psutil.Process]:
             if not _is_resource_tracker(child):
                 found[(child.pid, child.create_time())] = child
     return found
+
+
+def _our_segments(children: dict[tuple[int, float], psutil.Process]) -> set[str]:
+    """Segments (``pool_env_<owner pid>_<hex>``) owned by this process or one of its children."""
+    owners = {str(os.getpid())} | {str(pid) for pid, _ in children}
+    return {n for n in list_segments(SHM_DIR) if n[len(SEGMENT_PREFIX) :].partition("_")[0] in owners}
 
 
 def _temp_dirs() -> set[str]:
@@ -96,14 +117,16 @@ class LeakSnapshot:
     """The leakable resources that exist now; :meth:`leaks` says what appeared since."""
 
     def __init__(self) -> None:
-        self.segments = set(list_segments(SHM_DIR))
+        children = _children()
+        self.segments = _our_segments(children)
         self.temp_dirs = _temp_dirs()
-        self.children = set(_children())
+        self.children = set(children)
 
     def leaks(self) -> Leaks:
         """New segments, temp dirs and live (or unreaped) child processes since the snapshot."""
-        processes = [p for key, p in _children().items() if key not in self.children]
-        return Leaks(set(list_segments(SHM_DIR)) - self.segments, _temp_dirs() - self.temp_dirs, processes)
+        children = _children()
+        processes = [p for key, p in children.items() if key not in self.children]
+        return Leaks(_our_segments(children) - self.segments, _temp_dirs() - self.temp_dirs, processes)
 
     def wait_for_no_leaks(self, grace: float = LEAK_GRACE_SECONDS) -> Leaks:
         """Poll until nothing new is left or ``grace`` seconds passed; the final leaks."""

@@ -46,6 +46,7 @@ class Lease:
         granted_at, last_seen: clock readings.
         was_reset: a reset went through since the grant (steps are refused before).
         busy: a command of this lease is in flight (at most one).
+        shared_memory: the client reads and writes its rows of the pool's segment (same host).
         restarts_seen: per slot, the worker restart count the client last heard of.
     """
 
@@ -55,6 +56,7 @@ class Lease:
     last_seen: float
     was_reset: bool = False
     busy: bool = False
+    shared_memory: bool = False
     restarts_seen: dict[int, int] = field(default_factory=dict)
 
     @property

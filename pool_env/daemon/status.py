@@ -8,7 +8,6 @@ exporter thread never touches the daemon's state.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -143,5 +142,4 @@ def start_metrics_server(port: int, host: str, latest: Callable[[], dict[str, An
         server.server_close()
         thread.join(timeout=5)
 
-    _ = threading  # the exporter runs in prometheus_client's own daemon thread
     return stop

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 import requests
 
+from pool_env.refserver.faults import FaultConfig
 from pool_env.refserver.process import RefServer, RefServerError
 
-TOKEN = {"User-Token": "itok"}
+TOKEN = {"User-Token": "itok"}  # tests that read per-token totals use a token of their own
 
 
 def pid_alive(pid: int) -> bool:
@@ -67,8 +68,23 @@ class Client:
         self.http.close()
 
 
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[RefServer]:
+    with RefServer() as srv:
+        yield srv
+    assert not srv.running
+
+
 @pytest.fixture
-def server() -> Iterator[RefServer]:
+def server(shared_server: RefServer) -> Iterator[RefServer]:
+    """The module's server, with every fault switch back to its default after the test."""
+    yield shared_server
+    shared_server.set_faults(**FaultConfig().to_dict(), clear_pending=True)
+
+
+@pytest.fixture
+def own_server() -> Iterator[RefServer]:
+    """A server of the test's own, for tests that restart or kill it."""
     with RefServer() as srv:
         yield srv
     assert not srv.running
@@ -88,7 +104,7 @@ def test_vectorized_steps_over_http_are_counted_once_each(server: RefServer, cli
         assert [len(o) for o in body["observations"]] == [10] * 4
     episodes = server.episodes()["episodes"]
     assert [episodes[i]["steps_applied"] for i in ids] == [3, 3, 3, 3]
-    assert server.stats()["tokens"]["itok"]["steps_applied"] == 12
+    assert sum(episodes[i]["step"] for i in ids) == 4 * 30
 
 
 def test_a_drop_raises_a_connection_error_after_the_step_was_applied(server: RefServer, client: Client) -> None:
@@ -99,9 +115,8 @@ def test_a_drop_raises_a_connection_error_after_the_step_was_applied(server: Ref
     assert [server.episodes()["episodes"][i]["steps_applied"] for i in ids] == [1, 1]
     assert client.latest(ids[0]).json()["step"] == 10  # what a retry must look at before stepping again
     assert client.vstep(ids).json()["infos"][0]["step"] == 20  # the keep-alive client recovers
-    assert server.stats()["dropped_connections"] == 1
-    server.stop()
-    assert "Traceback" not in server.output()  # the drop is not an application error
+    assert server.stats()["dropped_connections"] >= 1
+    assert "Traceback" not in server.output() and "ASGI" not in server.output()  # not an app error
 
 
 def test_hang_outlasts_the_client_timeout_without_blocking_others(server: RefServer, client: Client) -> None:
@@ -128,7 +143,7 @@ def test_latency_is_served_concurrently(server: RefServer) -> None:
     for t in threads:
         t.join(10)
     assert statuses == [200] * 8
-    assert server.stats()["max_in_flight"] >= 4
+    assert server.stats()["max_in_flight"] >= 6  # other tests of this module never exceed 3
     for c in clients:
         c.close()
 
@@ -146,7 +161,8 @@ def test_faults_given_at_start_reach_the_server_and_survive_a_restart() -> None:
         client.close()
 
 
-def test_restart_keeps_the_port_and_loses_every_episode(server: RefServer, client: Client) -> None:
+def test_restart_keeps_the_port_and_loses_every_episode(own_server: RefServer) -> None:
+    server, client = own_server, Client(own_server)
     ids = client.create_group(1)
     client.vstep(ids)
     old_pid, port = server.pid, server.port
@@ -155,9 +171,11 @@ def test_restart_keeps_the_port_and_loses_every_episode(server: RefServer, clien
     r = client.latest(ids[0])
     assert r.status_code == 404 and ids[0] in r.json()["detail"]
     assert server.episodes()["episodes"] == {}
+    client.close()
 
 
-def test_kill_is_a_crash_and_stop_is_idempotent(server: RefServer, client: Client) -> None:
+def test_kill_is_a_crash_and_stop_is_idempotent(own_server: RefServer) -> None:
+    server, client = own_server, Client(own_server)
     pid = server.pid
     server.kill()
     assert not pid_alive(pid)
@@ -167,6 +185,7 @@ def test_kill_is_a_crash_and_stop_is_idempotent(server: RefServer, client: Clien
     server.stop()
     with pytest.raises(RefServerError):
         _ = server.pid
+    client.close()
 
 
 def test_stop_leaves_no_process_and_frees_the_port() -> None:

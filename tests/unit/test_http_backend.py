@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import subprocess
 import sys
 import uuid
@@ -305,6 +306,17 @@ def test_reset_sends_seeds_with_nulls_and_follows_new_episode_ids(h: Harness) ->
     assert all(new != old for new, old in zip(new_ids, first_ids, strict=True))
     h.backend.step([0, 1], [0, 0])
     assert [a["episode_id"] for a in h.server.log[-1][3]["episode_actions"]] == new_ids
+
+
+def test_a_none_seed_continues_the_slot_seed_stream_like_gymnasium(h: Harness) -> None:
+    h.backend.reset([0, 1], [5, None], None)
+    h.backend.reset([0, 1], [None, None], None)
+    h.backend.reset([0, 1], [None, None], None)
+    sent = [body["seeds"] for _, path, _, body in h.server.log if path.endswith("vectorized_reset")]
+    stream = random.Random(5)
+    assert sent == [[5, None], [stream.randrange(2**31), None], [stream.randrange(2**31), None]]
+    h.backend.reset([0], [5], None)  # an explicit seed restarts the stream
+    assert h.server.log[-1][3]["seeds"] == [5]
 
 
 def test_more_than_64_slots_are_created_in_several_groups() -> None:

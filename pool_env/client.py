@@ -1,0 +1,338 @@
+"""``pool_env.connect``: a gymnasium vector env over slots leased from one or several daemons.
+
+The returned :class:`RemoteVectorEnv` has the interface of
+:class:`~pool_env.vector_env.PoolVectorEnv` (``reset``, ``step``, ``step_async``/``step_wait``,
+``reset_envs``, ``stats``, ``close``, context manager) and the same semantics: NEXT_STEP
+autoreset, failed slots truncated with ``infos["error"]``, the same errors for wrong actions
+and wrong call order. With several endpoints, the slots of each daemon follow each other in
+the order the endpoints are given; every request goes to all daemons before any reply is
+awaited, so the daemons step in parallel.
+
+```python
+import pool_env
+
+with pool_env.connect("ipc:///run/user/1000/pool-env/pool.sock", num_envs=8) as env:
+    obs, infos = env.reset(seed=0)
+    obs, rewards, terminated, truncated, infos = env.step(env.action_space.sample())
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from pool_env.batch import assemble_infos, validate_actions
+from pool_env.daemon import security, wire
+from pool_env.daemon.session import CurveClientKeys, DaemonSession, Reply
+from pool_env.daemon.wire import ClientOp
+from pool_env.errors import AlreadyPendingError, ClosedError, NoPendingCallError, SpecError, UsageError
+from pool_env.spaces import leaves_of, structure_of_batch
+
+__all__ = ["RemoteVectorEnv", "connect"]
+
+
+def connect(
+    endpoint: str | Sequence[str],
+    num_envs: int | Sequence[int] = 8,
+    *,
+    timeout: float = 30.0,
+    handshake_timeout: float = 10.0,
+    server_key: str | None = None,
+    client_secret_key: str | None = None,
+    shared_memory: bool | None = None,
+) -> RemoteVectorEnv:
+    """Lease ``num_envs`` slots from the daemon at ``endpoint`` (or from each of several).
+
+    Args:
+        endpoint: ``ipc://PATH`` or ``tcp://HOST:PORT``, or a list of them.
+        num_envs: slots in total (split as evenly as possible over the endpoints) or one count
+            per endpoint.
+        timeout: seconds without any sign of life from a daemon before a call fails.
+        handshake_timeout: seconds to wait for the first answer (a CURVE refusal is silent).
+        server_key: the daemon's public key file (CURVE, needed for ``tcp://``).
+        client_secret_key: this client's secret key file (CURVE).
+        shared_memory: exchange arrays through the daemon's shared memory (default: on ``ipc://``).
+
+    Raises:
+        DaemonUnavailableError: a daemon did not answer (not running, unreachable, or refused us).
+        VersionMismatchError: a daemon speaks another protocol version.
+        LeaseError: a daemon has fewer free slots (the message says how many are free).
+        SpecError: bad arguments, or daemons with different spaces.
+    """
+    endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+    if not endpoints:
+        raise SpecError("endpoint: give at least one")
+    if isinstance(num_envs, int):
+        if num_envs < len(endpoints):
+            raise SpecError(f"num_envs: at least one per endpoint ({len(endpoints)}), got {num_envs}")
+        base, extra = divmod(num_envs, len(endpoints))
+        counts = [base + (1 if i < extra else 0) for i in range(len(endpoints))]
+    else:
+        counts = [int(n) for n in num_envs]
+        if len(counts) != len(endpoints) or any(n < 1 for n in counts):
+            raise SpecError("num_envs: one positive count per endpoint")
+    curve = None
+    if server_key is not None or client_secret_key is not None:
+        if server_key is None or client_secret_key is None:
+            raise SpecError("server_key and client_secret_key go together (CURVE)")
+        public, secret = security.load_secret_key(client_secret_key)
+        curve = CurveClientKeys(security.load_public_key(server_key), public, secret)
+    sessions: list[DaemonSession] = []
+    try:
+        for address, count in zip(endpoints, counts, strict=True):
+            if address.startswith("tcp://") and curve is None:
+                raise SpecError(f"endpoint: {address} needs CURVE keys (server_key= and client_secret_key=)")
+            sessions.append(
+                DaemonSession(address, count, timeout=timeout, handshake_timeout=handshake_timeout, curve=curve,
+                              shared_memory=shared_memory)  # fmt: skip
+            )
+        return RemoteVectorEnv(sessions)
+    except BaseException:
+        for session in sessions:
+            session.close()
+        raise
+
+
+class RemoteVectorEnv(VectorEnv):
+    """Slots leased from pool daemons, as one gymnasium vector env (see :func:`connect`)."""
+
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, sessions: list[DaemonSession]) -> None:
+        self.closed = True
+        first = sessions[0].hello
+        for session in sessions[1:]:
+            if (session.hello["observation_space"], session.hello["action_space"]) != (
+                first["observation_space"], first["action_space"]
+            ):
+                raise SpecError(f"endpoint: {session.endpoint} serves other spaces than {sessions[0].endpoint}")
+        self._sessions = sessions
+        self._offsets = list(np.cumsum([0] + [s.num_envs for s in sessions])[:-1].tolist())
+        self.num_envs = sum(s.num_envs for s in sessions)
+        self.single_observation_space = wire.space_from_wire(first["observation_space"])
+        self.single_action_space = wire.space_from_wire(first["action_space"])
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.metadata = {**first.get("metadata", {}), "autoreset_mode": AutoresetMode.NEXT_STEP}
+        self.render_mode = first.get("render_mode")
+        self._obs_leaves = leaves_of(self.single_observation_space)
+        self._act_leaves = leaves_of(self.single_action_space)
+        self._pending: dict[int, int] | None = None  # session index -> request id still unanswered
+        self._replies: dict[int, Reply] = {}
+        self._was_reset = False
+        self._obs = [np.zeros((self.num_envs, *leaf.shape), dtype=leaf.dtype) for leaf in self._obs_leaves]
+        self._restarts: dict[int, int] = {}
+        self.closed = False
+
+    # -- gymnasium API ----------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset every slot (seed ``s`` gives slot ``i`` the seed ``s + i``, as gymnasium does).
+
+        ``options["reset_mask"]`` (a bool array) resets only the masked slots.
+        """
+        self._check_idle("reset")
+        options = dict(options) if options is not None else None
+        seeds = self._seed_list(seed)
+        if options is not None and "reset_mask" in options:
+            mask = np.asarray(options.pop("reset_mask"))
+            if mask.dtype != np.bool_ or mask.shape != (self.num_envs,) or not mask.any():
+                raise UsageError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with a True")
+            indices = np.flatnonzero(mask).tolist()
+            return self.reset_envs(indices, seeds=[seeds[i] for i in indices], options=options)
+        return self.reset_envs(list(range(self.num_envs)), seeds, options)
+
+    def reset_envs(
+        self, indices: Sequence[int], seeds: Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset only the slots in ``indices``; the others keep their episodes untouched."""
+        self._check_idle("reset_envs")
+        chosen = [int(i) for i in indices]
+        if not chosen or any(not 0 <= i < self.num_envs for i in chosen) or len(set(chosen)) != len(chosen):
+            raise UsageError(f"indices must be distinct slots in 0..{self.num_envs - 1}, got {list(indices)}")
+        if seeds is not None and len(seeds) != len(chosen):
+            raise UsageError(f"seeds must match indices in length ({len(seeds)} != {len(chosen)})")
+        seed_of = dict(zip(chosen, seeds if seeds is not None else [None] * len(chosen), strict=True))
+        pending = {}
+        for k, session in enumerate(self._sessions):
+            offset = self._offsets[k]
+            positions = [i - offset for i in chosen if offset <= i < offset + session.num_envs]
+            if positions:
+                body = {"lease": session.lease_id, "positions": positions, "options": options,
+                        "seeds": [seed_of[offset + p] for p in positions]}  # fmt: skip
+                pending[k] = session.send(ClientOp.RESET, body)
+        self._pending, self._replies = pending, {}
+        infos = self._collect(None, step=False)
+        if len(chosen) == self.num_envs:
+            self._was_reset = True
+        elif not self._was_reset:
+            raise UsageError("reset() every slot before reset_envs() of some")  # pragma: no cover
+        return self._observations(), infos
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every slot: ``step_async(actions)`` then ``step_wait()``."""
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: Any) -> None:
+        """Validate ``actions`` and send each daemon its share.
+
+        Raises:
+            InvalidActionError: wrong structure, shape or dtype, or values outside the space.
+            AlreadyPendingError, ClosedError, UsageError: wrong call order.
+        """
+        self._check_idle("step_async")
+        if not self._was_reset:
+            raise UsageError("call reset() before step()")
+        arrays = validate_actions(actions, self._act_leaves, self.action_space, self.num_envs)
+        pending = {}
+        for k, session in enumerate(self._sessions):
+            rows = slice(self._offsets[k], self._offsets[k] + session.num_envs)
+            if session.buffers is not None:
+                for target, value in zip(session.buffers.act, arrays, strict=True):
+                    target[session.slots] = value[rows]
+                pending[k] = session.send(ClientOp.STEP, {"lease": session.lease_id})
+            else:
+                pending[k] = session.send(ClientOp.STEP, {"lease": session.lease_id}, [a[rows] for a in arrays])
+        self._pending, self._replies = pending, {}
+
+    def step_wait(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Wait for the pending step (at most ``timeout`` seconds, if given).
+
+        Raises:
+            StepTimeoutError: ``timeout`` passed; the step stays pending (call again).
+            NoPendingCallError: no ``step_async`` before.
+            DaemonUnavailableError: a daemon stopped answering.
+        """
+        self._check_open()
+        if self._pending is None:
+            raise NoPendingCallError("step_wait() without a pending step_async()", "step")
+        reward = np.zeros(self.num_envs, dtype=np.float64)
+        terminated = np.zeros(self.num_envs, dtype=np.bool_)
+        truncated = np.zeros(self.num_envs, dtype=np.bool_)
+        infos = self._collect(timeout, step=True, flags=(reward, terminated, truncated))
+        return self._observations(), reward, terminated, truncated, infos
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Release the leases and close the connections (bounded time, idempotent)."""
+        self._pending = None
+        for session in self._sessions:
+            session.close()
+
+    def __enter__(self) -> RemoteVectorEnv:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "closed", True):
+            warnings.warn(f"unclosed {self!r}; call close()", ResourceWarning, stacklevel=2)
+            with contextlib.suppress(Exception):
+                self.close()
+
+    def __repr__(self) -> str:
+        where = ", ".join(s.endpoint for s in getattr(self, "_sessions", []))
+        return f"RemoteVectorEnv([{where}], num_envs={getattr(self, 'num_envs', '?')})"
+
+    # -- observability ----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Each daemon's status document (workers, leases, counters) and this env's slots."""
+        self._check_idle("stats")
+        daemons = []
+        for session in self._sessions:
+            status = session.request(ClientOp.STATUS, {}).header
+            status = {k: v for k, v in status.items() if k not in ("v", "id", "ok", "op")}
+            daemons.append({**status, "leased_slots": session.slots})
+        return {
+            "num_envs": self.num_envs,
+            "daemons": daemons,
+            "workers": [w for d in daemons for w in d["workers"]],
+            "counters": {k: sum(d["counters"].get(k, 0) for d in daemons) for d in daemons for k in d["counters"]},
+        }
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ClosedError("this RemoteVectorEnv is closed")
+
+    def _check_idle(self, name: str) -> None:
+        self._check_open()
+        if self._pending is not None:
+            raise AlreadyPendingError(f"{name}() while a step is pending; call step_wait() first", "step")
+
+    def _seed_list(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
+        if seed is None:
+            return [None] * self.num_envs
+        if isinstance(seed, int | np.integer):
+            return [int(seed) + i for i in range(self.num_envs)]
+        seeds = [None if s is None else int(s) for s in seed]
+        if len(seeds) != self.num_envs:
+            raise UsageError(f"a seed list must have num_envs={self.num_envs} entries, got {len(seeds)}")
+        return seeds
+
+    def _collect(self, timeout: float | None, step: bool, flags: tuple[np.ndarray, ...] = ()) -> dict[str, Any]:
+        """Wait for every outstanding reply, then copy results into the batch; infos."""
+        assert self._pending is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for k, request_id in list(self._pending.items()):
+                self._replies[k] = self._sessions[k].wait(request_id, deadline)
+                del self._pending[k]
+        except TimeoutError:
+            raise  # still pending: call step_wait again
+        except BaseException:
+            self._pending = None
+            raise
+        self._pending = None
+        slot_infos: dict[int, Any] = {}
+        errors: dict[int, str] = {}
+        for k, reply in sorted(self._replies.items()):
+            self._apply(k, reply, step, flags, slot_infos, errors)
+        return assemble_infos(slot_infos, errors, self.num_envs, lambda i: self._restarts.get(i, 0))
+
+    def _apply(
+        self, k: int, reply: Reply, step: bool, flags: tuple[np.ndarray, ...], infos: dict[int, Any], errors: dict[int, str]
+    ) -> None:
+        session, offset = self._sessions[k], self._offsets[k]
+        rows = slice(offset, offset + session.num_envs)
+        header = reply.header
+        for position, info in dict(header.get("infos") or {}).items():
+            infos[offset + int(position)] = info
+        for position, text in dict(header.get("errors") or {}).items():
+            errors[offset + int(position)] = str(text)
+        for position, count in dict(header.get("restarts") or {}).items():
+            self._restarts[offset + int(position)] = int(count)
+        if session.buffers is not None:
+            for target, source in zip(self._obs, session.buffers.obs, strict=True):
+                target[rows] = source[session.slots]
+            if step:
+                for target, source in zip(flags, (session.buffers.reward, session.buffers.terminated,
+                                                  session.buffers.truncated), strict=True):  # fmt: skip
+                    target[rows] = source[session.slots]
+            return
+        frames = [frame.buffer for frame in reply.frames]
+        count = len(self._obs_leaves)
+        for target, value in zip(self._obs, wire.arrays_from_frames(frames[:count], self._obs_leaves, session.num_envs,
+                                                                    "observations"), strict=True):  # fmt: skip
+            target[rows] = value
+        if step:
+            if len(frames) != count + 3:
+                raise wire.RequestError(f"daemon at {session.endpoint}: a step reply needs {count + 3} array frames")
+            for target, frame in zip(flags, frames[count:], strict=True):
+                target[rows] = np.frombuffer(frame, dtype=target.dtype)
+
+    def _observations(self) -> Any:
+        return structure_of_batch(self._obs_leaves, [array.copy() for array in self._obs])

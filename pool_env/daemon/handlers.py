@@ -1,0 +1,172 @@
+"""One small function per client op: validate every field, then answer or start a command.
+
+Each handler either replies at once or hands a coordinator command to the daemon, whose loop
+calls :func:`reply_to_command` when it completes. Handlers raise our errors for bad requests;
+the daemon turns them into error replies (the request id included) and goes on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pool_env.coordinator import CommandResult
+from pool_env.daemon import wire
+from pool_env.daemon.leases import Lease, describe_slots
+from pool_env.daemon.wire import ClientOp, Request, field
+from pool_env.errors import HttpStatusError, LeaseError, UsageError
+from pool_env.protocol import Op
+
+if TYPE_CHECKING:
+    from pool_env.daemon.server import PoolDaemon
+
+__all__ = ["handle", "reply_to_command"]
+
+MAX_SEED = 2**64 - 1
+
+
+def handle(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+    """Dispatch ``request`` to its handler."""
+    _HANDLERS[request.op](daemon, identity, request)
+
+
+def _hello(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+    field(request.header, "client", str, optional=True)
+    daemon.reply(identity, request.request_id, {"version": wire.PROTOCOL_VERSION, **daemon.hello})
+
+
+def _lease(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+    num_envs = field(request.header, "num_envs", int)
+    wants_shm = bool(field(request.header, "shm", bool, optional=True))
+    try:
+        lease = daemon.leases.grant(num_envs)
+    except LeaseError as exc:
+        daemon.counters["clients_refused"] += 1
+        daemon.log.warning("client refused a lease of %d slots: %s", num_envs, exc)
+        raise
+    daemon.counters["leases_granted"] += 1
+    coordinator = daemon.coordinator
+    lease.restarts_seen = {slot: coordinator.restarts_of(slot) for slot in lease.slots}
+    lease.shared_memory = wants_shm and daemon.endpoint.startswith("ipc://") and coordinator.buffers is not None
+    daemon.log.info(
+        "lease %s granted: %d slots %s (%s)",
+        lease.short_id, num_envs, describe_slots(lease.slots), "shared memory" if lease.shared_memory else "frames",
+    )  # fmt: skip
+    body: dict[str, Any] = {"lease": lease.lease_id, "slots": lease.slots, "heartbeat": daemon.leases.timeout}
+    if lease.shared_memory:
+        assert coordinator.buffers is not None
+        body["shm"] = {"name": coordinator.buffers.name, "layout": coordinator.buffers.layout.to_wire()}
+    else:
+        body["shm"] = None
+    daemon.reply(identity, request.request_id, body)
+
+
+def _idle_lease(daemon: PoolDaemon, request: Request) -> Lease:
+    lease = daemon.leases.get(field(request.header, "lease", str))
+    if lease.busy:
+        raise UsageError("a command of this lease is still in flight; wait for its reply first")
+    return lease
+
+
+def _reset(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+    lease = _idle_lease(daemon, request)
+    header = request.header
+    positions = field(header, "positions", list, optional=True)
+    if positions is None:
+        positions = list(range(len(lease.slots)))
+    elif (
+        not positions
+        or any(not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < len(lease.slots) for p in positions)
+        or len(set(positions)) != len(positions)
+    ):
+        raise UsageError(f"positions must be distinct ints in 0..{len(lease.slots) - 1}")
+    seeds = field(header, "seeds", list, optional=True) or [None] * len(positions)
+    if len(seeds) != len(positions) or any(
+        s is not None and (not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= MAX_SEED) for s in seeds
+    ):
+        raise UsageError(f"seeds must be {len(positions)} ints in 0..2**64-1 or nil")
+    options = field(header, "options", dict, optional=True)
+    slots = [lease.slots[p] for p in positions]
+    daemon.submit(identity, request, lease, Op.RESET, slots=slots, seeds=dict(zip(slots, seeds, strict=True)),
+                  options=options)  # fmt: skip
+
+
+def _step(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+    lease = _idle_lease(daemon, request)
+    if not lease.was_reset:
+        raise UsageError("call reset() before step(): this lease's slots have no episodes of yours yet")
+    buffers = daemon.coordinator.buffers
+    assert buffers is not None
+    rows = len(lease.slots)
+    if lease.shared_memory and not request.arrays:
+        arrays = [array[lease.slots] for array in buffers.act]
+        daemon.check_actions(arrays, rows)
+    else:
+        arrays = wire.arrays_from_frames(request.arrays, daemon.act_leaves, rows, "actions")
+        for target, value in zip(buffers.act, daemon.check_actions(arrays, rows), strict=True):
+            target[lease.slots] = value
+    daemon.submit(identity, request, lease, Op.STEP)
+
+
+def _heartbeat(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+    daemon.leases.get(field(request.header, "lease", str))
+    daemon.reply(identity, request.request_id, {})
+
+
+def _release(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+    lease = daemon.leases.release(field(request.header, "lease", str))
+    daemon.counters["leases_released"] += 1
+    daemon.end_lease(lease, "released")
+    daemon.reply(identity, request.request_id, {})
+
+
+def _status(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+    daemon.reply(identity, request.request_id, daemon.status())
+
+
+_HANDLERS = {
+    ClientOp.HELLO: _hello,
+    ClientOp.LEASE: _lease,
+    ClientOp.RESET: _reset,
+    ClientOp.STEP: _step,
+    ClientOp.HEARTBEAT: _heartbeat,
+    ClientOp.RELEASE: _release,
+    ClientOp.STATUS: _status,
+}
+
+
+def reply_to_command(daemon: PoolDaemon, identity: bytes, request: Request, lease: Lease, result: CommandResult) -> None:
+    """Answer a finished reset/step: infos and errors by the client's positions, arrays as frames
+    unless the client reads its rows from shared memory."""
+    fatal = result.fatal
+    if fatal is not None:
+        extra = {"status": fatal.status, "detail": fatal.detail, "url": fatal.url} if isinstance(
+            fatal, HttpStatusError
+        ) else {}
+        daemon.send(identity, wire.error_header(request.request_id, type(fatal).__name__, str(fatal), **extra))
+        return
+    coordinator = daemon.coordinator
+    position = {slot: i for i, slot in enumerate(lease.slots)}
+    errors = {position[s]: text for s, text in result.errors.items() if s in position}
+    is_step = request.op is ClientOp.STEP
+    for slot in lease.slots:
+        restarts = coordinator.restarts_of(slot)
+        if is_step and restarts != lease.restarts_seen.get(slot) and position[slot] not in errors:
+            # The worker was replaced while serving another lease: this slot's episode restarted.
+            errors[position[slot]] = f"the worker of slot {slot} was restarted; this episode started over"
+        lease.restarts_seen[slot] = restarts
+    if not is_step:
+        lease.was_reset = True
+    body = {
+        "infos": {position[s]: info for s, info in result.infos.items() if s in position},
+        "errors": errors,
+        "restarts": {p: coordinator.restarts_of(lease.slots[p]) for p in errors},
+    }
+    arrays: list[Any] = []
+    if not lease.shared_memory:
+        buffers = coordinator.buffers
+        assert buffers is not None
+        arrays = [array[lease.slots] for array in buffers.obs]
+        if is_step:
+            arrays += [buffers.reward[lease.slots], buffers.terminated[lease.slots], buffers.truncated[lease.slots]]
+    daemon.reply(identity, request.request_id, body, arrays)
+

@@ -1,0 +1,426 @@
+"""PoolDaemon: one event loop serving many trainers from one self-healing pool.
+
+The loop polls two sockets — the client ROUTER and the coordinator's worker ROUTER — and never
+blocks on one client: a request is parsed, validated and either answered at once (``hello``,
+``lease``, ``heartbeat``, ``status``, any error) or turned into a coordinator command whose
+reply is sent when the command completes. Each lease has at most one command in flight.
+Leases that miss heartbeats expire; their slots finish any in-flight work, get fresh episodes,
+and return to the free pool.
+
+Stopping (:meth:`PoolDaemon.request_stop`, called from a signal handler, only sets a flag):
+stop accepting requests, let in-flight commands finish (or fail them after ``stop_timeout``),
+stop the workers, unlink shared memory, remove the socket file and its directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+from gymnasium.vector.utils import batch_space
+
+from pool_env import __version__, protocol
+from pool_env.batch import validate_actions
+from pool_env.coordinator import CommandResult, Coordinator, PendingCommand
+from pool_env.daemon import security, wire
+from pool_env.daemon.handlers import handle, reply_to_command
+from pool_env.daemon.config import DaemonConfig, default_runtime_dir
+from pool_env.daemon.leases import Lease, LeaseTable, describe_slots
+from pool_env.daemon.status import RateMeter, start_metrics_server
+from pool_env.errors import PoolEnvError, ProtocolError, TransportError, UsageError
+from pool_env.protocol import Op
+from pool_env.shm import BatchLayout, build_structure
+from pool_env.spaces import leaves_of, probe_spaces
+
+__all__ = ["PoolDaemon"]
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 50
+MAX_MESSAGES_PER_TICK = 256
+MAX_INBOUND_BYTES = 64 * 1024 * 1024
+"""zmq drops (and disconnects) a peer that sends a bigger frame."""
+
+
+@dataclass
+class _Command:
+    """A client's reset or step, in flight in the coordinator."""
+
+    identity: bytes
+    request: wire.Request
+    lease: Lease
+    pending: PendingCommand
+    seeds: dict[int, int | None] = field(default_factory=dict)
+    options: dict[str, Any] | None = None
+    first: CommandResult | None = None  # a reset's first try, when failed slots are retried
+
+
+@dataclass
+class _Drain:
+    """Slots of an ended lease: wait for in-flight work, reset them, free them."""
+
+    slots: list[int]
+    wait_for: PendingCommand | None
+    reset: PendingCommand | None = None
+
+
+class PoolDaemon:
+    """A pool (coordinator + workers) served to trainers over ZeroMQ. Use as a context manager."""
+
+    log = log
+
+    def __init__(self, config: DaemonConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.counters: Counter[str] = Counter()
+        self.leases = LeaseTable(config.num_envs, config.lease_timeout, clock)
+        self._clock = clock
+        self._stop_requested = False
+        self._commands: list[_Command] = []
+        self._drains: list[_Drain] = []
+        self._rates = RateMeter()
+        self._latest_status: dict[str, Any] = {}
+        self._status_at = 0.0
+        self._started_at = time.monotonic()
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._socket: zmq.Socket[bytes] | None = None
+        self._coordinator: Coordinator | None = None
+        self._ipc: security.IpcSocket | None = None
+        self._auth: Any = None
+        self._stop_metrics: Callable[[], None] | None = None
+        self._batch_spaces: dict[int, Any] = {}
+        self.endpoint = config.bind or ""
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Probe the env, start the workers, bind the client socket.
+
+        Raises:
+            TransportError: the endpoint is taken or cannot be bound.
+            SpecError, EnvCreationError, WorkerStartError, HttpStatusError: the pool cannot start.
+        """
+        config = self.config
+        try:
+            if config.bind is None or config.bind.startswith("ipc://"):
+                self._ipc = security.prepare_ipc(config.bind, default_runtime_dir())
+                self.endpoint = self._ipc.endpoint
+            spec = config.spec
+            if spec.kind == "http":
+                from pool_env.vector_env import check_server
+
+                check_server(spec)  # type: ignore[arg-type]
+            obs_space, act_space, metadata, render_mode = probe_spaces(spec)
+            self.spaces = (obs_space, act_space)
+            self._hello = {
+                "server": f"pool_env {__version__}",
+                "observation_space": wire.space_to_wire(obs_space),
+                "action_space": wire.space_to_wire(act_space),
+                "metadata": protocol.to_plain({k: v for k, v in metadata.items() if k != "autoreset_mode"}),
+                "render_mode": render_mode,
+                "num_envs": config.num_envs,
+                "lease_timeout": config.lease_timeout,
+            }
+            self.obs_leaves, self.act_leaves = leaves_of(obs_space), leaves_of(act_space)
+            layout = BatchLayout(config.num_envs, tuple(self.obs_leaves), tuple(self.act_leaves))
+            self._coordinator = Coordinator(spec, layout, config.num_workers, config.options, config.log_level)
+            self._coordinator.start()
+            self._bind()
+            if config.metrics_port is not None:
+                self._refresh_status(force=True)
+                self._stop_metrics = start_metrics_server(
+                    config.metrics_port, config.metrics_host, lambda: self._latest_status
+                )
+        except BaseException:
+            self.close()
+            raise
+        log.info("serving %s: %d slots on %d workers", self.endpoint, config.num_envs, config.num_workers)
+
+    def _bind(self) -> None:
+        self._context = zmq.Context()
+        sock = self._context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_BYTES)
+        self._socket = sock
+        if self.config.curve:
+            assert self.config.curve_secret_key is not None
+            public, secret = security.load_secret_key(self.config.curve_secret_key)
+            self._auth = security.start_authenticator(self._context, self.config.allow_client_keys)
+            sock.curve_secretkey = secret
+            sock.curve_publickey = public
+            sock.curve_server = True
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EADDRINUSE:
+                raise TransportError(f"{self.endpoint} is already in use (another daemon?)") from exc
+            raise TransportError(f"cannot bind {self.endpoint}: {exc}") from exc
+        if self._ipc is not None:
+            self._ipc.secure()
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop gracefully (safe in a signal handler: only sets a flag)."""
+        self._stop_requested = True
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested."""
+        return self._stop_requested
+
+    def serve_forever(self) -> None:
+        """Run the loop until :meth:`request_stop`, then finish in-flight commands and close."""
+        assert self._socket is not None and self._coordinator is not None
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._coordinator.socket, zmq.POLLIN)
+        try:
+            while not self._stop_requested:
+                events = dict(poller.poll(POLL_MS))
+                if self._socket in events:
+                    self._read_clients()
+                self._tick()
+            self._finish_in_flight()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop everything this daemon started; idempotent."""
+        if self._stop_metrics is not None:
+            with contextlib.suppress(Exception):
+                self._stop_metrics()
+            self._stop_metrics = None
+        if self._coordinator is not None:
+            self._coordinator.close()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+        if self._ipc is not None:
+            self._ipc.remove()
+            self._ipc = None
+
+    def __enter__(self) -> PoolDaemon:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        coordinator = self._coordinator
+        assert coordinator is not None
+        coordinator.progress(0)
+        for command in [c for c in self._commands if c.pending.complete]:
+            self._complete(command)
+        for lease in self.leases.expire():
+            self.counters["leases_expired"] += 1
+            log.warning("lease %s expired (no heartbeat for %.1f s): slots %s return to the pool",
+                        lease.short_id, self.config.lease_timeout, describe_slots(lease.slots))
+            self._drain(lease)
+        for drain in list(self._drains):
+            self._advance(drain)
+        self._refresh_status()
+
+    def _finish_in_flight(self) -> None:
+        assert self._coordinator is not None
+        deadline = time.monotonic() + self.config.stop_timeout
+        log.info("stopping: %d command(s) in flight", len(self._commands))
+        while self._commands and time.monotonic() < deadline:
+            self._coordinator.progress(POLL_MS / 1000)
+            for command in [c for c in self._commands if c.pending.complete]:
+                self._complete(command)
+        for command in self._commands:
+            self._reply_error(command.identity, command.request.request_id, "PoolEnvError", "the daemon is stopping")
+        self._commands.clear()
+
+    def _read_clients(self) -> None:
+        assert self._socket is not None
+        for _ in range(MAX_MESSAGES_PER_TICK):
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue
+            self._on_request(frames[0], frames[1:])
+
+    def _on_request(self, identity: bytes, frames: list[bytes]) -> None:
+        self.counters["requests"] += 1
+        request_id: int | None = None
+        try:
+            request = wire.parse_request(frames)
+            request_id = request.request_id
+            handle(self, identity, request)
+        except wire.RequestError as exc:
+            self.counters["bad_requests"] += 1
+            self._reply_error(identity, exc.request_id, exc.kind, str(exc), **exc.extra)
+        except (UsageError, ProtocolError) as exc:
+            self.counters["bad_requests"] += 1
+            self._reply_error(identity, request_id, type(exc).__name__, str(exc))
+        except PoolEnvError as exc:
+            self._reply_error(identity, request_id, type(exc).__name__, str(exc))
+        except Exception as exc:  # a bug must not take down the daemon and every trainer with it
+            log.exception("internal error handling a request")
+            self._reply_error(identity, request_id, "PoolEnvError", f"internal daemon error: {exc!r}")
+
+    # -- replies ----------------------------------------------------------------------------
+
+    def send(self, identity: bytes, header: bytes, arrays: list[Any] | None = None) -> None:
+        """Send a reply; a client that is gone (or not reading) loses it, nobody else notices."""
+        if self._socket is None:
+            return
+        frames: list[Any] = [identity, header, *(arrays or [])]
+        big = any(getattr(frame, "nbytes", 0) >= wire.ZERO_COPY_BYTES for frame in frames)
+        try:
+            self._socket.send_multipart(frames, zmq.NOBLOCK, copy=not big)
+        except zmq.Again:
+            self.counters["replies_dropped"] += 1
+            log.warning("dropped a reply: the client is not reading")
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self.counters["replies_dropped"] += 1
+            log.info("dropped a reply: the client disconnected")
+
+    def reply(self, identity: bytes, request_id: int, body: dict[str, Any], arrays: list[Any] | None = None) -> None:
+        """A success reply."""
+        self.send(identity, wire.encode_header(request_id, body), arrays)
+
+    def _reply_error(self, identity: bytes, request_id: int | None, kind: str, message: str, **extra: Any) -> None:
+        self.send(identity, wire.error_header(request_id, kind, message, **extra))
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def submit(self, identity: bytes, request: wire.Request, lease: Lease, op: Op, **kwargs: Any) -> None:
+        """Start a reset/step for ``lease`` and remember where its reply goes."""
+        assert self._coordinator is not None
+        seeds: dict[int, int | None] = kwargs.get("seeds", {})
+        options = kwargs.get("options")
+        slots = kwargs.get("slots", lease.slots)
+        pending = self._coordinator.submit(op, slots, [seeds.get(s) for s in slots] if seeds else None, options)
+        lease.busy = True
+        self._commands.append(_Command(identity, request, lease, pending, seeds, options))
+
+    def _complete(self, command: _Command) -> None:
+        assert self._coordinator is not None
+        result = command.pending.result
+        if command.pending.op is Op.RESET and result.errors and command.first is None and result.fatal is None:
+            failed = sorted(result.errors)  # a reset is safe to repeat: one more try for failed slots
+            command.first = result
+            command.pending = self._coordinator.submit(Op.RESET, failed, [command.seeds.get(s) for s in failed],
+                                                       command.options)
+            return
+        if command.first is not None:
+            merged = command.first
+            for slot in result.errors.keys() | merged.errors.keys():
+                merged.infos.pop(slot, None)
+            merged.errors = dict(result.errors)
+            merged.infos.update(result.infos)
+            merged.fatal = result.fatal
+            result = merged
+        self._commands.remove(command)
+        lease = command.lease
+        lease.busy = False
+        reply_to_command(self, command.identity, command.request, lease, result)
+
+    def end_lease(self, lease: Lease, why: str) -> None:
+        """A lease was released: its slots drain."""
+        log.info("lease %s %s: slots %s return to the pool", lease.short_id, why, describe_slots(lease.slots))
+        self._drain(lease)
+
+    def _drain(self, lease: Lease) -> None:
+        wait_for = next((c.pending for c in self._commands if c.lease is lease), None)
+        self._drains.append(_Drain(list(lease.slots), wait_for))
+
+    def _advance(self, drain: _Drain) -> None:
+        assert self._coordinator is not None
+        if drain.wait_for is not None:
+            owner = next((c for c in self._commands if c.pending is drain.wait_for), None)
+            if owner is not None:
+                return  # the (possibly retried) command is still running
+            drain.wait_for = None
+        if drain.reset is None:
+            drain.reset = self._coordinator.submit(Op.RESET, drain.slots, [None] * len(drain.slots))
+        elif drain.reset.complete:
+            self._drains.remove(drain)
+            self.leases.drained(drain.slots)
+            log.info("slots %s have fresh episodes and are free", describe_slots(drain.slots))
+
+    # -- views for handlers and status ------------------------------------------------------
+
+    @property
+    def coordinator(self) -> Coordinator:
+        """The pool's coordinator."""
+        assert self._coordinator is not None
+        return self._coordinator
+
+    @property
+    def hello(self) -> dict[str, Any]:
+        """The ``hello`` reply body (spaces, metadata, sizes)."""
+        return self._hello
+
+    def check_actions(self, arrays: list[Any], rows: int) -> list[Any]:
+        """Validate one lease's actions against the batched action space.
+
+        Raises:
+            InvalidActionError: shape, dtype or values outside the space.
+        """
+        space = self._batch_spaces.get(rows)
+        if space is None:
+            space = self._batch_spaces[rows] = batch_space(self.spaces[1], rows)
+        structure = build_structure(self.act_leaves, arrays)
+        return validate_actions(structure, self.act_leaves, space, rows)
+
+    def status(self) -> dict[str, Any]:
+        """The status document (see :mod:`pool_env.daemon.status`)."""
+        coordinator = self.coordinator
+        now = self._clock()
+        workers = coordinator.worker_stats()
+        for worker in workers:
+            worker["steps_per_s"] = self._rates.rates.get(worker["worker"], 0.0)
+        counters = {**dict(coordinator.counters), **dict(self.counters)}
+        spec = self.config.spec
+        return {
+            "version": wire.PROTOCOL_VERSION,
+            "pid": os.getpid(),
+            "endpoint": self.endpoint,
+            "uptime": time.monotonic() - self._started_at,
+            "spec": f"gym:{spec.env_id}" if spec.kind == "gym" else spec.server_url,  # type: ignore[union-attr]
+            "num_envs": self.config.num_envs,
+            "num_workers": self.config.num_workers,
+            "free_slots": len(self.leases.free_slots()),
+            "draining": len(self.leases.draining),
+            "workers": workers,
+            "leases": [
+                {"lease": lease.short_id, "slots": lease.slots, "age": now - lease.granted_at,
+                 "idle": now - lease.last_seen}
+                for lease in self.leases.leases
+            ],
+            "counters": counters,
+            "faults_recovered": counters.get("worker_failures", 0) + counters.get("slot_errors", 0),
+        }
+
+    def _refresh_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._status_at < 1.0:
+            return
+        self._status_at = now
+        coordinator = self.coordinator
+        self._rates.sample(now, {h.worker_id: h.steps for h in coordinator.workers})
+        if self.config.metrics_port is not None:
+            self._latest_status = self.status()
+

@@ -1,0 +1,272 @@
+"""The client side of one daemon connection: handshake, lease, requests with deadlines, heartbeats.
+
+* A DEALER socket (never REQ: a REQ socket is stuck forever after one lost reply) with
+  ``LINGER 0``. Every request carries an id; replies to other ids (late replies of a request
+  that timed out) are dropped. When the daemon shows no sign of life for ``timeout`` seconds
+  the call raises :class:`~pool_env.errors.DaemonUnavailableError` and the socket is recreated.
+* Heartbeats come from a background thread with its *own* socket (zmq sockets are not
+  thread-safe), every ``lease_timeout / 4`` seconds. Its replies double as the liveness signal:
+  a long step on a live daemon does not time out, a dead daemon is noticed within ``timeout``.
+* On one host (``ipc://``) the client attaches to the daemon's shared-memory segment, reads its
+  rows and writes its action rows there; across hosts arrays travel as raw frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from pool_env import errors, protocol, shm
+from pool_env.daemon import wire
+from pool_env.daemon.wire import ClientOp
+
+__all__ = ["CurveClientKeys", "DaemonSession", "Reply"]
+
+log = logging.getLogger(__name__)
+
+_POLL_SLICE = 0.05
+
+
+@dataclass(frozen=True)
+class CurveClientKeys:
+    """CURVE keys of a client: the daemon's public key and this client's key pair (z85)."""
+
+    server_public: bytes
+    public: bytes
+    secret: bytes
+
+    def apply(self, sock: zmq.Socket[bytes]) -> None:
+        """Configure ``sock`` as a CURVE client."""
+        sock.curve_serverkey = self.server_public
+        sock.curve_publickey = self.public
+        sock.curve_secretkey = self.secret
+
+
+@dataclass
+class Reply:
+    """A successful reply: its header and raw array frames."""
+
+    header: dict[str, Any]
+    frames: list[zmq.Frame]
+
+
+def raise_error(header: dict[str, Any], endpoint: str) -> None:
+    """Raise the error an error reply describes, as the matching class of our tree."""
+    error = header.get("error") if isinstance(header.get("error"), dict) else {}
+    assert isinstance(error, dict)
+    kind, message = str(error.get("kind", "PoolEnvError")), str(error.get("message", "unknown error"))
+    if kind == "VersionMismatchError":
+        raise errors.VersionMismatchError(wire.PROTOCOL_VERSION, int(error.get("server_version", -1)), endpoint)
+    if kind == "HttpStatusError":
+        raise errors.HttpStatusError(int(error.get("status", 0)), str(error.get("detail", message)), str(error.get("url")))
+    cls = getattr(errors, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, errors.PoolEnvError)) or kind in ("AlreadyPendingError",
+                                                                                       "NoPendingCallError"):
+        cls = errors.PoolEnvError
+    raise cls(f"daemon at {endpoint}: {message}")
+
+
+class _Heartbeat(threading.Thread):
+    """Sends ``heartbeat`` for one lease from its own socket; records when the daemon last answered."""
+
+    def __init__(self, session: DaemonSession, lease_id: str, interval: float) -> None:
+        super().__init__(name=f"pool_env-heartbeat-{lease_id[:8]}", daemon=True)
+        self._session = session
+        self._lease_id = lease_id
+        self._interval = interval
+        self.stop_event = threading.Event()
+        self.lost: str | None = None
+
+    def run(self) -> None:
+        session = self._session
+        sock = session.new_socket()
+        ids = itertools.count(1)
+        try:
+            while not self.stop_event.is_set():
+                header = {"v": wire.PROTOCOL_VERSION, "id": next(ids), "op": ClientOp.HEARTBEAT.value,
+                          "lease": self._lease_id}  # fmt: skip
+                with contextlib.suppress(zmq.Again):
+                    sock.send(protocol.encode(header), zmq.NOBLOCK)
+                deadline = time.monotonic() + self._interval
+                while (left := deadline - time.monotonic()) > 0 and not self.stop_event.is_set():
+                    if sock.poll(int(min(left, 0.2) * 1000)):
+                        frames = sock.recv_multipart()
+                        session.last_heard = time.monotonic()
+                        with contextlib.suppress(errors.ProtocolError):
+                            reply = protocol.decode(frames[0], wire.MAX_HEADER_BYTES)
+                            if reply.get("ok") is False:
+                                self.lost = str(reply.get("error", {}).get("message", reply))
+        finally:
+            sock.close(linger=0)
+
+
+class DaemonSession:
+    """One trainer's connection to one daemon, holding one lease.
+
+    Raises (constructor):
+        DaemonUnavailableError: no answer to the handshake (not running, unreachable, refused).
+        VersionMismatchError: the daemon speaks another protocol version.
+        LeaseError: not enough free slots (the message names how many are free).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        num_envs: int,
+        *,
+        timeout: float = 30.0,
+        handshake_timeout: float = 10.0,
+        curve: CurveClientKeys | None = None,
+        shared_memory: bool | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.curve = curve
+        self.last_heard = 0.0
+        self._sent_at = time.monotonic()
+        self._closed = False
+        self.buffers: shm.BatchBuffers | None = None
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._ids = itertools.count(1)
+        self._heartbeat: _Heartbeat | None = None
+        self._socket = self.new_socket()
+        self.lease_id: str | None = None
+        try:
+            self.hello = self._handshake(handshake_timeout)
+            self._lease(num_envs, endpoint.startswith("ipc://") if shared_memory is None else shared_memory)
+        except BaseException:
+            self.close()
+            raise
+
+    def new_socket(self) -> zmq.Socket[bytes]:
+        """A connected DEALER socket configured like every socket of this session."""
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            self.curve.apply(sock)
+        sock.connect(self.endpoint)
+        return sock
+
+    def _handshake(self, handshake_timeout: float) -> dict[str, Any]:
+        request_id = self.send(ClientOp.HELLO, {"client": "pool_env.connect"})
+        try:
+            reply = self.wait(request_id, None, liveness=handshake_timeout, handshake=True)
+        except errors.DaemonUnavailableError as exc:
+            raise errors.DaemonUnavailableError(
+                f"no answer from the daemon at {self.endpoint} within {handshake_timeout} s: it is not "
+                "running, unreachable, or refused this client (with CURVE: is this client's public key on "
+                "the daemon's --allow-client-key list, and is the server key right?)"
+            ) from exc
+        version = reply.header.get("version")
+        if version != wire.PROTOCOL_VERSION:
+            raise errors.VersionMismatchError(wire.PROTOCOL_VERSION, int(version or -1), self.endpoint)
+        return reply.header
+
+    def _lease(self, num_envs: int, want_shm: bool) -> None:
+        reply = self.request(ClientOp.LEASE, {"num_envs": num_envs, "shm": want_shm})
+        self.lease_id = str(reply.header["lease"])
+        self.slots = [int(s) for s in reply.header["slots"]]
+        self.num_envs = len(self.slots)
+        layout = reply.header.get("shm")
+        if layout:
+            try:
+                self.buffers = shm.attach(layout["name"], shm.BatchLayout.from_wire(layout["layout"]))
+            except (OSError, KeyError, TypeError, ValueError) as exc:  # another host after all: use frames
+                log.info("cannot attach the daemon's shared memory (%s); using frames", exc)
+                self.request(ClientOp.RELEASE, {"lease": self.lease_id})
+                self._lease(num_envs, want_shm=False)
+                return
+        interval = max(0.05, float(reply.header.get("heartbeat", 10.0)) / 4)
+        self._heartbeat = _Heartbeat(self, self.lease_id, interval)
+        self._heartbeat.start()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def send(self, op: ClientOp, body: dict[str, Any], arrays: list[np.ndarray] | None = None) -> int:
+        """Send one request; its id."""
+        request_id = next(self._ids)
+        header = protocol.encode({"v": wire.PROTOCOL_VERSION, "id": request_id, "op": op.value, **body})
+        frames: list[Any] = [header, *(np.ascontiguousarray(a) for a in arrays or [])]
+        big = any(getattr(f, "nbytes", 0) >= wire.ZERO_COPY_BYTES for f in frames)
+        self._socket.send_multipart(frames, copy=not big)
+        self._sent_at = time.monotonic()
+        return request_id
+
+    def wait(
+        self, request_id: int, deadline: float | None, liveness: float | None = None, handshake: bool = False
+    ) -> Reply:
+        """Wait for the reply to ``request_id``.
+
+        Args:
+            deadline: the caller's own deadline (``time.monotonic()``), or ``None``.
+            liveness: seconds without any sign of life from the daemon before giving up.
+
+        Raises:
+            StepTimeoutError: ``deadline`` passed; the request stays outstanding (wait again).
+            DaemonUnavailableError: the daemon showed no sign of life for ``liveness`` seconds.
+            PoolEnvError (subclasses): the daemon answered with an error.
+        """
+        liveness = self.timeout if liveness is None else liveness
+        while True:
+            now = time.monotonic()
+            heard = self._sent_at if handshake else max(self._sent_at, self.last_heard)
+            if now - heard > liveness:
+                self._reset_socket()
+                raise errors.DaemonUnavailableError(
+                    f"the daemon at {self.endpoint} did not answer for {liveness} s (it is gone or unreachable)"
+                )
+            if deadline is not None and now >= deadline:
+                raise errors.StepTimeoutError("the daemon did not answer before the deadline; the call stays pending")
+            limit = min(_POLL_SLICE, liveness - (now - heard), (deadline - now) if deadline is not None else 1.0)
+            if not self._socket.poll(max(1, int(limit * 1000))):
+                continue
+            frames = self._socket.recv_multipart(copy=False)
+            self.last_heard = time.monotonic()
+            header = protocol.decode(frames[0].bytes, wire.MAX_HEADER_BYTES)
+            if header.get("id") != request_id:
+                continue  # a late reply to a request that timed out
+            if header.get("ok") is not True:
+                raise_error(header, self.endpoint)
+            return Reply(header, list(frames[1:]))
+
+    def request(self, op: ClientOp, body: dict[str, Any], arrays: list[np.ndarray] | None = None) -> Reply:
+        """``send`` then ``wait`` (no caller deadline)."""
+        return self.wait(self.send(op, body, arrays), None)
+
+    def _reset_socket(self) -> None:
+        self._socket.close(linger=0)
+        self._socket = self.new_socket()
+
+    @property
+    def lease_lost(self) -> str | None:
+        """Why the heartbeat thread was told the lease is gone, if it was."""
+        return self._heartbeat.lost if self._heartbeat is not None else None
+
+    def close(self, release_timeout: float = 1.0) -> None:
+        """Release the lease (best effort, bounded), stop heartbeats, close sockets. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._heartbeat is not None:
+            self._heartbeat.stop_event.set()
+            self._heartbeat.join(timeout=2)
+            self._heartbeat = None
+        if self.lease_id is not None and not self._socket.closed:
+            with contextlib.suppress(errors.PoolEnvError, zmq.ZMQError):
+                self.wait(self.send(ClientOp.RELEASE, {"lease": self.lease_id}), None, liveness=release_timeout,
+                          handshake=True)  # fmt: skip
+            self.lease_id = None
+        if self.buffers is not None:
+            self.buffers.close()
+            self.buffers = None
+        if not self._socket.closed:
+            self._socket.close(linger=0)
+        self._context.term()
