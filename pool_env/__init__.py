@@ -11,13 +11,16 @@ with pool_env.PoolVectorEnv(pool_env.GymEnvSpec("CartPole-v1"), num_envs=16, num
 
 from __future__ import annotations
 
+from pool_env.client import RemoteVectorEnv, connect
 from pool_env.config import GymEnvSpec, HttpEnvSpec, PoolOptions
 from pool_env.errors import (
     AlreadyPendingError,
     ClosedError,
+    DaemonUnavailableError,
     EnvCreationError,
     HttpStatusError,
     InvalidActionError,
+    LeaseError,
     NoPendingCallError,
     PoolEnvError,
     ProtocolError,
@@ -25,6 +28,7 @@ from pool_env.errors import (
     StepTimeoutError,
     TransportError,
     UsageError,
+    VersionMismatchError,
     WorkerError,
     WorkerStartError,
 )
@@ -33,22 +37,27 @@ from pool_env.vector_env import PoolVectorEnv
 __all__ = [
     "AlreadyPendingError",
     "ClosedError",
+    "DaemonUnavailableError",
     "EnvCreationError",
     "GymEnvSpec",
     "HttpEnvSpec",
     "HttpStatusError",
     "InvalidActionError",
+    "LeaseError",
     "NoPendingCallError",
     "PoolEnvError",
     "PoolOptions",
     "PoolVectorEnv",
     "ProtocolError",
+    "RemoteVectorEnv",
     "SpecError",
     "StepTimeoutError",
     "TransportError",
     "UsageError",
+    "VersionMismatchError",
     "WorkerError",
     "WorkerStartError",
+    "connect",
 ]
 
 __version__ = "0.1.0"

@@ -80,5 +80,11 @@ def ref_server(ctx: click.Context) -> None:
 main.add_command(bench)
 
 
+from pool_env.daemon_cli import keygen, serve, status  # noqa: E402 - registered on the group above
+
+main.add_command(serve)
+main.add_command(status)
+main.add_command(keygen)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

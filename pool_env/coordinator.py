@@ -330,6 +330,8 @@ class Coordinator:
     # -- worker health ----------------------------------------------------------------------
 
     def _spawn(self, handle: WorkerHandle) -> None:
+        handle.carried_counters.update(handle.backend_counters)
+        handle.backend_counters = {}
         self._by_identity.pop(handle.identity, None)
         spawn_worker(handle, self.endpoint, self._socket_dir, self._log_level)
         self._by_identity[handle.identity] = handle
@@ -408,6 +410,8 @@ class Coordinator:
             if call is None:
                 return  # a reply to an abandoned command
             handle.steps += len(call.slots)
+            if "counters" in message:
+                handle.backend_counters = {str(k): int(v) for k, v in message["counters"].items()}
             result = call.pending.result
             result.infos.update({int(k): v for k, v in message.get("infos", {}).items()})
             errors = {int(k): str(v) for k, v in message.get("errors", {}).items()}
@@ -478,6 +482,7 @@ class Coordinator:
                     "steps": handle.steps,
                     "uptime": uptime,
                     "last_error": handle.last_error,
+                    "backend": dict(handle.carried_counters + Counter(handle.backend_counters)),
                     **handle.resources(),
                 }
             )

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,9 @@ class WorkerHandle:
     stderr_path: str | None = None
     steps: int = 0
     started_at: float = 0.0
+    # Backend counters (HTTP requests, retries, ...) of the current process and of earlier ones.
+    backend_counters: dict[str, int] = field(default_factory=dict)
+    carried_counters: Counter[str] = field(default_factory=Counter)
     _psutil: psutil.Process | None = None
 
     @property

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -289,15 +290,20 @@ class PoolVectorEnv(VectorEnv):
     # -- observability ----------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Per-worker figures (pid, slots, state, restarts, steps, cpu %, rss) and pool counters."""
+        """Per-worker figures (pid, slots, state, restarts, steps, cpu %, rss, backend counters) and
+        pool-wide counters (worker failures, slot failures and errors, HTTP requests/retries/...)."""
         self._check_open()
         coordinator = self._coordinator
+        workers = coordinator.worker_stats()
+        backend: Counter[str] = Counter()
+        for row in workers:
+            backend.update(row["backend"])
         return {
             "num_envs": self.num_envs,
             "num_workers": self.num_workers,
             "uptime": coordinator.uptime(),
-            "counters": dict(coordinator.counters),
-            "workers": coordinator.worker_stats(),
+            "counters": {**coordinator.counters, **backend},
+            "workers": workers,
         }
 
     @property

@@ -58,6 +58,7 @@ class WorkerLoop:
         self._local: dict[int, int] = {}
         self._needs_reset = np.zeros(0, dtype=bool)
         self._next_seeds: list[int | None] = []
+        self._reported_counters: dict[str, int] = {}
 
     # -- wire -------------------------------------------------------------------------------
 
@@ -132,7 +133,13 @@ class WorkerLoop:
             if to_step:
                 actions = self._read_actions(to_step)
                 self._write(to_step, self._backend.step(to_step, actions), infos, errors)
-        return {"op": Op.DONE.value, "seq": message["seq"], "infos": infos, "errors": errors}
+        reply: dict[str, Any] = {"op": Op.DONE.value, "seq": message["seq"], "infos": infos, "errors": errors}
+        counters = getattr(self._backend, "counters", None)
+        if counters is not None:
+            current = counters()
+            if current != self._reported_counters:  # only when something changed: replies stay tiny
+                reply["counters"] = self._reported_counters = current
+        return reply
 
     def _reset(
         self,

@@ -133,9 +133,7 @@ class DaemonConfig:
             )
         if self.allow_client_keys and self.curve_secret_key is None:
             raise SpecError("curve_secret_key: --allow-client-key needs --curve-secret-key")
-        require(
-            self.metrics_port is None or 0 <= self.metrics_port < 65536, "metrics_port", "must be a TCP port"
-        )
+        require(self.metrics_port is None or 0 <= self.metrics_port < 65536, "metrics_port", "must be a TCP port")
 
     @property
     def curve(self) -> bool:

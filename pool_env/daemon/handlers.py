@@ -134,14 +134,18 @@ _HANDLERS = {
 }
 
 
-def reply_to_command(daemon: PoolDaemon, identity: bytes, request: Request, lease: Lease, result: CommandResult) -> None:
+def reply_to_command(
+    daemon: PoolDaemon, identity: bytes, request: Request, lease: Lease, result: CommandResult
+) -> None:
     """Answer a finished reset/step: infos and errors by the client's positions, arrays as frames
     unless the client reads its rows from shared memory."""
     fatal = result.fatal
     if fatal is not None:
-        extra = {"status": fatal.status, "detail": fatal.detail, "url": fatal.url} if isinstance(
-            fatal, HttpStatusError
-        ) else {}
+        extra = (
+            {"status": fatal.status, "detail": fatal.detail, "url": fatal.url}
+            if isinstance(fatal, HttpStatusError)
+            else {}
+        )
         daemon.send(identity, wire.error_header(request.request_id, type(fatal).__name__, str(fatal), **extra))
         return
     coordinator = daemon.coordinator
@@ -169,4 +173,3 @@ def reply_to_command(daemon: PoolDaemon, identity: bytes, request: Request, leas
         if is_step:
             arrays += [buffers.reward[lease.slots], buffers.terminated[lease.slots], buffers.truncated[lease.slots]]
     daemon.reply(identity, request.request_id, body, arrays)
-

@@ -91,7 +91,9 @@ class AllowList:
         return False
 
 
-def start_authenticator(context: zmq.Context[zmq.Socket[bytes]], client_key_files: Sequence[str]) -> ThreadAuthenticator:
+def start_authenticator(
+    context: zmq.Context[zmq.Socket[bytes]], client_key_files: Sequence[str]
+) -> ThreadAuthenticator:
     """Start a ZAP handler on ``context`` that admits only the given clients' public keys."""
     allow = AllowList([load_public_key(path) for path in client_key_files])
     auth = ThreadAuthenticator(context, log=logging.getLogger("pool_env.daemon.zap"))

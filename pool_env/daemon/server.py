@@ -30,8 +30,8 @@ from pool_env import __version__, protocol
 from pool_env.batch import validate_actions
 from pool_env.coordinator import CommandResult, Coordinator, PendingCommand
 from pool_env.daemon import security, wire
-from pool_env.daemon.handlers import handle, reply_to_command
 from pool_env.daemon.config import DaemonConfig, default_runtime_dir
+from pool_env.daemon.handlers import handle, reply_to_command
 from pool_env.daemon.leases import Lease, LeaseTable, describe_slots
 from pool_env.daemon.status import RateMeter, start_metrics_server
 from pool_env.errors import PoolEnvError, ProtocolError, TransportError, UsageError
@@ -228,8 +228,12 @@ class PoolDaemon:
             self._complete(command)
         for lease in self.leases.expire():
             self.counters["leases_expired"] += 1
-            log.warning("lease %s expired (no heartbeat for %.1f s): slots %s return to the pool",
-                        lease.short_id, self.config.lease_timeout, describe_slots(lease.slots))
+            log.warning(
+                "lease %s expired (no heartbeat for %.1f s): slots %s return to the pool",
+                lease.short_id,
+                self.config.lease_timeout,
+                describe_slots(lease.slots),
+            )
             self._drain(lease)
         for drain in list(self._drains):
             self._advance(drain)
@@ -321,8 +325,9 @@ class PoolDaemon:
         if command.pending.op is Op.RESET and result.errors and command.first is None and result.fatal is None:
             failed = sorted(result.errors)  # a reset is safe to repeat: one more try for failed slots
             command.first = result
-            command.pending = self._coordinator.submit(Op.RESET, failed, [command.seeds.get(s) for s in failed],
-                                                       command.options)
+            command.pending = self._coordinator.submit(
+                Op.RESET, failed, [command.seeds.get(s) for s in failed], command.options
+            )
             return
         if command.first is not None:
             merged = command.first
@@ -406,8 +411,12 @@ class PoolDaemon:
             "draining": len(self.leases.draining),
             "workers": workers,
             "leases": [
-                {"lease": lease.short_id, "slots": lease.slots, "age": now - lease.granted_at,
-                 "idle": now - lease.last_seen}
+                {
+                    "lease": lease.short_id,
+                    "slots": lease.slots,
+                    "age": now - lease.granted_at,
+                    "idle": now - lease.last_seen,
+                }
                 for lease in self.leases.leases
             ],
             "counters": counters,
@@ -423,4 +432,3 @@ class PoolDaemon:
         self._rates.sample(now, {h.worker_id: h.steps for h in coordinator.workers})
         if self.config.metrics_port is not None:
             self._latest_status = self.status()
-

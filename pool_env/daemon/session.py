@@ -28,7 +28,7 @@ from pool_env import errors, protocol, shm
 from pool_env.daemon import wire
 from pool_env.daemon.wire import ClientOp
 
-__all__ = ["CurveClientKeys", "DaemonSession", "Reply"]
+__all__ = ["CurveClientKeys", "DaemonSession", "Reply", "fetch_status"]
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,14 @@ def raise_error(header: dict[str, Any], endpoint: str) -> None:
     if kind == "VersionMismatchError":
         raise errors.VersionMismatchError(wire.PROTOCOL_VERSION, int(error.get("server_version", -1)), endpoint)
     if kind == "HttpStatusError":
-        raise errors.HttpStatusError(int(error.get("status", 0)), str(error.get("detail", message)), str(error.get("url")))
+        raise errors.HttpStatusError(
+            int(error.get("status", 0)), str(error.get("detail", message)), str(error.get("url"))
+        )
     cls = getattr(errors, kind, None)
-    if not (isinstance(cls, type) and issubclass(cls, errors.PoolEnvError)) or kind in ("AlreadyPendingError",
-                                                                                       "NoPendingCallError"):
+    if not (isinstance(cls, type) and issubclass(cls, errors.PoolEnvError)) or kind in (
+        "AlreadyPendingError",
+        "NoPendingCallError",
+    ):
         cls = errors.PoolEnvError
     raise cls(f"daemon at {endpoint}: {message}")
 
@@ -270,3 +274,38 @@ class DaemonSession:
         if not self._socket.closed:
             self._socket.close(linger=0)
         self._context.term()
+
+
+def fetch_status(
+    endpoint: str, timeout: float = 5.0, server_key: str | None = None, client_secret_key: str | None = None
+) -> dict[str, Any]:
+    """One ``status`` request, no lease (what ``pool-env status`` runs).
+
+    Raises:
+        DaemonUnavailableError: no answer within ``timeout`` (not running, unreachable, refused).
+    """
+    from pool_env.daemon import security
+
+    curve = None
+    if server_key is not None and client_secret_key is not None:
+        public, secret = security.load_secret_key(client_secret_key)
+        curve = CurveClientKeys(security.load_public_key(server_key), public, secret)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.apply(sock)
+        sock.connect(endpoint)
+        sock.send(protocol.encode({"v": wire.PROTOCOL_VERSION, "id": 1, "op": ClientOp.STATUS.value}))
+        if not sock.poll(int(timeout * 1000)):
+            raise errors.DaemonUnavailableError(
+                f"no answer from the daemon at {endpoint} within {timeout} s (not running, unreachable, or refused)"
+            )
+        header = protocol.decode(sock.recv_multipart()[0], wire.MAX_HEADER_BYTES)
+        if header.get("ok") is not True:
+            raise_error(header, endpoint)
+        return {k: v for k, v in header.items() if k not in ("v", "id", "ok", "op")}
+    finally:
+        sock.close(linger=0)
+        context.term()

@@ -83,7 +83,9 @@ def format_status(status: dict[str, Any]) -> str:
                 _size(w.get("rss")),
             ]
         )
-    lines += ["  " + line for line in _table(["id", "pid", "slots", "state", "restarts", "steps/s", "cpu%", "rss"], rows)]
+    lines += [
+        "  " + line for line in _table(["id", "pid", "slots", "state", "restarts", "steps/s", "cpu%", "rss"], rows)
+    ]
     lines += ["", f"leases ({len(status['leases'])}):"]
     if status["leases"]:
         rows = [

@@ -114,9 +114,7 @@ class RequestError(ProtocolError):
         extra: more reply fields (e.g. both protocol versions).
     """
 
-    def __init__(
-        self, message: str, request_id: int | None = None, kind: str = "ProtocolError", **extra: Any
-    ) -> None:
+    def __init__(self, message: str, request_id: int | None = None, kind: str = "ProtocolError", **extra: Any) -> None:
         super().__init__(message)
         self.request_id = request_id
         self.kind = kind
@@ -160,9 +158,7 @@ def parse_request(frames: Sequence[bytes]) -> Request:
     try:
         op = ClientOp(header["op"])
     except ValueError:
-        raise RequestError(
-            f"unknown op {header['op']!r}; known: {[op.value for op in ClientOp]}", request_id
-        ) from None
+        raise RequestError(f"unknown op {header['op']!r}; known: {[op.value for op in ClientOp]}", request_id) from None
     return Request(op, request_id, header, [bytes(frame) for frame in frames[1:]])
 
 

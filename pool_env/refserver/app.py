@@ -120,11 +120,6 @@ Token = Annotated[str, Depends(require_token)]
 SessionHeader = Annotated[str | None, Header()]
 
 
-def _ctx(request: Request) -> RefServerContext:
-    ctx: RefServerContext = request.app.state.refserver
-    return ctx
-
-
 class _RefServerApp(FastAPI):
     """FastAPI with :class:`RefServerMiddleware` *outside* Starlette's error middleware, so that it
     receives the server's own ``send`` (needed to abort the connection on an injected drop)."""

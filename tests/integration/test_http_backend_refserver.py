@@ -27,6 +27,7 @@ NO_FAULTS: dict[str, Any] = {
     "p_http_503": 0.0,
     "p_hang": 0.0,
     "p_drop": 0.0,
+    "hang_s": 40.0,
     "latency_ms": 0.0,
     "max_steps_quota": 100_000,
     "clear_pending": True,

@@ -122,6 +122,11 @@ class HttpBackend:
         return {name: self._counters[name] for name in BACKEND_COUNTER_NAMES}
 
     @property
+    def num_slots(self) -> int:
+        """Slots ``0..num_slots-1``."""
+        return self._num_slots
+
+    @property
     def episode_ids(self) -> list[str | None]:
         """The server episode id of each slot (None: made at the slot's next reset)."""
         return list(self._episodes.episode_ids)
