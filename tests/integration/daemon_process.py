@@ -1,0 +1,128 @@
+"""A real ``pool-env serve`` subprocess for the daemon tests: start, wait ready, stop, kill, clean."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import IO, Any
+
+from pool_env.shm import sweep_orphans
+
+__all__ = ["DaemonProcess", "cli"]
+
+START_TIMEOUT = 30.0
+
+
+def cli(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m pool_env.cli ARGS`` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "pool_env.cli", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+class DaemonProcess:
+    """``python -m pool_env.cli --log-level INFO serve ...`` as a child; a context manager."""
+
+    def __init__(
+        self,
+        spec: str = "gym:CartPole-v1",
+        envs: int = 4,
+        workers: int = 2,
+        lease_timeout: float = 1.0,
+        bind: str | None = None,
+        extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.command = [
+            sys.executable, "-m", "pool_env.cli", "--log-level", "INFO", "serve", "--spec", spec,
+            "--envs", str(envs), "--workers", str(workers), "--lease-timeout", str(lease_timeout),
+            "--stop-timeout", "5", *(["--bind", bind] if bind else []), *extra,
+        ]  # fmt: skip
+        self._env = env
+        self.proc: subprocess.Popen[str] | None = None
+        self.endpoint = ""
+        self._stderr: IO[str] | None = None
+
+    def start(self) -> DaemonProcess:
+        """Start and wait for the "serving ENDPOINT" line."""
+        self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+            env={**os.environ, **(self._env or {})},
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
+        line = self.proc.stdout.readline() if ready else ""
+        if "serving" not in line:
+            self.kill()
+            raise AssertionError(f"daemon did not start: {line!r}\n{self.log()}")
+        self.endpoint = line.split()[3]
+        return self
+
+    @property
+    def pid(self) -> int:
+        """The daemon's pid."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def socket_path(self) -> str:
+        """The ipc socket file ('' for tcp)."""
+        return self.endpoint[len("ipc://") :] if self.endpoint.startswith("ipc://") else ""
+
+    def log(self) -> str:
+        """The daemon's stderr so far."""
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        return self._stderr.read()
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Send ``signum`` and wait; the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        code = self.proc.wait(timeout)
+        self._close_pipes()
+        return code
+
+    def kill(self) -> None:
+        """``kill -9`` the daemon, wait for its workers to notice, remove what it left behind."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._close_pipes()
+        deadline = time.monotonic() + 10
+        while sweep_orphans() == [] and time.monotonic() < deadline and _has_orphan_segment(self.pid):
+            time.sleep(0.05)
+        if self.socket_path:
+            shutil.rmtree(os.path.dirname(self.socket_path), ignore_errors=True)
+
+    def _close_pipes(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.stop()
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+        if self._stderr is not None:
+            self._stderr.close()
+
+
+def _has_orphan_segment(pid: int) -> bool:
+    return any(name.startswith(f"pool_env_{pid}_") for name in os.listdir("/dev/shm"))

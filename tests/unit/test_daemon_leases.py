@@ -1,0 +1,78 @@
+"""The lease table with a fake clock: grants, refusals that name what is free, heartbeats, expiry."""
+
+from __future__ import annotations
+
+import pytest
+
+from pool_env.daemon.leases import LeaseTable, describe_slots
+from pool_env.errors import LeaseError, UsageError
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def test_grants_the_lowest_free_slots_to_each_lease(clock: FakeClock) -> None:
+    table = LeaseTable(8, timeout=1.0, clock=clock)
+    first, second = table.grant(3), table.grant(2)
+    assert first.slots == [0, 1, 2] and second.slots == [3, 4]
+    assert table.free_slots() == [5, 6, 7]
+    assert first.lease_id != second.lease_id and len(first.lease_id) == 32
+
+
+def test_refusal_names_how_many_and_which_slots_are_free(clock: FakeClock) -> None:
+    table = LeaseTable(8, timeout=1.0, clock=clock)
+    table.grant(6)
+    with pytest.raises(LeaseError, match=r"asked for 3 slots but only 2 of 8 are free \[6-7\]") as info:
+        table.grant(3)
+    assert isinstance(info.value, UsageError)
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0, "2"])
+def test_refuses_a_lease_of_a_non_positive_or_non_int_size(clock: FakeClock, bad: object) -> None:
+    with pytest.raises(LeaseError, match="positive int"):
+        LeaseTable(4, 1.0, clock).grant(bad)  # type: ignore[arg-type]
+
+
+def test_a_request_counts_as_heartbeat_and_silence_expires_the_lease(clock: FakeClock) -> None:
+    table = LeaseTable(4, timeout=1.0, clock=clock)
+    lease = table.grant(2)
+    clock.now += 0.9
+    table.get(lease.lease_id)
+    clock.now += 0.9
+    assert table.expire() == []
+    clock.now += 0.2
+    assert table.expire() == [lease]
+    with pytest.raises(LeaseError, match="unknown lease"):
+        table.get(lease.lease_id)
+
+
+def test_ended_leases_drain_before_their_slots_are_free_again(clock: FakeClock) -> None:
+    table = LeaseTable(4, timeout=1.0, clock=clock)
+    lease = table.grant(4)
+    table.release(lease.lease_id)
+    assert table.draining == {0, 1, 2, 3}
+    with pytest.raises(LeaseError, match=r"only 0 of 4 are free \[\] \(4 being reset\)"):
+        table.grant(1)
+    table.drained([0, 1, 2, 3])
+    assert table.free_slots() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("bad", [None, 7, b"x", "0" * 32])
+def test_unknown_or_malformed_lease_ids_are_refused(clock: FakeClock, bad: object) -> None:
+    with pytest.raises(LeaseError, match="unknown lease"):
+        LeaseTable(4, 1.0, clock).get(bad)
+
+
+def test_slot_lists_are_compact() -> None:
+    assert describe_slots([0, 1, 2, 3, 7, 9, 10]) == "[0-3, 7, 9-10]"
+    assert describe_slots([]) == "[]"
