@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
 import time
 from typing import Any
 
@@ -26,6 +25,14 @@ def _workloads(value: str) -> list[str]:
     if unknown or not chosen:
         raise click.BadParameter(f"expected a comma-separated subset of a,b,c,d, got {value!r}")
     return chosen
+
+
+def _command_line(workload: str, quick: bool, rounds: int | None, chunk_s: float | None, per_env_ms: float) -> str:
+    parts = ["pool-env", "bench", "--workload", workload]
+    parts += ["--quick"] if quick else []
+    parts += ["--rounds", str(rounds)] if rounds is not None else []
+    parts += ["--chunk-s", f"{chunk_s:g}"] if chunk_s is not None else []
+    return " ".join([*parts, "--per-env-ms", f"{per_env_ms:g}"])
 
 
 @click.command("bench")
@@ -91,15 +98,21 @@ def bench(
     host = host_info()
     progress(f"pool-env bench: workloads {','.join(chosen)}, {settings.rounds} rounds, load {host['loadavg']}")
     cases: list[dict[str, Any]] = []
+    failures: list[dict[str, str]] = []
     with Suite(chosen, Sizes(quick, per_env_ms)) as suite:
         for case in suite.cases():
             progress(f"[{case.workload}] {case.name}")
-            result = run_case(case, settings, progress)
+            try:
+                result = run_case(case, settings, progress)
+            except Exception as exc:  # one broken case must not lose the others' results
+                progress(f"  FAILED: {type(exc).__name__}: {exc}")
+                failures.append({"workload": case.workload, "name": case.name, "error": f"{type(exc).__name__}: {exc}"})
+                continue
             cases.append(result.to_json())
     targets = evaluate_targets(cases)
     report: dict[str, Any] = {
         "meta": {
-            "command": " ".join(["pool-env", "bench", *sys.argv[2:]]) if len(sys.argv) > 1 else "pool-env bench",
+            "command": _command_line(workload, quick, rounds, chunk_s, per_env_ms),
             "started": started_at.isoformat(timespec="seconds"),
             "duration_s": round(time.monotonic() - started, 1),
             "settings": {
@@ -114,6 +127,7 @@ def bench(
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         },
         "cases": cases,
+        "failed_cases": failures,
         "targets": targets,
     }
     click.echo("")
@@ -126,6 +140,8 @@ def bench(
             measured = "-" if target["measured"] is None else f"{target['measured']:g}"
             click.echo(f"  {verdict:<8} {target['target']}: {measured} (goal {target['goal']})")
     click.echo(f"\n{report['meta']['duration_s']} s; load {host['loadavg']} -> {report['meta']['loadavg_end']}")
+    for failure in failures:
+        click.echo(f"FAILED case {failure['name']}: {failure['error']}")
     if json_path is not None:
         write_json(json_path, report)
         click.echo(f"wrote {json_path}")
@@ -137,3 +153,5 @@ def bench(
         except RuntimeError as exc:
             raise click.ClickException(str(exc)) from exc
         click.echo(f"wrote {plot_path}")
+    if failures:
+        raise SystemExit(EXIT_FAILED)

@@ -16,6 +16,8 @@ from typing import Any, Literal
 from pool_env.errors import SpecError
 
 __all__ = [
+    "RETRY_DELAY_CAP",
+    "STEP_TIMEOUT_MARGIN",
     "EnvSpec",
     "GymEnvSpec",
     "HttpEnvSpec",
@@ -24,6 +26,13 @@ __all__ = [
 ]
 
 ObservationMode = Literal["last", "chunk"]
+
+RETRY_DELAY_CAP = 5.0
+"""The longest back-off delay between two attempts of one HTTP request, in seconds."""
+
+STEP_TIMEOUT_MARGIN = 5.0
+"""Seconds added to a spec's worst case for the default ``step_timeout``: the worker's own work
+(shared memory, messages), scheduling delays, and DNS lookups, which request timeouts do not cover."""
 
 
 def _require(condition: bool, field_name: str, message: str) -> None:
@@ -41,13 +50,21 @@ class HttpEnvSpec:
         step_size: flights per decision step (1..50).
         env_type: the server's env type.
         max_steps_per_episode: flights after which the server truncates an episode.
-        request_timeout: seconds for each HTTP request (connect and read).
+        request_timeout: seconds for each HTTP request (connect, and each read of the answer);
+            shorter when the call's ``call_timeout`` has less time left.
         observation: ``"last"`` gives the last row of each chunk, shape ``(9,)``;
             ``"chunk"`` gives the whole chunk padded with zeros, shape ``(step_size, 9)``, with
             the real row count in ``infos["rows"]``.
         max_retries: transport retries of one request before the slots of that request are
             reported truncated with ``infos["error"]``.
         retry_backoff: first retry delay in seconds (doubles, with jitter, capped at 5 s).
+        call_timeout: seconds one worker-side reset or step call (all its requests, retries and
+            back-offs, for all of the worker's slots) may take. Past it no request or back-off
+            starts and the slots still unresolved report an error (a step whose fate is unknown
+            says it "may have been applied"); a request already running ends within one more
+            ``request_timeout``. ``None`` (default) allows one request all its retries:
+            ``(max_retries + 1) * request_timeout + max_retries * 5`` (55 s with the defaults),
+            see :meth:`effective_call_timeout`.
     """
 
     server_url: str
@@ -59,6 +76,7 @@ class HttpEnvSpec:
     observation: ObservationMode = "last"
     max_retries: int = 3
     retry_backoff: float = 0.2
+    call_timeout: float | None = None
 
     kind = "http"
 
@@ -76,15 +94,35 @@ class HttpEnvSpec:
         _require(self.observation in ("last", "chunk"), "observation", "must be 'last' or 'chunk'")
         _require(self.max_retries >= 0, "max_retries", "must be >= 0")
         _require(self.retry_backoff >= 0, "retry_backoff", "must be >= 0")
+        _require(
+            self.call_timeout is None
+            or (isinstance(self.call_timeout, int | float) and 0 < self.call_timeout < math.inf),
+            "call_timeout",
+            f"must be > 0 and finite (or None), got {self.call_timeout!r}",
+        )
 
     def to_wire(self) -> dict[str, Any]:
         """A msgpack-able dict that :func:`spec_from_wire` turns back into this spec."""
         return {"kind": self.kind, **dataclasses.asdict(self)}
 
+    def effective_call_timeout(self) -> float:
+        """``call_timeout``, or by default the time one request may take with all its retries."""
+        if self.call_timeout is not None:
+            return float(self.call_timeout)
+        return (self.max_retries + 1) * self.request_timeout + self.max_retries * RETRY_DELAY_CAP
+
     def worst_case_step_seconds(self) -> float:
-        """An upper bound on one worker step (two requests per step, each with all retries)."""
-        per_request = (self.max_retries + 1) * self.request_timeout + self.max_retries * 5.0
-        return 2 * per_request + 2 * self.request_timeout
+        """An upper bound on one worker command: ``2 * (call_timeout + request_timeout)``.
+
+        A step command may make two backend calls (a reset of the slots that ended, then a step
+        of the others); each ends within its call timeout plus one ``request_timeout``: a
+        request gives its connect and its read each ``min(request_timeout, time left)``, so the
+        one running when the deadline passes overruns it by at most that much.
+        Not covered: a server that trickles its answer (``requests`` times each socket read,
+        not the whole answer), slow DNS, a host with several addresses tried in turn; the
+        coordinator's ``step_timeout`` kill is the backstop.
+        """
+        return 2 * (self.effective_call_timeout() + self.request_timeout)
 
 
 @dataclass(frozen=True)
@@ -144,7 +182,8 @@ class PoolOptions:
     Attributes:
         step_timeout: seconds a worker may take for one command before it is declared hung,
             killed and replaced (its slots come back truncated). ``None`` picks a default from
-            the spec (60 s for local envs; the HTTP retry budget plus a margin for HTTP).
+            the spec (60 s for local envs; for HTTP, :meth:`HttpEnvSpec.worst_case_step_seconds`
+            plus :data:`STEP_TIMEOUT_MARGIN`).
         start_timeout: seconds for all workers to start and create their envs.
         restart_backoff: first delay before re-spawning a worker that failed again soon
             after a restart (doubles, with jitter, capped at ``restart_backoff_cap``).
@@ -177,4 +216,4 @@ class PoolOptions:
         if self.step_timeout is not None:
             return self.step_timeout
         bound = spec.worst_case_step_seconds()
-        return 60.0 if math.isinf(bound) else bound + 5.0
+        return 60.0 if math.isinf(bound) else bound + STEP_TIMEOUT_MARGIN

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import random
 import shutil
+import subprocess
 import tempfile
 import time
 from collections import Counter, deque
@@ -279,8 +280,12 @@ class Coordinator:
             return
         try:
             self._socket.send_multipart([handle.identity, protocol.encode(call.message)])
-        except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's socket is gone
-            self._fail(handle, f"worker {handle.worker_id} unreachable ({exc})")
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's socket is gone, most likely it died
+            if handle.process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    handle.process.wait(0.5)
+            code = handle.exit_code()
+            self._fail(handle, self._exit_reason(handle, code) if code is not None else f"worker unreachable ({exc})")
             return
         call.sent_at = time.monotonic()
 
@@ -293,12 +298,7 @@ class Coordinator:
             head = self._queues[handle.worker_id][0]
             code = handle.exit_code()
             if code is not None:
-                tail = _last_lines(handle.stderr_tail(), 3)
-                self._fail(
-                    handle,
-                    f"worker {handle.worker_id} (pid {handle.pid}) exited with code {code}"
-                    + (f"; stderr: {tail}" if tail else ""),
-                )
+                self._fail(handle, self._exit_reason(handle, code))
             elif head.sent_at is None:
                 if handle.state is WorkerState.STARTING and now - handle.started_at > self.options.start_timeout:
                     self._fail(handle, f"worker {handle.worker_id} not ready within {self.options.start_timeout} s")
@@ -310,6 +310,13 @@ class Coordinator:
                     f"worker {handle.worker_id} (pid {handle.pid}) did not answer within "
                     f"step_timeout={self.step_timeout} s; killed",
                 )
+
+    @staticmethod
+    def _exit_reason(handle: WorkerHandle, code: int) -> str:
+        tail = _last_lines(handle.stderr_tail(), 3)
+        return f"worker {handle.worker_id} (pid {handle.pid}) exited with code {code}" + (
+            f"; stderr: {tail}" if tail else ""
+        )
 
     def _fail_call(self, call: _WorkerCall, reason: str) -> None:
         """Report every slot of ``call`` failed: truncated, reward 0, observation unchanged."""

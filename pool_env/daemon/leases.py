@@ -2,10 +2,11 @@
 
 A slot is in exactly one of three states::
 
-    free ──grant──> leased ──release / expire──> draining ──(in-flight work done, reset)──> free
+    free ──grant──> leased ──release / expire──> draining ──(in-flight work done)──> free
 
 *Draining* slots belong to no lease but are not free yet: the daemon first lets a command that
-was in flight finish, then resets their episodes so the next trainer starts fresh. The lease id
+was in flight finish. A new lease starts with ``was_reset=False``: its first reset (with the
+new trainer's seeds) gives it fresh episodes, and steps before it are refused. The lease id
 is a random capability (the heartbeat thread of a client uses its own socket, so a lease is not
 tied to a zmq identity). The clock is injectable, so unit tests never sleep.
 """
@@ -99,7 +100,7 @@ class LeaseTable:
         if num_envs > len(free):
             raise LeaseError(
                 f"asked for {num_envs} slots but only {len(free)} of {self.num_envs} are free "
-                f"{describe_slots(free)}" + (f" ({len(self._draining)} being reset)" if self._draining else "")
+                f"{describe_slots(free)}" + (f" ({len(self._draining)} finishing a command of an ended lease)" if self._draining else "")
             )
         now = self._clock()
         lease = Lease(secrets.token_hex(16), free[:num_envs], now, now)
@@ -146,5 +147,5 @@ class LeaseTable:
 
     @property
     def draining(self) -> set[int]:
-        """Slots waiting for in-flight work and a reset before they are free."""
+        """Slots waiting for in-flight work of an ended lease before they are free."""
         return set(self._draining)

@@ -4,8 +4,9 @@ The loop polls two sockets — the client ROUTER and the coordinator's worker RO
 blocks on one client: a request is parsed, validated and either answered at once (``hello``,
 ``lease``, ``heartbeat``, ``status``, any error) or turned into a coordinator command whose
 reply is sent when the command completes. Each lease has at most one command in flight.
-Leases that miss heartbeats expire; their slots finish any in-flight work, get fresh episodes,
-and return to the free pool.
+Leases that miss heartbeats expire; their slots finish any in-flight work and return to the
+free pool. The next lease must reset them (with its own seeds) before its first step — the
+daemon refuses a step before that — so every trainer starts on fresh episodes of its own.
 
 Stopping (:meth:`PoolDaemon.request_stop`, called from a signal handler, only sets a flag):
 stop accepting requests, let in-flight commands finish (or fail them after ``stop_timeout``),
@@ -64,11 +65,10 @@ class _Command:
 
 @dataclass
 class _Drain:
-    """Slots of an ended lease: wait for in-flight work, reset them, free them."""
+    """Slots of an ended lease that wait for its in-flight command before they are free."""
 
     slots: list[int]
     wait_for: PendingCommand | None
-    reset: PendingCommand | None = None
 
 
 class PoolDaemon:
@@ -352,18 +352,11 @@ class PoolDaemon:
         self._drains.append(_Drain(list(lease.slots), wait_for))
 
     def _advance(self, drain: _Drain) -> None:
-        assert self._coordinator is not None
-        if drain.wait_for is not None:
-            owner = next((c for c in self._commands if c.pending is drain.wait_for), None)
-            if owner is not None:
-                return  # the (possibly retried) command is still running
-            drain.wait_for = None
-        if drain.reset is None:
-            drain.reset = self._coordinator.submit(Op.RESET, drain.slots, [None] * len(drain.slots))
-        elif drain.reset.complete:
-            self._drains.remove(drain)
-            self.leases.drained(drain.slots)
-            log.info("slots %s have fresh episodes and are free", describe_slots(drain.slots))
+        if drain.wait_for is not None and any(c.pending is drain.wait_for for c in self._commands):
+            return  # the (possibly retried) command is still running
+        self._drains.remove(drain)
+        self.leases.drained(drain.slots)
+        log.info("slots %s are free (the next lease resets them before its first step)", describe_slots(drain.slots))
 
     # -- views for handlers and status ------------------------------------------------------
 

@@ -101,7 +101,7 @@ class _Heartbeat(threading.Thread):
                     sock.send(protocol.encode(header), zmq.NOBLOCK)
                 deadline = time.monotonic() + self._interval
                 while (left := deadline - time.monotonic()) > 0 and not self.stop_event.is_set():
-                    if sock.poll(int(min(left, 0.2) * 1000)):
+                    if sock.poll(int(min(left, _POLL_SLICE) * 1000)):
                         frames = sock.recv_multipart()
                         session.last_heard = time.monotonic()
                         with contextlib.suppress(errors.ProtocolError):

@@ -60,7 +60,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"pool-env daemon pid {status['pid']} at {status['endpoint']} (protocol v{status['version']})",
         f"spec {status['spec']}, {status['num_envs']} slots on {status['num_workers']} workers, "
         f"uptime {status['uptime']:.0f} s",
-        f"slots: {status['free_slots']} free, {status['draining']} being reset, "
+        f"slots: {status['free_slots']} free, {status['draining']} draining, "
         f"{status['num_envs'] - status['free_slots'] - status['draining']} leased",
         f"faults recovered: {status['faults_recovered']} (worker restarts {counters.get('worker_failures', 0)}, "
         f"slot errors {counters.get('slot_errors', 0) + counters.get('slot_failures', 0)}); "

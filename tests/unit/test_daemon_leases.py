@@ -61,7 +61,7 @@ def test_ended_leases_drain_before_their_slots_are_free_again(clock: FakeClock) 
     lease = table.grant(4)
     table.release(lease.lease_id)
     assert table.draining == {0, 1, 2, 3}
-    with pytest.raises(LeaseError, match=r"only 0 of 4 are free \[\] \(4 being reset\)"):
+    with pytest.raises(LeaseError, match=r"only 0 of 4 are free \[\] \(4 finishing a command of an ended lease\)"):
         table.grant(1)
     table.drained([0, 1, 2, 3])
     assert table.free_slots() == [0, 1, 2, 3]

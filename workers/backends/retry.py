@@ -6,20 +6,36 @@ or raises :class:`RetriesExhaustedError` (chained to that error) once ``max_retr
 have been spent. Delays use exponential back-off with *full jitter*: the delay before retry
 ``n`` (0-based) is uniform in ``[0, min(cap, backoff * 2**n))``. The caller sleeps, so tests can
 check the exact delays with a scripted random source.
+
+:class:`Deadline` is the other budget: the end of one backend call (``HttpEnvSpec.call_timeout``
+seconds after it started) on an injected clock. Past it, no request and no back-off starts; the
+client raises :class:`CallTimeoutError` (a :class:`RetriesExhaustedError`) instead.
+
+:class:`RetriesExhaustedError` and :class:`CallTimeoutError` live in :mod:`pool_env.errors`;
+they are re-exported here for compatibility.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Protocol
 
-from pool_env.errors import TransportError
+from pool_env.config import RETRY_DELAY_CAP
+from pool_env.errors import CallTimeoutError, RetriesExhaustedError
 
-__all__ = ["DEFAULT_CAP", "RandomSource", "RetriesExhaustedError", "RetryPolicy", "describe"]
+__all__ = [
+    "DEFAULT_CAP",
+    "CallTimeoutError",
+    "Deadline",
+    "RandomSource",
+    "RetriesExhaustedError",
+    "RetryPolicy",
+    "describe",
+]
 
-DEFAULT_CAP = 5.0
-"""The longest delay between two attempts, in seconds."""
+DEFAULT_CAP = RETRY_DELAY_CAP
+"""The longest delay between two attempts, in seconds (the spec's default call_timeout counts on it)."""
 
 _MAX_EXPONENT = 60  # 2**60 * any sane backoff is far above any cap; avoids float overflow
 
@@ -30,21 +46,6 @@ class RandomSource(Protocol):
     def random(self) -> float:
         """A float uniform in ``[0, 1)``."""
         ...
-
-
-class RetriesExhaustedError(TransportError):
-    """Every retry of a request failed; ``last_error`` describes the final failure.
-
-    The HTTP backend never lets this reach the trainer: it turns it into per-slot errors.
-    """
-
-    def __init__(self, retries: int, last_error: str) -> None:
-        super().__init__(f"gave up after {retries} retries; last error: {last_error}")
-        self.retries = retries
-        self.last_error = last_error
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.retries, self.last_error))
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,34 @@ class RetryPolicy:
         while not policy.exhausted:
             policy, delay = policy.increment("", rng)
             yield delay
+
+
+class Deadline:
+    """The end of one call's time budget: ``seconds`` after construction, on ``clock``.
+
+    Attributes:
+        seconds: the budget.
+        start: the clock reading at construction.
+        last_error: the last failure seen during the call (the client records it), for messages.
+        retries: retries granted during the call, over all its requests.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self.start = clock()
+        self.last_error = ""
+        self.retries = 0
+
+    def left(self) -> float:
+        """Seconds until the deadline (<= 0 once it passed)."""
+        return self.start + self.seconds - self._clock()
+
+    def expired(self, last_error: str = "") -> CallTimeoutError:
+        """The error that ends the call: ``last_error``, else the last failure recorded."""
+        return CallTimeoutError(
+            self.seconds, self._clock() - self.start, self.retries, last_error or self.last_error or "none"
+        )
 
 
 def describe(error: BaseException, limit: int = 300) -> str:

@@ -1,0 +1,267 @@
+"""A real daemon survives what trainers do to it, and trainers survive what happens to the daemon."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import msgpack
+import numpy as np
+import psutil
+import pytest
+import zmq
+
+import pool_env
+from pool_env import GymEnvSpec, protocol
+from pool_env.shm import list_segments
+from tests.conditions import wait_until
+from tests.integration.daemon_process import DaemonProcess, cli
+from tests.integration.reference import assert_same, make_reference
+
+pytestmark = pytest.mark.timeout(90)
+
+CARTPOLE = GymEnvSpec("CartPole-v1")
+TRAINER = """
+import sys, numpy as np, pool_env
+env = pool_env.connect(sys.argv[1], num_envs=int(sys.argv[2]))
+env.reset(seed=0)
+print("ready", flush=True)
+while True:
+    env.step(np.zeros(env.num_envs, dtype=np.int64))
+"""
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[DaemonProcess]:
+    with DaemonProcess(envs=6, workers=2, lease_timeout=1.0) as process:
+        yield process
+
+
+def free_slots(endpoint: str) -> int:
+    from pool_env.daemon.session import fetch_status
+
+    return int(fetch_status(endpoint)["free_slots"])
+
+
+class Stepper:
+    """A trainer in this process, checked against SyncVectorEnv on every step."""
+
+    def __init__(self, endpoint: str, num_envs: int, seed: int) -> None:
+        self.env = pool_env.connect(endpoint, num_envs=num_envs)
+        self.ref = make_reference(CARTPOLE, num_envs)
+        self.rng = np.random.default_rng(seed)
+        for name, got, want in zip(("obs", "infos"), self.env.reset(seed=seed), self.ref.reset(seed=seed), strict=True):
+            assert_same(got, want, f"reset {name}")
+        self.steps = 0
+
+    def step(self) -> None:
+        actions = self.rng.integers(0, 2, self.env.num_envs)
+        for got, want in zip(self.env.step(actions), self.ref.step(actions), strict=True):
+            assert_same(got, want, f"step {self.steps}")
+        self.steps += 1
+
+    def close(self) -> None:
+        self.env.close()
+        self.ref.close()
+
+
+def test_a_killed_trainer_loses_its_lease_and_the_other_trainer_is_untouched(daemon: DaemonProcess) -> None:
+    other = Stepper(daemon.endpoint, 2, seed=5)
+    trainer = subprocess.Popen(
+        [sys.executable, "-c", TRAINER, daemon.endpoint, "4"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert trainer.stdout is not None and trainer.stdout.readline().strip() == "ready"
+        other.step()
+        trainer.kill()  # kill -9: no release, no more heartbeats
+        trainer.wait(5)
+        with pytest.raises(pool_env.LeaseError, match="only 0 of 6 are free"):
+            pool_env.connect(daemon.endpoint, num_envs=4)
+        killed_at = time.monotonic()
+        wait_until(lambda: free_slots(daemon.endpoint) == 4, 5.0, "the dead trainer's slots come back")
+        assert time.monotonic() - killed_at < 4.0
+        with pool_env.connect(daemon.endpoint, num_envs=4) as successor:
+            successor.reset(seed=1)
+            successor.step(np.ones(4, dtype=np.int64))
+        for _ in range(50):
+            other.step()
+    finally:
+        trainer.kill()
+        trainer.wait(5)
+        if trainer.stdout is not None:
+            trainer.stdout.close()
+        other.close()
+    assert "expired" in daemon.log()
+
+
+def test_a_client_disconnecting_mid_step_harms_nobody(daemon: DaemonProcess) -> None:
+    other = Stepper(daemon.endpoint, 2, seed=8)
+    context = zmq.Context()
+    try:
+        for _ in range(3):
+            sock = context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(daemon.endpoint)
+            lease = _request(sock, {"op": "lease", "num_envs": 1})["lease"]
+            _request(sock, {"op": "reset", "lease": lease, "seeds": [3]})
+            sock.send_multipart([_header({"op": "step", "lease": lease}), np.zeros(1, dtype=np.int64).tobytes()])
+            sock.close(linger=0)  # gone before the reply
+            other.step()
+        wait_until(lambda: free_slots(daemon.endpoint) == 4, 5.0, "the vanished clients' slots come back")
+        for _ in range(20):
+            other.step()
+    finally:
+        context.term()
+        other.close()
+
+
+_ids = iter(range(1, 10**9))
+
+
+def _header(body: dict[str, object]) -> bytes:
+    return protocol.encode({"v": 1, "id": next(_ids), **body})
+
+
+def _request(sock: zmq.Socket[bytes], body: dict[str, object]) -> dict[str, object]:
+    sock.send(_header(body))
+    assert sock.poll(5000), f"no reply to {body}"
+    reply = protocol.decode(sock.recv_multipart()[0])
+    assert reply["ok"] is True, reply
+    return reply
+
+
+def _fuzz_message(rng: random.Random, lease: str) -> list[bytes]:
+    """One malformed (or hostile) request."""
+    kind = rng.randrange(10)
+    if kind == 0:
+        return [rng.randbytes(rng.randrange(0, 64))]
+    if kind == 1:
+        valid = msgpack.packb({"v": 1, "id": 1, "op": "lease", "num_envs": 1})
+        return [valid[: rng.randrange(1, len(valid))]]
+    if kind == 2:
+        return [msgpack.packb({"v": 1, "id": rng.randrange(100), "op": rng.choice(["nop", "", "STEP", "x" * 200])})]
+    if kind == 3:
+        value = rng.choice([None, True, -1, 2**63, 1.5, "x", [1], {"a": 1}, b"\x00"])
+        name = rng.choice(["num_envs", "lease", "seeds", "options", "positions", "shm", "client"])
+        op = rng.choice(["hello", "lease", "reset", "step", "heartbeat", "release"])
+        return [msgpack.packb({"v": 1, "id": 3, "op": op, "lease": lease, name: value})]
+    if kind == 4:  # wrong action frames for a real lease
+        frame = rng.choice([b"", b"\x00" * 3, b"\x00" * 16, np.array([7], dtype=np.int64).tobytes(), rng.randbytes(8)])
+        return [msgpack.packb({"v": 1, "id": 4, "op": "step", "lease": lease}), frame]
+    if kind == 5:  # claims of huge sizes
+        return [rng.choice([b"\xdb\xff\xff\xff\xff", b"\xdd\xff\xff\xff\xff", b"\xdf\x7f\xff\xff\xff", b"\xc6\xff\xff\xff\xff"])]
+    if kind == 6:
+        return [msgpack.packb({"v": 1, "id": 6, "op": "hello"}), *[b"x"] * rng.choice([300, 2])]
+    if kind == 7:
+        return [msgpack.packb({"v": rng.choice([0, 2, "1", None]), "id": 7, "op": "hello"})]
+    if kind == 8:
+        return [msgpack.packb({"v": 1, "id": 8, "op": "reset", "lease": lease, "seeds": [-1], "positions": [5]})]
+    return [msgpack.packb({"v": 1, "id": 9, "op": "lease", "num_envs": rng.choice([0, -3, 10**9, 7])})]
+
+
+def test_a_fuzz_loop_of_malformed_messages_leaves_the_daemon_and_a_trainer_unharmed(daemon: DaemonProcess) -> None:
+    rng = random.Random(1234)
+    trainer = Stepper(daemon.endpoint, 2, seed=21)
+    context = zmq.Context()
+    sockets = [context.socket(zmq.DEALER) for _ in range(4)]
+    try:
+        for sock in sockets:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(daemon.endpoint)
+        lease = str(_request(sockets[0], {"op": "lease", "num_envs": 1})["lease"])
+        _request(sockets[0], {"op": "reset", "lease": lease, "seeds": [0]})
+        sent = replies = 0
+        for i in range(3200):
+            sock = sockets[i % len(sockets)]
+            sock.send_multipart(_fuzz_message(rng, lease))
+            sent += 1
+            if i % 25 == 0:
+                trainer.step()
+            for s in sockets:
+                while s.poll(0):
+                    header = protocol.decode(s.recv_multipart()[0])
+                    assert "op" in header and isinstance(header.get("ok"), bool)
+                    replies += 1
+        deadline = time.monotonic() + 10
+        while replies < sent and time.monotonic() < deadline:
+            for s in sockets:
+                if s.poll(20):
+                    s.recv_multipart()
+                    replies += 1
+        assert replies == sent, f"{sent - replies} fuzz messages got no reply"
+        for _ in range(30):
+            trainer.step()
+    finally:
+        for sock in sockets:
+            sock.close(linger=0)
+        context.term()
+        trainer.close()
+    status = cli("status", daemon.endpoint, "--json")
+    assert '"bad_requests"' in status.stdout
+
+
+def test_hundreds_of_connects_and_disconnects(daemon: DaemonProcess) -> None:
+    with pool_env.connect(daemon.endpoint, num_envs=1) as keeper:
+        keeper.reset(seed=0)
+        for i in range(150):
+            with pool_env.connect(daemon.endpoint, num_envs=1 + i % 3) as env:
+                if i % 10 == 0:
+                    env.reset(seed=i)
+        context = zmq.Context()
+        try:
+            for _ in range(500):  # bare connections that say hello and vanish
+                sock = context.socket(zmq.DEALER)
+                sock.setsockopt(zmq.LINGER, 0)
+                sock.connect(daemon.endpoint)
+                sock.send(_header({"op": "hello"}))
+                sock.close(linger=0)
+        finally:
+            context.term()
+        keeper.step(np.zeros(1, dtype=np.int64))
+    wait_until(lambda: free_slots(daemon.endpoint) == 6, 5.0, "every slot is free again")
+
+
+def test_sigterm_finishes_the_step_in_flight_and_leaves_nothing() -> None:
+    process = DaemonProcess(envs=2, workers=2, lease_timeout=2.0).start()
+    with process:
+        workers = [p for p in psutil.Process(process.pid).children() if "workers" in p.cmdline()]
+        assert len(workers) == 2
+        segments = [name for name in list_segments() if name.startswith(f"pool_env_{process.pid}_")]
+        assert segments
+        env = pool_env.connect(process.endpoint, num_envs=2, timeout=5)
+        env.reset(seed=0)
+        env.step_async(np.zeros(2, dtype=np.int64))
+        os.kill(process.pid, signal.SIGTERM)
+        with contextlib.suppress(pool_env.PoolEnvError):
+            env.step_wait(timeout=10)  # the step either finishes or is failed cleanly
+        assert process.stop(timeout=15) == 0, process.log()
+        env.close()
+    assert not os.path.exists(process.socket_path)
+    assert not os.path.exists(os.path.dirname(process.socket_path))
+    assert not [name for name in list_segments() if name.startswith(f"pool_env_{process.pid}_")]
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    assert "stopping" in process.log()
+
+
+def test_a_killed_daemon_makes_the_next_step_fail_clearly_within_the_timeout() -> None:
+    process = DaemonProcess(envs=2, workers=1, lease_timeout=2.0).start()
+    try:
+        env = pool_env.connect(process.endpoint, num_envs=2, timeout=1.5, shared_memory=False)
+        env.reset(seed=0)
+        env.step(np.zeros(2, dtype=np.int64))
+        process.kill()
+        started = time.monotonic()
+        with pytest.raises(pool_env.DaemonUnavailableError, match="did not answer"):
+            env.step(np.zeros(2, dtype=np.int64))
+        assert time.monotonic() - started < 4.0
+        closing = time.monotonic()
+        env.close()
+        assert time.monotonic() - closing < 3.0
+    finally:
+        process.kill()
