@@ -11,17 +11,17 @@ with pool_env.PoolVectorEnv(pool_env.GymEnvSpec("CartPole-v1"), num_envs=16, num
 
 from __future__ import annotations
 
-from pool_env.client import RemoteVectorEnv, connect
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from pool_env.config import GymEnvSpec, HttpEnvSpec, PoolOptions
 from pool_env.errors import (
-    AlreadyPendingError,
     ClosedError,
     DaemonUnavailableError,
     EnvCreationError,
     HttpStatusError,
     InvalidActionError,
     LeaseError,
-    NoPendingCallError,
     PoolEnvError,
     ProtocolError,
     SpecError,
@@ -32,7 +32,35 @@ from pool_env.errors import (
     WorkerError,
     WorkerStartError,
 )
-from pool_env.vector_env import PoolVectorEnv
+
+# Names whose modules import gymnasium (and zmq): loaded on first access (PEP 562), so that
+# ``import pool_env.<light module>`` — what every worker does — stays light. An HTTP worker
+# must not pay for gymnasium (≈ 0.2 s and ≈ 20 MB per worker).
+_LAZY = {
+    "AlreadyPendingError": "pool_env.errors",
+    "NoPendingCallError": "pool_env.errors",
+    "PoolVectorEnv": "pool_env.vector_env",
+    "RemoteVectorEnv": "pool_env.client",
+    "connect": "pool_env.client",
+}
+
+if TYPE_CHECKING:
+    from pool_env.client import RemoteVectorEnv, connect
+    from pool_env.errors import AlreadyPendingError, NoPendingCallError
+    from pool_env.vector_env import PoolVectorEnv
+else:
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AlreadyPendingError",

@@ -313,7 +313,8 @@ class Coordinator:
 
     @staticmethod
     def _exit_reason(handle: WorkerHandle, code: int) -> str:
-        tail = _last_lines(handle.stderr_tail(), 3)
+        # A worker killed by a signal wrote nothing about it; one that exited on an error did.
+        tail = _last_lines(handle.stderr_tail(), 3) if code > 0 else ""
         return f"worker {handle.worker_id} (pid {handle.pid}) exited with code {code}" + (
             f"; stderr: {tail}" if tail else ""
         )

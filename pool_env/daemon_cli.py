@@ -121,11 +121,13 @@ def _pid() -> int:
 
 
 def _install_signal_handlers(daemon: Any) -> dict[int, Any]:
-    """SIGTERM/SIGINT request a graceful stop; a second one forces exit."""
+    """SIGTERM/SIGINT request a graceful stop; a second one stops waiting for in-flight commands.
+
+    Handlers only set flags: raising from a handler could cut the clean-up (workers, shared
+    memory, socket file) short, and that clean-up is bounded in time anyway.
+    """
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        if daemon.stopping:
-            raise KeyboardInterrupt  # second signal: stop now (close() still runs)
         daemon.request_stop()
 
     originals = {}

@@ -103,7 +103,7 @@ def run_demo(
 
     faults = {"p_episode_error": 0.01, "p_http_503": 0.005, "p_drop": 0.005, "latency_ms": 2.0, **(faults or {})}
     summary = DemoSummary()
-    segments_before = set(shm.list_segments())
+    ours = f"{shm.SEGMENT_PREFIX}{os.getpid()}_"  # other pools on this machine are not our business
     with RefServer(fault_seed=seed, **faults) as server:
         spec = HttpEnvSpec(server.url, "demo-token", step_size=10, request_timeout=5.0)
         with PoolVectorEnv(spec, num_envs, num_workers, options=PoolOptions(step_timeout=20.0)) as env:
@@ -117,7 +117,7 @@ def run_demo(
             summary.restarts = sum(w["restarts"] for w in env.stats()["workers"])
             pids = env.worker_pids
     summary.leaked_processes = sum(1 for pid in pids if psutil.pid_exists(pid))
-    summary.leaked_segments = len(set(shm.list_segments()) - segments_before)
+    summary.leaked_segments = sum(1 for name in shm.list_segments() if name.startswith(ours))
     return summary
 
 

@@ -82,6 +82,7 @@ class PoolDaemon:
         self.leases = LeaseTable(config.num_envs, config.lease_timeout, clock)
         self._clock = clock
         self._stop_requested = False
+        self._force_stop = False
         self._commands: list[_Command] = []
         self._drains: list[_Drain] = []
         self._rates = RateMeter()
@@ -166,7 +167,12 @@ class PoolDaemon:
             self._ipc.secure()
 
     def request_stop(self) -> None:
-        """Ask the loop to stop gracefully (safe in a signal handler: only sets a flag)."""
+        """Ask the loop to stop gracefully (safe in a signal handler: only sets flags).
+
+        A second request stops waiting for in-flight commands (they get an error reply).
+        """
+        if self._stop_requested:
+            self._force_stop = True
         self._stop_requested = True
 
     @property
@@ -243,7 +249,7 @@ class PoolDaemon:
         assert self._coordinator is not None
         deadline = time.monotonic() + self.config.stop_timeout
         log.info("stopping: %d command(s) in flight", len(self._commands))
-        while self._commands and time.monotonic() < deadline:
+        while self._commands and time.monotonic() < deadline and not self._force_stop:
             self._coordinator.progress(POLL_MS / 1000)
             for command in [c for c in self._commands if c.pending.complete]:
                 self._complete(command)

@@ -228,8 +228,7 @@ def test_hundreds_of_connects_and_disconnects(daemon: DaemonProcess) -> None:
 
 
 def test_sigterm_finishes_the_step_in_flight_and_leaves_nothing() -> None:
-    process = DaemonProcess(envs=2, workers=2, lease_timeout=2.0).start()
-    with process:
+    with DaemonProcess(envs=2, workers=2, lease_timeout=2.0) as process:
         workers = [p for p in psutil.Process(process.pid).children() if "workers" in p.cmdline()]
         assert len(workers) == 2
         segments = [name for name in list_segments() if name.startswith(f"pool_env_{process.pid}_")]
@@ -240,7 +239,8 @@ def test_sigterm_finishes_the_step_in_flight_and_leaves_nothing() -> None:
         os.kill(process.pid, signal.SIGTERM)
         with contextlib.suppress(pool_env.PoolEnvError):
             env.step_wait(timeout=10)  # the step either finishes or is failed cleanly
-        assert process.stop(timeout=15) == 0, process.log()
+        assert process.proc is not None
+        assert process.proc.wait(15) == 0, process.log()
         env.close()
     assert not os.path.exists(process.socket_path)
     assert not os.path.exists(os.path.dirname(process.socket_path))

@@ -5,7 +5,8 @@ demand (``/vectorized/episodes/create``, at most 64 per request) inside one serv
 are created lazily on the first reset and again whenever they were lost. ``reset`` sends one
 ``/episode/vectorized_reset`` and ``step`` one ``/episode/vectorized_step`` for all their slots.
 
-Failure handling (every request may be retried ``spec.max_retries`` times):
+Failure handling (every request may be retried ``spec.max_retries`` times, and every ``reset`` or
+``step`` call as a whole has ``spec.call_timeout`` seconds, see below):
 
 * transport error, 5xx or malformed body → drop the keep-alive session, back off, retry. Session
   and episode creation and resets are retried blindly (a retried create may leave an orphan
@@ -22,6 +23,12 @@ Failure handling (every request may be retried ``spec.max_retries`` times):
 * per-entry error payload, missing/NaN observation, non-numeric reward → that slot reports an
   error and gets a new episode at its next reset.
 * any other 4xx → :class:`pool_env.errors.HttpStatusError` (a configuration error, never retried).
+* the call's deadline (``spec.effective_call_timeout()`` after the call began) → no request or
+  back-off starts past it, and each request's timeout is cut to the time left, so a call ends
+  within ``call_timeout + request_timeout``. The slots still unresolved report an error saying
+  "gave up after X s (call_timeout=...)", like spent retries: a step never sent, or known not
+  applied, says "not applied"; a step whose fate the deadline left unknown says "may have been
+  applied". Nothing is ever sent twice to find out.
 
 Observations are float32: the last row ``(9,)`` with ``observation="last"``, or the chunk padded
 with zeros to ``(step_size, 9)`` with ``observation="chunk"`` (real row count in ``info["rows"]``).
@@ -41,7 +48,7 @@ import numpy as np
 import requests
 
 from pool_env.config import HttpEnvSpec
-from pool_env.errors import ClosedError, HttpStatusError, SpecError
+from pool_env.errors import ClosedError, HttpStatusError, RetriesExhaustedError, SpecError
 from workers.backends.base import Outcome
 from workers.backends.http_client import COUNTER_NAMES, HttpClient, NotFoundError, RetryableError
 from workers.backends.http_episodes import EpisodeTable
@@ -53,7 +60,7 @@ from workers.backends.http_payload import (
     parse_step,
     step_entry,
 )
-from workers.backends.retry import RandomSource, RetriesExhaustedError, RetryPolicy
+from workers.backends.retry import RandomSource, RetryPolicy
 
 __all__ = ["BACKEND_COUNTER_NAMES", "HttpBackend"]
 
@@ -75,6 +82,7 @@ class HttpBackend:
         session_factory: makes the ``requests.Session`` (tests mount a fake transport on it).
         sleep: sleeps a retry delay (tests pass a recorder).
         rng: draws the retry jitter (default: a fresh ``random.Random``).
+        clock: monotonic seconds for the call deadline (tests pass a fake clock).
 
     The constructor does no network I/O.
     """
@@ -95,6 +103,7 @@ class HttpBackend:
         session_factory: Callable[[], requests.Session] = requests.Session,
         sleep: Callable[[float], None] = time.sleep,
         rng: RandomSource | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if num_slots < 1:
             raise SpecError(f"num_slots: must be >= 1, got {num_slots}")
@@ -110,6 +119,7 @@ class HttpBackend:
             rng=rng if rng is not None else random.Random(),
             counters=self._counters,
             policy=RetryPolicy(spec.max_retries, spec.retry_backoff),
+            clock=clock,
         )
         self._episodes = EpisodeTable(spec, num_slots, self._client, self._counters)
         self._seed_streams = [None] * num_slots
@@ -147,6 +157,28 @@ class HttpBackend:
         """
         self._check_open()
         seeds = [self._next_seed(slot, seed) for slot, seed in zip(slots, seeds, strict=True)]
+        with self._client.deadline(self._spec.effective_call_timeout()):
+            return self._reset(slots, seeds)
+
+    def step(self, slots: Sequence[int], actions: Sequence[Any]) -> list[Outcome]:
+        """Apply ``actions[i]`` (0 fly, 1 repair, 2 sell) to ``slots[i]``; never twice.
+
+        Raises:
+            HttpStatusError: the server answered a 4xx other than 404 (e.g. 429 quota, 422).
+            ClosedError: the backend is closed.
+        """
+        self._check_open()
+        with self._client.deadline(self._spec.effective_call_timeout()):
+            return self._step(slots, actions)
+
+    def close(self) -> None:
+        """Close the HTTP session (idempotent); the server's episodes are left to its TTL."""
+        self._closed = True
+        self._client.close()
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _reset(self, slots: Sequence[int], seeds: Sequence[int | None]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(slots)
         pending = list(range(len(slots)))
         for attempt in range(2):  # slots whose episode fails to reset get a new episode, once
@@ -185,14 +217,7 @@ class HttpBackend:
             pending = retry
         return _complete(outcomes)
 
-    def step(self, slots: Sequence[int], actions: Sequence[Any]) -> list[Outcome]:
-        """Apply ``actions[i]`` (0 fly, 1 repair, 2 sell) to ``slots[i]``; never twice.
-
-        Raises:
-            HttpStatusError: the server answered a 4xx other than 404 (e.g. 429 quota, 422).
-            ClosedError: the backend is closed.
-        """
-        self._check_open()
+    def _step(self, slots: Sequence[int], actions: Sequence[Any]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(slots)
         pending = []
         for i, slot in enumerate(slots):
@@ -223,6 +248,9 @@ class HttpBackend:
             verified.clear()
             try:
                 reply = self._send_step(slots, actions, pending)
+            except RetriesExhaustedError as exc:  # the deadline passed: nothing was sent
+                self._fail(slots, pending, outcomes, f"step failed, not applied: {exc}")
+                break
             except RetryableError as exc:
                 must_check = True
                 try:
@@ -239,11 +267,6 @@ class HttpBackend:
                 outcomes[i] = self._step_entry(slots[i], reply, j)
             break
         return _complete(outcomes)
-
-    def close(self) -> None:
-        """Close the HTTP session (idempotent); the server's episodes are left to its TTL."""
-        self._closed = True
-        self._client.close()
 
     # -- episodes ---------------------------------------------------------------------------
 

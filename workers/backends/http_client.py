@@ -15,20 +15,28 @@ episode creation, reset, state reads), each with a fresh copy of the retry polic
 :meth:`HttpClient.backoff` charges one failure to a policy and sleeps its delay with the
 injected sleep and random source. Steps are not safe to repeat: the backend retries them
 itself, with :meth:`HttpClient.backoff`, after checking the server's step counters.
+
+Every backend call runs inside :meth:`HttpClient.deadline` (``HttpEnvSpec.call_timeout``): each
+request's timeout is ``min(request_timeout, time left)``, and once the deadline leaves no time
+for the next request or back-off the client raises :class:`~pool_env.errors.CallTimeoutError`
+instead (a :class:`RetriesExhaustedError`, so callers handle both alike). A request that never started
+was never applied, which the backend relies on when it reports a step "not applied".
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import requests
 
-from pool_env.errors import HttpStatusError, TransportError
-from workers.backends.retry import RandomSource, RetriesExhaustedError, RetryPolicy, describe
+from pool_env.errors import HttpStatusError, RetriesExhaustedError, TransportError
+from workers.backends.retry import Deadline, RandomSource, RetryPolicy, describe
 
 __all__ = ["COUNTER_NAMES", "HttpClient", "NotFoundError", "RetryableError"]
 
@@ -42,6 +50,7 @@ COUNTER_NAMES = (
     "bad_responses",
     "sessions_opened",
     "retries_exhausted",
+    "call_timeouts",
 )
 """Counters kept by :class:`HttpClient` (all start at 0)."""
 
@@ -76,12 +85,13 @@ class HttpClient:
     Args:
         base_url: the server URL without a trailing ``/``.
         user_token: the ``User-Token`` header.
-        timeout: seconds for connect and for read, per request.
+        timeout: seconds for connect and for read, per request (less when a deadline is near).
         session_factory: makes the ``requests.Session`` (tests mount a fake transport on it).
         sleep: called with each retry delay.
         rng: draws the retry jitter.
         counters: where the counters of :data:`COUNTER_NAMES` are added.
         policy: the retry policy each request starts with (``max_retries`` retries per request).
+        clock: monotonic seconds, for :meth:`deadline` (tests pass a fake clock).
     """
 
     sleep: Callable[[float], None]
@@ -89,6 +99,7 @@ class HttpClient:
     counters: Counter[str]
     _session: requests.Session | None
     policy: RetryPolicy
+    _deadline: Deadline | None
 
     def __init__(
         self,
@@ -101,16 +112,19 @@ class HttpClient:
         rng: RandomSource,
         counters: Counter[str],
         policy: RetryPolicy,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._base_url = base_url
         self._headers = {"User-Token": user_token, "Content-Type": "application/json"}
-        self._timeout = (timeout, timeout)
+        self._timeout = timeout
         self._session_factory = session_factory
         self.sleep = sleep
         self.rng = rng
         self.counters = counters
         self._session = None
         self.policy = policy
+        self._clock = clock
+        self._deadline = None
 
     def _open(self) -> requests.Session:
         if self._session is None:
@@ -129,6 +143,26 @@ class HttpClient:
     def close(self) -> None:
         """Close the session (idempotent)."""
         self.drop_session()
+
+    @contextmanager
+    def deadline(self, seconds: float) -> Iterator[Deadline]:
+        """Bound every request and back-off inside the ``with`` block to ``seconds`` from now.
+
+        Counts ``call_timeouts`` once if the block ran out of time.
+        """
+        deadline = self._deadline = Deadline(seconds, self._clock)
+        try:
+            yield deadline
+        finally:
+            self._deadline = None
+            if deadline.hit:
+                self.counters["call_timeouts"] += 1
+
+    def _failed(self, message: str) -> RetryableError:
+        """A :class:`RetryableError` for ``message``, remembered as the deadline's last error."""
+        if self._deadline is not None:
+            self._deadline.last_error = message
+        return RetryableError(message)
 
     def request(
         self,
@@ -149,27 +183,36 @@ class HttpClient:
             parse: checks and converts the body; it raises ``ValueError``, ``TypeError``,
                 ``KeyError`` or ``IndexError`` when the body is malformed.
 
+        Inside :meth:`deadline` the connect and read timeouts are ``min(timeout, time left)``.
+
         Raises:
             RetryableError: transport failure, 5xx, a body that is not JSON or that ``parse``
                 rejects (the session is dropped).
             NotFoundError: 404.
             HttpStatusError: any other non-2xx status.
+            CallTimeoutError: the deadline has passed; nothing was sent.
         """
+        timeout = self._timeout
+        if self._deadline is not None:
+            left = self._deadline.left()
+            if left <= 0:
+                raise self._deadline.expired(self._deadline.last_error or f"no time left for {method} {path}")
+            timeout = min(timeout, left)
         url = self._base_url + path
         headers = {"Session-ID": session_id} if session_id is not None else None
         data = None if body is None else json.dumps(body)
         self.counters["requests"] += 1
         try:
-            response = self._open().request(method, url, data=data, headers=headers, timeout=self._timeout)
+            response = self._open().request(method, url, data=data, headers=headers, timeout=(timeout, timeout))
         except requests.RequestException as exc:
             self.counters["transport_errors"] += 1
             self.drop_session()
-            raise RetryableError(f"{method} {path}: {describe(exc)}") from exc
+            raise self._failed(f"{method} {path}: {describe(exc)}") from exc
         status = response.status_code
         if status >= 500:
             self.counters["http_5xx"] += 1
             self.drop_session()
-            raise RetryableError(f"{method} {path}: HTTP {status}: {_detail(response)}")
+            raise self._failed(f"{method} {path}: HTTP {status}: {_detail(response)}")
         if status == 404:
             raise NotFoundError(_detail(response), url)
         if status >= 300:
@@ -179,7 +222,7 @@ class HttpClient:
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             self.counters["bad_responses"] += 1
             self.drop_session()
-            raise RetryableError(f"{method} {path}: malformed response: {describe(exc)}") from exc
+            raise self._failed(f"{method} {path}: malformed response: {describe(exc)}") from exc
 
     def call_idempotent(
         self,
@@ -190,12 +233,13 @@ class HttpClient:
         session_id: str | None = None,
         parse: Callable[[Any], T] = _identity,
     ) -> T:
-        """:meth:`request`, retried on :class:`RetryableError` while :attr:`policy` allows.
+        """:meth:`request`, retried on :class:`RetryableError` while :attr:`policy` and the deadline allow.
 
         Only for calls that may be applied twice without harm.
 
         Raises:
-            RetriesExhaustedError: every attempt failed (chained to the last failure).
+            RetriesExhaustedError: every attempt failed (chained to the last failure), or
+                :class:`~pool_env.errors.CallTimeoutError`: the deadline left no time for the next attempt.
             NotFoundError: 404 (not retried).
             HttpStatusError: any other 4xx (not retried).
         """
@@ -211,6 +255,8 @@ class HttpClient:
 
         Raises:
             RetriesExhaustedError: ``policy`` allows no more retries (chained to ``error``).
+            CallTimeoutError: the deadline passes before the delay ends (chained to ``error``);
+                no sleep then.
         """
         try:
             policy, delay = policy.increment(error, self.rng)
@@ -218,6 +264,12 @@ class HttpClient:
             self.counters["retries_exhausted"] += 1
             log.warning("%s; giving up after %d retries", error, policy.retries)
             raise
+        if self._deadline is not None:
+            if delay >= self._deadline.left():
+                expired = self._deadline.expired(str(error))
+                log.warning("%s; giving up: %s", error, expired)
+                raise expired from error
+            self._deadline.retries += 1
         self.counters["retries"] += 1
         log.warning("%s; retry %d/%d in %.2f s", error, policy.retries, policy.max_retries, delay)
         self.sleep(delay)

@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from functools import partial
 
 from pool_env.config import HttpEnvSpec
-from pool_env.errors import HttpStatusError
+from pool_env.errors import HttpStatusError, RetriesExhaustedError
 from workers.backends.http_client import HttpClient, NotFoundError
 from workers.backends.http_payload import parse_create, parse_session
-from workers.backends.retry import RetriesExhaustedError
 
 __all__ = ["GROUP_CREATE", "MAX_GROUP_SIZE", "SESSION_CREATE", "EpisodeTable"]
 
@@ -71,7 +70,8 @@ class EpisodeTable:
             positions: the caller's index of each slot, used as the key of the result.
 
         Returns:
-            ``{position: error}`` for the slots that could not get an episode.
+            ``{position: error}`` for the slots that could not get an episode (retries spent,
+            or the call's deadline passed).
 
         Raises:
             HttpStatusError: a 4xx other than 404, or a 404 even with a brand-new session.
@@ -95,7 +95,8 @@ class EpisodeTable:
         """Create ``num_envs`` episodes, first the server session if there is none.
 
         Raises:
-            RetriesExhaustedError: the retry budget ran out.
+            RetriesExhaustedError: the retry budget ran out (or the call's deadline passed:
+                :class:`~pool_env.errors.CallTimeoutError`).
             HttpStatusError: a 4xx, or a 404 even for a brand-new session.
         """
         spec = self._spec

@@ -116,6 +116,7 @@ class Deadline:
         start: the clock reading at construction.
         last_error: the last failure seen during the call (the client records it), for messages.
         retries: retries granted during the call, over all its requests.
+        hit: True once :meth:`expired` was called (the call ran out of time).
     """
 
     def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
@@ -124,6 +125,7 @@ class Deadline:
         self.start = clock()
         self.last_error = ""
         self.retries = 0
+        self.hit = False
 
     def left(self) -> float:
         """Seconds until the deadline (<= 0 once it passed)."""
@@ -131,6 +133,7 @@ class Deadline:
 
     def expired(self, last_error: str = "") -> CallTimeoutError:
         """The error that ends the call: ``last_error``, else the last failure recorded."""
+        self.hit = True
         return CallTimeoutError(
             self.seconds, self._clock() - self.start, self.retries, last_error or self.last_error or "none"
         )
