@@ -180,6 +180,8 @@ class Case:
             stores it in ``params``).
         ratio_to_ideal: also show "x ideal" (ideal step time / mean step time) among the ratios;
             the JSON always has it as ``vs_ideal``.
+        watch: pids of processes outside the candidates (the env server) whose CPU time per step
+            is recorded for every candidate (``watched_cpu_us_per_step``).
     """
 
     workload: str
@@ -191,13 +193,14 @@ class Case:
     chunk_scale: float = 1.0
     setup: Callable[[Case], None] | None = None
     ratio_to_ideal: bool = False
+    watch: Callable[[], list[int]] | None = None
 
 
 @dataclass(frozen=True)
 class RunSettings:
     """How long to measure: ``rounds`` interleaved rounds of ``chunk_s`` seconds per candidate."""
 
-    rounds: int = 5
+    rounds: int = 7
     chunk_s: float = 0.25
     warmup_s: float = 0.3
     quick: bool = False
@@ -212,6 +215,7 @@ class CandidateRun:
     rates: list[float] = field(default_factory=list)
     step_ns: list[np.ndarray] = field(default_factory=list)
     memory: Memory = field(default_factory=Memory)
+    watched_cpu_s: float = 0.0
 
 
 @dataclass
@@ -250,6 +254,15 @@ def _chunk(candidate: Candidate, steps: int) -> tuple[float, np.ndarray]:
     return (clock() - start) / 1e9, durations
 
 
+def _cpu_seconds(processes: Sequence[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def _warm_up(candidate: Candidate, seconds: float) -> float:
     """Step for about ``seconds``; the mean step time it saw."""
     steps, elapsed = 0, 0.0
@@ -280,10 +293,13 @@ def run_case(case: Case, settings: RunSettings, log: Callable[[str], None] = lam
         for run in runs:
             mean_step = _warm_up(run.candidate, settings.warmup_s * case.chunk_scale)
             run.chunk_steps = max(MIN_CHUNK_STEPS, round(chunk_s / max(mean_step, 1e-9)))
+        watched = [psutil.Process(pid) for pid in case.watch()] if case.watch is not None else []
         for r in range(settings.rounds):
             shift = r % len(runs)
             for run in runs[shift:] + runs[:shift]:
+                cpu_before = _cpu_seconds(watched)
                 elapsed, durations = _chunk(run.candidate, run.chunk_steps)
+                run.watched_cpu_s += _cpu_seconds(watched) - cpu_before
                 run.rates.append(run.candidate.num_envs * run.chunk_steps / elapsed)
                 run.step_ns.append(durations)
         for run in runs:
@@ -330,6 +346,7 @@ def candidate_result_row(run: CandidateRun, case: Case, by_name: dict[str, Candi
         "step_us_p50": round(float(np.percentile(all_ns, 50)) / 1e3, 1),
         "step_us_p99": round(float(np.percentile(all_ns, 99)) / 1e3, 1),
         "ideal_step_us": None if ideal is None else round(ideal * 1e6, 1),
+        "watched_cpu_us_per_step": round(run.watched_cpu_s / all_ns.size * 1e6, 1) if run.watched_cpu_s else None,
         "vs_ideal": vs_ideal,
         "overhead_us": None if ideal is None else round((mean_step_s - ideal) * 1e6, 1),
         **run.memory.to_json(),

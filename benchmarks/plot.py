@@ -35,7 +35,7 @@ def write_plot(cases: Sequence[dict[str, Any]], path: str) -> None:
     panels: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     for case in cases:
         for row in case["results"]:
-            impl = row["impl"].replace(" (default)", "")
+            impl = "pool (default W)" if row.get("default_workers") else row["impl"]
             panels[_panel(case)][impl].append((case["num_envs"], row["steps_per_s"]))
     columns = min(3, len(panels)) or 1
     rows = -(-len(panels) // columns) or 1

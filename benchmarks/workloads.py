@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import time
@@ -257,6 +258,11 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
             self._servers[latency_ms] = self._stack.enter_context(server)
         return str(self._servers[latency_ms].url)
 
+    def server_pids(self, latency_ms: float) -> list[int]:
+        """Pid of the reference server with ``latency_ms`` (started on first use)."""
+        self.server_url(latency_ms)
+        return [int(self._servers[latency_ms].pid)]
+
     def cases(self) -> Iterator[Case]:
         """Every case of the selected workloads, in order."""
         builders = {"a": self._cartpole, "b": self._remote, "c": self._big_obs, "d": self._floor}
@@ -300,6 +306,7 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
                     params={"latency_ms": latency, "per_env_ms": self.sizes.per_env_ms, "step_size": 10},
                     chunk_scale=2.0 if self.sizes.quick else 4.0,
                     ratio_to_ideal=True,
+                    watch=functools.partial(self.server_pids, latency),
                 )
 
     def _remote_candidates(self, case: Case) -> list[Candidate]:

@@ -44,7 +44,7 @@ def _command_line(workload: str, quick: bool, rounds: int | None, chunk_s: float
     help="workloads to run: a CartPole, b reference server, c 84x84x4 obs, d raw floor",
 )
 @click.option("--quick", is_flag=True, help="tiny sizes, ~10-20 s (a smoke run, not a measurement)")
-@click.option("--rounds", type=click.IntRange(1), default=None, help="interleaved rounds per case [5; quick 2]")
+@click.option("--rounds", type=click.IntRange(1), default=None, help="interleaved rounds per case [7; quick 2]")
 @click.option(
     "--chunk-s",
     type=click.FloatRange(min=0.001),
@@ -84,7 +84,7 @@ def bench(
 
     chosen = _workloads(workload)
     settings = RunSettings(
-        rounds=rounds if rounds is not None else (2 if quick else 5),
+        rounds=rounds if rounds is not None else (2 if quick else 7),
         chunk_s=chunk_s if chunk_s is not None else (0.03 if quick else 0.25),
         warmup_s=0.03 if quick else 0.3,
         quick=quick,

@@ -98,7 +98,7 @@ def connect(
                     handshake_timeout=handshake_timeout,
                     curve=curve,
                     shared_memory=shared_memory,
-                )  # fmt: skip
+                )
             )
         return RemoteVectorEnv(sessions)
     except BaseException:
@@ -115,17 +115,18 @@ class RemoteVectorEnv(VectorEnv):
     def __init__(self, sessions: list[DaemonSession]) -> None:
         self.closed = True
         first = sessions[0].hello
+        single_obs = wire.space_from_wire(first["observation_space"])
+        single_act = wire.space_from_wire(first["action_space"])
         for session in sessions[1:]:
-            if (session.hello["observation_space"], session.hello["action_space"]) != (
-                first["observation_space"],
-                first["action_space"],
-            ):
+            obs_space = wire.space_from_wire(session.hello["observation_space"])
+            act_space = wire.space_from_wire(session.hello["action_space"])
+            if obs_space != single_obs or act_space != single_act:
                 raise SpecError(f"endpoint: {session.endpoint} serves other spaces than {sessions[0].endpoint}")
         self._sessions = sessions
         self._offsets = list(np.cumsum([0] + [s.num_envs for s in sessions])[:-1].tolist())
         self.num_envs = sum(s.num_envs for s in sessions)
-        self.single_observation_space = wire.space_from_wire(first["observation_space"])
-        self.single_action_space = wire.space_from_wire(first["action_space"])
+        self.single_observation_space = single_obs
+        self.single_action_space = single_act
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.metadata = {**first.get("metadata", {}), "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -334,7 +335,7 @@ class RemoteVectorEnv(VectorEnv):
                                                   session.buffers.truncated), strict=True):  # fmt: skip
                     target[rows] = source[session.slots]
             return
-        frames = [frame.buffer for frame in reply.frames]
+        frames: list[Any] = [frame.buffer for frame in reply.frames]
         count = len(self._obs_leaves)
         for target, value in zip(self._obs, wire.arrays_from_frames(frames[:count], self._obs_leaves, session.num_envs,
                                                                     "observations"), strict=True):  # fmt: skip

@@ -130,7 +130,7 @@ def _install_signal_handlers(daemon: Any) -> dict[int, Any]:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         daemon.request_stop()
 
-    originals = {}
+    originals: dict[int, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         originals[signum] = signal.getsignal(signum)
         signal.signal(signum, on_signal)

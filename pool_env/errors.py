@@ -212,7 +212,7 @@ class CallTimeoutError(RetriesExhaustedError):
 
     def __init__(self, call_timeout: float, elapsed: float, retries: int, last_error: str) -> None:
         TransportError.__init__(
-            self, f"gave up after {elapsed:.1f} s (call_timeout={call_timeout:g} s); last error: {last_error}"
+            self, f"gave up after {elapsed:.3g} s (call_timeout={call_timeout:g} s); last error: {last_error}"
         )
         self.call_timeout = call_timeout
         self.elapsed = elapsed

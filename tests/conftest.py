@@ -143,5 +143,6 @@ def no_leaks() -> Iterator[LeakSnapshot]:
     yield snapshot
     leaks = snapshot.wait_for_no_leaks()
     if leaks:
+        description = leaks.describe()
         leaks.clean_up()
-        pytest.fail(f"the test left resources behind (now cleaned up):\n{leaks.describe()}", pytrace=False)
+        pytest.fail(f"the test left resources behind (now cleaned up):\n{description}", pytrace=False)

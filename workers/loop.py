@@ -48,8 +48,9 @@ def make_backend(spec: EnvSpec, num_slots: int) -> Backend:
 class WorkerLoop:
     """One worker's state: its slots, its backend, its view of shared memory."""
 
-    def __init__(self, socket: zmq.Socket[bytes], parent_pid: int, gen: int) -> None:
+    def __init__(self, socket: zmq.Socket[bytes], parent_pid: int, gen: int, worker_id: int = -1) -> None:
         self._socket = socket
+        self._worker_id = worker_id
         self._parent_pid = parent_pid
         self._gen = gen
         self._backend: Backend | None = None
@@ -113,6 +114,9 @@ class WorkerLoop:
         self._slots = [int(s) for s in message["slots"]]
         self._local = {slot: i for i, slot in enumerate(self._slots)}
         self._needs_reset = np.ones(len(self._slots), dtype=bool)
+        # Where each slot is, for error messages: episodes started here, steps in the current one.
+        self._episode = np.zeros(len(self._slots), dtype=np.int64)
+        self._episode_step = np.zeros(len(self._slots), dtype=np.int64)
         self._next_seeds = list(message.get("seeds") or [None] * len(self._slots))
         self._buffers = attach(message["shm_name"], layout)
         self._backend = make_backend(spec, len(self._slots))
@@ -132,6 +136,7 @@ class WorkerLoop:
                 self._reset(to_reset, [None] * len(to_reset), None, infos, errors)
             if to_step:
                 actions = self._read_actions(to_step)
+                self._episode_step[to_step] += 1
                 self._write(to_step, self._backend.step(to_step, actions), infos, errors)
         reply: dict[str, Any] = {"op": Op.DONE.value, "seq": message["seq"], "infos": infos, "errors": errors}
         counters = getattr(self._backend, "counters", None)
@@ -155,6 +160,8 @@ class WorkerLoop:
             # A restarted worker's first reset of a slot follows the seed schedule it was given.
             scheduled, self._next_seeds[slot] = self._next_seeds[slot], None
             effective.append(seed if seed is not None else scheduled)
+        self._episode[list(slots)] += 1
+        self._episode_step[list(slots)] = 0
         self._write(slots, self._backend.reset(slots, effective, options), infos, errors)
 
     def _read_actions(self, slots: Sequence[int]) -> list[Any]:
@@ -183,7 +190,10 @@ class WorkerLoop:
                 infos[row] = outcome.info
             if failed:
                 assert outcome.error is not None
-                errors[row] = outcome.error
+                errors[row] = (
+                    f"slot {row} (worker {self._worker_id}, pid {os.getpid()}, episode {self._episode[slot]}, "
+                    f"step {self._episode_step[slot]}): {outcome.error}"
+                )
 
 
 def _fatal_message(message: dict[str, Any], exc: PoolEnvError) -> dict[str, Any]:
@@ -206,7 +216,7 @@ def run_worker(endpoint: str, worker_id: int, gen: int, parent_pid: int, socket_
     socket.setsockopt(zmq.IDENTITY, f"w{worker_id}.{gen}".encode())
     socket.setsockopt(zmq.LINGER, 1000)
     socket.connect(endpoint)
-    loop = WorkerLoop(socket, parent_pid, gen)
+    loop = WorkerLoop(socket, parent_pid, gen, worker_id)
     orphaned = False
     try:
         loop.serve()

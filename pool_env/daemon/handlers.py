@@ -7,6 +7,7 @@ the daemon turns them into error replies (the request id included) and goes on.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from pool_env.coordinator import CommandResult
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from pool_env.daemon.server import PoolDaemon
 
 __all__ = ["handle", "reply_to_command"]
+
+log = logging.getLogger(__name__)
 
 MAX_SEED = 2**64 - 1
 
@@ -41,13 +44,13 @@ def _lease(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
         lease = daemon.leases.grant(num_envs)
     except LeaseError as exc:
         daemon.counters["clients_refused"] += 1
-        daemon.log.warning("client refused a lease of %d slots: %s", num_envs, exc)
+        log.warning("client refused a lease of %d slots: %s", num_envs, exc)
         raise
     daemon.counters["leases_granted"] += 1
     coordinator = daemon.coordinator
     lease.restarts_seen = {slot: coordinator.restarts_of(slot) for slot in lease.slots}
     lease.shared_memory = wants_shm and daemon.endpoint.startswith("ipc://") and coordinator.buffers is not None
-    daemon.log.info(
+    log.info(
         "lease %s granted: %d slots %s (%s)",
         lease.short_id, num_envs, describe_slots(lease.slots), "shared memory" if lease.shared_memory else "frames",
     )  # fmt: skip

@@ -100,7 +100,8 @@ class LeaseTable:
         if num_envs > len(free):
             raise LeaseError(
                 f"asked for {num_envs} slots but only {len(free)} of {self.num_envs} are free "
-                f"{describe_slots(free)}" + (f" ({len(self._draining)} finishing a command of an ended lease)" if self._draining else "")
+                f"{describe_slots(free)}"
+                + (f" ({len(self._draining)} finishing a command of an ended lease)" if self._draining else "")
             )
         now = self._clock()
         lease = Lease(secrets.token_hex(16), free[:num_envs], now, now)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,8 +33,8 @@ from pool_env.daemon import security, wire
 from pool_env.daemon.config import DaemonConfig, default_runtime_dir
 from pool_env.daemon.handlers import handle, reply_to_command
 from pool_env.daemon.leases import Lease, LeaseTable, describe_slots
-from pool_env.daemon.status import RateMeter, start_metrics_server
-from pool_env.errors import PoolEnvError, ProtocolError, TransportError, UsageError
+from pool_env.daemon.status import RateMeter, start_metrics_server, status_document
+from pool_env.errors import LeaseError, PoolEnvError, ProtocolError, TransportError, UsageError
 from pool_env.protocol import Op
 from pool_env.shm import BatchLayout, build_structure
 from pool_env.spaces import leaves_of, probe_spaces
@@ -73,8 +72,6 @@ class _Drain:
 
 class PoolDaemon:
     """A pool (coordinator + workers) served to trainers over ZeroMQ. Use as a context manager."""
-
-    log = log
 
     def __init__(self, config: DaemonConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -279,7 +276,8 @@ class PoolDaemon:
             self.counters["bad_requests"] += 1
             self._reply_error(identity, exc.request_id, exc.kind, str(exc), **exc.extra)
         except (UsageError, ProtocolError) as exc:
-            self.counters["bad_requests"] += 1
+            if not isinstance(exc, LeaseError):  # a refused lease is counted as clients_refused
+                self.counters["bad_requests"] += 1
             self._reply_error(identity, request_id, type(exc).__name__, str(exc))
         except PoolEnvError as exc:
             self._reply_error(identity, request_id, type(exc).__name__, str(exc))
@@ -391,36 +389,7 @@ class PoolDaemon:
 
     def status(self) -> dict[str, Any]:
         """The status document (see :mod:`pool_env.daemon.status`)."""
-        coordinator = self.coordinator
-        now = self._clock()
-        workers = coordinator.worker_stats()
-        for worker in workers:
-            worker["steps_per_s"] = self._rates.rates.get(worker["worker"], 0.0)
-        counters = {**dict(coordinator.counters), **dict(self.counters)}
-        spec = self.config.spec
-        return {
-            "version": wire.PROTOCOL_VERSION,
-            "pid": os.getpid(),
-            "endpoint": self.endpoint,
-            "uptime": time.monotonic() - self._started_at,
-            "spec": f"gym:{spec.env_id}" if spec.kind == "gym" else spec.server_url,  # type: ignore[union-attr]
-            "num_envs": self.config.num_envs,
-            "num_workers": self.config.num_workers,
-            "free_slots": len(self.leases.free_slots()),
-            "draining": len(self.leases.draining),
-            "workers": workers,
-            "leases": [
-                {
-                    "lease": lease.short_id,
-                    "slots": lease.slots,
-                    "age": now - lease.granted_at,
-                    "idle": now - lease.last_seen,
-                }
-                for lease in self.leases.leases
-            ],
-            "counters": counters,
-            "faults_recovered": counters.get("worker_failures", 0) + counters.get("slot_errors", 0),
-        }
+        return status_document(self, self._rates.rates, time.monotonic() - self._started_at, self._clock())
 
     def _refresh_status(self, force: bool = False) -> None:
         now = time.monotonic()

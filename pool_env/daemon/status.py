@@ -8,10 +8,50 @@ exporter thread never touches the daemon's state.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["RateMeter", "format_status", "start_metrics_server"]
+from pool_env.daemon.leases import describe_slots
+from pool_env.daemon.wire import PROTOCOL_VERSION
+
+if TYPE_CHECKING:
+    from pool_env.daemon.server import PoolDaemon
+
+__all__ = ["RateMeter", "format_status", "start_metrics_server", "status_document"]
+
+
+def status_document(daemon: PoolDaemon, rates: dict[int, float], uptime: float, now: float) -> dict[str, Any]:
+    """The status of ``daemon``: workers (with steps/s from ``rates``), leases, counters."""
+    coordinator = daemon.coordinator
+    workers = coordinator.worker_stats()
+    for worker in workers:
+        worker["steps_per_s"] = rates.get(worker["worker"], 0.0)
+    counters = {**dict(coordinator.counters), **dict(daemon.counters)}
+    spec = daemon.config.spec
+    return {
+        "version": PROTOCOL_VERSION,
+        "pid": os.getpid(),
+        "endpoint": daemon.endpoint,
+        "uptime": uptime,
+        "spec": f"gym:{spec.env_id}" if spec.kind == "gym" else spec.server_url,  # type: ignore[union-attr]
+        "num_envs": daemon.config.num_envs,
+        "num_workers": daemon.config.num_workers,
+        "free_slots": len(daemon.leases.free_slots()),
+        "draining": len(daemon.leases.draining),
+        "workers": workers,
+        "leases": [
+            {
+                "lease": lease.short_id,
+                "slots": lease.slots,
+                "age": now - lease.granted_at,
+                "idle": now - lease.last_seen,
+            }
+            for lease in daemon.leases.leases
+        ],
+        "counters": counters,
+        "faults_recovered": counters.get("worker_failures", 0) + counters.get("slot_errors", 0),
+    }
 
 
 class RateMeter:
@@ -53,8 +93,6 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def format_status(status: dict[str, Any]) -> str:
     """The human-readable status table."""
-    from pool_env.daemon.leases import describe_slots
-
     counters = status.get("counters", {})
     lines = [
         f"pool-env daemon pid {status['pid']} at {status['endpoint']} (protocol v{status['version']})",
@@ -136,7 +174,7 @@ def start_metrics_server(port: int, host: str, latest: Callable[[], dict[str, An
             yield from _metric_families(latest())
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector())  # type: ignore[arg-type]
+    registry.register(_Collector())
     server, thread = start_http_server(port, addr=host, registry=registry)
 
     def stop() -> None:

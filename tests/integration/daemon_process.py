@@ -120,6 +120,7 @@ class DaemonProcess:
                 self.stop()
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
+        self._close_pipes()
         if self._stderr is not None:
             self._stderr.close()
 

@@ -73,9 +73,7 @@ class Stepper:
 
 def test_a_killed_trainer_loses_its_lease_and_the_other_trainer_is_untouched(daemon: DaemonProcess) -> None:
     other = Stepper(daemon.endpoint, 2, seed=5)
-    trainer = subprocess.Popen(
-        [sys.executable, "-c", TRAINER, daemon.endpoint, "4"], stdout=subprocess.PIPE, text=True
-    )
+    trainer = subprocess.Popen([sys.executable, "-c", TRAINER, daemon.endpoint, "4"], stdout=subprocess.PIPE, text=True)
     try:
         assert trainer.stdout is not None and trainer.stdout.readline().strip() == "ready"
         other.step()
@@ -155,7 +153,11 @@ def _fuzz_message(rng: random.Random, lease: str) -> list[bytes]:
         frame = rng.choice([b"", b"\x00" * 3, b"\x00" * 16, np.array([7], dtype=np.int64).tobytes(), rng.randbytes(8)])
         return [msgpack.packb({"v": 1, "id": 4, "op": "step", "lease": lease}), frame]
     if kind == 5:  # claims of huge sizes
-        return [rng.choice([b"\xdb\xff\xff\xff\xff", b"\xdd\xff\xff\xff\xff", b"\xdf\x7f\xff\xff\xff", b"\xc6\xff\xff\xff\xff"])]
+        return [
+            rng.choice(
+                [b"\xdb\xff\xff\xff\xff", b"\xdd\xff\xff\xff\xff", b"\xdf\x7f\xff\xff\xff", b"\xc6\xff\xff\xff\xff"]
+            )
+        ]
     if kind == 6:
         return [msgpack.packb({"v": 1, "id": 6, "op": "hello"}), *[b"x"] * rng.choice([300, 2])]
     if kind == 7:
@@ -242,20 +244,19 @@ def test_sigterm_finishes_the_step_in_flight_and_leaves_nothing() -> None:
         assert process.proc is not None
         assert process.proc.wait(15) == 0, process.log()
         env.close()
+        assert "stopping" in process.log()
     assert not os.path.exists(process.socket_path)
     assert not os.path.exists(os.path.dirname(process.socket_path))
     assert not [name for name in list_segments() if name.startswith(f"pool_env_{process.pid}_")]
     assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
-    assert "stopping" in process.log()
 
 
 def test_a_killed_daemon_makes_the_next_step_fail_clearly_within_the_timeout() -> None:
-    process = DaemonProcess(envs=2, workers=1, lease_timeout=2.0).start()
-    try:
+    with DaemonProcess(envs=2, workers=1, lease_timeout=2.0) as process:
         env = pool_env.connect(process.endpoint, num_envs=2, timeout=1.5, shared_memory=False)
         env.reset(seed=0)
         env.step(np.zeros(2, dtype=np.int64))
-        process.kill()
+        process.kill()  # kill -9, then remove the segment and socket directory it left behind
         started = time.monotonic()
         with pytest.raises(pool_env.DaemonUnavailableError, match="did not answer"):
             env.step(np.zeros(2, dtype=np.int64))
@@ -263,5 +264,3 @@ def test_a_killed_daemon_makes_the_next_step_fail_clearly_within_the_timeout() -
         closing = time.monotonic()
         env.close()
         assert time.monotonic() - closing < 3.0
-    finally:
-        process.kill()

@@ -89,9 +89,11 @@ def test_wrong_call_order_and_wrong_actions_are_clear_errors(daemon: DaemonProce
 
 
 def test_asking_for_more_slots_than_are_free_names_what_is_free(daemon: DaemonProcess) -> None:
-    with pool_env.connect(daemon.endpoint, num_envs=4):
-        with pytest.raises(pool_env.LeaseError, match=r"asked for 3 slots but only 2 of 6 are free \[4-5\]"):
-            pool_env.connect(daemon.endpoint, num_envs=3)
+    with (
+        pool_env.connect(daemon.endpoint, num_envs=4),
+        pytest.raises(pool_env.LeaseError, match=r"asked for 3 slots but only 2 of 6 are free \[4-5\]"),
+    ):
+        pool_env.connect(daemon.endpoint, num_envs=3)
 
 
 def test_a_client_of_another_protocol_version_gets_an_error_naming_both(

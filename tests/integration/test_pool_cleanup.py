@@ -154,7 +154,7 @@ def test_close_is_idempotent_and_bounded_with_a_hung_and_a_dead_worker() -> None
 
 
 def test_close_with_a_step_pending_stops_everything() -> None:
-    env = PoolVectorEnv(GymEnvSpec("tests.envs.faulty:make_slow_env", delay=0.5), num_envs=2, num_workers=2)
+    env = PoolVectorEnv(GymEnvSpec("tests.envs.faulty:make_slow_env", delay=0.3), num_envs=2, num_workers=2)
     env.reset(seed=0)
     pids = env.worker_pids
     env.step_async(np.zeros(2, dtype=np.int64))
@@ -246,11 +246,12 @@ def test_ctrl_c_interrupts_the_trainer_once_and_workers_stay_quiet() -> None:
 
         assert report["interrupts"] == 1
         assert sorted(report["workers"]) == sorted(workers), "workers ignore SIGINT and keep running"
-        for name in os.listdir(socket_dir):
-            if name.endswith(".stderr"):
-                with open(os.path.join(socket_dir, name)) as f:
-                    text = f.read()
-                assert "Traceback" not in text and "KeyboardInterrupt" not in text, f"{name}:\n{text}"
+        stderr_files = [os.path.join(socket_dir, n) for n in os.listdir(socket_dir) if n.endswith(".stderr")]
+        assert len(stderr_files) == len(workers)
+        for path in stderr_files:
+            with open(path) as f:
+                text = f.read()
+            assert "Traceback" not in text and "KeyboardInterrupt" not in text, f"{path}:\n{text}"
 
         code, stderr = run.finish("close\n")
         assert code == 0, stderr

@@ -21,6 +21,7 @@ import pytest
 from gymnasium.vector import SyncVectorEnv
 
 from pool_env import GymEnvSpec, PoolOptions, PoolVectorEnv
+from pool_env.shm import SEGMENT_PREFIX, list_segments
 from tests.conditions import wait_until
 from tests.integration.reference import assert_same, make_reference, take
 
@@ -56,8 +57,10 @@ class Lockstep:
 
 
 @contextlib.contextmanager
-def lockstep(spec: GymEnvSpec, options: PoolOptions | None = None, reference_spec: GymEnvSpec | None = None,
-             ) -> Iterator[Lockstep]:  # fmt: skip
+def lockstep(
+    spec: GymEnvSpec, options: PoolOptions | None = None, reference_spec: GymEnvSpec | None = None
+) -> Iterator[Lockstep]:
+    """A 4-slot, 2-worker pool of ``spec`` and its reference (``reference_spec`` if it must differ)."""
     reference = make_reference(reference_spec or spec, NUM_ENVS)
     with contextlib.closing(reference), PoolVectorEnv(spec, NUM_ENVS, NUM_WORKERS, options=options) as env:
         yield Lockstep(env, reference)
@@ -202,6 +205,20 @@ def test_exception_in_env_step_truncates_only_that_slot_with_the_remote_tracebac
         assert [row["restarts"] for row in run.env.stats()["workers"]] == [0, 0]
 
 
+def test_env_exception_error_names_the_slot_and_the_worker_pid() -> None:
+    """PAINS #6: the trainer sees the remote traceback *plus* where it happened."""
+    raising_slot = 2
+    spec = GymEnvSpec("tests.envs.faulty:make_raising_env", raise_seed=raising_slot, raise_at=1)
+    with PoolVectorEnv(spec, NUM_ENVS, NUM_WORKERS) as env:
+        env.reset(seed=0)
+        pid = worker_row(env)["pid"]
+        _, _, _, _, infos = env.step(np.zeros(NUM_ENVS, dtype=np.int64))
+    assert error_slots(infos) == [raising_slot]
+    error = infos["error"][raising_slot]
+    assert "RuntimeError: injected failure" in error
+    assert f"slot {raising_slot}" in error and str(pid) in error, error
+
+
 @pytest.mark.timeout(45)
 def test_crash_looping_worker_is_given_up_after_flap_limit_and_restarts_stay_bounded() -> None:
     options = PoolOptions(flap_limit=3, flap_window=60.0, restart_backoff=0.05, restart_backoff_cap=0.2)
@@ -231,3 +248,24 @@ def test_crash_looping_worker_is_given_up_after_flap_limit_and_restarts_stay_bou
             assert all("gave up" in infos["error"][s] for s in VICTIM_SLOTS)
         assert run.env.worker_pids == [healthy_pid], "no restart after giving up"
         assert worker_row(run.env)["restarts"] == options.flap_limit
+
+
+@pytest.mark.timeout(40)
+def test_repeated_worker_kills_keep_one_segment_and_cost_only_the_killed_slots() -> None:
+    options = PoolOptions(flap_limit=100, restart_backoff=0.0)
+    with lockstep(CARTPOLE, options) as run:
+        (segment,) = segments_of_this_process()
+        run.step(slots_that_must_match=list(range(NUM_ENVS)))
+        for cycle in range(1, 6):
+            victim_pid = worker_row(run.env)["pid"]
+            previous_obs = run.last[0]  # type: ignore[index]
+            os.kill(victim_pid, signal.SIGKILL)
+            wait_until(lambda pid=victim_pid: not is_running(pid), 5, "the killed worker is dead")
+            assert_failed(run.step(), previous_obs, reason="exited", restarts=cycle)
+            assert_reset(run.step())
+            assert segments_of_this_process() == [segment]
+        assert worker_row(run.env, 0)["restarts"] == 0
+
+
+def segments_of_this_process() -> list[str]:
+    return [n for n in list_segments() if n.startswith(f"{SEGMENT_PREFIX}{os.getpid()}_")]

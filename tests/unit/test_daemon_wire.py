@@ -32,7 +32,9 @@ def header(**fields: object) -> bytes:
         ([b"\x82" + b"\x00" * (wire.MAX_HEADER_BYTES + 1)], "exceeds the limit", None),
     ],
 )
-def test_malformed_requests_are_refused_with_a_clear_message(frames: list[bytes], message: str, request_id: object) -> None:
+def test_malformed_requests_are_refused_with_a_clear_message(
+    frames: list[bytes], message: str, request_id: object
+) -> None:
     with pytest.raises(RequestError, match=message) as info:
         parse_request(frames)
     assert info.value.request_id == request_id
@@ -82,9 +84,9 @@ def test_array_frames_are_checked_for_count_and_byte_size() -> None:
 
 
 def test_tcp_without_curve_keys_is_refused_at_construction() -> None:
-    with pytest.raises(errors.SpecError, match="tcp:// needs CURVE"):
+    with pytest.raises(errors.SpecError, match=r"tcp:// needs CURVE"):
         DaemonConfig(GymEnvSpec("CartPole-v1"), bind="tcp://127.0.0.1:5555")
-    with pytest.raises(errors.SpecError, match="workers: must be 1..envs=2"):
+    with pytest.raises(errors.SpecError, match=r"workers: must be 1\.\.envs=2"):
         DaemonConfig(GymEnvSpec("CartPole-v1"), num_envs=2, num_workers=3)
 
 
