@@ -54,6 +54,6 @@ def test_one_failed_worker_no_longer_terminates_every_env(server: RefServer) -> 
         assert truncateds.tolist() == [True, True, False, False]
         assert not terminateds.any()
         assert "error" in infos[0] and "error" not in infos[2]
-        _, rewards, _, truncateds, infos = env.step(np.zeros(4, dtype=np.int64))
+        _, _, _, truncateds, infos = env.step(np.zeros(4, dtype=np.int64))
         assert not truncateds.any() and all("error" not in i for i in infos)
         assert env.get_active_count() == 4

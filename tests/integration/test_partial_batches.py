@@ -94,7 +94,7 @@ def test_misuse_of_send_and_recv_raises_at_once() -> None:
         with pytest.raises(pool_env.AlreadyPendingError):
             env.step(np.zeros(4, dtype=np.int64))
         _, _, _, _, infos = env.recv()
-        _, _, _, _, infos2 = env.recv()
+        env.recv()
         with pytest.raises(pool_env.UsageError, match="in flight"):
             env.recv()
         with pytest.raises(pool_env.InvalidActionError):

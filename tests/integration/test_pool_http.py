@@ -164,7 +164,7 @@ def test_a_server_episode_error_truncates_only_that_slot_which_then_restarts(ser
         assert "astype" in infos["error"][slot]
         assert truncated.tolist() == [i == slot for i in range(NUM_ENVS)]
         assert rewards[slot] == 0 and not terminated.any()
-        obs, rewards, terminated, truncated, infos = env.step(fly())
+        _, rewards, terminated, truncated, infos = env.step(fly())
         assert "error" not in infos and not truncated.any()
         assert rewards[slot] == 0.0, "the errored slot was reset (NEXT_STEP autoreset)"
         assert infos["step"][slot] == 0 and np.all(infos["step"][np.arange(NUM_ENVS) != slot] == 30)
