@@ -79,6 +79,7 @@ class _WorkerCall:
     slots: list[int]
     sent_at: float | None = None
     done: bool = False
+    harvested: bool = False  # for partial batches: its slots were handed out
 
 
 @dataclass
@@ -87,13 +88,13 @@ class PendingCommand:
 
     op: Op
     seq: int
-    calls: dict[int, _WorkerCall] = field(default_factory=dict)
+    calls: list[_WorkerCall] = field(default_factory=list)
     result: CommandResult = field(default_factory=CommandResult)
 
     @property
     def complete(self) -> bool:
         """Whether every worker answered (or was replaced)."""
-        return all(call.done for call in self.calls.values())
+        return all(call.done for call in self.calls)
 
 
 class Coordinator:
@@ -136,6 +137,7 @@ class Coordinator:
         self.workers = [WorkerHandle(i, slots) for i, slots in enumerate(split_slots(self.num_envs, num_workers))]
         self._by_identity: dict[bytes, WorkerHandle] = {}
         self._queues: dict[int, deque[_WorkerCall]] = {w.worker_id: deque() for w in self.workers}
+        self._lost: dict[int, str] = {}  # slot -> why its episode ended without being reported yet
         self._slot_worker = {slot: w for w in self.workers for slot in w.slots}
 
     # -- life cycle -------------------------------------------------------------------------
@@ -219,13 +221,25 @@ class Coordinator:
         pending = PendingCommand(op, self._seq)
         for worker_id, worker_slots in by_worker.items():
             handle = self.workers[worker_id]
+            self._maybe_restart(handle)
+            if op is Op.STEP and any(s in self._lost for s in worker_slots):
+                # Slots whose episode died with a worker while another command was running:
+                # report that now (truncated + error); the new worker resets them next step.
+                lost = [s for s in worker_slots if s in self._lost]
+                gone = _WorkerCall(pending, handle, handle.gen, {"slots": lost}, lost)
+                pending.calls.append(gone)
+                self._fail_call(gone, "episode lost: " + self._lost[lost[0]])
+                worker_slots = [s for s in worker_slots if s not in lost]
+                if not worker_slots:
+                    continue
+            for slot in worker_slots:
+                self._lost.pop(slot, None)  # a reset starts a new episode anyway
             message: dict[str, Any] = {"op": op.value, "seq": self._seq, "slots": worker_slots}
             if op is Op.RESET:
                 message["seeds"] = [seed_of.get(s) for s in worker_slots]
                 message["options"] = options
-            self._maybe_restart(handle)
             call = _WorkerCall(pending, handle, handle.gen, message, worker_slots)
-            pending.calls[worker_id] = call
+            pending.calls.append(call)
             if handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):
                 self._fail_call(call, handle.last_error or "worker restarting")
                 continue
@@ -249,7 +263,7 @@ class Coordinator:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    busy = sum(not call.done for call in pending.calls.values())
+                    busy = sum(not call.done for call in pending.calls)
                     raise StepTimeoutError(f"{busy} worker(s) still busy after {timeout} s; the call stays pending")
                 wait = min(wait, left)
             self._pump(wait)
@@ -324,6 +338,7 @@ class Coordinator:
         assert self.buffers is not None
         call.done = True
         for slot in call.slots:
+            self._lost.pop(slot, None)
             self.buffers.reward[slot] = 0.0
             self.buffers.terminated[slot] = False
             self.buffers.truncated[slot] = True
@@ -373,6 +388,9 @@ class Coordinator:
             handle.state = WorkerState.BACKOFF
             handle.retry_at = now + delay
             log.warning("worker %d failed (%s); restart %d in %.2f s", handle.worker_id, reason, handle.restarts, delay)
+        # Every episode of this worker died with it: slots not in a failing call are reported
+        # when they are next stepped.
+        self._lost.update({slot: handle.last_error for slot in handle.slots})
         self._fail_queue(handle, handle.last_error)
         self._maybe_restart(handle)
 

@@ -50,7 +50,6 @@ class PartialBatcher:
         self.batch_size = batch_size
         self._in_flight = np.zeros(coordinator.num_envs, dtype=bool)
         self._pending: list[PendingCommand] = []
-        self._harvested: set[tuple[int, int]] = set()
         self._ready: deque[int] = deque()
         self._infos: dict[int, dict[str, Any]] = {}
         self._errors: dict[int, str] = {}
@@ -117,10 +116,9 @@ class PartialBatcher:
         still_pending = []
         for pending in self._pending:
             result = pending.result
-            for worker_id, call in pending.calls.items():
-                key = (pending.seq, worker_id)
-                if call.done and key not in self._harvested:
-                    self._harvested.add(key)
+            for call in pending.calls:
+                if call.done and not call.harvested:
+                    call.harvested = True
                     self._ready.extend(call.slots)
                     for slot in call.slots:
                         if slot in result.infos:
@@ -130,7 +128,6 @@ class PartialBatcher:
             if not pending.complete:
                 still_pending.append(pending)
                 continue
-            self._harvested.difference_update((pending.seq, w) for w in pending.calls)
             if result.fatal is not None:
                 self._drop(pending)
                 self._pending = still_pending + self._pending[self._pending.index(pending) + 1 :]
@@ -138,7 +135,7 @@ class PartialBatcher:
         self._pending = still_pending
 
     def _drop(self, pending: PendingCommand) -> None:
-        slots = [s for call in pending.calls.values() for s in call.slots]
+        slots = [s for call in pending.calls for s in call.slots]
         self._in_flight[slots] = False
         self._ready = deque(s for s in self._ready if s not in set(slots))
 

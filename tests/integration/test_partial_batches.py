@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import Counter
 from typing import Any
 
@@ -106,3 +108,29 @@ def test_misuse_of_send_and_recv_raises_at_once() -> None:
         env.recv()
         obs, *_ = env.step(np.zeros(4, dtype=np.int64))  # everything received: full steps work again
         assert obs.shape == (4, 4)
+
+
+def test_a_slot_idle_when_its_worker_died_reports_its_lost_episode_on_its_next_step() -> None:
+    with PoolVectorEnv(GymEnvSpec("CartPole-v1"), 4, num_workers=2, batch_size=1) as env:
+        env.async_reset(seed=0)
+        for _ in range(4):
+            env.recv()
+
+        def step_one(slot: int) -> tuple[float, bool, str | None]:
+            env.send(np.zeros(1, dtype=np.int64), [slot])
+            _, rewards, _, truncated, infos = env.recv()
+            assert infos["env_id"].tolist() == [slot]
+            error = str(infos["error"][0]) if "error" in infos else None
+            return float(rewards[0]), bool(truncated[0]), error
+
+        assert step_one(1)[2] is None
+        env.send(np.zeros(1, dtype=np.int64), [0])  # slot 1, on the same worker, stays idle
+        os.kill(env.stats()["workers"][0]["pid"], signal.SIGKILL)
+        _, _, _, truncated, infos = env.recv()
+        assert infos["env_id"].tolist() == [0] and truncated[0] and "exited with code -9" in infos["error"][0]
+        reward, truncated_1, error = step_one(1)
+        assert truncated_1 and reward == 0.0, "the idle slot's episode died with the worker: reported, not hidden"
+        assert error is not None and "episode lost" in error and "exited with code -9" in error
+        reward, truncated_1, error = step_one(1)
+        assert (reward, truncated_1, error) == (0.0, False, None), "then it is reset like any ended slot"
+        assert step_one(2)[2] is None and step_one(1) == (1.0, False, None)
