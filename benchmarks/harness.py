@@ -21,11 +21,14 @@ raw floor). For every case:
    within seconds of each other), which is far more robust on a noisy machine than a ratio of
    medians. Step latency p50/p99 come from every timed step. The spread over rounds (min..max
    steps/s) is kept in the JSON.
-5. **Overhead** per step, in µs, is the mean step time minus the *ideal* step time: for local envs
-   ``ceil(num_envs / P) x c``, with ``c`` the env's own cost per step (one env stepped in this
-   process, measured before the case) and ``P`` the processes that can step envs at once (1 for
-   ``SyncVectorEnv``, ``min(workers, cores)`` otherwise); for the reference server
-   ``slots per request x per-env cost + latency`` (what the server itself takes); for the floor 0.
+5. **Overhead** per step, in µs, is the mean step time minus the *ideal* step time: for local
+   envs ``ceil(num_envs / P) x c``, with ``c`` the env's own cost per step (one env stepped in
+   this process before the case; the fastest of 5 runs) and ``P`` the processes that can step
+   envs at once (1 for ``SyncVectorEnv``, ``min(workers, cores)`` otherwise); for the reference
+   server ``slots per request x per-env cost + latency`` (what the server itself takes, were its
+   CPU free); for the floor 0. For the reference server the CPU time the server process spent
+   per step is recorded too (``watched_cpu_us_per_step``): on a small machine it competes with
+   the workers for the same cores.
 6. **Memory**: after the rounds, RSS (and USS, memory unique to the process) of every worker
    process: PoolVectorEnv's from ``env.stats()["workers"]``, AsyncVectorEnv's and the floor's from
    ``psutil`` (the child processes that appeared when the candidate opened). In-process candidates

@@ -35,7 +35,9 @@ def write_plot(cases: Sequence[dict[str, Any]], path: str) -> None:
     panels: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
     for case in cases:
         for row in case["results"]:
-            impl = "pool (default W)" if row.get("default_workers") else row["impl"]
+            # (b)'s default num_workers grows with num_envs: one line for it; elsewhere one per W
+            by_default = case["workload"] == "b" and row.get("default_workers")
+            impl = "pool (default W)" if by_default else row["impl"].replace(" (default)", "")
             panels[_panel(case)][impl].append((case["num_envs"], row["steps_per_s"]))
     columns = min(3, len(panels)) or 1
     rows = -(-len(panels) // columns) or 1

@@ -15,21 +15,57 @@ import numpy as np
 from gymnasium import spaces
 
 from pool_env.errors import InvalidActionError
-from pool_env.shm import Leaf, build_structure, leaf_value
+from pool_env.shm import Leaf, leaf_value
 
 __all__ = ["add_info", "assemble_infos", "validate_actions"]
 
 
+class _LeafBounds:
+    """Inclusive value bounds of one action leaf, broadcastable to ``(n, *leaf.shape)``."""
+
+    low: Any
+    high: Any
+
+    def __init__(self, space: spaces.Space[Any]) -> None:
+        if isinstance(space, spaces.Box):
+            self.low, self.high = space.low, space.high
+        elif isinstance(space, spaces.Discrete):
+            self.low, self.high = space.start, space.start + space.n - 1
+        elif isinstance(space, spaces.MultiDiscrete):
+            self.low, self.high = space.start, space.start + space.nvec - 1
+        else:  # MultiBinary
+            self.low, self.high = 0, 1
+
+    def holds(self, values: np.ndarray) -> bool:
+        # NaN compares false both ways, so it is refused too.
+        return bool(np.all(values >= self.low) and np.all(values <= self.high))
+
+
+_BOUNDS: dict[int, tuple[spaces.Space[Any], list[_LeafBounds]]] = {}
+
+
+def _bounds_of(single_space: spaces.Space[Any], leaves: Sequence[Leaf]) -> list[_LeafBounds]:
+    cached = _BOUNDS.get(id(single_space))
+    if cached is None or cached[0] is not single_space:
+        bounds = [_LeafBounds(leaf_value(single_space, leaf.path)) for leaf in leaves]
+        cached = _BOUNDS[id(single_space)] = (single_space, bounds)
+    return cached[1]
+
+
 def validate_actions(
-    actions: Any, leaves: Sequence[Leaf], action_space: spaces.Space[Any], num_envs: int
+    actions: Any, leaves: Sequence[Leaf], single_action_space: spaces.Space[Any], num_envs: int
 ) -> list[np.ndarray]:
     """One array per action leaf, shaped ``(num_envs, *leaf.shape)`` in the leaf's dtype.
+
+    Checks structure, shape, dtype (``same_kind`` casting) and bounds, leaf by leaf with numpy:
+    the same rules as ``batch_space(single_action_space, num_envs).contains`` at a fraction of
+    its cost on the hot path.
 
     Raises:
         InvalidActionError: a missing part, a wrong shape or dtype, or values outside the space.
     """
     arrays = []
-    for leaf in leaves:
+    for leaf, bounds in zip(leaves, _bounds_of(single_action_space, leaves), strict=True):
         where = "".join(f"[{key!r}]" for key in leaf.path)
         try:
             value = np.asarray(leaf_value(actions, leaf.path))
@@ -40,9 +76,10 @@ def validate_actions(
             raise InvalidActionError(f"actions{where} have shape {value.shape}, expected {expected}")
         if not np.can_cast(value.dtype, np.dtype(leaf.dtype), casting="same_kind"):
             raise InvalidActionError(f"actions{where} have dtype {value.dtype}, expected {np.dtype(leaf.dtype)}")
+        if not bounds.holds(value):
+            space = leaf_value(single_action_space, leaf.path)
+            raise InvalidActionError(f"actions{where} are outside the action space {space}")
         arrays.append(value.astype(leaf.dtype, copy=False))
-    if not action_space.contains(build_structure(leaves, arrays)):
-        raise InvalidActionError(f"actions are outside the action space {action_space}")
     return arrays
 
 

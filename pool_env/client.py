@@ -200,7 +200,7 @@ class RemoteVectorEnv(VectorEnv):
         self._check_idle("step_async")
         if not self._was_reset:
             raise UsageError("call reset() before step()")
-        arrays = validate_actions(actions, self._act_leaves, self.action_space, self.num_envs)
+        arrays = validate_actions(actions, self._act_leaves, self.single_action_space, self.num_envs)
         pending = {}
         for k, session in enumerate(self._sessions):
             rows = slice(self._offsets[k], self._offsets[k] + session.num_envs)

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from gymnasium.vector.utils import batch_space
 
 from pool_env.batch import assemble_infos, validate_actions
 from pool_env.coordinator import Coordinator, PendingCommand
@@ -46,7 +45,6 @@ class PartialBatcher:
         self._obs_leaves = list(obs_leaves)
         self._act_leaves = list(act_leaves)
         self._single_action_space = single_action_space
-        self._batched_spaces: dict[int, Any] = {}
         self.batch_size = batch_size
         self._in_flight = np.zeros(coordinator.num_envs, dtype=bool)
         self._pending: list[PendingCommand] = []
@@ -73,10 +71,7 @@ class PartialBatcher:
         if self._in_flight[ids].any():
             raise UsageError(f"env_ids {ids[self._in_flight[ids]].tolist()} are in flight; recv() them first")
         if op is Op.STEP:
-            space = self._batched_spaces.get(ids.size)
-            if space is None:
-                space = self._batched_spaces[ids.size] = batch_space(self._single_action_space, ids.size)
-            arrays = validate_actions(actions, self._act_leaves, space, ids.size)
+            arrays = validate_actions(actions, self._act_leaves, self._single_action_space, ids.size)
             buffers = self._coordinator.buffers
             assert buffers is not None
             for target, value in zip(buffers.act, arrays, strict=True):

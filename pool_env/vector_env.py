@@ -372,7 +372,7 @@ class PoolVectorEnv(VectorEnv):
         return result
 
     def _write_actions(self, actions: Any) -> None:
-        arrays = validate_actions(actions, self._act_leaves, self.action_space, self.num_envs)
+        arrays = validate_actions(actions, self._act_leaves, self.single_action_space, self.num_envs)
         for target, value in zip(self._buffers.act, arrays, strict=True):
             target[...] = value
 

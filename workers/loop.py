@@ -15,7 +15,6 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import zmq
 
 from pool_env import protocol
@@ -54,10 +53,13 @@ class WorkerLoop:
         self._parent_pid = parent_pid
         self._gen = gen
         self._backend: Backend | None = None
+        self._flat_obs = self._flat_act = False  # a single leaf with an empty path: no nesting
         self._buffers: BatchBuffers | None = None
         self._slots: list[int] = []  # global slot ids, local id = position
         self._local: dict[int, int] = {}
-        self._needs_reset = np.zeros(0, dtype=bool)
+        self._needs_reset: list[bool] = []
+        self._episode: list[int] = []
+        self._episode_step: list[int] = []
         self._next_seeds: list[int | None] = []
         self._reported_counters: dict[str, int] = {}
 
@@ -113,12 +115,15 @@ class WorkerLoop:
         layout = BatchLayout.from_wire(message["layout"])
         self._slots = [int(s) for s in message["slots"]]
         self._local = {slot: i for i, slot in enumerate(self._slots)}
-        self._needs_reset = np.ones(len(self._slots), dtype=bool)
+        # Plain lists, not numpy arrays: they are read per slot on the hot path.
+        self._needs_reset = [True] * len(self._slots)
         # Where each slot is, for error messages: episodes started here, steps in the current one.
-        self._episode = np.zeros(len(self._slots), dtype=np.int64)
-        self._episode_step = np.zeros(len(self._slots), dtype=np.int64)
+        self._episode = [0] * len(self._slots)
+        self._episode_step = [0] * len(self._slots)
         self._next_seeds = list(message.get("seeds") or [None] * len(self._slots))
         self._buffers = attach(message["shm_name"], layout)
+        self._flat_obs = len(layout.obs) == 1 and not layout.obs[0].path
+        self._flat_act = len(layout.act) == 1 and not layout.act[0].path
         self._backend = make_backend(spec, len(self._slots))
 
     def _command(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -136,7 +141,8 @@ class WorkerLoop:
                 self._reset(to_reset, [None] * len(to_reset), None, infos, errors)
             if to_step:
                 actions = self._read_actions(to_step)
-                self._episode_step[to_step] += 1
+                for slot in to_step:
+                    self._episode_step[slot] += 1
                 self._write(to_step, self._backend.step(to_step, actions), infos, errors)
         reply: dict[str, Any] = {"op": Op.DONE.value, "seq": message["seq"], "infos": infos, "errors": errors}
         counters = getattr(self._backend, "counters", None)
@@ -160,15 +166,20 @@ class WorkerLoop:
             # A restarted worker's first reset of a slot follows the seed schedule it was given.
             scheduled, self._next_seeds[slot] = self._next_seeds[slot], None
             effective.append(seed if seed is not None else scheduled)
-        self._episode[list(slots)] += 1
-        self._episode_step[list(slots)] = 0
+        for slot in slots:
+            self._episode[slot] += 1
+            self._episode_step[slot] = 0
         self._write(slots, self._backend.reset(slots, effective, options), infos, errors)
 
     def _read_actions(self, slots: Sequence[int]) -> list[Any]:
         assert self._buffers is not None
-        leaves = self._buffers.layout.act
+        rows = [self._slots[s] for s in slots]
         arrays = self._buffers.act
-        return [build_structure(leaves, [a[self._slots[s]] for a in arrays]) for s in slots]
+        if self._flat_act:
+            return list(arrays[0][rows])
+        leaves = self._buffers.layout.act
+        columns = [list(a[rows]) for a in arrays]
+        return [build_structure(leaves, [c[i] for c in columns]) for i in range(len(rows))]
 
     def _write(
         self, slots: Sequence[int], outcomes: list[Outcome], infos: dict[int, Any], errors: dict[int, str]
@@ -176,24 +187,35 @@ class WorkerLoop:
         buffers = self._buffers
         assert buffers is not None
         leaves = buffers.layout.obs
-        for slot, outcome in zip(slots, outcomes, strict=True):
-            row = self._slots[slot]
+        obs_arrays = buffers.obs
+        rows = [self._slots[slot] for slot in slots]
+        rewards, terminated, truncated = [], [], []
+        for slot, row, outcome in zip(slots, rows, outcomes, strict=True):
             if outcome.obs is not None:
-                for leaf, array in zip(leaves, buffers.obs, strict=True):
-                    array[row] = leaf_value(outcome.obs, leaf.path)
-            failed = outcome.error is not None
-            buffers.reward[row] = 0.0 if failed else outcome.reward
-            buffers.terminated[row] = False if failed else outcome.terminated
-            buffers.truncated[row] = True if failed else outcome.truncated
-            self._needs_reset[slot] = failed or outcome.terminated or outcome.truncated
-            if outcome.info:
-                infos[row] = outcome.info
-            if failed:
-                assert outcome.error is not None
+                if self._flat_obs:
+                    obs_arrays[0][row] = outcome.obs
+                else:
+                    for leaf, array in zip(leaves, obs_arrays, strict=True):
+                        array[row] = leaf_value(outcome.obs, leaf.path)
+            if outcome.error is None:
+                rewards.append(outcome.reward)
+                terminated.append(outcome.terminated)
+                truncated.append(outcome.truncated)
+                self._needs_reset[slot] = outcome.terminated or outcome.truncated
+            else:
+                rewards.append(0.0)
+                terminated.append(False)
+                truncated.append(True)
+                self._needs_reset[slot] = True
                 errors[row] = (
                     f"slot {row} (worker {self._worker_id}, pid {os.getpid()}, episode {self._episode[slot]}, "
                     f"step {self._episode_step[slot]}): {outcome.error}"
                 )
+            if outcome.info:
+                infos[row] = outcome.info
+        buffers.reward[rows] = rewards
+        buffers.terminated[rows] = terminated
+        buffers.truncated[rows] = truncated
 
 
 def _fatal_message(message: dict[str, Any], exc: PoolEnvError) -> dict[str, Any]:

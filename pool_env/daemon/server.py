@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
-from gymnasium.vector.utils import batch_space
 
 from pool_env import __version__, protocol
 from pool_env.batch import validate_actions
@@ -92,7 +91,6 @@ class PoolDaemon:
         self._ipc: security.IpcSocket | None = None
         self._auth: Any = None
         self._stop_metrics: Callable[[], None] | None = None
-        self._batch_spaces: dict[int, Any] = {}
         self.endpoint = config.bind or ""
 
     # -- life cycle -------------------------------------------------------------------------
@@ -381,11 +379,8 @@ class PoolDaemon:
         Raises:
             InvalidActionError: shape, dtype or values outside the space.
         """
-        space = self._batch_spaces.get(rows)
-        if space is None:
-            space = self._batch_spaces[rows] = batch_space(self.spaces[1], rows)
         structure = build_structure(self.act_leaves, arrays)
-        return validate_actions(structure, self.act_leaves, space, rows)
+        return validate_actions(structure, self.act_leaves, self.spaces[1], rows)
 
     def status(self) -> dict[str, Any]:
         """The status document (see :mod:`pool_env.daemon.status`)."""

@@ -56,7 +56,7 @@ from workers.backends.http_payload import (
     OBS_FIELDS,
     parse_reset,
     parse_rows,
-    parse_state_step,
+    parse_state,
     parse_step,
     step_entry,
 )
@@ -320,8 +320,8 @@ class HttpBackend:
             slot = slots[i]
             episode_id = self._episodes.episode_ids[slot]
             try:
-                step = self._client.call_idempotent(
-                    "GET", f"/api/v1/episode/{episode_id}/state/latest", parse=parse_state_step
+                step, ended = self._client.call_idempotent(
+                    "GET", f"/api/v1/episode/{episode_id}/state/latest", parse=parse_state
                 )
             except NotFoundError as exc:
                 self._counters["episode_errors"] += 1
@@ -333,6 +333,16 @@ class HttpBackend:
                 outcomes[i] = Outcome(
                     truncated=True,
                     error="the step's response was lost and the server's step counter is unknown",
+                )
+            elif step == last and ended:
+                # Not stepped, yet ended: the server failed the episode while handling the request
+                # whose answer was lost (an error entry is not applied). Stepping it again would
+                # step an ended episode.
+                self._counters["episode_errors"] += 1
+                self._episodes.drop(slot)
+                outcomes[i] = Outcome(
+                    truncated=True,
+                    error=f"episode {episode_id} failed on the server while the step's answer was lost; not applied",
                 )
             elif step == last:
                 verified.add(i)

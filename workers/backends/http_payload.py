@@ -23,6 +23,7 @@ __all__ = [
     "parse_reset",
     "parse_rows",
     "parse_session",
+    "parse_state",
     "parse_state_step",
     "parse_step",
     "step_entry",
@@ -101,6 +102,13 @@ def parse_step(payload: Any, num_envs: int) -> dict[str, list[Any]]:
 def parse_state_step(payload: Any) -> int | None:
     """The ``step`` counter of a ``/state/latest`` answer (None when the server did not send one)."""
     return _int_or_none(_object(payload).get("step"))
+
+
+def parse_state(payload: Any) -> tuple[int | None, bool]:
+    """The ``step`` counter of a ``/state/latest`` answer and whether the episode has ended
+    (``terminated`` or ``truncated`` is true; the server reports a broken episode as terminated)."""
+    state = _object(payload)
+    return _int_or_none(state.get("step")), state.get("terminated") is True or state.get("truncated") is True
 
 
 def parse_rows(raw: Any, max_rows: int) -> np.ndarray | str:
