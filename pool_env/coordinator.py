@@ -23,17 +23,15 @@ import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
 from pool_env import protocol, shm
+from pool_env.commands import CommandResult, PendingCommand, WorkerCall, error_from_fatal, split_slots
 from pool_env.config import EnvSpec, PoolOptions
 from pool_env.errors import (
     EnvCreationError,
-    HttpStatusError,
-    PoolEnvError,
     ProtocolError,
     StepTimeoutError,
     WorkerStartError,
@@ -43,58 +41,11 @@ from pool_env.supervisor import RestartPolicy, WorkerHandle, WorkerState, spawn_
 
 __all__ = ["CommandResult", "Coordinator", "PendingCommand", "split_slots"]
 
+# Re-exported: the command records live in pool_env.commands.
+
 log = logging.getLogger(__name__)
 
 LIVENESS_POLL_MS = 50
-
-
-def split_slots(num_envs: int, num_workers: int) -> list[list[int]]:
-    """Contiguous, as-even-as-possible groups: 17 slots on 6 workers → 3,3,3,3,3,2."""
-    base, extra = divmod(num_envs, num_workers)
-    groups, start = [], 0
-    for w in range(num_workers):
-        size = base + (1 if w < extra else 0)
-        groups.append(list(range(start, start + size)))
-        start += size
-    return groups
-
-
-@dataclass
-class CommandResult:
-    """What came back: per-slot infos (non-empty only) and per-slot errors."""
-
-    infos: dict[int, dict[str, Any]] = field(default_factory=dict)
-    errors: dict[int, str] = field(default_factory=dict)
-    fatal: PoolEnvError | None = None
-
-
-@dataclass
-class _WorkerCall:
-    """One worker's share of a command."""
-
-    pending: PendingCommand
-    handle: WorkerHandle
-    gen: int
-    message: dict[str, Any]
-    slots: list[int]
-    sent_at: float | None = None
-    done: bool = False
-    harvested: bool = False  # for partial batches: its slots were handed out
-
-
-@dataclass
-class PendingCommand:
-    """A command sent (or queued) to some workers and not yet collected."""
-
-    op: Op
-    seq: int
-    calls: list[_WorkerCall] = field(default_factory=list)
-    result: CommandResult = field(default_factory=CommandResult)
-
-    @property
-    def complete(self) -> bool:
-        """Whether every worker answered (or was replaced)."""
-        return all(call.done for call in self.calls)
 
 
 class Coordinator:
@@ -136,7 +87,7 @@ class Coordinator:
             raise
         self.workers = [WorkerHandle(i, slots) for i, slots in enumerate(split_slots(self.num_envs, num_workers))]
         self._by_identity: dict[bytes, WorkerHandle] = {}
-        self._queues: dict[int, deque[_WorkerCall]] = {w.worker_id: deque() for w in self.workers}
+        self._queues: dict[int, deque[WorkerCall]] = {w.worker_id: deque() for w in self.workers}
         self._lost: dict[int, str] = {}  # slot -> why its episode ended without being reported yet
         self._slot_worker = {slot: w for w in self.workers for slot in w.slots}
 
@@ -226,7 +177,7 @@ class Coordinator:
                 # Slots whose episode died with a worker while another command was running:
                 # report that now (truncated + error); the new worker resets them next step.
                 lost = [s for s in worker_slots if s in self._lost]
-                gone = _WorkerCall(pending, handle, handle.gen, {"slots": lost}, lost)
+                gone = WorkerCall(pending, handle, handle.gen, {"slots": lost}, lost)
                 pending.calls.append(gone)
                 self._fail_call(gone, "episode lost: " + self._lost[lost[0]])
                 worker_slots = [s for s in worker_slots if s not in lost]
@@ -238,7 +189,7 @@ class Coordinator:
             if op is Op.RESET:
                 message["seeds"] = [seed_of.get(s) for s in worker_slots]
                 message["options"] = options
-            call = _WorkerCall(pending, handle, handle.gen, message, worker_slots)
+            call = WorkerCall(pending, handle, handle.gen, message, worker_slots)
             pending.calls.append(call)
             if handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):
                 self._fail_call(call, handle.last_error or "worker restarting")
@@ -333,7 +284,7 @@ class Coordinator:
             f"; stderr: {tail}" if tail else ""
         )
 
-    def _fail_call(self, call: _WorkerCall, reason: str) -> None:
+    def _fail_call(self, call: WorkerCall, reason: str) -> None:
         """Report every slot of ``call`` failed: truncated, reward 0, observation unchanged."""
         assert self.buffers is not None
         call.done = True
@@ -459,7 +410,7 @@ class Coordinator:
         }
         self._socket.send_multipart([handle.identity, protocol.encode(init)])
 
-    def _answered_call(self, handle: WorkerHandle, message: dict[str, Any]) -> _WorkerCall | None:
+    def _answered_call(self, handle: WorkerHandle, message: dict[str, Any]) -> WorkerCall | None:
         """Pop and return the in-flight call that ``message`` answers, if it answers one."""
         queue = self._queues[handle.worker_id]
         if not queue or queue[0].sent_at is None or queue[0].message["seq"] != message.get("seq"):
@@ -469,15 +420,7 @@ class Coordinator:
         return call
 
     def _on_fatal(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
-        kind, text = message.get("kind", "PoolEnvError"), message.get("message", "")
-        error: PoolEnvError
-        if kind == "HttpStatusError":
-            status, detail = int(message.get("status", 0)), str(message.get("detail", text))
-            error = HttpStatusError(status, detail, str(message.get("url", "")))
-        elif kind == "EnvCreationError":
-            error = EnvCreationError(text)
-        else:
-            error = PoolEnvError(f"worker {handle.worker_id}: {kind}: {text}\n{message.get('traceback', '')}")
+        error = error_from_fatal(message, handle.worker_id)
         if handle.state is WorkerState.STARTING:
             # The worker could not create its envs and exits; at start-up this is raised.
             handle.state = WorkerState.FATAL

@@ -32,7 +32,7 @@ import psutil
 from pool_env.chaos.invariants import FLY, REPAIR, SELL, BatchChecker
 from pool_env.chaos.ledger import ServerTally, StepLedger
 
-__all__ = ["ChaosReport", "ChaosRun", "FaultMix"]
+__all__ = ["ChaosReport", "ChaosRun", "FaultMix", "is_worker_process"]
 
 MAX_VIOLATIONS_KEPT = 50
 
@@ -141,6 +141,7 @@ class ChaosRun:
         self._failed = np.zeros(self.num_envs, dtype=bool)
         self._obs: Any = None
         self._started = time.monotonic()
+        self.seen_pids: set[int] = set()  # every worker pid this run looked at (none may outlive the pool)
 
     # -- driving ----------------------------------------------------------------------------
 
@@ -203,7 +204,9 @@ class ChaosRun:
         report.server_faults = dict(self.faults_banked + Counter(stats.get("faults_injected", {})))
         report.accounting = self.ledger.problems(totals["steps_applied"], totals["steps_on_ended"])
         with contextlib.suppress(Exception):
-            report.worker_restarts = sum(int(w["restarts"]) for w in self.env.stats()["workers"])
+            workers = self.env.stats()["workers"]
+            report.worker_restarts = sum(int(w["restarts"]) for w in workers)
+            self.seen_pids.update(int(w["pid"]) for w in workers if w.get("pid"))
         return report
 
     # -- faults -----------------------------------------------------------------------------
@@ -225,7 +228,8 @@ class ChaosRun:
         return [int(w["pid"]) for w in self.env.stats()["workers"] if w.get("pid")]
 
     def _pick_worker(self) -> int | None:
-        pids = [pid for pid in self._worker_pids() if _is_worker(pid)]
+        pids = [pid for pid in self._worker_pids() if is_worker_process(pid)]
+        self.seen_pids.update(pids)
         return self.rng.choice(pids) if pids else None
 
     def _signal(self, pid: int, signum: signal.Signals | None) -> None:
@@ -240,7 +244,7 @@ class ChaosRun:
         report.violations.extend(found[: max(0, MAX_VIOLATIONS_KEPT - len(report.violations))])
 
 
-def _is_worker(pid: int) -> bool:
+def is_worker_process(pid: int) -> bool:
     """Whether ``pid`` is a running pool worker (``python -m workers``), not a recycled pid."""
     try:
         process = psutil.Process(pid)

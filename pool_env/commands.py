@@ -1,0 +1,77 @@
+"""Command records: what a coordinator command is, per worker, and what came back.
+
+A :class:`PendingCommand` is split into one :class:`WorkerCall` per worker that owns some of
+its slots; each worker executes its calls in order. Results accumulate in the command's
+:class:`CommandResult` as calls finish (or fail when their worker is replaced).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pool_env.errors import EnvCreationError, HttpStatusError, PoolEnvError
+from pool_env.protocol import Op
+from pool_env.supervisor import WorkerHandle
+
+__all__ = ["CommandResult", "PendingCommand", "WorkerCall", "error_from_fatal", "split_slots"]
+
+
+def split_slots(num_envs: int, num_workers: int) -> list[list[int]]:
+    """Contiguous, as-even-as-possible groups: 17 slots on 6 workers → 3,3,3,3,3,2."""
+    base, extra = divmod(num_envs, num_workers)
+    groups, start = [], 0
+    for w in range(num_workers):
+        size = base + (1 if w < extra else 0)
+        groups.append(list(range(start, start + size)))
+        start += size
+    return groups
+
+
+@dataclass
+class CommandResult:
+    """What came back: per-slot infos (non-empty only) and per-slot errors."""
+
+    infos: dict[int, dict[str, Any]] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
+    fatal: PoolEnvError | None = None
+
+
+@dataclass
+class WorkerCall:
+    """One worker's share of a command (``gen``: the worker generation it was meant for)."""
+
+    pending: PendingCommand
+    handle: WorkerHandle
+    gen: int
+    message: dict[str, Any]
+    slots: list[int]
+    sent_at: float | None = None
+    done: bool = False
+    harvested: bool = False  # for partial batches: its slots were handed out
+
+
+@dataclass
+class PendingCommand:
+    """A command sent (or queued) to some workers and not yet collected."""
+
+    op: Op
+    seq: int
+    calls: list[WorkerCall] = field(default_factory=list)
+    result: CommandResult = field(default_factory=CommandResult)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every worker answered (or was replaced)."""
+        return all(call.done for call in self.calls)
+
+
+def error_from_fatal(message: dict[str, Any], worker_id: int) -> PoolEnvError:
+    """The error a worker's ``fatal`` message stands for (raised in the trainer)."""
+    kind, text = message.get("kind", "PoolEnvError"), str(message.get("message", ""))
+    if kind == "HttpStatusError":
+        status, detail = int(message.get("status", 0)), str(message.get("detail", text))
+        return HttpStatusError(status, detail, str(message.get("url", "")))
+    if kind == "EnvCreationError":
+        return EnvCreationError(text)
+    return PoolEnvError(f"worker {worker_id}: {kind}: {text}\n{message.get('traceback', '')}")
