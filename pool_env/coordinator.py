@@ -89,6 +89,8 @@ class Coordinator:
         self._by_identity: dict[bytes, WorkerHandle] = {}
         self._queues: dict[int, deque[WorkerCall]] = {w.worker_id: deque() for w in self.workers}
         self._lost: dict[int, str] = {}  # slot -> why its episode ended without being reported yet
+        self._last_check = 0.0
+        self._all_by_worker = {w.worker_id: list(w.slots) for w in self.workers}
         self._slot_worker = {slot: w for w in self.workers for slot in w.slots}
 
     # -- life cycle -------------------------------------------------------------------------
@@ -164,11 +166,15 @@ class Coordinator:
         with an error for their slots.
         """
         self._seq += 1
-        chosen = list(range(self.num_envs)) if slots is None else list(slots)
+        if slots is None:
+            chosen = list(range(self.num_envs))
+            by_worker = self._all_by_worker
+        else:
+            chosen = list(slots)
+            by_worker = {}
+            for slot in chosen:
+                by_worker.setdefault(self._slot_worker[slot].worker_id, []).append(slot)
         seed_of = dict(zip(chosen, seeds, strict=True)) if seeds is not None else {}
-        by_worker: dict[int, list[int]] = {}
-        for slot in chosen:
-            by_worker.setdefault(self._slot_worker[slot].worker_id, []).append(slot)
         pending = PendingCommand(op, self._seq)
         for worker_id, worker_slots in by_worker.items():
             handle = self.workers[worker_id]
@@ -207,7 +213,9 @@ class Coordinator:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            self._check_workers(time.monotonic())
+            now = time.monotonic()
+            if now - self._last_check >= LIVENESS_POLL_MS / 1000:  # not on every message: it costs waitpids
+                self._check_workers(now)
             if pending.complete:
                 break
             wait = LIVENESS_POLL_MS / 1000
@@ -217,15 +225,18 @@ class Coordinator:
                     busy = sum(not call.done for call in pending.calls)
                     raise StepTimeoutError(f"{busy} worker(s) still busy after {timeout} s; the call stays pending")
                 wait = min(wait, left)
-            self._pump(wait)
+            if not self._pump(wait):
+                self._last_check = 0.0  # a quiet poll: check the workers' health now
         if pending.result.fatal is not None:
             raise pending.result.fatal
         return pending.result
 
     def progress(self, wait: float) -> None:
         """Handle worker messages for up to ``wait`` seconds and heal failed workers (non-blocking use)."""
-        self._pump(wait)
-        self._check_workers(time.monotonic())
+        quiet = not self._pump(wait)
+        now = time.monotonic()
+        if quiet or now - self._last_check >= LIVENESS_POLL_MS / 1000:
+            self._check_workers(now)
 
     @property
     def socket(self) -> zmq.Socket[bytes]:
@@ -256,6 +267,7 @@ class Coordinator:
 
     def _check_workers(self, now: float) -> None:
         """Restart workers whose backoff ended; fail the ones that died, hung or never started."""
+        self._last_check = now
         for handle in self.workers:
             self._maybe_restart(handle)
             if not self._queues[handle.worker_id]:
@@ -353,16 +365,15 @@ class Coordinator:
 
     # -- messages ---------------------------------------------------------------------------
 
-    def _pump(self, wait: float) -> None:
-        """Handle every message that arrives within ``wait`` seconds (at least one poll)."""
-        if not self._socket.poll(max(0, int(wait * 1000))):
-            return
-        while True:
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self._handle(frames)
+    def _pump(self, wait: float) -> bool:
+        """Handle every message that arrives within ``wait`` seconds; whether there was any."""
+        socket = self._socket
+        if not socket.poll(max(0, int(wait * 1000))):
+            return False
+        # Ask for readiness instead of catching zmq.Again: the exception costs more than a step.
+        while int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            self._handle(socket.recv_multipart(zmq.NOBLOCK))
+        return True
 
     def _handle(self, frames: list[bytes]) -> None:
         if len(frames) != 2 or frames[0] not in self._by_identity:

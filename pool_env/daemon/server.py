@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -45,7 +46,17 @@ log = logging.getLogger(__name__)
 POLL_MS = 50
 MAX_MESSAGES_PER_TICK = 256
 MAX_INBOUND_BYTES = 64 * 1024 * 1024
-"""zmq drops (and disconnects) a peer that sends a bigger frame."""
+"""zmq drops (and disconnects) a peer that sends a bigger frame: the actions of every slot plus
+:data:`MIN_INBOUND_BYTES` of headroom, never more than this."""
+MIN_INBOUND_BYTES = 1024 * 1024
+MAX_QUEUED_MESSAGES = 16
+"""Per client and direction, messages zmq may queue in the daemon (``RCVHWM``/``SNDHWM`` of the
+client socket). A trainer has one command, a heartbeat and perhaps a status request in flight; a
+client that floods us is throttled by its own transport once its inbound queue is full (zmq stops
+reading its connection), and replies to a client that does not read are dropped (``replies_dropped``)
+once its outbound queue is full. So one client costs the daemon at most
+``MAX_QUEUED_MESSAGES`` frames of at most :meth:`PoolDaemon.max_frame_bytes` inbound and ``MAX_QUEUED_MESSAGES`` replies outbound,
+whatever it does (zmq's default is 1000 messages each way)."""
 
 
 @dataclass
@@ -143,7 +154,9 @@ class PoolDaemon:
         sock = self._context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_BYTES)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame_bytes())
+        sock.setsockopt(zmq.RCVHWM, MAX_QUEUED_MESSAGES)
+        sock.setsockopt(zmq.SNDHWM, MAX_QUEUED_MESSAGES)
         self._socket = sock
         if self.config.curve:
             assert self.config.curve_secret_key is not None
@@ -160,6 +173,11 @@ class PoolDaemon:
             raise TransportError(f"cannot bind {self.endpoint}: {exc}") from exc
         if self._ipc is not None:
             self._ipc.secure()
+
+    def max_frame_bytes(self) -> int:
+        """The largest frame a client may send: one action leaf for every slot, plus headroom."""
+        actions = max((np.dtype(leaf.dtype).itemsize * math.prod(leaf.shape) for leaf in self.act_leaves), default=0)
+        return min(MAX_INBOUND_BYTES, MIN_INBOUND_BYTES + self.config.num_envs * actions)
 
     def request_stop(self) -> None:
         """Ask the loop to stop gracefully (safe in a signal handler: only sets flags).

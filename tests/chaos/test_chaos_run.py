@@ -24,7 +24,7 @@ from pool_env import HttpEnvSpec, PoolOptions, PoolVectorEnv
 from pool_env.chaos import ChaosReport, ChaosRun, FaultMix
 from pool_env.chaos.run import is_worker_process
 from pool_env.refserver.process import RefServer
-from tests.chaos.conftest import RSS_GROWTH_LIMIT, FdCount
+from tests.chaos.conftest import FD_SLACK, RSS_GROWTH_LIMIT, FdCount
 from tests.integration.daemon_process import DaemonProcess
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
@@ -98,7 +98,7 @@ def test_embedded_pool_keeps_every_invariant_and_loses_no_step_under_chaos(chaos
             me = psutil.Process()
             report, warm, end = drive(run, steps, chaos_seed, lambda: me.memory_info().rss)
     check(report, run, chaos_seed, (warm, end), num_envs * steps)
-    assert fds.growth() <= 8, f"the test process has {fds.growth()} more open fds (chaos seed {chaos_seed})"
+    assert fds.growth() <= FD_SLACK, f"the test process has {fds.growth()} more open fds (chaos seed {chaos_seed})"
 
 
 def test_daemon_pool_keeps_every_invariant_and_loses_no_step_under_chaos(chaos_seed: int, fds: FdCount) -> None:
@@ -112,4 +112,4 @@ def test_daemon_pool_keeps_every_invariant_and_loses_no_step_under_chaos(chaos_s
                 run = ChaosRun(env, server, token, step_size=STEP_SIZE, max_steps=MAX_STEPS, seed=chaos_seed, mix=MIX)
                 report, warm, end = drive(run, steps, chaos_seed, lambda: daemon_process.memory_info().rss)
     check(report, run, chaos_seed, (warm, end), num_envs * steps)
-    assert fds.growth() <= 8, f"the test process has {fds.growth()} more open fds (chaos seed {chaos_seed})"
+    assert fds.growth() <= FD_SLACK, f"the test process has {fds.growth()} more open fds (chaos seed {chaos_seed})"
