@@ -86,5 +86,9 @@ main.add_command(serve)
 main.add_command(status)
 main.add_command(keygen)
 
+from pool_env.soak_cli import soak  # noqa: E402 - registered on the group above
+
+main.add_command(soak)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pool_env import shm
+from pool_env.chaos.ledger import fault_kind
 from pool_env.config import HttpEnvSpec, PoolOptions
 from pool_env.vector_env import PoolVectorEnv
 
@@ -73,22 +74,6 @@ class DemoSummary:
         ]
 
 
-def _fault_kind(error: str) -> str:
-    text = error.lower()
-    for needle, kind in (
-        ("exited with code", "worker killed"),
-        ("did not answer", "worker hung"),
-        ("response was lost", "lost response"),
-        ("astype", "episode error"),
-        ("nonetype", "episode error"),
-        ("500", "http 500"),
-        ("503", "http 503"),
-    ):
-        if needle in text:
-            return kind
-    return "other"
-
-
 def run_demo(
     num_envs: int = 16,
     num_workers: int = 4,
@@ -137,7 +122,7 @@ def _run_steps(env: PoolVectorEnv, summary: DemoSummary, steps: Any, obs: np.nda
         waiting_for_reset &= ~recovered
         returns += rewards
         for slot in np.flatnonzero(infos.get("_error", no_errors)):
-            summary.faults[_fault_kind(str(infos["error"][slot]))] += 1
+            summary.faults[fault_kind(str(infos["error"][slot]))] += 1
             waiting_for_reset[slot] = True
         ended = terminated | (truncated & ~infos.get("_error", no_errors))
         summary.episodes_finished += int(ended.sum())

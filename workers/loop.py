@@ -62,6 +62,7 @@ class WorkerLoop:
         self._episode_step: list[int] = []
         self._next_seeds: list[int | None] = []
         self._reported_counters: dict[str, int] = {}
+        self._prefetched: dict[int, Outcome] = {}  # local slot -> its next (seedless) reset, done early
 
     # -- wire -------------------------------------------------------------------------------
 
@@ -91,6 +92,7 @@ class WorkerLoop:
                     self._send({"op": Op.READY.value})
                 elif op in (Op.RESET.value, Op.STEP.value):
                     self._send(self._command(message))
+                    self._prefetch_resets()
                 else:
                     raise PoolEnvError(f"unknown op {op!r}")
             except PoolEnvError as exc:
@@ -133,10 +135,22 @@ class WorkerLoop:
         errors: dict[int, str] = {}
         if message["op"] == Op.RESET.value:
             seeds = list(message.get("seeds") or [None] * len(slots))
-            self._reset(slots, seeds, message.get("options"), infos, errors)
+            options = message.get("options")
+            # A seedless reset without options is exactly what was prefetched; others supersede it.
+            early = [s for s, seed in zip(slots, seeds, strict=True) if seed is None and s in self._prefetched]
+            if options is None:
+                self._deliver_prefetched(early, infos, errors)
+            rest = [(s, seed) for s, seed in zip(slots, seeds, strict=True) if options is not None or s not in early]
+            for slot, _ in rest:
+                self._prefetched.pop(slot, None)
+            if rest:
+                self._reset([s for s, _ in rest], [seed for _, seed in rest], options, infos, errors)
         else:
             to_reset = [s for s in slots if self._needs_reset[s]]
             to_step = [s for s in slots if not self._needs_reset[s]]
+            early = [s for s in to_reset if s in self._prefetched]
+            self._deliver_prefetched(early, infos, errors)
+            to_reset = [s for s in to_reset if s not in early]
             if to_reset:
                 self._reset(to_reset, [None] * len(to_reset), None, infos, errors)
             if to_step:
@@ -152,6 +166,43 @@ class WorkerLoop:
                 reply["counters"] = self._reported_counters = current
         return reply
 
+    def _prefetch_resets(self) -> None:
+        """Reset the slots that ended now, while the trainer works, instead of on their next step.
+
+        NEXT_STEP autoreset makes that reset certain (a seedless one), so doing it early changes
+        nothing the trainer sees but latency: for HTTP envs it takes one server round trip off the
+        critical path of the next step. A failure is kept and delivered like any reset outcome;
+        an error that must reach the trainer (a 4xx) is left for the real reset to raise.
+        """
+        assert self._backend is not None
+        slots = [s for s, ended in enumerate(self._needs_reset) if ended and s not in self._prefetched]
+        if not slots:
+            return
+        seeds = [self._take_scheduled_seed(s, None) for s in slots]
+        try:
+            outcomes = self._backend.reset(slots, seeds, None)
+        except PoolEnvError:
+            for slot, seed in zip(slots, seeds, strict=True):
+                self._next_seeds[slot] = seed  # give the schedule back to the real reset
+            return
+        self._prefetched.update(zip(slots, outcomes, strict=True))
+
+    def _deliver_prefetched(self, slots: Sequence[int], infos: dict[int, Any], errors: dict[int, str]) -> None:
+        if not slots:
+            return
+        self._start_episodes(slots)
+        self._write(slots, [self._prefetched.pop(s) for s in slots], infos, errors)
+
+    def _take_scheduled_seed(self, slot: int, seed: int | None) -> int | None:
+        """``seed``, or for a seedless reset the seed a restarted worker was scheduled to use (once)."""
+        scheduled, self._next_seeds[slot] = self._next_seeds[slot], None
+        return seed if seed is not None else scheduled
+
+    def _start_episodes(self, slots: Sequence[int]) -> None:
+        for slot in slots:
+            self._episode[slot] += 1
+            self._episode_step[slot] = 0
+
     def _reset(
         self,
         slots: Sequence[int],
@@ -161,14 +212,8 @@ class WorkerLoop:
         errors: dict[int, str],
     ) -> None:
         assert self._backend is not None
-        effective = []
-        for slot, seed in zip(slots, seeds, strict=True):
-            # A restarted worker's first reset of a slot follows the seed schedule it was given.
-            scheduled, self._next_seeds[slot] = self._next_seeds[slot], None
-            effective.append(seed if seed is not None else scheduled)
-        for slot in slots:
-            self._episode[slot] += 1
-            self._episode_step[slot] = 0
+        effective = [self._take_scheduled_seed(slot, seed) for slot, seed in zip(slots, seeds, strict=True)]
+        self._start_episodes(slots)
         self._write(slots, self._backend.reset(slots, effective, options), infos, errors)
 
     def _read_actions(self, slots: Sequence[int]) -> list[Any]:

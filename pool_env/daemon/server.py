@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import zmq
 
 from pool_env import __version__, protocol
@@ -151,13 +152,12 @@ class PoolDaemon:
 
     def _bind(self) -> None:
         self._context = zmq.Context()
-        sock = self._context.socket(zmq.ROUTER)
+        sock = self._socket = self._context.socket(zmq.ROUTER)  # close() closes it, even if a setsockopt fails
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.MAXMSGSIZE, self.max_frame_bytes())
         sock.setsockopt(zmq.RCVHWM, MAX_QUEUED_MESSAGES)
         sock.setsockopt(zmq.SNDHWM, MAX_QUEUED_MESSAGES)
-        self._socket = sock
         if self.config.curve:
             assert self.config.curve_secret_key is not None
             public, secret = security.load_secret_key(self.config.curve_secret_key)
