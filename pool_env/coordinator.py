@@ -78,6 +78,8 @@ class Coordinator:
         self._socket: zmq.Socket[bytes] = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._poller = zmq.Poller()  # one, reused: socket.poll() would build a Poller per call
+        self._poller.register(self._socket, zmq.POLLIN)
         self.buffers: shm.BatchBuffers | None = None
         try:
             self._socket.bind(self.endpoint)
@@ -368,7 +370,7 @@ class Coordinator:
     def _pump(self, wait: float) -> bool:
         """Handle every message that arrives within ``wait`` seconds; whether there was any."""
         socket = self._socket
-        if not socket.poll(max(0, int(wait * 1000))):
+        if not self._poller.poll(max(0, int(wait * 1000))):
             return False
         # Ask for readiness instead of catching zmq.Again: the exception costs more than a step.
         while int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:

@@ -76,13 +76,17 @@ class WorkerLoop:
     def serve(self) -> None:
         """Run until ``close`` or until the coordinator is gone."""
         self._send({"op": Op.HELLO.value, "pid": os.getpid()})
+        # recv with a timeout (RCVTIMEO, set by run_worker) rather than poll + recv: no Poller
+        # object per command on the hot path; zmq.Again only when idle, to check the parent.
         while True:
-            if not self._socket.poll(PARENT_CHECK_MS):
+            try:
+                data = self._socket.recv()
+            except zmq.Again:
                 if not self._parent_alive():
                     log.warning("coordinator (pid %d) is gone; worker exits", self._parent_pid)
                     return
                 continue
-            message = protocol.decode(self._socket.recv())
+            message = protocol.decode(data)
             op = message["op"]
             if op == Op.CLOSE.value:
                 return
@@ -282,6 +286,7 @@ def run_worker(endpoint: str, worker_id: int, gen: int, parent_pid: int, socket_
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.IDENTITY, f"w{worker_id}.{gen}".encode())
     socket.setsockopt(zmq.LINGER, 1000)
+    socket.setsockopt(zmq.RCVTIMEO, PARENT_CHECK_MS)
     socket.connect(endpoint)
     loop = WorkerLoop(socket, parent_pid, gen, worker_id)
     orphaned = False

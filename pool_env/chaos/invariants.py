@@ -80,8 +80,8 @@ class BatchChecker:
         has_step = _mask(infos, "step", n)
         for slot in range(n):
             where = f"step {self.steps}, slot {slot}"
-            for text in self._slot(slot, int(actions[slot]), obs, rewards, terminated, truncated, infos, error, has_step):
-                problems.append(f"{where}: {text}")
+            found = self._slot(slot, int(actions[slot]), obs, rewards, terminated, truncated, infos, error, has_step)
+            problems.extend(f"{where}: {text}" for text in found)
         self.obs = np.array(obs)
         self.ended = np.asarray(terminated) | np.asarray(truncated)
         return problems

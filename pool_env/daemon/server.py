@@ -55,9 +55,9 @@ MAX_QUEUED_MESSAGES = 16
 client socket). A trainer has one command, a heartbeat and perhaps a status request in flight; a
 client that floods us is throttled by its own transport once its inbound queue is full (zmq stops
 reading its connection), and replies to a client that does not read are dropped (``replies_dropped``)
-once its outbound queue is full. So one client costs the daemon at most
-``MAX_QUEUED_MESSAGES`` frames of at most :meth:`PoolDaemon.max_frame_bytes` inbound and ``MAX_QUEUED_MESSAGES`` replies outbound,
-whatever it does (zmq's default is 1000 messages each way)."""
+once its outbound queue is full. So one client costs the daemon at most ``MAX_QUEUED_MESSAGES``
+frames of at most :meth:`PoolDaemon.max_frame_bytes` inbound and ``MAX_QUEUED_MESSAGES`` replies
+outbound, whatever it does (zmq's default is 1000 messages each way)."""
 
 
 @dataclass

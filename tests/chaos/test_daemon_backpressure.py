@@ -12,7 +12,6 @@ daemon; we allow twice that for the allocator: 32 MiB of RSS growth.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import numpy as np

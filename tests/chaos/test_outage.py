@@ -67,7 +67,8 @@ def test_a_server_answering_503_to_everything_gets_bounded_requests_per_step_and
     rate_bound = (WORKERS * (MAX_RETRIES + 2) + 1) / BACKOFF
     mean_rate = (sum(per_step) + OUTAGE_STEPS) / elapsed
     assert mean_rate <= rate_bound, f"{mean_rate:.0f} requests/s > {rate_bound:.0f} (per step: {per_step})"
-    seconds = {int(s): n for s, n in before["requests_per_second"].items() if started + 1 <= int(s) < started + elapsed - 1}
+    per_second = before["requests_per_second"].items()
+    seconds = {int(s): n for s, n in per_second if started + 1 <= int(s) < started + elapsed - 1}
     assert seconds, "the outage lasted whole seconds"
     assert max(seconds.values()) <= 2 * rate_bound, f"per second: {seconds}"
     print(f"outage: {per_step=} mean {mean_rate:.0f} req/s, per second {sorted(seconds.values())}")

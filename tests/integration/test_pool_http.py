@@ -14,7 +14,6 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ import pytest
 
 import pool_env
 from pool_env import HttpEnvSpec, PoolOptions, PoolVectorEnv
+from pool_env.chaos import StepLedger
 from pool_env.refserver.process import RefServer, free_port
 
 NO_FAULTS: dict[str, Any] = {
@@ -63,31 +63,7 @@ def fly(num_envs: int = NUM_ENVS) -> np.ndarray:
     return np.zeros(num_envs, dtype=np.int64)
 
 
-@dataclass
-class Ledger:
-    """What the trainer saw, to compare with the server's accounting."""
-
-    applied: int = 0  # step results that were real steps (not autoresets, not errors)
-    lost: int = 0  # errors saying the step was applied but its response was lost
-    uncertain: int = 0  # errors after retries ran out: the server may or may not have applied it
-    errors: list[str] = field(default_factory=list)
-    ended: np.ndarray = field(default_factory=lambda: np.zeros(NUM_ENVS, dtype=bool))
-
-    def record(self, terminated: np.ndarray, truncated: np.ndarray, infos: dict[str, Any]) -> None:
-        error_mask = infos.get("_error", np.zeros(NUM_ENVS, dtype=bool))
-        was_step = ~self.ended  # slots that ended last step were autoreset this step
-        self.applied += int((was_step & ~error_mask).sum())
-        for slot in np.flatnonzero(error_mask):
-            message = str(infos["error"][slot])
-            self.errors.append(message)
-            if "response was lost" in message and was_step[slot]:
-                self.lost += 1
-            elif "gave up" in message and was_step[slot]:
-                self.uncertain += 1
-        self.ended = terminated | truncated
-
-
-def run_steps(env: PoolVectorEnv, ledger: Ledger, steps: int, action: int = 0) -> None:
+def run_steps(env: PoolVectorEnv, ledger: StepLedger, steps: int, action: int = 0) -> None:
     for _ in range(steps):
         _, _, terminated, truncated, infos = env.step(np.full(NUM_ENVS, action, dtype=np.int64))
         ledger.record(terminated, truncated, infos)
@@ -139,7 +115,7 @@ def test_dropped_connections_and_5xx_lose_no_step_and_apply_none_twice(server: R
     with make_pool(server, token) as env:
         env.reset(seed=0)
         server.set_faults(p_drop=0.15, p_http_503=0.1, p_http_500=0.05, fault_seed=11)
-        ledger = Ledger()
+        ledger = StepLedger(NUM_ENVS)
         run_steps(env, ledger, 60)
         server.set_faults(**NO_FAULTS)
         stats = token_stats(server, token)
@@ -170,11 +146,28 @@ def test_a_server_episode_error_truncates_only_that_slot_which_then_restarts(ser
         assert infos["step"][slot] == 0 and np.all(infos["step"][np.arange(NUM_ENVS) != slot] == 30)
 
 
+def test_an_episode_error_in_a_lost_response_is_not_stepped_again(server: RefServer, token: str) -> None:
+    """The server failed one entry of a step request and the connection dropped: the state check
+    sees that episode's counter unchanged but the episode ended, so it must not send the step again."""
+    with make_pool(server, token, num_workers=1) as env:
+        env.reset(seed=0)
+        env.step(fly())
+        server.fail_next("episode_error", count=1)
+        server.fail_next("drop", count=1, path="/api/v1/episode/vectorized_step")
+        ledger = StepLedger(NUM_ENVS)
+        run_steps(env, ledger, 1)
+        assert ledger.lost == NUM_ENVS - 1 and ledger.not_applied == 1, ledger.errors
+        run_steps(env, ledger, 2)
+        stats = token_stats(server, token)
+    assert stats["steps_on_ended"] == 0, "the failed episode was stepped again"
+    assert stats["steps_applied"] == NUM_ENVS + ledger.seen
+
+
 def test_one_shot_5xx_is_retried_without_the_trainer_noticing(server: RefServer, token: str) -> None:
     with make_pool(server, token) as env:
         env.reset(seed=0)
         server.fail_next("503", count=2)
-        ledger = Ledger()
+        ledger = StepLedger(NUM_ENVS)
         run_steps(env, ledger, 3)
         assert ledger.errors == []
         assert token_stats(server, token)["steps_applied"] == 3 * NUM_ENVS
@@ -185,7 +178,7 @@ def test_a_hang_past_the_request_timeout_costs_one_step_of_that_workers_slots(se
         env.reset(seed=0)
         server.set_faults(hang_s=3.0)
         server.fail_next("hang", count=1, path="/api/v1/episode/vectorized_step")
-        ledger = Ledger()
+        ledger = StepLedger(NUM_ENVS)
         run_steps(env, ledger, 1)
         # The hung request was applied by the server: its slots are truncated (never re-sent).
         assert ledger.lost == NUM_ENVS // 2, ledger.errors
@@ -196,7 +189,7 @@ def test_a_hang_past_the_request_timeout_costs_one_step_of_that_workers_slots(se
 def test_server_restart_is_healed_without_trainer_action(token: str) -> None:
     with RefServer() as server, make_pool(server, token) as env:
         env.reset(seed=0)
-        ledger = Ledger()
+        ledger = StepLedger(NUM_ENVS)
         run_steps(env, ledger, 2)
         server.restart()  # every episode on the server is lost
         _, _, _, truncated, infos = env.step(fly())
