@@ -13,6 +13,7 @@ left behind (worker processes, shared-memory segments).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import signal
@@ -95,10 +96,16 @@ def run_soak(
     seed: int | None = None,
     mix: FaultMix | None = None,
     restart_every: float = 60.0,
+    process_fault_every: float = 20.0,
     sample_every: float = 10.0,
     on_progress: Callable[[SoakReport], None] | None = None,
 ) -> SoakReport:
-    """Run the soak (see the module docstring) and return its final report."""
+    """Run the soak (see the module docstring) and return its final report.
+
+    ``process_fault_every``: mean seconds between two worker faults (a SIGKILL, or one time in
+    four a SIGSTOP); with 4 workers each is hit about every 80 s, below the default flapping
+    limit (5 failures in 60 s), so the run measures healing, not giving up.
+    """
     from pool_env.refserver.process import RefServer
 
     seed = int.from_bytes(os.urandom(4), "little") if seed is None else seed
@@ -109,9 +116,13 @@ def run_soak(
             request_timeout=1.0, max_retries=2, retry_backoff=0.05, call_timeout=2.0,
         )  # fmt: skip
         with _pool(spec, daemon, num_envs, num_workers) as (env, coordinator_pid):
+            # Process faults come on a clock here, not per step: per step, a fast pool would kill its
+            # workers faster than the restart policy's flapping limit allows (and give up on them).
+            mix = dataclasses.replace(mix or FaultMix(), p_kill=0.0, p_freeze=0.0)
             run = ChaosRun(env, server, token, step_size=STEP_SIZE, max_steps=MAX_STEPS, seed=seed, mix=mix)
             report = SoakReport("daemon" if daemon else "embedded", seed, minutes, run.report)
-            _loop(run, report, minutes, restart_every, sample_every, coordinator_pid, on_progress)
+            timing = (minutes, restart_every, process_fault_every, sample_every)
+            _loop(run, report, timing, coordinator_pid, on_progress)
             run.finish()
             report.ledger = run.ledger.summary()
             owners = {os.getpid(), coordinator_pid}
@@ -125,17 +136,17 @@ def run_soak(
 def _loop(
     run: ChaosRun,
     report: SoakReport,
-    minutes: float,
-    restart_every: float,
-    sample_every: float,
+    timing: tuple[float, float, float, float],
     coordinator_pid: int,
     on_progress: Callable[[SoakReport], None] | None,
 ) -> None:
+    minutes, restart_every, process_fault_every, sample_every = timing
     run.start()
     start = time.monotonic()
     end = start + minutes * 60.0
     next_restart = start + restart_every
     next_sample = start
+    next_fault = start + run.rng.expovariate(1.0 / process_fault_every)
     while (now := time.monotonic()) < end:
         if now >= next_sample:
             report.memory.append(_memory(run, coordinator_pid, now - start))
@@ -146,7 +157,11 @@ def _loop(
         if now >= next_restart:
             run.restart_server()
             next_restart += restart_every
-        run.step()
+        force = None
+        if now >= next_fault:
+            force = signal.SIGSTOP if run.rng.random() < 0.25 else signal.SIGKILL
+            next_fault = now + run.rng.expovariate(1.0 / process_fault_every)
+        run.step(force=force)
     report.memory.append(_memory(run, coordinator_pid, time.monotonic() - start))
 
 

@@ -114,7 +114,7 @@ class BatchChecker:
             if restarts is None or int(restarts[slot]) < 0:
                 found.append("failed slot has no infos['restarts']")
             if not np.array_equal(obs[slot], self.obs[slot]):
-                found.append("failed slot's observation changed")
+                found.append(f"failed slot's observation changed ({message})")
             return found
         if self.ended[slot]:  # NEXT_STEP autoreset (a reset answer may carry no step counter)
             counter = int(infos["step"][slot]) if has_step[slot] else 0

@@ -21,6 +21,7 @@ import os
 import random
 import signal
 import time
+from array import array
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,7 +89,7 @@ class ChaosReport:
     server_steps: dict[str, int] = field(default_factory=dict)
     recoveries: int = 0
     worker_restarts: int = 0
-    latencies: list[float] = field(default_factory=list)
+    latencies: array[float] = field(default_factory=lambda: array("d"))  # compact: soaks run for hours
 
     @property
     def ok(self) -> bool:
