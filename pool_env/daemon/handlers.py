@@ -48,7 +48,6 @@ def _lease(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
         raise
     daemon.counters["leases_granted"] += 1
     coordinator = daemon.coordinator
-    lease.restarts_seen = {slot: coordinator.restarts_of(slot) for slot in lease.slots}
     lease.shared_memory = wants_shm and daemon.endpoint.startswith("ipc://") and coordinator.buffers is not None
     log.info(
         "lease %s granted: %d slots %s (%s)",
@@ -154,13 +153,9 @@ def reply_to_command(
     coordinator = daemon.coordinator
     position = {slot: i for i, slot in enumerate(lease.slots)}
     errors = {position[s]: text for s, text in result.errors.items() if s in position}
+    # A slot whose worker was replaced while serving another lease gets its "episode lost" error
+    # (and truncation) from the coordinator on its next step.
     is_step = request.op is ClientOp.STEP
-    for slot in lease.slots:
-        restarts = coordinator.restarts_of(slot)
-        if is_step and restarts != lease.restarts_seen.get(slot) and position[slot] not in errors:
-            # The worker was replaced while serving another lease: this slot's episode restarted.
-            errors[position[slot]] = f"the worker of slot {slot} was restarted; this episode started over"
-        lease.restarts_seen[slot] = restarts
     if not is_step:
         lease.was_reset = True
     body = {

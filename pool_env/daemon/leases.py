@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pool_env.errors import LeaseError
 
@@ -48,7 +48,6 @@ class Lease:
         was_reset: a reset went through since the grant (steps are refused before).
         busy: a command of this lease is in flight (at most one).
         shared_memory: the client reads and writes its rows of the pool's segment (same host).
-        restarts_seen: per slot, the worker restart count the client last heard of.
     """
 
     lease_id: str
@@ -58,7 +57,6 @@ class Lease:
     was_reset: bool = False
     busy: bool = False
     shared_memory: bool = False
-    restarts_seen: dict[int, int] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:

@@ -264,3 +264,27 @@ def test_a_killed_daemon_makes_the_next_step_fail_clearly_within_the_timeout() -
         closing = time.monotonic()
         env.close()
         assert time.monotonic() - closing < 3.0
+
+
+def test_a_worker_killed_under_one_trainer_reports_the_lost_episodes_of_the_other() -> None:
+    """Two trainers whose slots share one worker: the one stepping when it dies sees its slots fail;
+    the other sees its episodes' loss (truncated + error) on its next step, then fresh episodes."""
+    with DaemonProcess(envs=4, workers=1, lease_timeout=5.0) as process:
+        a = pool_env.connect(process.endpoint, num_envs=2)
+        b = pool_env.connect(process.endpoint, num_envs=2)
+        try:
+            a.reset(seed=0)
+            b.reset(seed=10)
+            b.step(np.zeros(2, dtype=np.int64))
+            worker_pid = a.stats()["workers"][0]["pid"]
+            os.kill(worker_pid, signal.SIGKILL)
+            _, _, _, truncated_a, infos_a = a.step(np.zeros(2, dtype=np.int64))
+            assert truncated_a.all() and "exited with code -9" in infos_a["error"][0]
+            _, rewards_b, _, truncated_b, infos_b = b.step(np.zeros(2, dtype=np.int64))
+            assert truncated_b.all() and (rewards_b == 0).all(), "b's episodes died with the worker: reported"
+            assert all("episode lost" in e for e in infos_b["error"])
+            _, rewards_b, _, truncated_b, infos_b = b.step(np.zeros(2, dtype=np.int64))
+            assert not truncated_b.any() and "error" not in infos_b and (rewards_b == 0).all(), "then reset"
+        finally:
+            a.close()
+            b.close()
