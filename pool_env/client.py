@@ -327,24 +327,37 @@ class RemoteVectorEnv(VectorEnv):
             errors[offset + int(position)] = str(text)
         for position, count in dict(header.get("restarts") or {}).items():
             self._restarts[offset + int(position)] = int(count)
+        # A failed slot keeps its previous observation, even if its worker wrote a new one
+        # before it died or hung.
+        failed = [offset + int(p) for p in dict(header.get("errors") or {})] if step else []
+        kept = [target[failed].copy() for target in self._obs]
+        self._read_observations(session, reply, rows)
+        for target, previous in zip(self._obs, kept, strict=True):
+            target[failed] = previous
+        if not step:
+            return
+        if session.buffers is not None:
+            for target, source in zip(flags, (session.buffers.reward, session.buffers.terminated,
+                                              session.buffers.truncated), strict=True):  # fmt: skip
+                target[rows] = source[session.slots]
+            return
+        frames: list[Any] = [frame.buffer for frame in reply.frames]
+        count = len(self._obs_leaves)
+        if len(frames) != count + 3:
+            raise wire.RequestError(f"daemon at {session.endpoint}: a step reply needs {count + 3} array frames")
+        for target, frame in zip(flags, frames[count:], strict=True):
+            target[rows] = np.frombuffer(frame, dtype=target.dtype)
+
+    def _read_observations(self, session: DaemonSession, reply: Reply, rows: slice) -> None:
         if session.buffers is not None:
             for target, source in zip(self._obs, session.buffers.obs, strict=True):
                 target[rows] = source[session.slots]
-            if step:
-                for target, source in zip(flags, (session.buffers.reward, session.buffers.terminated,
-                                                  session.buffers.truncated), strict=True):  # fmt: skip
-                    target[rows] = source[session.slots]
             return
         frames: list[Any] = [frame.buffer for frame in reply.frames]
         count = len(self._obs_leaves)
         for target, value in zip(self._obs, wire.arrays_from_frames(frames[:count], self._obs_leaves, session.num_envs,
                                                                     "observations"), strict=True):  # fmt: skip
             target[rows] = value
-        if step:
-            if len(frames) != count + 3:
-                raise wire.RequestError(f"daemon at {session.endpoint}: a step reply needs {count + 3} array frames")
-            for target, frame in zip(flags, frames[count:], strict=True):
-                target[rows] = np.frombuffer(frame, dtype=target.dtype)
 
     def _observations(self) -> Any:
         return structure_of_batch(self._obs_leaves, [array.copy() for array in self._obs])

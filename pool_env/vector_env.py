@@ -145,6 +145,7 @@ class PoolVectorEnv(VectorEnv):
         self.closed = False
         self.batch_size = batch_size
         self._pending: PendingCommand | None = None
+        self._last_obs: list[np.ndarray] | None = None  # the observation leaves returned last
         self._was_reset = False
         self._batcher = PartialBatcher(self._coordinator, self._obs_leaves, self._act_leaves, act_space, batch_size)
 
@@ -227,7 +228,7 @@ class PoolVectorEnv(VectorEnv):
         result = self._collect(timeout)
         buffers = self._buffers
         return (
-            self._observations(),
+            self._observations(sorted(result.errors)),
             buffers.reward.copy(),
             buffers.terminated.copy(),
             buffers.truncated.copy(),
@@ -242,6 +243,7 @@ class PoolVectorEnv(VectorEnv):
         seeds = self._seed_list(seed)
         if isinstance(seed, int):
             self._coordinator.base_seed = seed
+        self._last_obs = None  # partial batches hand out their own rows
         self._batcher.send(Op.RESET, np.arange(self.num_envs), seeds=seeds)
         self._was_reset = True
 
@@ -257,6 +259,7 @@ class PoolVectorEnv(VectorEnv):
         if not self._was_reset:
             raise UsageError("call reset() or async_reset() before send()")
         ids = np.arange(self.num_envs) if env_ids is None else np.asarray(env_ids)
+        self._last_obs = None  # partial batches hand out their own rows
         self._batcher.send(Op.STEP, ids, actions)
 
     def recv(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -380,8 +383,20 @@ class PoolVectorEnv(VectorEnv):
         for target, value in zip(self._buffers.act, arrays, strict=True):
             target[...] = value
 
-    def _observations(self) -> Any:
-        return structure_of_batch(self._obs_leaves, [array.copy() for array in self._buffers.obs])
+    def _observations(self, failed: Sequence[int] = ()) -> Any:
+        """Copies of the observations; ``failed`` slots keep the ones returned last.
+
+        A worker that dies or hangs mid-command may already have written some of its rows
+        (e.g. the reset of a slot that ended, before stepping the others); its slots must
+        still come back with their previous observation.
+        """
+        leaves = [array.copy() for array in self._buffers.obs]
+        if failed and self._last_obs is not None:
+            rows = list(failed)
+            for leaf, previous in zip(leaves, self._last_obs, strict=True):
+                leaf[rows] = previous[rows]
+        self._last_obs = leaves
+        return structure_of_batch(self._obs_leaves, leaves)
 
     def _infos(self, result: CommandResult) -> dict[str, Any]:
         return assemble_infos(result.infos, result.errors, self.num_envs, self._coordinator.restarts_of)

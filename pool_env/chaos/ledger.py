@@ -37,9 +37,9 @@ class Fate(enum.Enum):
 
 _FAULT_KINDS = (
     ("episode lost", "episode lost with its worker"),
+    ("gave up on worker", "worker given up"),
     ("exited with code", "worker killed"),
     ("did not answer", "worker hung"),
-    ("gave up on worker", "worker given up"),
     ("was restarted", "worker restarted"),
     ("response was lost", "lost response"),
     ("counter is unknown", "lost response"),

@@ -157,15 +157,23 @@ class ChaosRun:
         self.ledger.ended = self._failed.copy()
         self._obs = obs
 
-    def step(self, force: signal.Signals | None = None) -> None:
-        """One pool step with this step's faults (``force``: also send this signal to a worker), checked."""
+    def step(self, force: signal.Signals | None = None, faults: bool = True) -> None:
+        """One pool step, checked, with this step's faults (``faults=False``: none; ``force``: also
+        send this signal to a worker).
+
+        Random process faults only hit a healthy pool: while a worker waits out its restart
+        back-off its slots fail at once, so steps are fast, and per-step kills would then come
+        faster than the restart policy's flapping limit allows.
+        """
         mix, rng = self.mix, self.rng
-        self._latency_spike()
+        if faults:
+            self._latency_spike()
         actions = self._actions()
         process_fault = force
-        if rng.random() < mix.p_kill:
+        draw_kill, draw_freeze = rng.random(), rng.random()
+        if faults and self.healthy and draw_kill < mix.p_kill:
             process_fault = signal.SIGKILL
-        elif rng.random() < mix.p_freeze:
+        elif faults and self.healthy and draw_freeze < mix.p_freeze:
             process_fault = signal.SIGSTOP
         victim = self._pick_worker() if process_fault is not None else None
         mid_command = rng.random() < 0.5
@@ -185,6 +193,11 @@ class ChaosRun:
         self.report.steps += 1
         self.report.env_steps += self.num_envs
         self._obs = obs
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the last step returned no error (every worker up, every episode live)."""
+        return not self._failed.any()
 
     def restart_server(self) -> None:
         """Restart the server between two steps (nothing in flight), banking its counters first."""

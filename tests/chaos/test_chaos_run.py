@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import signal
+import time
 import uuid
 from typing import Any
 
@@ -32,29 +33,38 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 STEP_SIZE = 10
 MAX_STEPS = 1000
 STEP_TIMEOUT = 3.0
+DAEMON_STEP_TIMEOUT = 6.0
 WARM_UP_STEPS = 30
 MIX = FaultMix(p_episode_error=0.035)
 
 
-def plan(seed: int, steps: int) -> tuple[int, dict[int, signal.Signals]]:
-    """The step before which the server restarts, and one forced SIGKILL and one SIGSTOP (on top
-    of the random ones), so every run has each fault at least once."""
+def plan(seed: int, steps: int) -> tuple[int, dict[int, signal.Signals], dict[int, str]]:
+    """The step before which the server restarts, one forced SIGKILL and one SIGSTOP, and one
+    forced server fault of each kind (on top of the random ones), so every run has each fault."""
     rng = random.Random(seed ^ 0x5EED)
     restart_at = rng.randrange(steps // 3, 2 * steps // 3)
     kill_at, freeze_at = rng.sample([t for t in range(WARM_UP_STEPS, steps) if t != restart_at], 2)
-    return restart_at, {kill_at: signal.SIGKILL, freeze_at: signal.SIGSTOP}
+    server_faults = {rng.randrange(WARM_UP_STEPS, steps): kind for kind in ("500", "503", "drop", "hang")}
+    return restart_at, {kill_at: signal.SIGKILL, freeze_at: signal.SIGSTOP}, server_faults
 
 
 def drive(run: ChaosRun, steps: int, seed: int, rss: Any) -> tuple[ChaosReport, int, int]:
     """Run ``steps`` pool steps; the report and the coordinator RSS after warm-up and at the end."""
-    restart_at, forced = plan(seed, steps)
+    restart_at, forced, server_faults = plan(seed, steps)
     run.start()
     warm = 0
     for t in range(steps):
         if t == WARM_UP_STEPS:
             warm = rss()
         if t == restart_at:
+            # Restart while every worker is up with live episodes (not while one is in restart
+            # back-off, when its slots fail at once), so the restart is seen as lost episodes.
+            deadline = time.monotonic() + 30.0
+            while not run.healthy and time.monotonic() < deadline:
+                run.step(faults=False)
             run.restart_server()
+        if t in server_faults:
+            run.server.fail_next(server_faults[t], path="/api/v1/episode/vectorized_step")
         run.step(force=forced.get(t))
     end = rss()
     return run.finish(), warm, end
@@ -105,7 +115,10 @@ def test_daemon_pool_keeps_every_invariant_and_loses_no_step_under_chaos(chaos_s
     token = f"chaos-{uuid.uuid4().hex[:8]}"
     num_envs, steps = 8, 200
     with RefServer() as server:
-        extra = ("--token", token, "--step-timeout", str(STEP_TIMEOUT), "--step-size", str(STEP_SIZE))
+        # The daemon's workers use the spec's default retry settings (request_timeout 10 s, so a
+        # hang is a 1.5 s wait, not a timeout; back-off up to 0.2 + 0.4 + 0.8 s): a command under
+        # this mix can legitimately take 4 s, so the daemon gets a longer step timeout.
+        extra = ("--token", token, "--step-timeout", str(DAEMON_STEP_TIMEOUT), "--step-size", str(STEP_SIZE))
         with DaemonProcess(server.url, envs=num_envs, workers=2, lease_timeout=10.0, extra=extra) as daemon:
             daemon_process = psutil.Process(daemon.pid)
             with pool_env.connect(daemon.endpoint, num_envs=num_envs) as env:

@@ -13,6 +13,8 @@ What one worker sends per step command during the outage (``R = max_retries``):
 
 So one command sends at most ``2 * (R + 2)`` requests (both halves when some slots reset and
 others step), and ``R + 2`` in the steady state; the pool at most ``W * 2 * (R + 2)`` per step.
+(A worker resets its ended slots right after replying, so the reset half of one step may be
+counted in the next: still at most ``2 * (R + 2)`` per worker between two of our counts.)
 
 Back-off bounds the rate: in the steady state each worker sleeps ``U[0, b) + U[0, 2b)`` per step
 (full jitter, ``b = retry_backoff``), mean ``1.5 b``, standard deviation ``sqrt(5/12) b ≈ 0.65 b``.
@@ -63,7 +65,10 @@ def test_a_server_answering_503_to_everything_gets_bounded_requests_per_step_and
             assert "error" not in recovered[-1], "the pool recovers as soon as the server does"
     hard_bound = WORKERS * 2 * (MAX_RETRIES + 2)
     assert max(per_step) <= hard_bound, f"requests per step {per_step} > {hard_bound}"
-    assert per_step[-1] <= WORKERS * (MAX_RETRIES + 2), f"steady state: {per_step}"
+    # Workers reset ended slots right after replying (prefetch), so a reset's requests may land in
+    # the next step's count: per step they vary, their sum may not (one cycle of slack at the end).
+    steady = WORKERS * (MAX_RETRIES + 2)
+    assert sum(per_step[1:]) <= OUTAGE_STEPS * steady, f"steady state above {steady} a step: {per_step}"
     rate_bound = (WORKERS * (MAX_RETRIES + 2) + 1) / BACKOFF
     mean_rate = (sum(per_step) + OUTAGE_STEPS) / elapsed
     assert mean_rate <= rate_bound, f"{mean_rate:.0f} requests/s > {rate_bound:.0f} (per step: {per_step})"
