@@ -17,21 +17,11 @@ import pytest
 from pool_env.config import HttpEnvSpec
 from pool_env.errors import HttpStatusError
 from pool_env.refserver.process import RefServer
+from tests.integration.refserver_helpers import NO_FAULTS
 from workers.backends.base import Outcome
 from workers.backends.http import HttpBackend
 
 SLOTS = [0, 1, 2, 3]
-NO_FAULTS: dict[str, Any] = {
-    "p_episode_error": 0.0,
-    "p_http_500": 0.0,
-    "p_http_503": 0.0,
-    "p_hang": 0.0,
-    "p_drop": 0.0,
-    "hang_s": 40.0,
-    "latency_ms": 0.0,
-    "max_steps_quota": 100_000,
-    "clear_pending": True,
-}
 
 
 @pytest.fixture(scope="module")

@@ -23,17 +23,8 @@ import pool_env
 from pool_env import HttpEnvSpec, PoolOptions, PoolVectorEnv
 from pool_env.chaos import StepLedger
 from pool_env.refserver.process import RefServer, free_port
+from tests.integration.refserver_helpers import NO_FAULTS
 
-NO_FAULTS: dict[str, Any] = {
-    "p_episode_error": 0.0,
-    "p_http_500": 0.0,
-    "p_http_503": 0.0,
-    "p_hang": 0.0,
-    "p_drop": 0.0,
-    "latency_ms": 0.0,
-    "max_steps_quota": 100_000,
-    "clear_pending": True,
-}
 NUM_ENVS = 6
 
 
