@@ -25,6 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from benchmarks.daemon_candidate import DaemonVectorEnv
 from benchmarks.envs import BIG_OBS_SHAPE, make_big_obs_env, make_null_env
 from benchmarks.floor import FloorLink
 from benchmarks.harness import Candidate, Case, Memory, process_memory
@@ -295,6 +296,15 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
         default = default_num_workers(GymEnvSpec("CartPole-v1"), n)
         candidates = _gym_candidates(lambda: gym.make("CartPole-v1"), n)
         candidates += [_pool_candidate(GymEnvSpec("CartPole-v1"), n, w, default) for w in _worker_counts(n)]
+        candidates.append(
+            VectorEnvCandidate(
+                f"pool via daemon W={default}",
+                "daemon",
+                n,
+                default,
+                lambda: DaemonVectorEnv("gym:CartPole-v1", n, default),  # type: ignore[arg-type,return-value]
+            )
+        )
         return _local_ideal(candidates, case.params["env_cost_us"] / 1e6)
 
     # (b)
