@@ -395,7 +395,8 @@ class PoolVectorEnv(VectorEnv):
             rows = list(failed)
             for leaf, previous in zip(leaves, self._last_obs, strict=True):
                 leaf[rows] = previous[rows]
-        self._last_obs = leaves
+        # A private copy: the trainer may change the returned arrays in place (normalising, say).
+        self._last_obs = [leaf.copy() for leaf in leaves]
         return structure_of_batch(self._obs_leaves, leaves)
 
     def _infos(self, result: CommandResult) -> dict[str, Any]:

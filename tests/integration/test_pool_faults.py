@@ -269,3 +269,15 @@ def test_repeated_worker_kills_keep_one_segment_and_cost_only_the_killed_slots()
 
 def segments_of_this_process() -> list[str]:
     return [n for n in list_segments() if n.startswith(f"{SEGMENT_PREFIX}{os.getpid()}_")]
+
+
+def test_a_failed_slot_returns_the_observation_as_returned_even_if_the_trainer_changed_it_in_place() -> None:
+    with PoolVectorEnv(GymEnvSpec("CartPole-v1"), NUM_ENVS, NUM_WORKERS) as env:
+        env.reset(seed=0)
+        obs, *_ = env.step(np.zeros(NUM_ENVS, dtype=np.int64))
+        returned = obs.copy()
+        obs -= 1000.0  # the trainer normalises in place
+        os.kill(worker_row(env)["pid"], signal.SIGKILL)
+        obs, _, _, truncated, _ = env.step(np.zeros(NUM_ENVS, dtype=np.int64))
+        assert truncated[VICTIM_SLOTS].all()
+        np.testing.assert_array_equal(obs[VICTIM_SLOTS], returned[VICTIM_SLOTS])
