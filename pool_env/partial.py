@@ -49,6 +49,9 @@ class PartialBatcher:
         self._in_flight = np.zeros(coordinator.num_envs, dtype=bool)
         self._pending: list[PendingCommand] = []
         self._ready: deque[int] = deque()
+        buffers = coordinator.buffers
+        assert buffers is not None
+        self._last_obs = [np.zeros_like(array) for array in buffers.obs]  # per slot, as last handed out
         self._infos: dict[int, dict[str, Any]] = {}
         self._errors: dict[int, str] = {}
 
@@ -137,11 +140,20 @@ class PartialBatcher:
     def _batch(self, ids: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         buffers = self._coordinator.buffers
         assert buffers is not None
-        obs = build_structure(self._obs_leaves, [array[ids] for array in buffers.obs])
         position = {int(slot): i for i, slot in enumerate(ids)}
+        errors = {s: self._errors.pop(s) for s in position if s in self._errors}
+        leaves = [array[ids] for array in buffers.obs]
+        # A failed slot keeps the observation handed out last: its dying worker may have
+        # written a new one first.
+        failed_rows = [position[s] for s in errors]
+        failed_slots = list(errors)
+        for leaf, last in zip(leaves, self._last_obs, strict=True):
+            leaf[failed_rows] = last[failed_slots]
+            last[ids] = leaf
+        obs = build_structure(self._obs_leaves, leaves)
         infos = assemble_infos(
             {s: self._infos.pop(s) for s in position if s in self._infos},
-            {s: self._errors.pop(s) for s in position if s in self._errors},
+            errors,
             len(ids),
             self._coordinator.restarts_of,
             position.__getitem__,

@@ -115,8 +115,10 @@ def test_a_slot_idle_when_its_worker_died_reports_its_lost_episode_on_its_next_s
     spec = GymEnvSpec("tests.envs.faulty:make_slow_env", delay=0.5)
     with PoolVectorEnv(spec, 4, num_workers=2, batch_size=1) as env:
         env.async_reset(seed=0)
+        first_obs = {}
         for _ in range(4):
-            env.recv()
+            obs, *_, infos = env.recv()
+            first_obs[int(infos["env_id"][0])] = obs[0]
 
         def step_one(slot: int) -> tuple[float, bool, str | None]:
             env.send(np.zeros(1, dtype=np.int64), [slot])
@@ -127,8 +129,9 @@ def test_a_slot_idle_when_its_worker_died_reports_its_lost_episode_on_its_next_s
 
         env.send(np.zeros(1, dtype=np.int64), [0])  # slot 1, on the same worker, stays idle
         os.kill(env.stats()["workers"][0]["pid"], signal.SIGKILL)
-        _, _, _, truncated, infos = env.recv()
+        obs, _, _, truncated, infos = env.recv()
         assert infos["env_id"].tolist() == [0] and truncated[0] and "exited with code -9" in infos["error"][0]
+        np.testing.assert_array_equal(obs[0], first_obs[0])  # the failed slot keeps its last observation
         reward, truncated_1, error = step_one(1)
         assert truncated_1 and reward == 0.0, "the idle slot's episode died with the worker: reported, not hidden"
         assert error is not None and "episode lost" in error and "exited with code -9" in error
