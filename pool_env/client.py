@@ -19,21 +19,20 @@ with pool_env.connect("ipc:///run/user/1000/pool-env/pool.sock", num_envs=8) as 
 
 from __future__ import annotations
 
-import contextlib
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from pool_env.batch import assemble_infos, validate_actions
 from pool_env.daemon import security, wire
 from pool_env.daemon.session import CurveClientKeys, DaemonSession, Reply
 from pool_env.daemon.wire import ClientOp
-from pool_env.errors import AlreadyPendingError, ClosedError, NoPendingCallError, SpecError, UsageError
+from pool_env.errors import NoPendingCallError, SpecError, UsageError
+from pool_env.frontend import BatchedVectorEnv
 from pool_env.spaces import leaves_of, structure_of_batch
 
 __all__ = ["RemoteVectorEnv", "connect"]
@@ -107,7 +106,7 @@ def connect(
         raise
 
 
-class RemoteVectorEnv(VectorEnv):
+class RemoteVectorEnv(BatchedVectorEnv):
     """Slots leased from pool daemons, as one gymnasium vector env (see :func:`connect`)."""
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -185,11 +184,6 @@ class RemoteVectorEnv(VectorEnv):
             self._was_reset = True
         return self._observations(), infos
 
-    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step every slot: ``step_async(actions)`` then ``step_wait()``."""
-        self.step_async(actions)
-        return self.step_wait()
-
     def step_async(self, actions: Any) -> None:
         """Validate ``actions`` and send each daemon its share.
 
@@ -235,18 +229,6 @@ class RemoteVectorEnv(VectorEnv):
         for session in self._sessions:
             session.close()
 
-    def __enter__(self) -> RemoteVectorEnv:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "closed", True):
-            warnings.warn(f"unclosed {self!r}; call close()", ResourceWarning, stacklevel=2)
-            with contextlib.suppress(Exception):
-                self.close()
-
     def __repr__(self) -> str:
         where = ", ".join(s.endpoint for s in getattr(self, "_sessions", []))
         return f"RemoteVectorEnv([{where}], num_envs={getattr(self, 'num_envs', '?')})"
@@ -269,25 +251,6 @@ class RemoteVectorEnv(VectorEnv):
         }
 
     # -- internals --------------------------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise ClosedError("this RemoteVectorEnv is closed")
-
-    def _check_idle(self, name: str) -> None:
-        self._check_open()
-        if self._pending is not None:
-            raise AlreadyPendingError(f"{name}() while a step is pending; call step_wait() first", "step")
-
-    def _seed_list(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
-        if seed is None:
-            return [None] * self.num_envs
-        if isinstance(seed, int | np.integer):
-            return [int(seed) + i for i in range(self.num_envs)]
-        seeds = [None if s is None else int(s) for s in seed]
-        if len(seeds) != self.num_envs:
-            raise UsageError(f"a seed list must have num_envs={self.num_envs} entries, got {len(seeds)}")
-        return seeds
 
     def _collect(self, timeout: float | None, step: bool, flags: tuple[np.ndarray, ...] = ()) -> dict[str, Any]:
         """Wait for every outstanding reply, then copy results into the batch; infos."""

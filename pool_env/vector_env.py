@@ -11,17 +11,15 @@ Returned arrays are copies: they stay valid after the next step.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import requests
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from pool_env.batch import assemble_infos, validate_actions
@@ -29,13 +27,13 @@ from pool_env.config import EnvSpec, GymEnvSpec, HttpEnvSpec, PoolOptions
 from pool_env.coordinator import CommandResult, Coordinator, PendingCommand
 from pool_env.errors import (
     AlreadyPendingError,
-    ClosedError,
     HttpStatusError,
     NoPendingCallError,
     SpecError,
     TransportError,
     UsageError,
 )
+from pool_env.frontend import BatchedVectorEnv
 from pool_env.partial import PartialBatcher
 from pool_env.protocol import Op
 from pool_env.shm import BatchLayout
@@ -79,7 +77,7 @@ def check_server(spec: HttpEnvSpec) -> None:
         raise HttpStatusError(response.status_code, detail, url)
 
 
-class PoolVectorEnv(VectorEnv):
+class PoolVectorEnv(BatchedVectorEnv):
     """Many episodes of one env spec, stepped in parallel by worker processes.
 
     Args:
@@ -196,11 +194,6 @@ class PoolVectorEnv(VectorEnv):
         result = self._run(Op.RESET, chosen, list(seeds) if seeds is not None else [None] * len(chosen), options)
         return self._observations(), self._infos(result)
 
-    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step every slot: ``step_async(actions)`` then ``step_wait()``."""
-        self.step_async(actions)
-        return self.step_wait()
-
     def step_async(self, actions: Any) -> None:
         """Validate ``actions``, put them in shared memory and send one command per worker.
 
@@ -278,18 +271,6 @@ class PoolVectorEnv(VectorEnv):
         self._pending = None
         self._coordinator.close()
 
-    def __enter__(self) -> PoolVectorEnv:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if not getattr(self, "closed", True):
-            warnings.warn(f"unclosed {self!r}; call close()", ResourceWarning, stacklevel=2)
-            with contextlib.suppress(Exception):  # may run at interpreter shutdown
-                self.close()
-
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"PoolVectorEnv({self.spec_!r}, num_envs={self.num_envs}, num_workers={self.num_workers}, {state})"
@@ -320,32 +301,14 @@ class PoolVectorEnv(VectorEnv):
 
     # -- internals --------------------------------------------------------------------------
 
+    def _busy_reason(self) -> str | None:
+        return "slots are in flight after send(); recv() them first" if self._batcher.busy else None
+
     @property
     def _buffers(self) -> Any:
         buffers = self._coordinator.buffers
         assert buffers is not None
         return buffers
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise ClosedError("this PoolVectorEnv is closed")
-
-    def _check_idle(self, name: str) -> None:
-        self._check_open()
-        if self._pending is not None:
-            raise AlreadyPendingError(f"{name}() while a step is pending; call step_wait() first", "step")
-        if self._batcher.busy:
-            raise AlreadyPendingError(f"{name}() while slots are in flight after send(); recv() them first", "step")
-
-    def _seed_list(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
-        if seed is None:
-            return [None] * self.num_envs
-        if isinstance(seed, int | np.integer):
-            return [int(seed) + i for i in range(self.num_envs)]
-        seeds = [None if s is None else int(s) for s in seed]
-        if len(seeds) != self.num_envs:
-            raise UsageError(f"a seed list must have num_envs={self.num_envs} entries, got {len(seeds)}")
-        return seeds
 
     def _run(
         self, op: Op, slots: list[int] | None, seeds: list[int | None], options: dict[str, Any] | None
