@@ -61,8 +61,9 @@ class DaemonProcess:
         ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
         line = self.proc.stdout.readline() if ready else ""
         if "serving" not in line:
-            self.kill()
-            raise AssertionError(f"daemon did not start: {line!r}\n{self.log()}")
+            log = self.log()
+            self.__exit__(None, None, None)  # __exit__ is not called when __enter__ raises: clean up here
+            raise AssertionError(f"daemon did not start: {line!r}\n{log}")
         self.endpoint = line.split()[3]
         return self
 
