@@ -191,9 +191,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
             InvalidActionError: wrong structure, shape or dtype, or values outside the space.
             AlreadyPendingError, ClosedError, UsageError: wrong call order.
         """
-        self._check_idle("step_async")
-        if not self._was_reset:
-            raise UsageError("call reset() before step()")
+        self._check_can_step()
         arrays = validate_actions(actions, self._act_leaves, self.single_action_space, self.num_envs)
         pending = {}
         for k, session in enumerate(self._sessions):

@@ -46,6 +46,7 @@ class BatchedVectorEnv(VectorEnv):
 
     num_envs: int
     _pending: Any = None
+    _was_reset: bool = False
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every slot: ``step_async(actions)`` then ``step_wait()``."""
@@ -86,6 +87,12 @@ class BatchedVectorEnv(VectorEnv):
         busy = self._busy_reason()
         if busy is not None:
             raise AlreadyPendingError(f"{name}() while {busy}", "step")
+
+    def _check_can_step(self) -> None:
+        """Raise unless ``step_async`` may start: open, idle, and reset at least once."""
+        self._check_idle("step_async")
+        if not self._was_reset:
+            raise UsageError("call reset() before step()")
 
     def _busy_reason(self) -> str | None:
         """Why the env is busy besides a pending step (``None``: it is not)."""

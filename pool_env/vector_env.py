@@ -201,9 +201,7 @@ class PoolVectorEnv(BatchedVectorEnv):
             InvalidActionError: wrong structure, shape or dtype, or values outside the space.
             AlreadyPendingError, ClosedError, UsageError: wrong call order.
         """
-        self._check_idle("step_async")
-        if not self._was_reset:
-            raise UsageError("call reset() before step()")
+        self._check_can_step()
         self._write_actions(actions)
         self._pending = self._coordinator.submit(Op.STEP)
 

@@ -20,9 +20,9 @@ import pytest
 import zmq
 
 import pool_env
-from pool_env import GymEnvSpec, protocol
+from pool_env import GymEnvSpec
 from pool_env.daemon.server import MAX_QUEUED_MESSAGES
-from tests.integration.daemon_process import DaemonProcess
+from tests.integration.daemon_process import DaemonProcess, raw_header, raw_request
 from tests.integration.reference import assert_same, make_reference
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
@@ -70,19 +70,6 @@ def flooder() -> Iterator[zmq.Socket[bytes]]:
         context.term()
 
 
-_ids = iter(range(1, 10**9))
-
-
-def _header(body: dict[str, object]) -> bytes:
-    return protocol.encode({"v": 1, "id": next(_ids), **body})
-
-
-def _request(sock: zmq.Socket[bytes], body: dict[str, object]) -> dict[str, object]:
-    sock.send(_header(body))
-    assert sock.poll(5000), f"no reply to {body}"
-    reply = protocol.decode(sock.recv_multipart()[0])
-    assert reply["ok"] is True, reply
-    return reply
 
 
 def test_a_client_that_floods_without_reading_neither_grows_the_daemon_nor_stalls_a_trainer(
@@ -109,14 +96,14 @@ def test_a_client_that_floods_without_reading_neither_grows_the_daemon_nor_stall
             for _ in range(20):
                 trainer_step()
             flooder.connect(daemon.endpoint)
-            lease = _request(flooder, {"op": "lease", "num_envs": 2})["lease"]
-            _request(flooder, {"op": "reset", "lease": lease, "seeds": [5, 6]})
+            lease = raw_request(flooder, {"op": "lease", "num_envs": 2})["lease"]
+            raw_request(flooder, {"op": "reset", "lease": lease, "seeds": [5, 6]})
             action = np.zeros(2, dtype=np.int64).tobytes()
             big = b"\0" * BIG_FRAME
             sent = refused = 0
             with PeakRss(daemon.pid) as rss:
                 for i in range(40_000):  # many small requests, never a reply read
-                    frames = [_header({"op": "step", "lease": lease}), action]
+                    frames = [raw_header({"op": "step", "lease": lease}), action]
                     if i % 20 == 0:
                         frames.append(big)  # and some big ones
                     try:

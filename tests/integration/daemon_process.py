@@ -13,6 +13,9 @@ import tempfile
 import time
 from typing import IO, Any
 
+import zmq
+
+from pool_env import protocol
 from pool_env.shm import sweep_orphans
 
 __all__ = ["DaemonProcess", "cli"]
@@ -128,3 +131,20 @@ class DaemonProcess:
 
 def _has_orphan_segment(pid: int) -> bool:
     return any(name.startswith(f"pool_env_{pid}_") for name in os.listdir("/dev/shm"))
+
+
+_request_ids = iter(range(1, 10**9))
+
+
+def raw_header(body: dict[str, object]) -> bytes:
+    """A daemon request header (protocol version 1) with a fresh request id, for raw-socket tests."""
+    return protocol.encode({"v": 1, "id": next(_request_ids), **body})
+
+
+def raw_request(sock: zmq.Socket[bytes], body: dict[str, object]) -> dict[str, object]:
+    """Send one request on a raw DEALER socket and return its (successful) reply."""
+    sock.send(raw_header(body))
+    assert sock.poll(5000), f"no reply to {body}"
+    reply = protocol.decode(sock.recv_multipart()[0])
+    assert reply["ok"] is True, reply
+    return reply

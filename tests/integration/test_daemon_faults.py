@@ -21,7 +21,7 @@ import pool_env
 from pool_env import GymEnvSpec, protocol
 from pool_env.shm import list_segments
 from tests.conditions import wait_until
-from tests.integration.daemon_process import DaemonProcess, cli
+from tests.integration.daemon_process import DaemonProcess, cli, raw_header, raw_request
 from tests.integration.reference import assert_same, make_reference
 
 pytestmark = pytest.mark.timeout(90)
@@ -106,9 +106,9 @@ def test_a_client_disconnecting_mid_step_harms_nobody(daemon: DaemonProcess) -> 
             sock = context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(daemon.endpoint)
-            lease = _request(sock, {"op": "lease", "num_envs": 1})["lease"]
-            _request(sock, {"op": "reset", "lease": lease, "seeds": [3]})
-            sock.send_multipart([_header({"op": "step", "lease": lease}), np.zeros(1, dtype=np.int64).tobytes()])
+            lease = raw_request(sock, {"op": "lease", "num_envs": 1})["lease"]
+            raw_request(sock, {"op": "reset", "lease": lease, "seeds": [3]})
+            sock.send_multipart([raw_header({"op": "step", "lease": lease}), np.zeros(1, dtype=np.int64).tobytes()])
             sock.close(linger=0)  # gone before the reply
             other.step()
         wait_until(lambda: free_slots(daemon.endpoint) == 4, 5.0, "the vanished clients' slots come back")
@@ -119,19 +119,6 @@ def test_a_client_disconnecting_mid_step_harms_nobody(daemon: DaemonProcess) -> 
         other.close()
 
 
-_ids = iter(range(1, 10**9))
-
-
-def _header(body: dict[str, object]) -> bytes:
-    return protocol.encode({"v": 1, "id": next(_ids), **body})
-
-
-def _request(sock: zmq.Socket[bytes], body: dict[str, object]) -> dict[str, object]:
-    sock.send(_header(body))
-    assert sock.poll(5000), f"no reply to {body}"
-    reply = protocol.decode(sock.recv_multipart()[0])
-    assert reply["ok"] is True, reply
-    return reply
 
 
 def _fuzz_message(rng: random.Random, lease: str) -> list[bytes]:
@@ -176,8 +163,8 @@ def test_a_fuzz_loop_of_malformed_messages_leaves_the_daemon_and_a_trainer_unhar
         for sock in sockets:
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(daemon.endpoint)
-        lease = str(_request(sockets[0], {"op": "lease", "num_envs": 1})["lease"])
-        _request(sockets[0], {"op": "reset", "lease": lease, "seeds": [0]})
+        lease = str(raw_request(sockets[0], {"op": "lease", "num_envs": 1})["lease"])
+        raw_request(sockets[0], {"op": "reset", "lease": lease, "seeds": [0]})
         sent = replies = 0
         for i in range(3200):
             sock = sockets[i % len(sockets)]
@@ -224,7 +211,7 @@ def test_thousands_of_connects_and_disconnects_leave_the_daemon_serving(daemon: 
                     sock = context.socket(zmq.DEALER)
                     sock.setsockopt(zmq.LINGER, 0)
                     sock.connect(daemon.endpoint)
-                    sock.send(_header({"op": "hello"}))
+                    sock.send(raw_header({"op": "hello"}))
                     sock.close(linger=0)
             finally:
                 context.term()
