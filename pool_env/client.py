@@ -163,13 +163,8 @@ class RemoteVectorEnv(BatchedVectorEnv):
         self, indices: Sequence[int], seeds: Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         """Reset only the slots in ``indices``; the others keep their episodes untouched."""
-        self._check_idle("reset_envs")
-        chosen = [int(i) for i in indices]
-        if not chosen or any(not 0 <= i < self.num_envs for i in chosen) or len(set(chosen)) != len(chosen):
-            raise UsageError(f"indices must be distinct slots in 0..{self.num_envs - 1}, got {list(indices)}")
-        if seeds is not None and len(seeds) != len(chosen):
-            raise UsageError(f"seeds must match indices in length ({len(seeds)} != {len(chosen)})")
-        seed_of = dict(zip(chosen, seeds if seeds is not None else [None] * len(chosen), strict=True))
+        chosen, chosen_seeds = self._reset_envs_arguments(indices, seeds)
+        seed_of = dict(zip(chosen, chosen_seeds, strict=True))
         pending = {}
         for k, session in enumerate(self._sessions):
             offset = self._offsets[k]

@@ -98,5 +98,21 @@ class BatchedVectorEnv(VectorEnv):
         """Why the env is busy besides a pending step (``None``: it is not)."""
         return None
 
+    def _reset_envs_arguments(
+        self, indices: Sequence[int], seeds: Sequence[int | None] | None
+    ) -> tuple[list[int], list[int | None]]:
+        """Check ``reset_envs`` arguments (the env idle, distinct slots in range, one seed each).
+
+        Raises:
+            UsageError: bad indices or seeds; AlreadyPendingError, ClosedError: wrong call order.
+        """
+        self._check_idle("reset_envs")
+        chosen = [int(i) for i in indices]
+        if not chosen or any(not 0 <= i < self.num_envs for i in chosen) or len(set(chosen)) != len(chosen):
+            raise UsageError(f"indices must be distinct slots in 0..{self.num_envs - 1}, got {list(indices)}")
+        if seeds is not None and len(seeds) != len(chosen):
+            raise UsageError(f"seeds must match indices in length ({len(seeds)} != {len(chosen)})")
+        return chosen, list(seeds) if seeds is not None else [None] * len(chosen)
+
     def _seed_list(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
         return seed_list(seed, self.num_envs)

@@ -185,13 +185,8 @@ class PoolVectorEnv(BatchedVectorEnv):
 
         Returns the whole batch of observations (only the reset rows changed) and infos.
         """
-        self._check_idle("reset_envs")
-        chosen = [int(i) for i in indices]
-        if not chosen or any(not 0 <= i < self.num_envs for i in chosen) or len(set(chosen)) != len(chosen):
-            raise UsageError(f"indices must be distinct slots in 0..{self.num_envs - 1}, got {list(indices)}")
-        if seeds is not None and len(seeds) != len(chosen):
-            raise UsageError(f"seeds must match indices in length ({len(seeds)} != {len(chosen)})")
-        result = self._run(Op.RESET, chosen, list(seeds) if seeds is not None else [None] * len(chosen), options)
+        chosen, chosen_seeds = self._reset_envs_arguments(indices, seeds)
+        result = self._run(Op.RESET, chosen, chosen_seeds, options)
         return self._observations(), self._infos(result)
 
     def step_async(self, actions: Any) -> None:
