@@ -140,6 +140,7 @@ class ChaosRun:
         self._worker_pids = worker_pids or self._pids_from_stats
         self._spike_left = 0
         self._failed = np.zeros(self.num_envs, dtype=bool)
+        self._deferred_fault: signal.Signals | None = None  # a forced fault that found no live worker yet
         self._obs: Any = None
         self._started = time.monotonic()
         self.seen_pids: set[int] = set()  # every worker pid this run looked at (none may outlive the pool)
@@ -169,20 +170,25 @@ class ChaosRun:
         if faults:
             self._latency_spike()
         actions = self._actions()
-        process_fault = force
+        # A forced fault is never replaced by a random one, and waits for a live worker to hit.
+        forced = force or self._deferred_fault
+        self._deferred_fault = None
+        process_fault = forced
         draw_kill, draw_freeze = rng.random(), rng.random()
-        if faults and self.healthy and draw_kill < mix.p_kill:
+        if forced is None and faults and self.healthy and draw_kill < mix.p_kill:
             process_fault = signal.SIGKILL
-        elif faults and self.healthy and draw_freeze < mix.p_freeze:
+        elif forced is None and faults and self.healthy and draw_freeze < mix.p_freeze:
             process_fault = signal.SIGSTOP
         victim = self._pick_worker() if process_fault is not None else None
+        if forced is not None and victim is None:
+            self._deferred_fault = forced
         mid_command = rng.random() < 0.5
-        if victim is not None and not mid_command:
-            self._signal(victim, process_fault)
+        if victim is not None and not mid_command and not self._signal(victim, process_fault) and forced:
+            self._deferred_fault = forced
         start = time.perf_counter()
         self.env.step_async(actions)
-        if victim is not None and mid_command:
-            self._signal(victim, process_fault)
+        if victim is not None and mid_command and not self._signal(victim, process_fault) and forced:
+            self._deferred_fault = forced
         obs, rewards, terminated, truncated, infos = self.env.step_wait()
         self.report.latencies.append(time.perf_counter() - start)
         self._violations(self.checker.step(actions, obs, rewards, terminated, truncated, infos))
@@ -246,11 +252,15 @@ class ChaosRun:
         self.seen_pids.update(pids)
         return self.rng.choice(pids) if pids else None
 
-    def _signal(self, pid: int, signum: signal.Signals | None) -> None:
+    def _signal(self, pid: int, signum: signal.Signals | None) -> bool:
+        """Send ``signum`` to ``pid``; whether it reached a process."""
         assert signum is not None
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.kill(pid, signum)
-            self.report.injected["worker SIGKILL" if signum == signal.SIGKILL else "worker SIGSTOP"] += 1
+        except ProcessLookupError:
+            return False
+        self.report.injected["worker SIGKILL" if signum == signal.SIGKILL else "worker SIGSTOP"] += 1
+        return True
 
     def _violations(self, found: list[str]) -> None:
         report = self.report
