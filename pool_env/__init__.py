@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING, Any
 
 from pool_env.config import GymEnvSpec, HttpEnvSpec, PoolOptions
 from pool_env.errors import (
-    ClosedError,
     DaemonUnavailableError,
     EnvCreationError,
+    ErrorKind,
     HttpStatusError,
-    InvalidActionError,
     LeaseError,
     PoolEnvError,
     ProtocolError,
+    SlotFailure,
     SpecError,
+    StepFate,
     StepTimeoutError,
     TransportError,
     UsageError,
@@ -38,6 +39,8 @@ from pool_env.errors import (
 # must not pay for gymnasium (≈ 0.2 s and ≈ 20 MB per worker).
 _LAZY = {
     "AlreadyPendingError": "pool_env.errors",
+    "ClosedError": "pool_env.errors",
+    "InvalidActionError": "pool_env.errors",
     "NoPendingCallError": "pool_env.errors",
     "PoolVectorEnv": "pool_env.vector_env",
     "RemoteVectorEnv": "pool_env.client",
@@ -46,7 +49,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from pool_env.client import RemoteVectorEnv, connect
-    from pool_env.errors import AlreadyPendingError, NoPendingCallError
+    from pool_env.errors import AlreadyPendingError, ClosedError, InvalidActionError, NoPendingCallError
     from pool_env.vector_env import PoolVectorEnv
 else:
 
@@ -67,6 +70,7 @@ __all__ = [
     "ClosedError",
     "DaemonUnavailableError",
     "EnvCreationError",
+    "ErrorKind",
     "GymEnvSpec",
     "HttpEnvSpec",
     "HttpStatusError",
@@ -78,7 +82,9 @@ __all__ = [
     "PoolVectorEnv",
     "ProtocolError",
     "RemoteVectorEnv",
+    "SlotFailure",
     "SpecError",
+    "StepFate",
     "StepTimeoutError",
     "TransportError",
     "UsageError",

@@ -1,13 +1,15 @@
-"""The pool_env error tree: every error pool_env raises derives from :class:`PoolEnvError`.
+"""The pool_env error tree, the typed kinds of the failures the pool survives, and the one place
+where an error becomes wire data and back.
 
 ```
 PoolEnvError
 ├── UsageError                     wrong call order or arguments (the pool is unaffected)
-│   ├── ClosedError                a call on a closed pool
-│   ├── AlreadyPendingError        step_async while a call is pending  (also gymnasium's AlreadyPendingCallError)
-│   ├── NoPendingCallError         step_wait without step_async        (also gymnasium's NoAsyncCallError)
-│   ├── InvalidActionError         actions of the wrong shape, dtype or outside the action space
-│   ├── SpecError                  a bad env spec or pool configuration (names the field)
+│   ├── ClosedError                a call on a closed pool                 (also gymnasium's ClosedEnvironmentError)
+│   ├── AlreadyPendingError        step_async while a call is pending      (also gymnasium's AlreadyPendingCallError)
+│   ├── NoPendingCallError         step_wait without step_async            (also gymnasium's NoAsyncCallError)
+│   ├── InvalidActionError         actions of the wrong shape, dtype or outside the space (also ValueError and
+│   │                              gymnasium's InvalidAction)
+│   ├── SpecError                  a bad env spec or pool configuration (names the field; also ValueError)
 │   └── LeaseError                 a daemon refused or does not know a lease (names what is free)
 ├── WorkerError                    a worker could not be started or did something it must not
 │   └── WorkerStartError           workers did not come up (exit code / stderr tail)
@@ -23,21 +25,29 @@ PoolEnvError
 ```
 
 Failures the pool survives (a worker crash, a connection reset, a server episode error) are
-*not* raised: they become ``infos["error"]`` on the affected slots and counters in ``stats()``.
+*not* raised: they become a :class:`SlotFailure` per affected slot — ``infos["error"]`` (text for
+people), ``infos["error_kind"]`` (an :class:`ErrorKind`) and ``infos["step_fate"]`` (a
+:class:`StepFate`) — and counters by kind in ``stats()``. Code reads the enums, never the text.
 
-Every class keeps its constructor arguments so that it survives pickling (tested).
+Errors cross a wire only through :func:`to_wire` and :func:`from_wire` (the worker → coordinator
+``fatal`` message and the daemon → client error reply alike), as httpx maps errors in one place
+per boundary: msgpack-safe values, the class kept with its fields, never pickle; a class name the
+receiver does not know becomes its nearest known base. Every class also survives pickling (tested).
 
 This module imports nothing heavy: HTTP workers import it and must not load gymnasium (≈ 0.2 s
-and ≈ 20 MB per worker). The two classes that also derive from gymnasium's errors
-(:class:`AlreadyPendingError`, :class:`NoPendingCallError`) are therefore made on first access
-(PEP 562 module ``__getattr__``), which imports ``gymnasium.error``; they are then stored in the
-module globals, so every access (and unpickling) gets the same class object.
+and ≈ 20 MB per worker). The four classes that also derive from gymnasium's errors
+(:class:`ClosedError`, :class:`AlreadyPendingError`, :class:`NoPendingCallError`,
+:class:`InvalidActionError`) are therefore made on first access (PEP 562 module ``__getattr__``),
+which imports ``gymnasium.error``; they are then stored in the module globals, so every access
+(and unpickling, and :func:`from_wire`) gets the same class object.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
 __all__ = [
     "AlreadyPendingError",
@@ -45,6 +55,7 @@ __all__ = [
     "ClosedError",
     "DaemonUnavailableError",
     "EnvCreationError",
+    "ErrorKind",
     "HttpStatusError",
     "InvalidActionError",
     "LeaseError",
@@ -52,46 +63,161 @@ __all__ = [
     "PoolEnvError",
     "ProtocolError",
     "RetriesExhaustedError",
+    "SlotFailure",
     "SpecError",
+    "StepFate",
     "StepTimeoutError",
     "TransportError",
     "UsageError",
     "VersionMismatchError",
     "WorkerError",
     "WorkerStartError",
+    "from_wire",
+    "to_wire",
 ]
 
 
+# -- failures the pool survives: typed data ---------------------------------------------------
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a slot failed: the closed set of every per-slot failure the pool reports.
+
+    The values are what ``infos["error_kind"]`` holds (a ``StrEnum``: compare with members or
+    with their strings) and the keys of ``stats()["error_kinds"]``.
+    """
+
+    WORKER_DIED = "worker_died"
+    """The slot's worker process exited (killed by a signal, crashed) or became unreachable."""
+    WORKER_HUNG = "worker_hung"
+    """The worker did not answer within ``step_timeout`` (or get ready within ``start_timeout``); killed."""
+    WORKER_RESTARTING = "worker_restarting"
+    """The slot's worker is being replaced (back-off after a failure); the command was not sent."""
+    GAVE_UP = "gave_up"
+    """The pool gave up on the slot's worker (too many failures within ``flap_window``)."""
+    EPISODE_LOST = "episode_lost"
+    """The slot's episode died with a worker that failed during another command; reported on its next step."""
+    PROTOCOL = "protocol"
+    """The worker sent a malformed message; it was replaced."""
+    ENV_RAISED = "env_raised"
+    """A local env raised inside ``reset``/``step`` (the text has the traceback)."""
+    INVALID_ENV_RETURN = "invalid_env_return"
+    """The env returned something outside its contract (bad observation or reward, NaN, wrong shape)."""
+    SERVER_EPISODE_ERROR = "server_episode_error"
+    """The env server reported an error for this episode (a per-entry error payload)."""
+    EPISODE_GONE = "episode_gone"
+    """The env server no longer knows the episode (404: it restarted or expired it)."""
+    SERVER_5XX = "server_5xx"
+    """The env server kept answering 5xx until the retries were spent."""
+    TRANSPORT = "transport"
+    """Connecting to or reading from the env server kept failing (refused, reset, timed out), retries spent."""
+    BAD_RESPONSE = "bad_response"
+    """The env server's answers kept being unreadable (not JSON, malformed) until the retries were spent."""
+    CALL_TIMEOUT = "call_timeout"
+    """The worker's call ran out of ``call_timeout`` before the server answered."""
+    LOST_RESPONSE = "lost_response"
+    """The step's answer was lost on the way back (its fate says whether the server applied it)."""
+
+
+class StepFate(enum.StrEnum):
+    """What became of a failed slot's step (for a reset: of the reset; no step was taken).
+
+    ``infos["step_fate"]`` holds it; accounting (quotas, the chaos ledger) reads it.
+    """
+
+    APPLIED = "applied"
+    """The env applied the step exactly once; only its result was lost."""
+    NOT_APPLIED = "not_applied"
+    """The env did not apply the step (never sent, refused, or known not applied)."""
+    UNKNOWN = "unknown"
+    """The step may or may not have been applied (the worker died or the server stopped answering mid-step)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFailure:
+    """One slot's failure: its kind, the fate of its step, and a message for people.
+
+    Attributes:
+        kind: why the slot failed.
+        fate: whether the env applied the slot's step.
+        message: what happened, for people (never parsed).
+    """
+
+    kind: ErrorKind
+    fate: StepFate
+    message: str
+
+    def to_wire(self) -> list[str]:
+        """``[kind, fate, message]``: plain strings for msgpack."""
+        return [self.kind.value, self.fate.value, self.message]
+
+    @classmethod
+    def from_wire(cls, data: Any) -> SlotFailure:
+        """Inverse of :meth:`to_wire`.
+
+        Raises:
+            ProtocolError: not a ``[kind, fate, message]`` triple of known values.
+        """
+        try:
+            kind, fate, message = data
+            return cls(ErrorKind(kind), StepFate(fate), str(message))
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"bad slot failure on the wire: {data!r} ({exc})") from exc
+
+
+# -- the tree ---------------------------------------------------------------------------------
+
+
 class PoolEnvError(Exception):
-    """Root of every error raised by pool_env."""
+    """Root of every error raised by pool_env.
+
+    ``_wire_args`` names the constructor's arguments (``"message"`` is ``str(self)``, the others
+    attributes of the same name): pickling and :func:`to_wire` rebuild an error from them.
+    """
+
+    _wire_args: ClassVar[tuple[str, ...]] = ("message",)
+
+    def wire_fields(self) -> dict[str, Any]:
+        """The constructor's arguments by name (see ``_wire_args``)."""
+        return {name: str(self) if name == "message" else getattr(self, name) for name in self._wire_args}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), tuple(self.wire_fields().values()), self.__dict__ or None)
 
 
 class UsageError(PoolEnvError):
     """The caller used the API wrongly; nothing was sent and the pool still works."""
 
 
-class ClosedError(UsageError):
-    """The pool (or client) is closed."""
-
-
 class _CallStateError(UsageError):
     """Base of :class:`AlreadyPendingError` and :class:`NoPendingCallError`: a message and the call's ``name``."""
 
+    _wire_args: ClassVar[tuple[str, ...]] = ("message", "name")
     name: str
 
     def __init__(self, message: str, name: str = "step") -> None:
         UsageError.__init__(self, message)
         self.name = name
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.name))
+
+class _ClosedError(UsageError):
+    """Base of :class:`ClosedError` (without gymnasium)."""
 
 
-_GYMNASIUM_ERRORS = ("AlreadyPendingError", "NoPendingCallError")
+class _InvalidActionError(UsageError, ValueError):
+    """Base of :class:`InvalidActionError` (without gymnasium)."""
+
+
+_GYMNASIUM_ERRORS = ("AlreadyPendingError", "ClosedError", "InvalidActionError", "NoPendingCallError")
 _gymnasium_lock = threading.Lock()
 
-if TYPE_CHECKING:
-    from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
+
+def _define_gymnasium_errors() -> None:
+    """Make the classes that also derive from gymnasium's errors (imports gymnasium)."""
+    from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, InvalidAction, NoAsyncCallError
+
+    class ClosedError(_ClosedError, ClosedEnvironmentError):
+        """The pool (or client) is closed."""
 
     class AlreadyPendingError(_CallStateError, AlreadyPendingCallError):
         """``step_async``/``reset`` was called while another call is still pending."""
@@ -99,36 +225,46 @@ if TYPE_CHECKING:
     class NoPendingCallError(_CallStateError, NoAsyncCallError):
         """``step_wait`` was called without a pending ``step_async``."""
 
+    class InvalidActionError(_InvalidActionError, InvalidAction):
+        """Actions of the wrong shape or dtype, or outside the action space."""
+
+    for cls in (ClosedError, AlreadyPendingError, NoPendingCallError, InvalidActionError):
+        cls.__qualname__ = cls.__name__  # pickle finds classes by module and qualname
+        globals()[cls.__name__] = cls
+
+
+def _gymnasium_error(name: str) -> Any:
+    """One of the gymnasium-derived classes, made (once, thread-safely) on first use."""
+    with _gymnasium_lock:
+        if name not in globals():
+            _define_gymnasium_errors()
+    return globals()[name]
+
+
+if TYPE_CHECKING:
+    from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, InvalidAction, NoAsyncCallError
+
+    class ClosedError(_ClosedError, ClosedEnvironmentError):
+        """The pool (or client) is closed."""
+
+    class AlreadyPendingError(_CallStateError, AlreadyPendingCallError):
+        """``step_async``/``reset`` was called while another call is still pending."""
+
+    class NoPendingCallError(_CallStateError, NoAsyncCallError):
+        """``step_wait`` was called without a pending ``step_async``."""
+
+    class InvalidActionError(_InvalidActionError, InvalidAction):
+        """Actions of the wrong shape or dtype, or outside the action space."""
+
 else:
-
-    def _define_gymnasium_errors() -> None:
-        """Make the two classes that also derive from gymnasium's errors (imports gymnasium)."""
-        from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
-
-        class AlreadyPendingError(_CallStateError, AlreadyPendingCallError):
-            """``step_async``/``reset`` was called while another call is still pending."""
-
-        class NoPendingCallError(_CallStateError, NoAsyncCallError):
-            """``step_wait`` was called without a pending ``step_async``."""
-
-        for cls in (AlreadyPendingError, NoPendingCallError):
-            cls.__qualname__ = cls.__name__  # pickle finds classes by module and qualname
-            globals()[cls.__name__] = cls
 
     def __getattr__(name: str) -> Any:
         if name in _GYMNASIUM_ERRORS:
-            with _gymnasium_lock:
-                if name not in globals():
-                    _define_gymnasium_errors()
-            return globals()[name]
+            return _gymnasium_error(name)
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:
         return sorted({*globals(), *_GYMNASIUM_ERRORS})
-
-
-class InvalidActionError(UsageError, ValueError):
-    """Actions of the wrong shape or dtype, or outside the action space."""
 
 
 class SpecError(UsageError, ValueError):
@@ -157,7 +293,10 @@ class VersionMismatchError(ProtocolError):
     Attributes:
         client_version: the version this client speaks.
         server_version: the version the daemon speaks.
+        endpoint: the daemon's address ("" when unknown).
     """
+
+    _wire_args = ("client_version", "server_version", "endpoint")
 
     def __init__(self, client_version: int, server_version: int, endpoint: str = "") -> None:
         super().__init__(
@@ -168,9 +307,6 @@ class VersionMismatchError(ProtocolError):
         self.client_version = client_version
         self.server_version = server_version
         self.endpoint = endpoint
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.client_version, self.server_version, self.endpoint))
 
 
 class TransportError(PoolEnvError):
@@ -185,23 +321,30 @@ class DaemonUnavailableError(TransportError):
 class RetriesExhaustedError(TransportError):
     """Every retry of an HTTP request failed; ``last_error`` describes the final failure.
 
-    The HTTP backend never lets this reach the trainer: it turns it into per-slot errors.
+    The HTTP backend never lets this reach the trainer: it turns it into per-slot failures whose
+    kind is ``kind``, the kind of the final failure.
+
+    Attributes:
+        retries: retries made.
+        last_error: the final failure, for people.
+        kind: the final failure's kind (:attr:`ErrorKind.SERVER_5XX`, ``TRANSPORT``, ``BAD_RESPONSE``).
     """
 
-    def __init__(self, retries: int, last_error: str) -> None:
+    _wire_args: ClassVar[tuple[str, ...]] = ("retries", "last_error", "kind")
+
+    def __init__(self, retries: int, last_error: str, kind: ErrorKind | str = ErrorKind.TRANSPORT) -> None:
         super().__init__(f"gave up after {retries} retries; last error: {last_error}")
         self.retries = retries
         self.last_error = last_error
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.retries, self.last_error))
+        self.kind = ErrorKind(kind)
 
 
 class CallTimeoutError(RetriesExhaustedError):
     """An HTTP backend call (one worker's reset or step) ran out of ``HttpEnvSpec.call_timeout``.
 
     Raised instead of starting a request or a back-off that the deadline leaves no time for; like
-    its base, it becomes per-slot errors and never reaches the trainer.
+    its base, it becomes per-slot failures (of kind :attr:`ErrorKind.CALL_TIMEOUT`) and never
+    reaches the trainer.
 
     Attributes:
         call_timeout: the call's time budget in seconds.
@@ -209,6 +352,8 @@ class CallTimeoutError(RetriesExhaustedError):
         retries: retries made during the call, over all its requests.
         last_error: the last failure of the call, or what could not be started.
     """
+
+    _wire_args = ("call_timeout", "elapsed", "retries", "last_error")
 
     def __init__(self, call_timeout: float, elapsed: float, retries: int, last_error: str) -> None:
         TransportError.__init__(
@@ -218,9 +363,7 @@ class CallTimeoutError(RetriesExhaustedError):
         self.elapsed = elapsed
         self.retries = retries
         self.last_error = last_error
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.call_timeout, self.elapsed, self.retries, self.last_error))
+        self.kind = ErrorKind.CALL_TIMEOUT
 
 
 class HttpStatusError(TransportError):
@@ -232,14 +375,13 @@ class HttpStatusError(TransportError):
         url: the request URL.
     """
 
+    _wire_args = ("status", "detail", "url")
+
     def __init__(self, status: int, detail: str, url: str = "") -> None:
         super().__init__(f"env server answered HTTP {status} for {url or 'a request'}: {detail}")
         self.status = status
         self.detail = detail
         self.url = url
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.status, self.detail, self.url))
 
 
 class EnvCreationError(PoolEnvError):
@@ -251,3 +393,78 @@ class StepTimeoutError(PoolEnvError, TimeoutError):
 
     The pending call stays pending; call ``step_wait`` again to keep waiting.
     """
+
+
+# -- the wire ---------------------------------------------------------------------------------
+
+_WIRE_SAFE = (str, int, float, bool, type(None))
+
+
+def to_wire(exc: BaseException, traceback: str = "") -> dict[str, Any]:
+    """``exc`` as msgpack-safe data: its class, its bases up to the root, its message and fields.
+
+    Args:
+        exc: any exception; one outside our tree travels as a :class:`PoolEnvError` whose
+            message names its type.
+        traceback: the formatted remote traceback, shown to whoever raises it (optional).
+
+    Returns:
+        ``{"class", "bases", "message", "fields"[, "traceback"]}``; ``bases`` lists the class's
+        ancestors inside the tree, nearest first, so a receiver that lacks the class can pick one.
+    """
+    if isinstance(exc, PoolEnvError):
+        bases = [c.__name__ for c in type(exc).__mro__[1:] if issubclass(c, PoolEnvError) and c.__name__[0] != "_"]
+        message = str(exc)
+        fields = {k: v.value if isinstance(v, enum.Enum) else v for k, v in exc.wire_fields().items() if k != "message"}
+        fields = {k: v for k, v in fields.items() if isinstance(v, _WIRE_SAFE)}
+        data: dict[str, Any] = {"class": type(exc).__name__, "bases": bases, "message": message, "fields": fields}
+    else:
+        data = {"class": "PoolEnvError", "bases": [], "message": f"{type(exc).__name__}: {exc}", "fields": {}}
+    if traceback:
+        data["traceback"] = traceback
+    return data
+
+
+def _known_class(name: Any) -> type[PoolEnvError] | None:
+    """The class of our tree called ``name`` (never an import of a peer-named module)."""
+    if not isinstance(name, str) or name not in __all__:
+        return None
+    cls = _gymnasium_error(name) if name in _GYMNASIUM_ERRORS else globals().get(name)
+    return cls if isinstance(cls, type) and issubclass(cls, PoolEnvError) else None
+
+
+def from_wire(data: Any) -> PoolEnvError:
+    """The error :func:`to_wire` described, of the same class with the same fields.
+
+    A class this side does not know (a newer peer's, or one outside the tree) becomes the
+    nearest of its ``bases`` that can be made from the message alone, else :class:`PoolEnvError`;
+    the message is kept. A remote traceback becomes a note on the error (PEP 678).
+
+    Args:
+        data: a map made by :func:`to_wire` (from a peer: any value is tolerated).
+    """
+    if not isinstance(data, dict):
+        return PoolEnvError(f"an error the peer described badly: {data!r}")
+    message = str(data.get("message", ""))
+    raw_fields = data.get("fields")
+    fields: dict[Any, Any] = raw_fields if isinstance(raw_fields, dict) else {}
+    error: PoolEnvError | None = None
+    cls = _known_class(data.get("class"))
+    if cls is not None:
+        try:
+            error = cls(*[message if name == "message" else fields[name] for name in cls._wire_args])
+        except (KeyError, TypeError, ValueError):
+            error = None
+    if error is None:
+        raw_bases = data.get("bases")
+        for name in raw_bases if isinstance(raw_bases, list) else []:
+            base = _known_class(name)
+            if base is not None and base._wire_args == ("message",):
+                error = base(message)
+                break
+        else:
+            error = PoolEnvError(message)
+    traceback = data.get("traceback")
+    if isinstance(traceback, str) and traceback:
+        error.add_note(f"remote traceback:\n{traceback.rstrip()}")
+    return error

@@ -47,8 +47,9 @@ from typing import Any
 import numpy as np
 import requests
 
+from pool_env import errors
 from pool_env.config import HttpEnvSpec
-from pool_env.errors import ClosedError, HttpStatusError, RetriesExhaustedError, SpecError
+from pool_env.errors import HttpStatusError, RetriesExhaustedError, SpecError
 from workers.backends.base import Outcome
 from workers.backends.http_client import COUNTER_NAMES, HttpClient, NotFoundError, RetryableError
 from workers.backends.http_episodes import EpisodeTable
@@ -279,7 +280,7 @@ class HttpBackend:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ClosedError("the HTTP backend is closed")
+            raise errors.ClosedError("the HTTP backend is closed")  # a misuse: may load gymnasium
 
     def _fail(self, slots: Sequence[int], pending: list[int], outcomes: list[Outcome | None], error: str) -> None:
         """Give up on ``pending``: each reports ``error`` and gets a new episode at its next reset."""
