@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 ObservationMode = Literal["last", "chunk"]
+OnEnvError = Literal["truncate", "raise"]
 
 RETRY_DELAY_CAP = 5.0
 """The longest back-off delay between two attempts of one HTTP request, in seconds."""
@@ -192,6 +193,17 @@ class PoolOptions:
             within ``flap_window`` seconds.
         flap_window: see ``flap_limit``.
         kill_grace: seconds between SIGTERM and SIGKILL when stopping a worker.
+        on_env_error: what an exception raised inside a local env's ``reset``/``step`` does.
+            ``"truncate"`` (default): that slot comes back truncated with the remote traceback in
+            ``infos["error"]``, the worker and the other slots are unaffected. ``"raise"``
+            (``AsyncVectorEnv``'s behaviour): ``step()``/``reset()`` raise
+            :class:`~pool_env.errors.EnvRaisedError` with the remote traceback, slot, pid, episode
+            and step. A return that breaks the env's declared contract always raises
+            :class:`~pool_env.errors.InvalidEnvReturnError`.
+        env_failure_limit: a slot whose env raised this many times in a row without one
+            successful step makes ``step()``/``reset()`` raise
+            :class:`~pool_env.errors.EnvFailingError` (a deterministic bug, never truncated
+            batches forever).
     """
 
     step_timeout: float | None = None
@@ -201,6 +213,8 @@ class PoolOptions:
     flap_limit: int = 5
     flap_window: float = 60.0
     kill_grace: float = 1.0
+    on_env_error: OnEnvError = "truncate"
+    env_failure_limit: int = 5
 
     def __post_init__(self) -> None:
         _require(self.step_timeout is None or self.step_timeout > 0, "step_timeout", "must be > 0")
@@ -210,6 +224,16 @@ class PoolOptions:
         _require(self.flap_limit >= 1, "flap_limit", "must be >= 1")
         _require(self.flap_window > 0, "flap_window", "must be > 0")
         _require(self.kill_grace >= 0, "kill_grace", "must be >= 0")
+        _require(
+            self.on_env_error in ("truncate", "raise"),
+            "on_env_error",
+            f"must be 'truncate' or 'raise', got {self.on_env_error!r}",
+        )
+        _require(
+            isinstance(self.env_failure_limit, int) and self.env_failure_limit >= 1,
+            "env_failure_limit",
+            f"must be an int >= 1, got {self.env_failure_limit!r}",
+        )
 
     def effective_step_timeout(self, spec: EnvSpec) -> float:
         """The step timeout to use for ``spec``."""

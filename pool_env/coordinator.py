@@ -32,6 +32,12 @@ from pool_env.commands import CommandResult, PendingCommand, WorkerCall, error_f
 from pool_env.config import EnvSpec, PoolOptions
 from pool_env.errors import (
     EnvCreationError,
+    EnvFailingError,
+    EnvRaisedError,
+    ErrorKind,
+    InvalidEnvReturnError,
+    PoolEnvError,
+    PoolGaveUpError,
     ProtocolError,
     StepTimeoutError,
     WorkerStartError,
@@ -67,6 +73,7 @@ class Coordinator:
         self.base_seed: int | None = None
         self.num_envs = layout.num_envs
         self._log_level = log_level
+        self._env_name = _env_name(spec)
         self._rng = random.Random()
         self._seq = 0
         self._closed = False
@@ -299,7 +306,11 @@ class Coordinator:
         )
 
     def _fail_call(self, call: WorkerCall, reason: str) -> None:
-        """Report every slot of ``call`` failed: truncated, reward 0, observation unchanged."""
+        """Report every slot of ``call`` failed: truncated, reward 0, observation unchanged.
+
+        When every worker was given up on, the command raises :class:`PoolGaveUpError` instead:
+        never all-truncated batches forever.
+        """
         assert self.buffers is not None
         call.done = True
         for slot in call.slots:
@@ -309,6 +320,14 @@ class Coordinator:
             self.buffers.truncated[slot] = True
             call.pending.result.errors[slot] = reason
         self.counters["slot_failures"] += len(call.slots)
+        result = call.pending.result
+        if result.fatal is None and all(h.state is WorkerState.FATAL for h in self.workers):
+            first = min(self.workers, key=lambda h: h.slots[0] if h.slots else 0)
+            result.fatal = PoolGaveUpError(
+                f"every worker of this pool was given up on (env {self._env_name}); step() and reset() "
+                f"cannot return experience. Slot {first.slots[0]} (worker {first.worker_id}): "
+                f"{first.last_error or reason}"
+            )
 
     def _fail_queue(self, handle: WorkerHandle, reason: str) -> None:
         queue = self._queues[handle.worker_id]
@@ -407,9 +426,40 @@ class Coordinator:
             errors = {int(k): str(v) for k, v in message.get("errors", {}).items()}
             result.errors.update(errors)
             self.counters["slot_errors"] += len(errors)
+            if "kinds" in message:
+                self._judge_env_failures(result, message, errors)
             self._send_head(handle)
         elif op == Op.FATAL.value:
             self._on_fatal(handle, message)
+
+    def _judge_env_failures(self, result: CommandResult, message: dict[str, Any], errors: dict[int, str]) -> None:
+        """Decide which failures of users' envs the trainer must see raised (README failure table).
+
+        An invalid return always raises (a bug, never transient); an exception raised in the env
+        raises with ``on_env_error="raise"`` or once a slot reached ``env_failure_limit`` raises in
+        a row; otherwise the slot is reported truncated. The first error (by slot) wins.
+        """
+        in_a_row = {int(k): int(v) for k, v in message.get("in_a_row", {}).items()}
+        for slot, kind in sorted((int(k), str(v)) for k, v in message["kinds"].items()):  # ErrorKind values
+            text = errors.get(slot, kind)
+            error: PoolEnvError | None = None
+            if kind == ErrorKind.INVALID_ENV_RETURN:
+                self.counters["invalid_env_returns"] += 1
+                error = InvalidEnvReturnError(text, slot)
+            elif kind == ErrorKind.ENV_RAISED:
+                self.counters["env_exceptions"] += 1
+                count = in_a_row.get(slot, 1)
+                if self.options.on_env_error == "raise":
+                    error = EnvRaisedError(f"the env raised (on_env_error='raise'): {text}", slot)
+                elif count >= self.options.env_failure_limit:
+                    error = EnvFailingError(
+                        f"slot {slot}: env {self._env_name} raised {count} times in a row without one "
+                        f"successful step (env_failure_limit={self.options.env_failure_limit}): a bug in the "
+                        f"env, not bad luck. Last cause: {text}",
+                        slot,
+                    )
+            if error is not None and result.fatal is None:
+                result.fatal = error
 
     def _send_init(self, handle: WorkerHandle) -> None:
         assert self.buffers is not None
@@ -487,6 +537,12 @@ class Coordinator:
         """Seconds since this coordinator was created."""
         return time.monotonic() - self._created_at
 
+
+
+def _env_name(spec: EnvSpec) -> str:
+    """How error messages name the env of ``spec``."""
+    name = getattr(spec, "env_id", None) or getattr(spec, "server_url", None)
+    return repr(name) if name else type(spec).__name__
 
 
 def _last_lines(text: str, count: int) -> str:

@@ -21,6 +21,13 @@ PoolEnvError
 │   └── RetriesExhaustedError      an HTTP worker gave up on a request (retries spent); becomes infos["error"]
 │       └── CallTimeoutError       an HTTP worker's reset/step call ran out of its call_timeout; ditto
 ├── EnvCreationError               the env could not be created (unknown id, import string, exception)
+│   └── SpaceMismatchError         an env declares other spaces than the pool's
+├── EnvError                       a user's env broke its contract or keeps failing (names the slot)
+│   ├── InvalidEnvReturnError      a return that breaks the declared spaces/types (also ValueError)
+│   ├── EnvRaisedError             the env raised and on_env_error="raise" (remote traceback)
+│   └── EnvFailingError            a slot's env raised env_failure_limit times in a row
+├── PoolGaveUpError                every worker of the pool was given up on (last cause)
+├── SharedMemoryError              /dev/shm cannot hold the pool's buffers (size needed, --shm-size; also OSError)
 └── StepTimeoutError               the whole pool missed a deadline the caller asked for (step_wait(timeout))
 ```
 
@@ -55,15 +62,22 @@ __all__ = [
     "ClosedError",
     "DaemonUnavailableError",
     "EnvCreationError",
+    "EnvError",
+    "EnvFailingError",
+    "EnvRaisedError",
     "ErrorKind",
     "HttpStatusError",
     "InvalidActionError",
+    "InvalidEnvReturnError",
     "LeaseError",
     "NoPendingCallError",
     "PoolEnvError",
+    "PoolGaveUpError",
     "ProtocolError",
     "RetriesExhaustedError",
+    "SharedMemoryError",
     "SlotFailure",
+    "SpaceMismatchError",
     "SpecError",
     "StepFate",
     "StepTimeoutError",
@@ -386,6 +400,71 @@ class HttpStatusError(TransportError):
 
 class EnvCreationError(PoolEnvError):
     """An env could not be created in a worker (unknown id, bad import string, constructor raised)."""
+
+
+class SpaceMismatchError(EnvCreationError):
+    """A worker's env declares an observation or action space other than the pool's.
+
+    Every env of a pool must declare the same spaces, as gymnasium's ``AsyncVectorEnv`` checks
+    at start-up: the batch arrays are laid out from them.
+    """
+
+
+class EnvError(PoolEnvError):
+    """A user's env broke its declared contract or keeps failing.
+
+    Attributes:
+        slot: the pool slot whose env it is (``-1`` when unknown).
+    """
+
+    _wire_args = ("message", "slot")
+    slot: int
+
+    def __init__(self, message: str, slot: int = -1) -> None:
+        super().__init__(message)
+        self.slot = slot
+
+
+class InvalidEnvReturnError(EnvError, ValueError):
+    """``reset``/``step`` returned a value that breaks the env's declared contract: an observation
+    of another shape or dtype than its space, a reward that is not a real scalar, a flag that is not
+    a bool, an info that is not a dict. A bug in the env, never transient (``SyncVectorEnv`` raises
+    ``ValueError`` for these); the message names the slot, the field, what was expected and what came.
+    """
+
+
+class EnvRaisedError(EnvError):
+    """The env raised inside ``reset``/``step`` and the pool was built with ``on_env_error="raise"``
+    (``AsyncVectorEnv``'s behaviour). The message holds the slot, worker pid, episode, step and the
+    remote traceback."""
+
+
+class EnvFailingError(EnvError):
+    """A slot's env raised ``PoolOptions.env_failure_limit`` times in a row without one successful
+    step: a deterministic bug, not bad luck. The message names the slot, the env and the last cause."""
+
+
+class PoolGaveUpError(WorkerError):
+    """Every worker of the pool was given up on (each failed ``flap_limit`` times within
+    ``flap_window``): no step can return experience. The message names the env and the last cause."""
+
+
+class SharedMemoryError(PoolEnvError, OSError):
+    """``/dev/shm`` cannot hold the pool's buffers; the message names the size needed and the fix.
+
+    Attributes:
+        needed: bytes the segment needs.
+        free: bytes free in the shared-memory file system when it failed (``-1`` if unknown).
+    """
+
+    _wire_args = ("message", "needed", "free")
+    needed: int
+    free: int
+
+    def __init__(self, message: str, needed: int = 0, free: int = -1) -> None:
+        PoolEnvError.__init__(self, message)
+        self.needed = needed
+        self.free = free
 
 
 class StepTimeoutError(PoolEnvError, TimeoutError):

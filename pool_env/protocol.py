@@ -14,7 +14,9 @@ Worker → coordinator:
 * ``ready`` ``{op, gen}``: envs created, observation layout checked.
 * ``done``  ``{op, gen, seq, infos, errors}``: the command ``seq`` is finished and its results
   are in shared memory; ``infos`` maps slot → info dict (only non-empty ones), ``errors`` maps
-  slot → error text (those slots are reported truncated).
+  slot → error text (those slots are reported truncated). Only when a slot's own env failed:
+  ``kinds`` maps slot → ``ErrorKind.ENV_RAISED`` or ``INVALID_ENV_RETURN``, ``in_a_row`` maps a slot
+  whose env raised → how often it raised since its last successful step.
 * ``fatal`` ``{op, gen, seq, kind, message, detail, status}``: the worker cannot go on (env
   creation failed, the server said 4xx); the coordinator raises it to the trainer.
 

@@ -19,10 +19,11 @@ import zmq
 
 from pool_env import protocol
 from pool_env.config import EnvSpec, GymEnvSpec, HttpEnvSpec, spec_from_wire
-from pool_env.errors import HttpStatusError, PoolEnvError
+from pool_env.errors import ErrorKind, HttpStatusError, PoolEnvError
 from pool_env.protocol import Op
 from pool_env.shm import BatchBuffers, BatchLayout, attach, build_structure, leaf_value
 from workers.backends.base import Backend, Outcome
+from workers.contract import ContractViolation, check_outcome
 
 __all__ = ["WorkerLoop", "run_worker"]
 
@@ -63,6 +64,9 @@ class WorkerLoop:
         self._next_seeds: list[int | None] = []
         self._reported_counters: dict[str, int] = {}
         self._prefetched: dict[int, Outcome] = {}  # local slot -> its next (seedless) reset, done early
+        self._raised_in_a_row: list[int] = []  # per local slot: env exceptions since its last good step
+        self._reply_kinds: dict[int, ErrorKind] = {}  # per command: slot -> kind of its env's failure
+        self._reply_in_a_row: dict[int, int] = {}  # per command: slot -> _raised_in_a_row after it raised
 
     # -- wire -------------------------------------------------------------------------------
 
@@ -126,6 +130,7 @@ class WorkerLoop:
         # Where each slot is, for error messages: episodes started here, steps in the current one.
         self._episode = [0] * len(self._slots)
         self._episode_step = [0] * len(self._slots)
+        self._raised_in_a_row = [0] * len(self._slots)
         self._next_seeds = list(message.get("seeds") or [None] * len(self._slots))
         self._buffers = attach(message["shm_name"], layout)
         self._flat_obs = len(layout.obs) == 1 and not layout.obs[0].path
@@ -137,6 +142,7 @@ class WorkerLoop:
         slots = [self._local[int(s)] for s in message["slots"]]
         infos: dict[int, Any] = {}
         errors: dict[int, str] = {}
+        self._reply_kinds, self._reply_in_a_row = {}, {}
         if message["op"] == Op.RESET.value:
             seeds = list(message.get("seeds") or [None] * len(slots))
             options = message.get("options")
@@ -161,8 +167,11 @@ class WorkerLoop:
                 actions = self._read_actions(to_step)
                 for slot in to_step:
                     self._episode_step[slot] += 1
-                self._write(to_step, self._backend.step(to_step, actions), infos, errors)
+                self._write("step", to_step, self._backend.step(to_step, actions), infos, errors)
         reply: dict[str, Any] = {"op": Op.DONE.value, "seq": message["seq"], "infos": infos, "errors": errors}
+        if self._reply_kinds:  # only when an env failed: replies stay tiny
+            reply["kinds"] = self._reply_kinds
+            reply["in_a_row"] = self._reply_in_a_row
         counters = getattr(self._backend, "counters", None)
         if counters is not None:
             current = counters()
@@ -195,7 +204,7 @@ class WorkerLoop:
         if not slots:
             return
         self._start_episodes(slots)
-        self._write(slots, [self._prefetched.pop(s) for s in slots], infos, errors)
+        self._write("reset", slots, [self._prefetched.pop(s) for s in slots], infos, errors)
 
     def _take_scheduled_seed(self, slot: int, seed: int | None) -> int | None:
         """``seed``, or for a seedless reset the seed a restarted worker was scheduled to use (once)."""
@@ -218,7 +227,7 @@ class WorkerLoop:
         assert self._backend is not None
         effective = [self._take_scheduled_seed(slot, seed) for slot, seed in zip(slots, seeds, strict=True)]
         self._start_episodes(slots)
-        self._write(slots, self._backend.reset(slots, effective, options), infos, errors)
+        self._write("reset", slots, self._backend.reset(slots, effective, options), infos, errors)
 
     def _read_actions(self, slots: Sequence[int]) -> list[Any]:
         assert self._buffers is not None
@@ -231,40 +240,80 @@ class WorkerLoop:
         return [build_structure(leaves, [c[i] for c in columns]) for i in range(len(rows))]
 
     def _write(
-        self, slots: Sequence[int], outcomes: list[Outcome], infos: dict[int, Any], errors: dict[int, str]
+        self,
+        what: str,
+        slots: Sequence[int],
+        outcomes: list[Outcome],
+        infos: dict[int, Any],
+        errors: dict[int, str],
     ) -> None:
+        """Check each slot's outcome against the env's contract and write it into shared memory.
+
+        Everything per slot happens under its own guard: a slot whose env returned something
+        its contract forbids is reported failed alone (kind ``invalid env return``); the worker
+        and its other slots go on.
+        """
         buffers = self._buffers
         assert buffers is not None
         leaves = buffers.layout.obs
-        obs_arrays = buffers.obs
         rows = [self._slots[slot] for slot in slots]
         rewards, terminated, truncated = [], [], []
         for slot, row, outcome in zip(slots, rows, outcomes, strict=True):
-            if outcome.obs is not None:
-                if self._flat_obs:
-                    obs_arrays[0][row] = outcome.obs
-                else:
-                    for leaf, array in zip(leaves, obs_arrays, strict=True):
-                        array[row] = leaf_value(outcome.obs, leaf.path)
-            if outcome.error is None:
-                rewards.append(outcome.reward)
-                terminated.append(outcome.terminated)
-                truncated.append(outcome.truncated)
-                self._needs_reset[slot] = outcome.terminated or outcome.truncated
+            error, kind = outcome.error, outcome.kind
+            if error is None:
+                try:
+                    reward, ended, cut = check_outcome(
+                        outcome.obs, outcome.reward, outcome.terminated, outcome.truncated, outcome.info,
+                        leaves, self._flat_obs,
+                    )  # fmt: skip
+                    self._write_obs(row, outcome.obs)
+                except ContractViolation as exc:
+                    error, kind = str(exc), ErrorKind.INVALID_ENV_RETURN
+                except Exception as exc:  # numpy refused a value the checks let through
+                    error, kind = f"invalid observation: {type(exc).__name__}: {exc}", ErrorKind.INVALID_ENV_RETURN
+            elif outcome.obs is not None:
+                with contextlib.suppress(Exception):  # an observation beside an error is a courtesy
+                    check_outcome(outcome.obs, 0.0, False, False, {}, leaves, self._flat_obs)
+                    self._write_obs(row, outcome.obs)
+            if error is None:
+                rewards.append(reward)
+                terminated.append(ended)
+                truncated.append(cut)
+                self._needs_reset[slot] = ended or cut
+                if what == "step":
+                    self._raised_in_a_row[slot] = 0
             else:
                 rewards.append(0.0)
                 terminated.append(False)
                 truncated.append(True)
                 self._needs_reset[slot] = True
+                if kind == ErrorKind.INVALID_ENV_RETURN:
+                    error = f"{what}() returned an {error}"
+                elif kind == ErrorKind.ENV_RAISED:
+                    self._raised_in_a_row[slot] += 1
+                    self._reply_in_a_row[row] = self._raised_in_a_row[slot]
+                if kind is not None:
+                    self._reply_kinds[row] = kind
                 errors[row] = (
                     f"slot {row} (worker {self._worker_id}, pid {os.getpid()}, episode {self._episode[slot]}, "
-                    f"step {self._episode_step[slot]}): {outcome.error}"
+                    f"step {self._episode_step[slot]}): {error}"
                 )
-            if outcome.info:
+            if outcome.info and isinstance(outcome.info, dict):
                 infos[row] = outcome.info
         buffers.reward[rows] = rewards
         buffers.terminated[rows] = terminated
         buffers.truncated[rows] = truncated
+
+    def _write_obs(self, row: int, obs: Any) -> None:
+        buffers = self._buffers
+        assert buffers is not None
+        if obs is None:
+            return
+        if self._flat_obs:
+            buffers.obs[0][row] = obs
+        else:
+            for leaf, array in zip(buffers.layout.obs, buffers.obs, strict=True):
+                array[row] = leaf_value(obs, leaf.path)
 
 
 def _fatal_message(message: dict[str, Any], exc: PoolEnvError) -> dict[str, Any]:

@@ -41,6 +41,10 @@ def test_specs_round_trip_through_the_wire_form() -> None:
 def test_pool_options_validate_and_pick_step_timeouts() -> None:
     with pytest.raises(errors.SpecError, match="flap_limit"):
         PoolOptions(flap_limit=0)
+    with pytest.raises(errors.SpecError, match=r"^on_env_error: must be 'truncate' or 'raise', got 'ignore'"):
+        PoolOptions(on_env_error="ignore")  # type: ignore[arg-type]
+    with pytest.raises(errors.SpecError, match=r"^env_failure_limit: must be an int >= 1"):
+        PoolOptions(env_failure_limit=0)
     assert PoolOptions(step_timeout=3).effective_step_timeout(GymEnvSpec("CartPole-v1")) == 3
     assert PoolOptions().effective_step_timeout(GymEnvSpec("CartPole-v1")) == 60.0
     http = HttpEnvSpec("http://x", "t", request_timeout=1.0, max_retries=0)
@@ -62,6 +66,12 @@ def test_pool_options_validate_and_pick_step_timeouts() -> None:
         errors.HttpStatusError(401, "invalid token", "http://x/api"),
         errors.EnvCreationError("e"),
         errors.StepTimeoutError("late"),
+        errors.InvalidEnvReturnError("slot 1: invalid reward", 1),
+        errors.EnvRaisedError("slot 2: boom", 2),
+        errors.EnvFailingError("slot 0: raised 5 times", 0),
+        errors.PoolGaveUpError("every worker was given up on"),
+        errors.SpaceMismatchError("slot 1 declares Box(3,)"),
+        errors.SharedMemoryError("/dev/shm too small", 100, 10),
     ],
 )
 def test_every_error_survives_pickling(error: errors.PoolEnvError) -> None:

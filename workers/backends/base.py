@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pool_env.errors import ErrorKind
+
 __all__ = ["Backend", "Outcome"]
 
 
@@ -21,7 +23,10 @@ class Outcome:
     """The result of resetting or stepping one slot.
 
     ``obs`` is ``None`` when there is no observation (an error); the worker then leaves the
-    slot's previous observation in place. A slot with ``error`` is reported truncated.
+    slot's previous observation in place. A slot with ``error`` is reported truncated; ``kind``
+    says what failed when the env itself did (``ErrorKind.ENV_RAISED``, ``ErrorKind.INVALID_ENV_RETURN``).
+    A local env's reward and flags are passed as the env returned them: the worker checks them
+    against the contract (:mod:`workers.contract`) before writing them.
     """
 
     obs: Any = None
@@ -30,6 +35,7 @@ class Outcome:
     truncated: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    kind: ErrorKind | None = None
 
 
 class Backend(Protocol):

@@ -9,13 +9,15 @@ from __future__ import annotations
 import contextlib
 import traceback
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 
 from pool_env.config import GymEnvSpec
+from pool_env.errors import ErrorKind
 from pool_env.spaces import make_gym_env
 from workers.backends.base import Outcome
+from workers.contract import ContractViolation, describe_value
 
 __all__ = ["GymBackend"]
 
@@ -49,7 +51,8 @@ class GymBackend:
         if env is not None:
             with contextlib.suppress(Exception):
                 env.close()
-        return Outcome(truncated=True, error=f"{what} raised in the env:\n{traceback.format_exc()}")
+        error = f"{what} raised in the env:\n{traceback.format_exc()}"
+        return Outcome(truncated=True, error=error, kind=ErrorKind.ENV_RAISED)
 
     def reset(
         self, slots: Sequence[int], seeds: Sequence[int | None], options: dict[str, Any] | None
@@ -58,11 +61,14 @@ class GymBackend:
         outcomes = []
         for slot, seed in zip(slots, seeds, strict=True):
             try:
-                obs, info = self._env(slot).reset(seed=seed, options=options)
+                returned = self._env(slot).reset(seed=seed, options=options)
             except Exception:
                 outcomes.append(self._broken(slot, "reset"))
                 continue
-            outcomes.append(Outcome(obs=obs, info=info))
+            if not (isinstance(returned, tuple) and len(returned) == 2):
+                outcomes.append(_not_a_tuple("reset", "(obs, info)", returned))
+                continue
+            outcomes.append(Outcome(obs=returned[0], info=returned[1]))
         return outcomes
 
     def step(self, slots: Sequence[int], actions: Sequence[Any]) -> list[Outcome]:
@@ -70,11 +76,15 @@ class GymBackend:
         outcomes = []
         for slot, action in zip(slots, actions, strict=True):
             try:
-                obs, reward, terminated, truncated, info = self._env(slot).step(action)
+                returned = self._env(slot).step(action)
             except Exception:
                 outcomes.append(self._broken(slot, "step"))
                 continue
-            outcomes.append(Outcome(obs, float(reward), bool(terminated), bool(truncated), info))
+            if not (isinstance(returned, tuple) and len(returned) == 5):
+                outcomes.append(_not_a_tuple("step", "(obs, reward, terminated, truncated, info)", returned))
+                continue
+            # Passed as returned: the worker checks them against the contract (workers/contract.py).
+            outcomes.append(Outcome(*cast(tuple[Any, ...], returned)))
         return outcomes
 
     def close(self) -> None:
@@ -84,3 +94,9 @@ class GymBackend:
                 with contextlib.suppress(Exception):
                     env.close()
         self._envs = []
+
+
+def _not_a_tuple(what: str, expected: str, returned: Any) -> Outcome:
+    got = f"a {len(returned)}-tuple" if isinstance(returned, tuple) else describe_value(returned)
+    violation = ContractViolation("return value", f"the tuple {expected} of gymnasium's {what}() API", got)
+    return Outcome(truncated=True, error=str(violation), kind=ErrorKind.INVALID_ENV_RETURN)
