@@ -66,12 +66,6 @@ def test_pool_options_validate_and_pick_step_timeouts() -> None:
         errors.HttpStatusError(401, "invalid token", "http://x/api"),
         errors.EnvCreationError("e"),
         errors.StepTimeoutError("late"),
-        errors.InvalidEnvReturnError("slot 1: invalid reward", 1),
-        errors.EnvRaisedError("slot 2: boom", 2),
-        errors.EnvFailingError("slot 0: raised 5 times", 0),
-        errors.PoolGaveUpError("every worker was given up on"),
-        errors.SpaceMismatchError("slot 1 declares Box(3,)"),
-        errors.SharedMemoryError("/dev/shm too small", 100, 10),
     ],
 )
 def test_every_error_survives_pickling(error: errors.PoolEnvError) -> None:

@@ -36,6 +36,13 @@ SAMPLES: dict[str, Any] = {
     "CallTimeoutError": lambda: errors.CallTimeoutError(5.0, 5.25, 2, "slow"),
     "EnvCreationError": lambda: errors.EnvCreationError("no such id"),
     "StepTimeoutError": lambda: errors.StepTimeoutError("late"),
+    "SpaceMismatchError": lambda: errors.SpaceMismatchError("slot 1 declares Box(3,)"),
+    "EnvError": lambda: errors.EnvError("slot 2: env", 2),
+    "InvalidEnvReturnError": lambda: errors.InvalidEnvReturnError("slot 1: invalid reward", 1),
+    "EnvRaisedError": lambda: errors.EnvRaisedError("slot 2: boom", 2),
+    "EnvFailingError": lambda: errors.EnvFailingError("slot 0: raised 5 times", 0),
+    "PoolGaveUpError": lambda: errors.PoolGaveUpError("every worker was given up on"),
+    "SharedMemoryError": lambda: errors.SharedMemoryError("/dev/shm too small", 100, 10),
 }
 
 FIELDS = {  # the fields each class must keep besides its message
@@ -45,6 +52,11 @@ FIELDS = {  # the fields each class must keep besides its message
     "HttpStatusError": ("status", "detail", "url"),
     "RetriesExhaustedError": ("retries", "last_error", "kind"),
     "CallTimeoutError": ("call_timeout", "elapsed", "retries", "last_error", "kind"),
+    "EnvError": ("slot",),
+    "InvalidEnvReturnError": ("slot",),
+    "EnvRaisedError": ("slot",),
+    "EnvFailingError": ("slot",),
+    "SharedMemoryError": ("needed", "free"),
 }
 
 
