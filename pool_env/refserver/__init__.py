@@ -7,7 +7,8 @@ without them.
 * :func:`create_app` — the FastAPI app (``/api/v1`` as in PROTOCOL.md, plus ``/control``).
 * :func:`serve` — run it with uvicorn in this process.
 * :class:`RefServer` — run it as a child process (tests, demos), with restart/kill and fault control.
-* :class:`FaultConfig` — the fault switches.
+* :class:`FaultConfig` — the fault switches (bounded; changeable at run time via ``/control/faults``).
+* :class:`ServerLimits` — limits fixed at start (body size, idle eviction, live episodes, ``/control``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pool_env.refserver.faults import FailNext, FaultConfig, fault_config_from_options
+from pool_env.refserver.limits import ServerLimits
 from pool_env.refserver.process import RefServer, RefServerError
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ __all__ = [
     "FaultConfig",
     "RefServer",
     "RefServerError",
+    "ServerLimits",
     "create_app",
     "fault_config_from_options",
     "serve",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pool_env.refserver.state import ApiError, ServerState
+from pool_env.refserver.state import ApiError, ServerState, short
 
 __all__ = ["episodes_snapshot", "score_metrics", "tokens_snapshot"]
 
@@ -26,7 +26,7 @@ def score_metrics(state: ServerState, token: str, limit: int) -> dict[str, Any]:
         totals = state.tokens.get(token)
         done = totals.completed[-limit:] if totals and limit > 0 else []
         if not done:
-            raise ApiError(404, f"no finished episodes for user {token}")
+            raise ApiError(404, f"no finished episodes for user {short(token)}")
         rewards = [d["total_reward"] for d in done]
         last = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(done[-1]["ended_at"]))
         return {
@@ -46,6 +46,7 @@ def score_metrics(state: ServerState, token: str, limit: int) -> dict[str, Any]:
 def episodes_snapshot(state: ServerState) -> dict[str, Any]:
     """The JSON answer of ``GET /control/episodes``."""
     with state.lock:
+        state.sweep()
         out: dict[str, Any] = {}
         for episode_id, ep in state.episodes.items():
             slot = ep.slot
@@ -81,6 +82,7 @@ def tokens_snapshot(state: ServerState) -> dict[str, Any]:
                 "episode_errors": t.episode_errors,
                 "episodes_created": t.episodes_created,
                 "resets": t.resets,
+                "live_episodes": t.live_slots,
                 "episodes_completed": len(t.completed),
             }
             for token, t in state.tokens.items()

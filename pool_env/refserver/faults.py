@@ -19,6 +19,7 @@ probabilities are drawn from a ``random.Random(fault_seed)``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -36,11 +37,27 @@ __all__ = [
 REQUEST_FAULT_KINDS = ("500", "503", "hang", "drop")
 FAULT_KINDS = (*REQUEST_FAULT_KINDS, "episode_error")
 _PROBABILITIES = ("p_episode_error", "p_http_500", "p_http_503", "p_hang", "p_drop")
+# Upper bounds of the non-probability switches (documented in FaultConfig and --help).
+BOUNDS: dict[str, float] = {
+    "latency_ms": 60_000.0,
+    "per_env_ms": 10_000.0,
+    "hang_s": 3_600.0,
+    "fault_seed": 2**63 - 1,
+    "max_steps_quota": 10**12,
+    "max_num_envs": 1_000_000,
+}
+MAX_PENDING = 1000
+MAX_TRIGGER_COUNT = 1_000_000
 
 
 @dataclass(frozen=True)
 class FaultConfig:
     """Server switches, settable by CLI flags (``--p-http-500`` …) and ``POST /control/faults``.
+
+    Every value must be a finite number within its bounds (probabilities in [0, 1]; ``latency_ms``
+    ≤ 60000, ``per_env_ms`` ≤ 10000, ``hang_s`` ≤ 3600, ``max_steps_quota`` ≤ 10**12; integers where
+    the type says so); ``max_num_envs`` is further capped by the server's start-up
+    ``ServerLimits.num_envs_limit``.
 
     Attributes:
         p_episode_error: Probability, per entry of a step request, of the live server's per-env error.
@@ -70,16 +87,13 @@ class FaultConfig:
 
     def __post_init__(self) -> None:
         for name in _PROBABILITIES:
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"FaultConfig.{name} must be in [0, 1], got {value!r}")
+            _check_number(name, getattr(self, name), 0.0, 1.0)
         for name in ("latency_ms", "per_env_ms", "hang_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"FaultConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.max_steps_quota < 0:
-            raise ValueError(f"FaultConfig.max_steps_quota must be >= 0, got {self.max_steps_quota!r}")
-        if self.max_num_envs < 1:
-            raise ValueError(f"FaultConfig.max_num_envs must be >= 1, got {self.max_num_envs!r}")
+            _check_number(name, getattr(self, name), 0.0, BOUNDS[name])
+        if self.fault_seed is not None:
+            _check_number("fault_seed", self.fault_seed, 0, BOUNDS["fault_seed"], integer=True)
+        _check_number("max_steps_quota", self.max_steps_quota, 0, BOUNDS["max_steps_quota"], integer=True)
+        _check_number("max_num_envs", self.max_num_envs, 1, BOUNDS["max_num_envs"], integer=True)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form used by ``/control/faults``."""
@@ -97,14 +111,23 @@ class FaultConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _check_number(name: str, value: Any, low: float, high: float, integer: bool = False) -> None:
+    """Raise ValueError unless ``value`` is a finite number (an int if ``integer``) in [low, high]."""
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"FaultConfig.{name} must be {'an integer' if integer else 'a number'}, got {value!r:.40}")
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"FaultConfig.{name} must be in [{low:g}, {high:g}], got {value!r:.40}")
+
+
 def fault_config_from_options(**options: Any) -> FaultConfig:
     """Build a :class:`FaultConfig` from CLI options named like its fields; None values keep defaults.
 
-    ``host``, ``port`` and ``exit_with_parent`` are ignored, so a click/argparse namespace can be passed
-    whole. Raises ``ValueError`` on unknown names or invalid values.
+    Other names (``host``, ``port``, the :class:`~pool_env.refserver.limits.ServerLimits` flags …) are
+    ignored, so a whole argparse namespace can be passed. Raises ``ValueError`` on invalid values.
     """
-    ignored = {"host", "port", "exit_with_parent"}
-    return FaultConfig().replace(**{k: v for k, v in options.items() if v is not None and k not in ignored})
+    names = {f.name for f in dataclasses.fields(FaultConfig)}
+    return FaultConfig().replace(**{k: v for k, v in options.items() if v is not None and k in names})
 
 
 @dataclass
@@ -123,9 +146,12 @@ class FailNext:
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
-            raise ValueError(f"fail_next.kind must be one of {', '.join(FAULT_KINDS)}, got {self.kind!r}")
-        if self.count < 1:
-            raise ValueError(f"fail_next.count must be >= 1, got {self.count!r}")
+            raise ValueError(f"fail_next.kind must be one of {', '.join(FAULT_KINDS)}, got {self.kind!r:.40}")
+        count = self.count
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_TRIGGER_COUNT:
+            raise ValueError(f"fail_next.count must be an integer in [1, {MAX_TRIGGER_COUNT}], got {count!r:.40}")
+        if self.path is not None and (not isinstance(self.path, str) or len(self.path) > 200):
+            raise ValueError("fail_next.path must be a string of at most 200 characters, or null")
 
     def matches(self, kinds: tuple[str, ...], path: str) -> bool:
         """Whether this trigger applies to a request on ``path`` for one of ``kinds``."""
@@ -139,11 +165,14 @@ class FaultInjector:
     """
 
     config: FaultConfig
+    num_envs_limit: int | None
     pending: list[FailNext]
     injected: Counter[str]
 
-    def __init__(self, config: FaultConfig | None = None) -> None:
+    def __init__(self, config: FaultConfig | None = None, num_envs_limit: int | None = None) -> None:
+        self.num_envs_limit = num_envs_limit
         self.config = config or FaultConfig()
+        self._check_limit(self.config)
         self.pending = []
         self.injected = Counter()
         self._rng = random.Random(self.config.fault_seed)
@@ -152,8 +181,12 @@ class FaultInjector:
         """Apply a ``POST /control/faults`` body: field changes, ``fail_next`` and ``clear_pending``.
 
         Raises:
-            ValueError: On unknown fields or invalid values; nothing is changed then.
+            ValueError: On unknown fields or invalid values (see :class:`FaultConfig`), a ``max_num_envs``
+                above the start-up ``num_envs_limit`` or more than ``MAX_PENDING`` pending triggers;
+                nothing is changed then.
         """
+        if not isinstance(changes, dict):
+            raise ValueError("the body must be a JSON object of fault settings")
         changes = dict(changes)
         fail_next = changes.pop("fail_next", None)
         clear = bool(changes.pop("clear_pending", False))
@@ -168,12 +201,23 @@ class FaultInjector:
             except TypeError as exc:
                 raise ValueError(f"bad fail_next: {exc}") from exc
         config = self.config.replace(**changes)
+        self._check_limit(config)
+        if len(self.pending) * (not clear) + len(triggers) > MAX_PENDING:
+            raise ValueError(f"at most {MAX_PENDING} fail_next triggers may be pending")
         if "fault_seed" in changes:
             self._rng = random.Random(config.fault_seed)
         self.config = config
         if clear:
             self.pending.clear()
         self.pending.extend(triggers)
+
+    def _check_limit(self, config: FaultConfig) -> None:
+        limit = self.num_envs_limit
+        if limit is not None and config.max_num_envs > limit:
+            raise ValueError(
+                f"max_num_envs {config.max_num_envs} is above this server's limit {limit} "
+                "(start-up flag --num-envs-limit)"
+            )
 
     def snapshot(self) -> dict[str, Any]:
         """The JSON answer of ``/control/faults``."""

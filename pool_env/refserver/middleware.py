@@ -10,6 +10,7 @@ raises :class:`ConnectionDropped` instead, which the TestClient re-raises in the
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections import Counter
@@ -82,16 +83,25 @@ class RequestStats:
 class RefServerMiddleware:
     """Outermost ASGI middleware: counts every HTTP request and performs injected drops."""
 
-    def __init__(self, app: ASGIApp, stats: RequestStats) -> None:
+    def __init__(self, app: ASGIApp, stats: RequestStats, max_body_bytes: int | None = None) -> None:
         self.app = app
         self.stats = stats
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run the app, then count the request; abort the connection if a drop was requested."""
+        """Run the app, then count the request; abort the connection if a drop was requested.
+
+        A request whose ``Content-Length`` is above ``max_body_bytes`` answers 413 without running the
+        app (and without reading the body).
+        """
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         self.stats.begin()
+        if self._too_big(scope):
+            await _send_413(send, self.max_body_bytes or 0)
+            self.stats.end(f"{scope.get('method', '?')} (body too large)", "413")
+            return
         status = "error"
         drop = False
 
@@ -107,10 +117,25 @@ class RefServerMiddleware:
             await self.app(scope, receive, send_or_hold)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or scope.get("path", "?")
+            path = getattr(route, "path", None) or "(no route)"  # never the raw path: keys stay bounded
             self.stats.end(f"{scope.get('method', '?')} {path}", status)
         if drop:
             await _abort_connection(send)
+
+    def _too_big(self, scope: Scope) -> bool:
+        if self.max_body_bytes is None:
+            return False
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                return value.isdigit() and int(value) > self.max_body_bytes
+        return False
+
+
+async def _send_413(send: Send, limit: int) -> None:
+    body = json.dumps({"detail": f"request body is larger than this server's limit of {limit} bytes"}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _abort_connection(send: Send) -> None:

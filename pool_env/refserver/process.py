@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from pool_env.refserver.faults import FaultConfig
+from pool_env.refserver.limits import ServerLimits
 
 __all__ = ["RefServer", "RefServerError", "free_port"]
 
@@ -54,12 +56,15 @@ class RefServer:
         port: TCP port; None picks a free one (and retries on a bind race).
         host: Interface to bind.
         start_timeout: Seconds to wait for ``/api/v1/version`` to answer.
+        limits: Start-up limits (body size, idle eviction, ``/control`` access); default
+            :class:`ServerLimits`. With a ``control_token`` the control calls below send it.
         **faults: Initial :class:`FaultConfig` fields (``p_http_500=0.1``, ``latency_ms=5`` …).
     """
 
     host: str
     port: int
     faults: FaultConfig
+    limits: ServerLimits
     start_timeout: float
     stop_timeout: float
     _proc: subprocess.Popen[bytes] | None
@@ -72,12 +77,14 @@ class RefServer:
         *,
         start_timeout: float = 20.0,
         stop_timeout: float = 5.0,
+        limits: ServerLimits | None = None,
         **faults: Any,
     ) -> None:
         self.host = host
         self._auto_port = port is None
         self.port = free_port(host) if port is None else port
         self.faults = FaultConfig().replace(**faults)
+        self.limits = limits or ServerLimits()
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._proc = None
@@ -115,6 +122,12 @@ class RefServer:
         for name, value in self.faults.to_dict().items():
             if value is not None and value != getattr(FaultConfig, name):
                 cmd += ["--" + name.replace("_", "-"), str(value)]
+        for name in ("max_body_bytes", "num_envs_limit", "idle_timeout_s", "max_live_episodes"):
+            value = getattr(self.limits, name)
+            if value != getattr(ServerLimits, name):
+                cmd += ["--" + name.replace("_", "-"), str(value)]
+        if not self.limits.control:
+            cmd.append("--no-control")
         return cmd
 
     def start(self) -> None:
@@ -138,8 +151,12 @@ class RefServer:
     def _start_once(self) -> None:
         self._close_log()
         self._log = tempfile.TemporaryFile(prefix="pool_env_refserver_")  # noqa: SIM115 - kept open
+        env = dict(os.environ)
+        env.pop("POOL_ENV_CONTROL_TOKEN", None)
+        if self.limits.control_token is not None:  # by environment, so it is not visible in ps
+            env["POOL_ENV_CONTROL_TOKEN"] = self.limits.control_token
         self._proc = subprocess.Popen(
-            self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+            self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env
         )
         deadline = time.monotonic() + self.start_timeout
         while True:
@@ -225,9 +242,10 @@ class RefServer:
 
     def _control(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"}
+        if self.limits.control_token is not None:
+            headers["X-Control-Token"] = self.limits.control_token
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=10.0) as response:
                 result: dict[str, Any] = json.loads(response.read())

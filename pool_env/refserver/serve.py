@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 from pool_env.refserver.faults import FaultConfig, fault_config_from_options
+from pool_env.refserver.limits import ServerLimits, server_limits_from_options
 
 __all__ = ["add_server_arguments", "main", "serve"]
 
@@ -24,10 +25,13 @@ logger = logging.getLogger(__name__)
 PARENT_POLL_S = 0.5
 
 
-def serve(host: str, port: int, faults: FaultConfig, exit_with_parent: bool = False) -> None:
+def serve(
+    host: str, port: int, faults: FaultConfig, exit_with_parent: bool = False, limits: ServerLimits | None = None
+) -> None:
     """Serve the reference API on ``host:port`` until SIGINT/SIGTERM (blocks).
 
     Uses uvicorn with one worker, no access log and room for many concurrent keep-alive clients.
+    ``limits`` are the start-up limits (default :class:`ServerLimits`).
     """
     import uvicorn
 
@@ -36,7 +40,7 @@ def serve(host: str, port: int, faults: FaultConfig, exit_with_parent: bool = Fa
     if exit_with_parent:
         _watch_parent(os.getppid())
     config = uvicorn.Config(
-        create_app(faults),
+        create_app(faults, limits),
         host=host,
         port=port,
         log_level="warning",
@@ -81,8 +85,36 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hang-s", type=float, help="length of a hang in seconds (default 40)")
     parser.add_argument("--p-drop", type=float, help=probability + "resetting the connection after applying")
     parser.add_argument("--fault-seed", type=int, help="seed of the fault RNG")
-    parser.add_argument("--max-steps-quota", type=int, help="episode-steps per user token (default 100000)")
-    parser.add_argument("--max-num-envs", type=int, help="largest num_envs of a vectorized create (default 64)")
+    parser.add_argument(
+        "--max-steps-quota", type=int, help="episode-steps per user token before steps answer 429 (default 100000)"
+    )
+    parser.add_argument(
+        "--max-num-envs", type=int, help="largest num_envs of a create and entries of a vectorized call (default 64)"
+    )
+    limits = parser.add_argument_group("start-up limits (fixed while the server runs)")
+    limits.add_argument("--max-body-bytes", type=int, help="largest request body; 413 beyond (default 1048576)")
+    limits.add_argument(
+        "--num-envs-limit", type=int, help="highest max_num_envs, also via /control/faults (default 1024)"
+    )
+    limits.add_argument(
+        "--idle-timeout-s",
+        type=float,
+        help="evict episodes (with all their ids) and sessions unused this long; their ids answer 404 (default 3600)",
+    )
+    limits.add_argument(
+        "--max-live-episodes",
+        type=int,
+        help="live episodes one token may hold; a create beyond answers 409 (default 4096)",
+    )
+    limits.add_argument(
+        "--no-control", dest="control", action="store_false", default=None, help="disable /control (404)"
+    )
+    limits.add_argument(
+        "--control-token",
+        default=os.environ.get("POOL_ENV_CONTROL_TOKEN") or None,
+        help="require header X-Control-Token with this value on /control (403 otherwise); "
+        "default $POOL_ENV_CONTROL_TOKEN",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -95,7 +127,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = vars(parser.parse_args(argv))
     try:
         faults = fault_config_from_options(**args)
+        limits = server_limits_from_options(**args)
+        if faults.max_num_envs > limits.num_envs_limit:
+            raise ValueError(f"--max-num-envs {faults.max_num_envs} is above --num-envs-limit {limits.num_envs_limit}")
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    serve(args["host"], args["port"], faults, exit_with_parent=args["exit_with_parent"])
+    serve(args["host"], args["port"], faults, exit_with_parent=args["exit_with_parent"], limits=limits)

@@ -7,6 +7,14 @@ Id rules (PROTOCOL.md §7): a *slot* is the stable place an episode lives in (on
 score and the accounting) and starts a new record with a new id in the same slot; every id the slot
 ever had stays an alias of the slot's live episode. A finished episode is added to its token's score
 once, when it ends.
+
+Memory bounds (issue 15, a server that runs for days): a slot unused for ``idle_timeout_s`` is evicted
+with all its ids and records (its id then answers 404 saying it was evicted, for the last
+``EVICTED_REMEMBERED`` evicted ids); a session unused that long is forgotten; one token holds at most
+``max_live_episodes`` live slots; a slot keeps its first id (what a v0.3 client uses), its last
+``ALIASES_KEPT`` ids and its last ``RETIRED_KEPT`` retired records; a token keeps its last
+``COMPLETED_KEPT`` finished episodes for the score. Evictions run on the monotonic clock inside the calls
+that take the lock, popping only expired entries from the front of use-ordered dicts (O(evicted)).
 """
 
 from __future__ import annotations
@@ -14,15 +22,38 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from pool_env.refserver.records import (
+    ALIASES_KEPT,
+    COMPLETED_KEPT,
+    EVICTED_REMEMBERED,
+    MAX_ID_CHARS,
+    MAX_STEP_SIZE,
+    NONE_TYPE_ERROR,
+    RETIRED_KEPT,
+    ApiError,
+    Episode,
+    EpisodeSettings,
+    Slot,
+    StepOutcome,
+    TokenTotals,
+    ended_outcome,
+    error_outcome,
+    short,
+)
 from pool_env.refserver.sim import DegradationEnv
 
 __all__ = [
+    "ALIASES_KEPT",
+    "COMPLETED_KEPT",
+    "EVICTED_REMEMBERED",
+    "MAX_ID_CHARS",
     "MAX_STEP_SIZE",
     "NONE_TYPE_ERROR",
+    "RETIRED_KEPT",
     "ApiError",
     "Episode",
     "EpisodeSettings",
@@ -30,100 +61,35 @@ __all__ = [
     "Slot",
     "StepOutcome",
     "TokenTotals",
+    "short",
 ]
-
-MAX_STEP_SIZE = 50
-NONE_TYPE_ERROR = "'NoneType' object has no attribute 'astype'"
-
-
-class ApiError(Exception):
-    """An error answer: HTTP ``status_code`` with body ``{"detail": detail}``."""
-
-    def __init__(self, status_code: int, detail: str) -> None:
-        super().__init__(f"{status_code}: {detail}")
-        self.status_code = status_code
-        self.detail = detail
-
-
-@dataclass(frozen=True)
-class EpisodeSettings:
-    """The ``env_config`` of a create call (unknown fields such as ``auto_reset`` are ignored)."""
-
-    step_size: int = 10
-    max_steps_per_episode: int = 1000
-
-
-@dataclass
-class Slot:
-    """A stable place for successive episodes; all ``ids`` resolve to ``current``."""
-
-    slot_id: str
-    group_id: str | None
-    ids: list[str]
-    current: Episode
-
-
-@dataclass
-class Episode:
-    """One episode record (live or retired) and its step accounting."""
-
-    episode_id: str
-    session_id: str
-    token: str
-    settings: EpisodeSettings
-    env: DegradationEnv
-    created_at: float
-    slot: Slot | None = None
-    steps_applied: int = 0
-    broken: bool = False
-    error: str | None = None
-    retired: bool = False
-    scored: bool = False
-
-    @property
-    def ended(self) -> bool:
-        """True when stepping answers the ended-episode payload (finished or broken)."""
-        return self.broken or self.env.done
-
-
-@dataclass(frozen=True)
-class StepOutcome:
-    """What one step entry answers; the app formats it for the single or vectorized endpoint."""
-
-    observation: list[Any]
-    reward: float
-    terminated: bool
-    truncated: bool
-    step: int
-    info: dict[str, Any]
-    reason: str | None = None
-    error: str | None = None
-
-
-@dataclass
-class TokenTotals:
-    """Per-token counters shown by ``/control/episodes`` and ``/control/stats``."""
-
-    steps_used: int = 0  # quota: every step entry, applied or not
-    steps_applied: int = 0
-    steps_on_ended: int = 0
-    episode_errors: int = 0
-    episodes_created: int = 0
-    resets: int = 0
-    completed: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ServerState:
     """All mutable server state behind one lock (safe from the event loop and from threads)."""
 
-    def __init__(self, quota: int = 100_000, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        quota: int = 100_000,
+        clock: Callable[[], float] = time.time,
+        *,
+        idle_timeout_s: float = 3600.0,
+        max_live_episodes: int = 4096,
+        idle_clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.quota = quota
         self.clock = clock
+        self.idle_clock = idle_clock
+        self.idle_timeout_s = idle_timeout_s
+        self.max_live_episodes = max_live_episodes
         self.lock = threading.RLock()
-        self.sessions: dict[str, str] = {}  # session_id -> token
-        self.episodes: dict[str, Episode] = {}  # every id ever minted -> its own record
-        self.slots: dict[str, Slot] = {}  # every id ever minted -> its slot
+        self.sessions: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id -> (token, last use)
+        self.episodes: dict[str, Episode] = {}  # every kept id -> its own record
+        self.slots: dict[str, Slot] = {}  # every kept id -> its slot
+        self.live: OrderedDict[str, Slot] = OrderedDict()  # slot_id -> slot, least recently used first
+        self.evicted: OrderedDict[str, None] = OrderedDict()  # the last EVICTED_REMEMBERED evicted ids
         self.tokens: dict[str, TokenTotals] = {}
+        self.evictions = 0
 
     # --- sessions and creation -------------------------------------------------------------------
 
@@ -134,34 +100,67 @@ class ServerState:
     def create_session(self, token: str) -> str:
         """Open a session for ``token`` and return its id."""
         with self.lock:
+            now = self.sweep()
             session_id = str(uuid.uuid4())
-            self.sessions[session_id] = token
-            self.totals(token)
+            self.sessions[session_id] = (token, now)
             return session_id
 
     def check_session(self, session_id: str | None) -> str:
-        """Return ``session_id`` if known. Raises ApiError 400 (missing) or 404 (unknown)."""
+        """Return ``session_id`` if known (and mark it used). Raises ApiError 400 (missing) or 404 (unknown)."""
         if not session_id:
             raise ApiError(400, "Session-ID header is required")
-        if session_id not in self.sessions:
-            raise ApiError(404, f"Session {session_id} not found")
-        return session_id
+        with self.lock:
+            now = self.sweep()
+            known = self.sessions.get(session_id)
+            if known is None:
+                raise ApiError(
+                    404,
+                    f"Session {short(session_id)} not found (sessions unused for {self.idle_timeout_s:g} s are "
+                    "evicted; create a new one)",
+                )
+            self.sessions[session_id] = (known[0], now)
+            self.sessions.move_to_end(session_id)
+            return session_id
+
+    def check_capacity(self, token: str, num_envs: int) -> None:
+        """Raise ApiError 409 if ``token`` cannot hold ``num_envs`` more live slots."""
+        with self.lock:
+            self.sweep()
+            totals = self.tokens.get(token)
+            live = totals.live_slots if totals else 0
+            if live + num_envs > self.max_live_episodes:
+                raise ApiError(
+                    409,
+                    f"token holds {live} live episodes; {num_envs} more would pass this server's limit of "
+                    f"{self.max_live_episodes} (reuse episodes with reset; unused ones are evicted after "
+                    f"{self.idle_timeout_s:g} s)",
+                )
 
     def create_episodes(
         self, token: str, session_id: str | None, settings: EpisodeSettings, num_envs: int, group: bool
     ) -> tuple[str | None, list[Episode]]:
-        """Create ``num_envs`` slots with fresh episodes; return the group id (if ``group``) and them."""
+        """Create ``num_envs`` slots with fresh episodes; return the group id (if ``group``) and them.
+
+        Raises:
+            ApiError: 400/404 for a missing or unknown session, 409 past ``max_live_episodes`` (nothing
+                created then).
+        """
         with self.lock:
             session_id = self.check_session(session_id)
+            self.check_capacity(token, num_envs)
+            now = self.idle_clock()
             group_id = str(uuid.uuid4()) if group else None
             created = []
             for _ in range(num_envs):
                 episode = self._new_episode(token, session_id, settings)
-                slot = Slot(str(uuid.uuid4()), group_id, [episode.episode_id], episode)
+                slot = Slot(str(uuid.uuid4()), group_id, [episode.episode_id], episode, token, now)
                 episode.slot = slot
                 self.slots[episode.episode_id] = slot
+                self.live[slot.slot_id] = slot
                 created.append(episode)
-            self.totals(token).episodes_created += num_envs
+            totals = self.totals(token)
+            totals.episodes_created += num_envs
+            totals.live_slots += num_envs
             return group_id, created
 
     def _new_episode(self, token: str, session_id: str, settings: EpisodeSettings) -> Episode:
@@ -173,11 +172,72 @@ class ServerState:
     # --- lookup, reset, step -----------------------------------------------------------------------
 
     def resolve(self, episode_id: str) -> Episode:
-        """The live episode for ``episode_id`` or any of its aliases. Raises ApiError 404."""
-        slot = self.slots.get(episode_id)
-        if slot is None:
-            raise ApiError(404, f"Episode {episode_id} not found")
-        return slot.current
+        """The live episode for ``episode_id`` or any of its aliases (marks its slot used).
+
+        Raises:
+            ApiError: 404, saying whether the id was evicted for being unused or is unknown.
+        """
+        with self.lock:
+            now = self.sweep()
+            slot = self.slots.get(episode_id)
+            if slot is None:
+                if episode_id in self.evicted:
+                    raise ApiError(
+                        404,
+                        f"Episode {short(episode_id)} was evicted: unused for more than {self.idle_timeout_s:g} s "
+                        "(or an old alias of a slot reset many times); create a new episode",
+                    )
+                raise ApiError(404, f"Episode {short(episode_id)} not found")
+            slot.last_used = now
+            self.live.move_to_end(slot.slot_id)
+            return slot.current
+
+    # --- eviction --------------------------------------------------------------------------------------
+
+    def sweep(self) -> float:
+        """Evict slots and sessions unused for ``idle_timeout_s``; return the idle clock's now."""
+        with self.lock:
+            now = self.idle_clock()
+            horizon = now - self.idle_timeout_s
+            while self.live:
+                slot = next(iter(self.live.values()))
+                if slot.last_used > horizon:
+                    break
+                self._evict_slot(slot)
+            while self.sessions:
+                session_id, (_, used) = next(iter(self.sessions.items()))
+                if used > horizon:
+                    break
+                del self.sessions[session_id]
+            return now
+
+    def _evict_slot(self, slot: Slot) -> None:
+        del self.live[slot.slot_id]
+        self.evictions += 1
+        for episode_id in slot.ids:
+            self._forget(episode_id)
+        totals = self.tokens.get(slot.token)
+        if totals is not None:
+            totals.live_slots -= 1
+            if totals.live_slots == 0 and totals.steps_used == 0 and not totals.completed:
+                del self.tokens[slot.token]  # nothing left worth keeping (a used quota is kept)
+
+    def _forget(self, episode_id: str) -> None:
+        self.slots.pop(episode_id, None)
+        self.episodes.pop(episode_id, None)
+        self.evicted[episode_id] = None
+        if len(self.evicted) > EVICTED_REMEMBERED:
+            self.evicted.popitem(last=False)
+
+    def _prune_slot(self, slot: Slot) -> None:
+        """Keep a slot's first id, its last ALIASES_KEPT ids and its last RETIRED_KEPT retired records."""
+        if len(slot.ids) > ALIASES_KEPT + 1:
+            for episode_id in slot.ids[1:-ALIASES_KEPT]:
+                self._forget(episode_id)
+            slot.ids[1:-ALIASES_KEPT] = []
+        retired = [i for i in slot.ids[:-1] if i in self.episodes]
+        for episode_id in retired[:-RETIRED_KEPT]:
+            self.episodes.pop(episode_id, None)
 
     def reset(self, token: str, episode_id: str, seed: int | None) -> tuple[Episode, bool]:
         """Reset the slot of ``episode_id``; return the live episode and whether its id is new.
@@ -197,6 +257,7 @@ class ServerState:
                 slot.current = fresh
                 slot.ids.append(fresh.episode_id)
                 self.slots[fresh.episode_id] = slot
+                self._prune_slot(slot)
                 fresh.env.reset(seed)
                 return fresh, True
             episode.broken = False
@@ -211,6 +272,13 @@ class ServerState:
             if totals.steps_used + entries > self.quota:
                 raise ApiError(429, f"step limit of {self.quota} reached")
             totals.steps_used += entries
+
+    def check_quota_left(self, token: str, entries: int) -> None:
+        """Like :meth:`check_quota` but counts nothing (run before a request's entries are parsed)."""
+        with self.lock:
+            totals = self.tokens.get(token)
+            if (totals.steps_used if totals else 0) + entries > self.quota:
+                raise ApiError(429, f"step limit of {self.quota} reached")
 
     def step(
         self,
@@ -227,12 +295,12 @@ class ServerState:
             totals = self.totals(token)
             if episode.ended:
                 totals.steps_on_ended += 1
-                return _ended_outcome(episode)
+                return ended_outcome(episode)
             if inject_error:
                 totals.episode_errors += 1
                 episode.broken = True
                 episode.error = NONE_TYPE_ERROR
-                return _error_outcome(episode)
+                return error_outcome(episode)
             env = episode.env
             result = env.step_chunk(action, min(step_size, MAX_STEP_SIZE))
             episode.steps_applied += 1
@@ -258,7 +326,10 @@ class ServerState:
             return
         episode.scored = True
         env = episode.env
-        self.totals(episode.token).completed.append(
+        completed = self.totals(episode.token).completed
+        if len(completed) >= COMPLETED_KEPT:
+            del completed[: len(completed) - COMPLETED_KEPT + 1]
+        completed.append(
             {
                 "episode_id": episode.episode_id,
                 "total_reward": env.total_reward,
@@ -305,33 +376,3 @@ class ServerState:
                 "episode_id": ep.episode_id,
                 "steps_applied": ep.steps_applied,
             }
-
-
-def _ended_outcome(episode: Episode) -> StepOutcome:
-    """Stepping a finished or broken episode: reward 0, terminated, ``[]`` observation, no auto-reset."""
-    env = episode.env
-    info: dict[str, Any] = {
-        "episode_id": episode.episode_id,
-        "step": env.step,
-        "terminated": True,
-        "truncated": env.truncated,
-        "total_reward": env.total_reward,
-        "message": "episode has ended; reset it",
-    }
-    if episode.error:
-        info["error"] = episode.error
-    reason = "error" if episode.broken else env.reason
-    return StepOutcome([], 0.0, True, env.truncated, env.step, info, reason, episode.error)
-
-
-def _error_outcome(episode: Episode) -> StepOutcome:
-    """The live server's per-env error payload (its info carries no true ``terminated``)."""
-    step = episode.env.step
-    info = {
-        "episode_id": episode.episode_id,
-        "step": step,
-        "terminated": False,
-        "truncated": False,
-        "error": NONE_TYPE_ERROR,
-    }
-    return StepOutcome([], 0.0, True, False, step, info, "error", NONE_TYPE_ERROR)
