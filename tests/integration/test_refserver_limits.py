@@ -75,9 +75,9 @@ def test_huge_bodies_are_refused_and_memory_stays_bounded(server: RefServer) -> 
     ).encode()
     assert send_raw(server, head, iter([b"[" * 65_536] * 1600)) == 413
     head = (
-        "POST /api/v1/episode/vectorized_step HTTP/1.1\r\nHost: x\r\nUser-Token: fuzz\r\n"
-        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-    ).encode()
+        b"POST /api/v1/episode/vectorized_step HTTP/1.1\r\nHost: x\r\nUser-Token: fuzz\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     chunk = b"10000\r\n" + b"[" * 65_536 + b"\r\n"
     assert send_raw(server, head, iter([chunk] * 1600)) == 413
     hostile = [b'{"episode_ids": [NaN]}', b'{"episode_actions": [{"episode_id": "\\ud800", "action": 1e999999}]}']

@@ -202,7 +202,7 @@ def test_a_body_over_the_limit_is_413_without_being_read() -> None:
         big = {"episode_id": eid, "action": 0, "pad": "p" * 2000}
         assert_client_error(api.post("/api/v1/episode/step", big), 413)
 
-        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while read
+        def chunks(eid: str = eid) -> Iterator[bytes]:  # no Content-Length: counted while read
             yield b'{"episode_id": "' + eid.encode() + b'", "action": 0, "pad": "'
             for _ in range(100):
                 yield b"p" * 100
