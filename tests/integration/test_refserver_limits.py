@@ -94,7 +94,7 @@ def test_huge_bodies_are_refused_and_memory_stays_bounded(server: RefServer) -> 
 
 def test_10000_abandoned_episodes_idle_out_under_the_cap() -> None:
     cap, tokens, per_call = 640, 16, 64
-    limits = ServerLimits(idle_timeout_s=3.0, max_live_episodes=cap)
+    limits = ServerLimits(idle_timeout_s=6.0, max_live_episodes=cap)  # room for a loaded CI machine
     with RefServer(limits=limits) as server:
         http = requests.Session()
         baseline = rss_mb(server)
@@ -110,9 +110,9 @@ def test_10000_abandoned_episodes_idle_out_under_the_cap() -> None:
                 first_id = first_id or r.json()["episode_ids"][0]
                 created += len(r.json()["episode_ids"])
             r = http.post(server.url + "/api/v1/episode/create", headers=headers)
-            assert r.status_code == 409 and "limit of 640" in r.json()["detail"]
+            assert r.status_code == 409 and "limit of 640" in r.json()["detail"], r.text
         assert created == cap * tokens == 10_240
-        wait_for(lambda: server.stats()["live_episodes"] == 0, timeout=30.0)
+        wait_for(lambda: server.stats()["live_episodes"] == 0, timeout=60.0)
         stats = server.stats()
         assert stats["episode_records"] == 0 and stats["sessions"] == 0 and stats["evicted_slots"] == 10_240
         assert stats["tokens"] == {}  # tokens that used no quota are not kept either
