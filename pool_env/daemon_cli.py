@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from pool_env.errors import PoolEnvError
+from pool_env.errors import PoolEnvError, SharedMemoryError
 
 __all__ = ["keygen", "serve", "status"]
 
@@ -101,7 +101,8 @@ def serve(
         daemon.start()
     except PoolEnvError as exc:
         click.echo(f"pool-env serve: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        # The machine cannot hold the pool (/dev/shm too small): a configuration error, exit 2.
+        sys.exit(EXIT_UNAVAILABLE if isinstance(exc, SharedMemoryError) else EXIT_FAILED)
     originals = _install_signal_handlers(daemon)
     click.echo(f"pool-env daemon serving {daemon.endpoint} (pid {_pid()}, {num_envs} slots, {num_workers} workers)")
     sys.stdout.flush()

@@ -14,7 +14,15 @@ A *leaf* is one Box-like part of a (possibly nested Dict/Tuple) space, named by 
 :mod:`pool_env.spaces` turns gymnasium spaces into leaves.
 
 Segment names are ``pool_env_<owner pid>_<random>``; :func:`sweep_orphans` unlinks segments
-whose owner is dead (after a ``kill -9`` of a trainer whose resource tracker also died).
+whose owner is dead (after a ``kill -9`` of a trainer whose resource tracker also died). A pid
+proves nothing across PID namespaces (containers sharing ``/dev/shm``), so the owner holds an
+``flock`` on its segment for its whole life (:mod:`pool_env.ownership`) and the sweep removes
+only segments it can lock: the segment is made under a staging name, locked, sized, and only
+then linked under its final name, so no sweeper ever sees an unlocked live segment.
+
+The pages are reserved at creation (``posix_fallocate``): a ``/dev/shm`` too small (64 MB in
+default containers) fails there with :class:`~pool_env.errors.SharedMemoryError` naming the size
+needed and the fix (``--shm-size``), never with a SIGBUS in whichever process writes first.
 
 On Python < 3.13, attaching a ``SharedMemory`` registers it with the attaching process's
 resource tracker, which would unlink it when that process exits (bpo-39959); :func:`attach`
@@ -28,6 +36,7 @@ import os
 import re
 import secrets
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
@@ -36,8 +45,12 @@ from typing import Any
 import numpy as np
 import psutil
 
+from pool_env import ownership
+from pool_env.errors import SharedMemoryError
+
 __all__ = [
     "SEGMENT_PREFIX",
+    "SHM_DIR",
     "BatchBuffers",
     "BatchLayout",
     "Leaf",
@@ -49,8 +62,13 @@ __all__ = [
 ]
 
 SEGMENT_PREFIX = "pool_env_"
+SHM_DIR = "/dev/shm"
+"""Where POSIX shared memory lives on Linux (``shm_open`` names are files here)."""
 _ALIGN = 64
-_SEGMENT_RE = re.compile(rf"^{SEGMENT_PREFIX}(\d+)_[0-9a-f]+$")
+_STAGING = ".staging"
+_STAGING_GRACE = 60.0  # seconds: a staging file younger than this may be a segment being made
+_SEGMENT_RE = re.compile(rf"^{SEGMENT_PREFIX}(\d+)_[0-9a-f]+({re.escape(_STAGING)})?$")
+_MIB = 1 << 20
 
 PathKey = str | int
 
@@ -138,9 +156,12 @@ class BatchBuffers:
     terminated: np.ndarray
     truncated: np.ndarray
 
-    def __init__(self, segment: shared_memory.SharedMemory, layout: BatchLayout, owner: bool) -> None:
+    def __init__(
+        self, segment: shared_memory.SharedMemory, layout: BatchLayout, owner: bool, lock_fd: int | None = None
+    ) -> None:
         self._segment: shared_memory.SharedMemory | None = segment
         self._owner = owner
+        self._lock_fd = lock_fd  # the owner's flock on the segment: proof it is alive
         self.layout = layout
         offsets, _ = layout.offsets()
         views: dict[str, np.ndarray] = {}
@@ -171,6 +192,8 @@ class BatchBuffers:
         if self._owner:
             with contextlib.suppress(FileNotFoundError):
                 segment.unlink()
+        ownership.release(self._lock_fd)
+        self._lock_fd = None
 
     def __enter__(self) -> BatchBuffers:
         return self
@@ -182,26 +205,76 @@ class BatchBuffers:
 def create(layout: BatchLayout) -> BatchBuffers:
     """Create a zeroed segment for ``layout``, owned (and later unlinked) by this process.
 
+    On Linux the segment is locked by its owner before it appears under its final name (see
+    the module docstring), and its pages are reserved at once.
+
     Raises:
-        OSError: with the size needed, when ``/dev/shm`` is too small or unavailable.
+        SharedMemoryError: ``/dev/shm`` has no room for the segment (names the size and the fix).
+        OSError: shared memory is unavailable for another reason.
     """
     _, size = layout.offsets()
     name = f"{SEGMENT_PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
-    try:
+    if not os.path.isdir(SHM_DIR):  # pragma: no cover - not Linux: no file to lock
         segment = shared_memory.SharedMemory(name=name, create=True, size=size)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot create a shared-memory segment of {size} bytes: {exc}") from exc
+        return BatchBuffers(segment, layout, owner=True)
+    _check_room(size, layout)
+    path = os.path.join(SHM_DIR, name)
+    staging = path + _STAGING
+    fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        # Reserve the pages now: a too-small /dev/shm (64 MB in default containers) fails here
-        # with ENOSPC naming the size, instead of a SIGBUS in whichever process writes first.
-        os.posix_fallocate(segment._fd, 0, size)  # type: ignore[attr-defined]
-    except OSError as exc:
-        segment.close()
-        segment.unlink()
-        raise OSError(
-            exc.errno, f"/dev/shm has no room for a shared-memory segment of {size} bytes ({exc.strerror})"
-        ) from exc
-    return BatchBuffers(segment, layout, owner=True)
+        ownership.lock(fd)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            raise _no_room(size, layout, f"reserving it failed: {exc.strerror}") from exc
+        os.link(staging, path)  # appears locked: a sweeper can never take it for stale
+    except BaseException:
+        ownership.release(fd)
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
+    try:
+        segment = shared_memory.SharedMemory(name=name)
+    except BaseException:
+        ownership.release(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise
+    return BatchBuffers(segment, layout, owner=True, lock_fd=fd)
+
+
+def _check_room(size: int, layout: BatchLayout) -> None:
+    """Fail before creating anything when ``/dev/shm`` visibly lacks ``size`` free bytes."""
+    try:
+        stats = os.statvfs(SHM_DIR)
+    except OSError:  # pragma: no cover - posix_fallocate will tell
+        return
+    if stats.f_bavail * stats.f_frsize < size:
+        raise _no_room(size, layout, None)
+
+
+def _no_room(size: int, layout: BatchLayout, cause: str | None) -> SharedMemoryError:
+    """The one-line error for a ``/dev/shm`` too small: the size needed and how to get it."""
+    try:
+        stats = os.statvfs(SHM_DIR)
+        total, free = stats.f_blocks * stats.f_frsize, stats.f_bavail * stats.f_frsize
+    except OSError:  # pragma: no cover
+        total, free = 0, -1
+    used = max(0, total - free)
+    want_mib = -(-(used + size) * 5 // 4 // _MIB)  # what is used already + this pool, 25 % spare
+    return SharedMemoryError(
+        f"{SHM_DIR} has {_mib(free)} free of {_mib(total)}, but this pool's shared-memory buffers need "
+        f"{_mib(size)} ({size} bytes for {layout.num_envs} envs){f'; {cause}' if cause else ''}. "
+        f"Give the container more shared memory (docker run --shm-size={max(want_mib, 64)}m, or in Kubernetes "
+        f"an emptyDir with medium: Memory mounted at {SHM_DIR}), free some, or use fewer envs",
+        size,
+        free,
+    )
+
+
+def _mib(size: int) -> str:
+    return "? MiB" if size < 0 else f"{size / _MIB:.1f} MiB"
 
 
 def attach(name: str, layout: BatchLayout) -> BatchBuffers:
@@ -226,16 +299,35 @@ def list_segments(directory: str = "/dev/shm") -> list[str]:
         return []
 
 
-def sweep_orphans(directory: str = "/dev/shm") -> list[str]:
-    """Unlink pool_env segments whose owner process is gone; return their names."""
+def sweep_orphans(directory: str = SHM_DIR) -> list[str]:
+    """Unlink pool_env segments proven stale; return their names.
+
+    Stale means both: nobody holds the segment's lock (its owner, in whatever PID namespace, is
+    gone) and no process of ours has the pid in its name (a pool of an older pool_env that
+    holds no lock). Staging files are left alone while they may still be in the making.
+    """
     removed = []
+    now = time.time()
     for name in list_segments(directory):
         match = _SEGMENT_RE.match(name)
         if match is None or psutil.pid_exists(int(match.group(1))):
             continue
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(directory, name))
-            removed.append(name)
+        path = os.path.join(directory, name)
+        if match.group(2):
+            with contextlib.suppress(OSError):
+                if now - os.stat(path).st_mtime < _STAGING_GRACE:
+                    continue
+        fd = ownership.claim(path)
+        if fd is None:  # its owner holds the lock: alive, maybe in another PID namespace
+            continue
+        try:
+            if ownership.still_at(fd, path):
+                os.unlink(path)
+                removed.append(name)
+        except FileNotFoundError:
+            pass
+        finally:
+            ownership.release(fd)
     return removed
 
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from pool_env import shm
+from pool_env import ownership, shm
 from pool_env.shm import BatchLayout, Leaf
 
 
@@ -88,3 +88,39 @@ def test_sweep_removes_only_segments_of_dead_owners(tmp_path: pytest.TempPathFac
 def test_create_fills_zeros() -> None:
     with shm.create(_layout()) as buffers:
         assert not buffers.terminated.any() and np.all(buffers.obs[0] == 0)
+
+
+def test_sweep_keeps_a_segment_whose_lock_is_held_even_when_its_pid_is_gone(tmp_path: pytest.TempPathFactory) -> None:
+    """The pid in a name may be another PID namespace's: only a free lock proves the owner dead."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    directory = str(tmp_path)
+    name = f"pool_env_{dead.pid}_abc123"
+    path = os.path.join(directory, name)
+    open(path, "w").close()
+    fd = ownership.hold(path)  # what a live owner in another namespace does
+    try:
+        assert shm.sweep_orphans(directory) == [] and os.path.exists(path)
+        assert ownership.claim(path) is None
+    finally:
+        ownership.release(fd)
+    assert shm.sweep_orphans(directory) == [name] and not os.path.exists(path)
+
+
+def test_a_staging_segment_is_left_alone_while_it_may_still_be_in_the_making(tmp_path: pytest.TempPathFactory) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    directory = str(tmp_path)
+    young, old = f"pool_env_{dead.pid}_abc123.staging", f"pool_env_{dead.pid}_def456.staging"
+    for name in (young, old):
+        open(os.path.join(directory, name), "w").close()
+    os.utime(os.path.join(directory, old), (0, 0))
+    assert shm.sweep_orphans(directory) == [old]
+
+
+def test_the_owner_holds_the_lock_of_its_segment_until_it_closes() -> None:
+    buffers = shm.create(_layout())
+    path = os.path.join(shm.SHM_DIR, buffers.name)
+    assert ownership.claim(path) is None, "created already locked"
+    buffers.close()
+    assert not os.path.exists(path)
