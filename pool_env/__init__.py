@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from pool_env.codec import CodecError
 from pool_env.config import GymEnvSpec, HttpEnvSpec, PoolOptions
 from pool_env.errors import (
     DaemonUnavailableError,
@@ -68,6 +69,7 @@ else:
 __all__ = [
     "AlreadyPendingError",
     "ClosedError",
+    "CodecError",
     "DaemonUnavailableError",
     "EnvCreationError",
     "ErrorKind",

@@ -25,8 +25,10 @@ class _LeafBounds:
 
     low: Any
     high: Any
+    continuous: bool
 
     def __init__(self, space: spaces.Space[Any]) -> None:
+        self.continuous = isinstance(space, spaces.Box)  # the env clips; Discrete values must be valid
         if isinstance(space, spaces.Box):
             self.low, self.high = space.low, space.high
         elif isinstance(space, spaces.Discrete):
@@ -53,13 +55,18 @@ def _bounds_of(single_space: spaces.Space[Any], leaves: Sequence[Leaf]) -> list[
 
 
 def validate_actions(
-    actions: Any, leaves: Sequence[Leaf], single_action_space: spaces.Space[Any], num_envs: int
+    actions: Any,
+    leaves: Sequence[Leaf],
+    single_action_space: spaces.Space[Any],
+    num_envs: int,
+    check_bounds: bool = False,
 ) -> list[np.ndarray]:
     """One array per action leaf, shaped ``(num_envs, *leaf.shape)`` in the leaf's dtype.
 
-    Checks structure, shape, dtype (``same_kind`` casting) and bounds, leaf by leaf with numpy:
-    the same rules as ``batch_space(single_action_space, num_envs).contains`` at a fraction of
-    its cost on the hot path.
+    Checks structure, shape, dtype (``same_kind`` casting) and values, leaf by leaf with numpy:
+    the rules of ``batch_space(single_action_space, num_envs).contains`` at a fraction of its
+    cost on the hot path. Box values outside the bounds pass unless ``check_bounds`` (gymnasium's
+    vector envs pass them to the env, which clips); discrete values must always be valid.
 
     Raises:
         InvalidActionError: a missing part, a wrong shape or dtype, or values outside the space.
@@ -76,7 +83,7 @@ def validate_actions(
             raise InvalidActionError(f"actions{where} have shape {value.shape}, expected {expected}")
         if not np.can_cast(value.dtype, np.dtype(leaf.dtype), casting="same_kind"):
             raise InvalidActionError(f"actions{where} have dtype {value.dtype}, expected {np.dtype(leaf.dtype)}")
-        if not bounds.holds(value):
+        if (check_bounds or not bounds.continuous) and not bounds.holds(value):
             space = leaf_value(single_action_space, leaf.path)
             raise InvalidActionError(f"actions{where} are outside the action space {space}")
         arrays.append(value.astype(leaf.dtype, copy=False))
@@ -87,7 +94,12 @@ def add_info(infos: dict[str, Any], info: Mapping[str, Any], slot: int, num_envs
     """Add one slot's ``info`` to vector ``infos`` the way gymnasium's ``VectorEnv._add_info`` does."""
     for key, value in info.items():
         array: Any
-        if isinstance(value, Mapping):
+        if key == "final_obs":  # gymnasium keeps final observations unbatched, in an object array
+            array = infos.get(key)
+            if array is None:
+                array = np.full(num_envs, fill_value=None, dtype=object)
+            array[slot] = value
+        elif isinstance(value, Mapping):
             array = add_info(infos.get(key, {}), value, slot, num_envs)
         else:
             if key in infos:

@@ -7,14 +7,16 @@ its slots; each worker executes its calls in order. Results accumulate in the co
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from typing import Any
 
+from pool_env.codec import CodecError
 from pool_env.errors import EnvCreationError, HttpStatusError, PoolEnvError
 from pool_env.protocol import Op
 from pool_env.supervisor import WorkerHandle
 
-__all__ = ["CommandResult", "PendingCommand", "WorkerCall", "error_from_fatal", "split_slots"]
+__all__ = ["CommandResult", "PendingCommand", "WorkerCall", "error_from_call", "error_from_fatal", "split_slots"]
 
 
 def split_slots(num_envs: int, num_workers: int) -> list[list[int]]:
@@ -30,11 +32,12 @@ def split_slots(num_envs: int, num_workers: int) -> list[list[int]]:
 
 @dataclass
 class CommandResult:
-    """What came back: per-slot infos (non-empty only) and per-slot errors."""
+    """What came back: per-slot infos (non-empty only), per-slot errors, and ``call`` results."""
 
     infos: dict[int, dict[str, Any]] = field(default_factory=dict)
     errors: dict[int, str] = field(default_factory=dict)
-    fatal: PoolEnvError | None = None
+    fatal: BaseException | None = None
+    values: dict[int, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -66,6 +69,20 @@ class PendingCommand:
         return all(call.done for call in self.calls)
 
 
+def error_from_call(error: dict[str, Any], worker_id: int) -> BaseException:
+    """The exception an env raised in a ``call``: a builtin type is raised as itself (as
+    ``AsyncVectorEnv`` re-raises the env's exception), any other as :class:`PoolEnvError`."""
+    kind, text = str(error.get("kind", "Exception")), str(error.get("message", ""))
+    detail = f"{text}\n(in worker {worker_id}; remote traceback:)\n{error.get('traceback', '')}"
+    builtin = getattr(builtins, kind, None)
+    if error.get("builtin") and isinstance(builtin, type) and issubclass(builtin, Exception):
+        try:
+            return builtin(detail)
+        except Exception:  # an exception type with a different constructor
+            pass
+    return PoolEnvError(f"{kind}: {detail}")
+
+
 def error_from_fatal(message: dict[str, Any], worker_id: int) -> PoolEnvError:
     """The error a worker's ``fatal`` message stands for (raised in the trainer)."""
     kind, text = message.get("kind", "PoolEnvError"), str(message.get("message", ""))
@@ -74,4 +91,6 @@ def error_from_fatal(message: dict[str, Any], worker_id: int) -> PoolEnvError:
         return HttpStatusError(status, detail, str(message.get("url", "")))
     if kind == "EnvCreationError":
         return EnvCreationError(text)
+    if kind == "CodecError":
+        return CodecError(f"worker {worker_id}: {text}")
     return PoolEnvError(f"worker {worker_id}: {kind}: {text}\n{message.get('traceback', '')}")

@@ -28,7 +28,14 @@ from typing import Any
 import zmq
 
 from pool_env import protocol, shm
-from pool_env.commands import CommandResult, PendingCommand, WorkerCall, error_from_fatal, split_slots
+from pool_env.commands import (
+    CommandResult,
+    PendingCommand,
+    WorkerCall,
+    error_from_call,
+    error_from_fatal,
+    split_slots,
+)
 from pool_env.config import EnvSpec, PoolOptions
 from pool_env.errors import (
     EnvCreationError,
@@ -166,8 +173,15 @@ class Coordinator:
         slots: Iterable[int] | None = None,
         seeds: Sequence[int | None] | None = None,
         options: dict[str, Any] | None = None,
+        autoreset: str = "NextStep",
+        invocation: dict[str, Any] | None = None,
     ) -> PendingCommand:
         """Send ``op`` for ``slots`` (all when ``None``) to their workers.
+
+        ``autoreset`` is the value of a ``gymnasium.vector.AutoresetMode`` (the workers follow
+        it for this command: reset ended slots on the next step, within the step, or never).
+        ``invocation`` (for ``Op.CALL``): ``{name, args, kwargs}`` or ``values`` (slot →
+        value, for ``set_attr``).
 
         Several commands may be in flight at once (the daemon serves several trainers); each
         worker executes its share of them in order. Workers that are restarting get the
@@ -201,6 +215,12 @@ class Coordinator:
             for slot in worker_slots:
                 self._lost.pop(slot, None)  # a reset starts a new episode anyway
             message: dict[str, Any] = {"op": op.value, "seq": self._seq, "slots": worker_slots}
+            if autoreset != "NextStep":  # the default stays implicit: messages stay small
+                message["autoreset"] = autoreset
+            if invocation is not None:
+                message.update({k: v for k, v in invocation.items() if k != "values"})
+                if invocation.get("values") is not None:
+                    message["values"] = [invocation["values"][s] for s in worker_slots]
             if op is Op.RESET:
                 message["seeds"] = [seed_of.get(s) for s in worker_slots]
                 message["options"] = options
@@ -428,6 +448,10 @@ class Coordinator:
             self.counters["slot_errors"] += len(errors)
             if "kinds" in message:
                 self._judge_env_failures(result, message, errors)
+            if "values" in message:
+                result.values.update({int(k): v for k, v in message["values"].items()})
+            if "call_error" in message and result.fatal is None:
+                result.fatal = error_from_call(message["call_error"], handle.worker_id)
             self._send_head(handle)
         elif op == Op.FATAL.value:
             self._on_fatal(handle, message)

@@ -9,6 +9,7 @@ PoolEnvError
 │   ├── NoPendingCallError         step_wait without step_async            (also gymnasium's NoAsyncCallError)
 │   ├── InvalidActionError         actions of the wrong shape, dtype or outside the space (also ValueError and
 │   │                              gymnasium's InvalidAction)
+│   ├── InvalidSeedError           a seed list of the wrong length (negative seeds: gymnasium's own Error)
 │   ├── SpecError                  a bad env spec or pool configuration (names the field; also ValueError)
 │   └── LeaseError                 a daemon refused or does not know a lease (names what is free)
 ├── WorkerError                    a worker could not be started or did something it must not
@@ -69,6 +70,7 @@ __all__ = [
     "HttpStatusError",
     "InvalidActionError",
     "InvalidEnvReturnError",
+    "InvalidSeedError",
     "LeaseError",
     "NoPendingCallError",
     "PoolEnvError",
@@ -279,6 +281,10 @@ else:
 
     def __dir__() -> list[str]:
         return sorted({*globals(), *_GYMNASIUM_ERRORS})
+
+
+class InvalidSeedError(UsageError, ValueError):
+    """A seed list whose length is not ``num_envs`` (a ``ValueError``, as in ``SyncVectorEnv``)."""
 
 
 class SpecError(UsageError, ValueError):

@@ -4,6 +4,12 @@
 ``step_async`` + ``step_wait``; a call on a closed env raises :class:`ClosedError`; a call while a
 step is pending raises :class:`AlreadyPendingError`; seeds follow gymnasium's ``seed + i`` rule;
 the env is a context manager and warns (``ResourceWarning``) when collected unclosed.
+
+It also holds what every front end shares of gymnasium's API: the autoreset mode
+(``AutoresetMode.NEXT_STEP``, ``SAME_STEP`` or ``DISABLED``, in ``metadata["autoreset_mode"]`` and
+``self.autoreset_mode``), seeds checked as ``SyncVectorEnv`` checks them before anything is sent,
+``reset(options={"reset_mask": m})`` checked with gymnasium's own errors, reset options checked by
+the codec, and a clear ``TypeError`` for ``pickle``/``copy`` (a pool owns processes).
 """
 
 from __future__ import annotations
@@ -14,26 +20,94 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
-from gymnasium.vector import VectorEnv
+from gymnasium.error import Error as GymnasiumError
+from gymnasium.vector import AutoresetMode, VectorEnv
 
-from pool_env.errors import AlreadyPendingError, ClosedError, UsageError
+from pool_env import codec
+from pool_env.errors import AlreadyPendingError, ClosedError, InvalidSeedError, UsageError
 
-__all__ = ["BatchedVectorEnv", "seed_list"]
+__all__ = ["BatchedVectorEnv", "autoreset_mode_of", "check_options", "reset_mask_of", "seed_list"]
+
+
+def autoreset_mode_of(value: AutoresetMode | str) -> AutoresetMode:
+    """``value`` as an :class:`AutoresetMode` (its value or name accepted: ``"SameStep"``, ``"SAME_STEP"``).
+
+    Raises:
+        ValueError: not an autoreset mode.
+    """
+    if isinstance(value, AutoresetMode):
+        return value
+    for mode in AutoresetMode:
+        if value in (mode.value, mode.name):
+            return mode
+    raise ValueError(f"autoreset_mode: expected one of {[m.value for m in AutoresetMode]}, got {value!r}")
+
+
+def _check_seed(seed: Any) -> int | None:
+    """One slot's seed as gymnasium's ``seeding.np_random`` checks it (numpy ints accepted)."""
+    if seed is None:
+        return None
+    if isinstance(seed, np.integer):
+        seed = int(seed)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise GymnasiumError(f"Seed must be a python integer, actual type: {type(seed)}")
+    if seed < 0:
+        raise GymnasiumError(f"Seed must be greater or equal to zero, actual value: {seed}")
+    return seed
+
+
+def check_options(options: dict[str, Any] | None) -> None:
+    """Raise a ``TypeError`` naming the key if a reset option cannot reach the workers.
+
+    Raises:
+        CodecError: a value that cannot cross (names ``options[key]`` and its type).
+    """
+    if options:
+        codec.pack(options, "options")
+
+
+def reset_mask_of(options: dict[str, Any], num_envs: int) -> np.ndarray:
+    """Pop and check ``options["reset_mask"]`` with ``SyncVectorEnv``'s errors and messages.
+
+    Raises:
+        TypeError: not a numpy bool array; ValueError: wrong shape or no True value.
+    """
+    mask = options.pop("reset_mask")
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"`options['reset_mask']` must be a numpy array, got {type(mask)}")
+    if mask.shape != (num_envs,):
+        raise ValueError(f"`options['reset_mask']` must have shape `({num_envs},)`, got {mask.shape}")
+    if mask.dtype != np.bool_:
+        raise TypeError(f"`options['reset_mask']` must have `dtype=np.bool_`, got {mask.dtype}")
+    if not np.any(mask):
+        raise ValueError(
+            f"`options['reset_mask']` must contain a boolean array with at least one True value, got reset_mask={mask}"
+        )
+    return mask
 
 
 def seed_list(seed: int | Sequence[int | None] | None, num_envs: int) -> list[int | None]:
     """Per-slot seeds, as gymnasium's vector envs derive them: ``None`` → all None, ``s`` → ``s + i``.
 
+    Every seed is checked here, before anything is sent, as each env's reset would check it in
+    ``SyncVectorEnv`` (same error class and text).
+
     Raises:
-        UsageError: a list whose length is not ``num_envs``.
+        InvalidSeedError: a list whose length is not ``num_envs`` (a ``ValueError``).
+        gymnasium.error.Error: a negative seed, or one that is not an integer.
+        TypeError: neither None, an int nor a sequence.
     """
     if seed is None:
         return [None] * num_envs
-    if isinstance(seed, int | np.integer):
-        return [int(seed) + i for i in range(num_envs)]
-    seeds = [None if s is None else int(s) for s in seed]
-    if len(seeds) != num_envs:
-        raise UsageError(f"a seed list must have num_envs={num_envs} entries, got {len(seeds)}")
+    if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+        return [_check_seed(int(seed) + i) for i in range(num_envs)]
+    if not isinstance(seed, Sequence | np.ndarray):
+        raise TypeError(f"seed: expected None, an int or a list of num_envs={num_envs} ints, got {type(seed).__name__}")
+    if len(seed) != num_envs:
+        raise InvalidSeedError(
+            f"If seeds are passed as a list the length must match num_envs={num_envs} but got length={len(seed)}."
+        )
+    seeds = [_check_seed(s) for s in seed]
     return seeds
 
 
@@ -45,8 +119,10 @@ class BatchedVectorEnv(VectorEnv):
     """
 
     num_envs: int
+    autoreset_mode: AutoresetMode = AutoresetMode.NEXT_STEP
     _pending: Any = None
     _was_reset: bool = False
+    _ended: np.ndarray | None = None  # DISABLED: slots whose episode ended and await a reset
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every slot: ``step_async(actions)`` then ``step_wait()``."""
@@ -65,6 +141,18 @@ class BatchedVectorEnv(VectorEnv):
 
     def __enter__(self) -> Self:
         return self
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            f"cannot pickle a {type(self).__name__}: it owns worker processes, sockets and shared memory. "
+            "Pickle its configuration instead and build a new one where needed"
+        )
+
+    def __copy__(self) -> Any:
+        raise TypeError(f"cannot copy a {type(self).__name__}: it owns worker processes, sockets and shared memory")
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        raise TypeError(f"cannot deepcopy a {type(self).__name__}: it owns worker processes, sockets and shared memory")
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
@@ -89,10 +177,34 @@ class BatchedVectorEnv(VectorEnv):
             raise AlreadyPendingError(f"{name}() while {busy}", "step")
 
     def _check_can_step(self) -> None:
-        """Raise unless ``step_async`` may start: open, idle, and reset at least once."""
+        """Raise unless ``step_async`` may start: open, idle, reset at least once, and (DISABLED
+        autoreset) no slot waiting for its reset."""
         self._check_idle("step_async")
         if not self._was_reset:
             raise UsageError("call reset() before step()")
+        if self._ended is not None and self._ended.any():
+            ended = np.flatnonzero(self._ended).tolist()
+            raise UsageError(
+                f"slots {ended} ended and autoreset_mode is DISABLED: reset them first, e.g. "
+                "env.reset(options={'reset_mask': terminated | truncated})"
+            )
+
+    def _track_step(self, terminated: np.ndarray, truncated: np.ndarray) -> None:
+        """DISABLED autoreset: remember which slots ended in a step (they wait for a reset)."""
+        if self.autoreset_mode is not AutoresetMode.DISABLED:
+            return
+        if self._ended is None:
+            self._ended = np.zeros(self.num_envs, dtype=np.bool_)
+        self._ended |= terminated | truncated
+
+    def _track_reset(self, slots: Sequence[int] | None) -> None:
+        """DISABLED autoreset: ``slots`` (all when None) start new episodes."""
+        if self._ended is None:
+            return
+        if slots is None:
+            self._ended[:] = False
+        else:
+            self._ended[list(slots)] = False
 
     def _busy_reason(self) -> str | None:
         """Why the env is busy besides a pending step (``None``: it is not)."""

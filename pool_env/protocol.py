@@ -6,6 +6,11 @@ Every message is a msgpack map with an ``op`` field.  Coordinator → worker:
 * ``reset`` ``{op, seq, slots, seeds, options}``: reset ``slots`` (global ids) with ``seeds``.
 * ``step``  ``{op, seq, slots}``: step ``slots``; actions are in shared memory. A slot that
   ended on its previous step is reset instead (gymnasium's NEXT_STEP autoreset).
+* ``call``  ``{op, seq, slots, name, args, kwargs, values?}``: for each slot, get the env's
+  attribute ``name`` (``env.get_wrapper_attr``) and call it with ``args``/``kwargs`` if it is
+  callable; with ``values`` (one per slot), set the attribute instead (``set_wrapper_attr``).
+  Nothing touches shared memory; the ``done`` reply carries ``values`` (slot → result) or
+  ``call_error`` ``{kind, builtin, message, traceback}`` when an env raised.
 * ``close`` ``{op}``: close the envs and exit.
 
 Worker → coordinator:
@@ -20,7 +25,8 @@ Worker → coordinator:
 * ``fatal`` ``{op, gen, seq, kind, message, detail, status}``: the worker cannot go on (env
   creation failed, the server said 4xx); the coordinator raises it to the trainer.
 
-Arrays inside infos travel as a msgpack ext type (dtype, shape, raw bytes); never pickle.
+Infos, reset options and ``call`` values keep their types through :mod:`pool_env.codec`
+(numpy arrays and scalars, tuples, nested dicts, ...); never pickle.
 Replies carry ``gen`` (the worker's generation) and ``seq`` so a late reply of a replaced
 worker or of an abandoned command is recognised and dropped.
 """
@@ -30,9 +36,9 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-import msgpack
 import numpy as np
 
+from pool_env import codec
 from pool_env.errors import ProtocolError
 
 __all__ = [
@@ -43,10 +49,9 @@ __all__ = [
     "to_plain",
 ]
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-"""The largest control message accepted; arrays go through shared memory, so this is generous."""
-
-_NDARRAY_EXT = 1
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+"""The largest message accepted. Observations go through shared memory, but infos may carry
+megabytes per step (a depth map per env): 16 envs x 1.2 MB fit many times over."""
 
 
 class Op(enum.StrEnum):
@@ -55,6 +60,7 @@ class Op(enum.StrEnum):
     INIT = "init"
     RESET = "reset"
     STEP = "step"
+    CALL = "call"
     CLOSE = "close"
     HELLO = "hello"
     READY = "ready"
@@ -62,49 +68,42 @@ class Op(enum.StrEnum):
     FATAL = "fatal"
 
 
-def _default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.hasobject:
-            return [_default(x) if isinstance(x, np.generic | np.ndarray) else x for x in obj.tolist()]
-        header = msgpack.packb([obj.dtype.str, list(obj.shape)])
-        return msgpack.ExtType(_NDARRAY_EXT, header + np.ascontiguousarray(obj).tobytes())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, tuple | set | frozenset):
-        return list(obj)
-    return repr(obj)
-
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code != _NDARRAY_EXT:
-        raise ProtocolError(f"unknown msgpack ext type {code}")
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(data))
-    unpacker.feed(data)
-    dtype_str, shape = unpacker.unpack()
-    offset = unpacker.tell()
-    dtype = np.dtype(dtype_str)
-    if dtype.hasobject:
-        raise ProtocolError("object arrays are not allowed on the wire")
-    array = np.frombuffer(data, dtype=dtype, offset=offset)
-    return array.reshape(shape).copy()
-
-
-def encode(message: dict[str, Any]) -> bytes:
-    """Pack ``message`` (numpy scalars and arrays allowed) into msgpack bytes.
+def encode(message: dict[str, Any], max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
+    """Pack ``message`` with :func:`pool_env.codec.pack` (every value keeps its type).
 
     Raises:
-        ProtocolError: the packed message is larger than :data:`MAX_MESSAGE_BYTES`.
+        CodecError: a value cannot cross (the message names its path and type).
+        ProtocolError: the packed message is larger than ``max_bytes``; names the largest parts.
     """
-    data: bytes = msgpack.packb(message, default=_default, use_bin_type=True)
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message of {len(data)} bytes exceeds the limit of {MAX_MESSAGE_BYTES}")
+    data = codec.pack(message, "message")
+    if len(data) > max_bytes:
+        raise ProtocolError(
+            f"message of {len(data)} bytes exceeds the limit of {max_bytes} bytes; largest parts: "
+            f"{_largest_parts(message)}"
+        )
     return data
 
 
-def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+def _largest_parts(message: dict[str, Any], count: int = 3) -> str:
+    """The biggest leaves of ``message`` (path and size), for the oversize error."""
+    sizes: list[tuple[int, str]] = []
+
+    def visit(value: Any, path: tuple[Any, ...]) -> None:
+        if isinstance(value, dict) and value:
+            for key, child in value.items():
+                visit(child, (*path, key))
+        else:
+            size = value.nbytes if isinstance(value, np.ndarray) else len(codec.pack(value))
+            sizes.append((size, codec.render_path(path)))
+
+    visit(message, ())
+    return ", ".join(f"{path} {size} bytes" for size, path in sorted(sizes, reverse=True)[:count])
+
+
+def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES, *, classes: bool = True) -> dict[str, Any]:
     """Unpack one message, checking its size and that it is a map with an ``op``.
+
+    ``classes=False``: refuse values naming a class (for messages from a network peer).
 
     Raises:
         ProtocolError: oversized, not msgpack, not a map, or no ``op``.
@@ -112,11 +111,9 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     if len(data) > max_bytes:
         raise ProtocolError(f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
     try:
-        message = msgpack.unpackb(
-            data, raw=False, strict_map_key=False, ext_hook=_ext_hook
-        )
-    except ProtocolError:
-        raise
+        message = codec.unpack(data, max_bytes, classes=classes)
+    except codec.CodecError as exc:
+        raise ProtocolError(str(exc)) from exc
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise ProtocolError(f"undecodable message ({type(exc).__name__}: {exc})") from exc
     if not isinstance(message, dict) or not isinstance(message.get("op"), str):
@@ -126,9 +123,4 @@ def decode(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
 
 def to_plain(value: Any) -> Any:
     """Round-trip ``value`` through the wire encoding (what the other side will see)."""
-    return msgpack.unpackb(
-        msgpack.packb(value, default=_default, use_bin_type=True),
-        raw=False,
-        strict_map_key=False,
-        ext_hook=_ext_hook,
-    )
+    return codec.unpack(codec.pack(value), MAX_MESSAGE_BYTES)

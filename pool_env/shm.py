@@ -38,7 +38,7 @@ import secrets
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import resource_tracker, shared_memory
 from typing import Any
 
@@ -94,11 +94,18 @@ class Leaf:
 
 @dataclass(frozen=True)
 class BatchLayout:
-    """Which arrays a pool's segment holds, and where."""
+    """Which arrays a pool's segment holds, and where.
+
+    ``obs_tree``/``act_tree`` (see :func:`build_structure`) keep the exact nesting of the spaces
+    (int keys of a Dict, empty Dicts), which leaf paths alone cannot tell; ``None`` derives the
+    nesting from the paths.
+    """
 
     num_envs: int
     obs: tuple[Leaf, ...]
     act: tuple[Leaf, ...]
+    obs_tree: Any = field(default=None, compare=False)
+    act_tree: Any = field(default=None, compare=False)
 
     def arrays(self) -> Iterator[tuple[str, np.dtype[Any], tuple[int, ...]]]:
         """``(name, dtype, full shape)`` of every array, in segment order."""
@@ -127,6 +134,8 @@ class BatchLayout:
             "num_envs": self.num_envs,
             "obs": [leaf.to_wire() for leaf in self.obs],
             "act": [leaf.to_wire() for leaf in self.act],
+            "obs_tree": self.obs_tree,
+            "act_tree": self.act_tree,
         }
 
     @classmethod
@@ -136,6 +145,8 @@ class BatchLayout:
             int(data["num_envs"]),
             tuple(Leaf.from_wire(x) for x in data["obs"]),
             tuple(Leaf.from_wire(x) for x in data["act"]),
+            data.get("obs_tree"),
+            data.get("act_tree"),
         )
 
 
@@ -331,11 +342,16 @@ def sweep_orphans(directory: str = SHM_DIR) -> list[str]:
     return removed
 
 
-def build_structure(leaves: Sequence[Leaf], values: Sequence[Any]) -> Any:
-    """Nest ``values`` (one per leaf) back into the dict/tuple structure the leaf paths describe.
+def build_structure(leaves: Sequence[Leaf], values: Sequence[Any], tree: Any = None) -> Any:
+    """Nest ``values`` (one per leaf) back into the dict/tuple structure of the space.
 
-    A single leaf with an empty path is returned as is.
+    ``tree`` describes the structure exactly: a leaf index, ``{"dict": [[key, tree], ...]}`` or
+    ``{"tuple": [tree, ...]}`` (:func:`pool_env.spaces.tree_of` makes it). Without it, the
+    structure is derived from the leaf paths (int-keyed dicts then come back as tuples and empty
+    dicts are lost). A single leaf with an empty path is returned as is.
     """
+    if tree is not None:
+        return _from_tree(tree, values)
     if len(leaves) == 1 and not leaves[0].path:
         return values[0]
     root: dict[PathKey, Any] = {}
@@ -345,6 +361,14 @@ def build_structure(leaves: Sequence[Leaf], values: Sequence[Any]) -> Any:
             node = node.setdefault(key, {})
         node[leaf.path[-1]] = value
     return _freeze(root)
+
+
+def _from_tree(tree: Any, values: Sequence[Any]) -> Any:
+    if isinstance(tree, int):
+        return values[tree]
+    if "dict" in tree:
+        return {key: _from_tree(sub, values) for key, sub in tree["dict"]}
+    return tuple(_from_tree(sub, values) for sub in tree["tuple"])
 
 
 def _freeze(node: Any) -> Any:

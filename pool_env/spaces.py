@@ -7,6 +7,8 @@ Sequence, ...) has no fixed-size array form and is refused when the pool is buil
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
@@ -24,6 +26,7 @@ __all__ = [
     "make_gym_env",
     "probe_spaces",
     "structure_of_batch",
+    "tree_of",
 ]
 
 OBS_FIELDS = 9
@@ -51,9 +54,22 @@ def leaves_of(space: spaces.Space[Any], path: tuple[PathKey, ...] = ()) -> list[
     )
 
 
-def structure_of_batch(leaves: list[Leaf], arrays: list[np.ndarray]) -> Any:
+def tree_of(space: spaces.Space[Any], counter: Iterator[int] | None = None) -> Any:
+    """The nesting of ``space`` for :func:`pool_env.shm.build_structure` (leaves in :func:`leaves_of` order).
+
+    Keeps what leaf paths lose: Dict keys that are ints, and empty Dicts.
+    """
+    counter = itertools.count() if counter is None else counter
+    if isinstance(space, spaces.Dict):
+        return {"dict": [[key, tree_of(sub, counter)] for key, sub in space.spaces.items()]}
+    if isinstance(space, spaces.Tuple):
+        return {"tuple": [tree_of(sub, counter) for sub in space.spaces]}
+    return next(counter)
+
+
+def structure_of_batch(leaves: list[Leaf], arrays: list[np.ndarray], tree: Any = None) -> Any:
     """Nest per-leaf batch arrays into the structure gymnasium's ``batch_space`` gives."""
-    return build_structure(leaves, arrays)
+    return build_structure(leaves, arrays, tree)
 
 
 def http_spaces(spec: HttpEnvSpec) -> tuple[spaces.Box, spaces.Discrete]:

@@ -11,6 +11,7 @@ Returned arrays are copies: they stay valid after the next step.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter
@@ -22,6 +23,7 @@ import requests
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from pool_env import codec
 from pool_env.batch import assemble_infos, validate_actions
 from pool_env.config import EnvSpec, GymEnvSpec, HttpEnvSpec, PoolOptions
 from pool_env.coordinator import CommandResult, Coordinator, PendingCommand
@@ -29,15 +31,16 @@ from pool_env.errors import (
     AlreadyPendingError,
     HttpStatusError,
     NoPendingCallError,
+    PoolEnvError,
     SpecError,
     TransportError,
     UsageError,
 )
-from pool_env.frontend import BatchedVectorEnv
+from pool_env.frontend import BatchedVectorEnv, autoreset_mode_of, check_options, reset_mask_of, seed_list
 from pool_env.partial import PartialBatcher
 from pool_env.protocol import Op
-from pool_env.shm import BatchLayout
-from pool_env.spaces import leaves_of, probe_spaces, structure_of_batch
+from pool_env.shm import BatchLayout, build_structure
+from pool_env.spaces import leaves_of, probe_spaces, structure_of_batch, tree_of
 
 __all__ = ["PoolVectorEnv", "check_server", "default_num_workers"]
 
@@ -89,6 +92,12 @@ class PoolVectorEnv(BatchedVectorEnv):
         batch_size: slots returned by each :meth:`recv` (EnvPool-style partial batches);
             ``step``/``reset`` always cover every slot.
         log_level: log level of the worker processes.
+        autoreset_mode: gymnasium's ``AutoresetMode`` (or its value): ``NEXT_STEP`` (default),
+            ``SAME_STEP`` (ended slots reset within the step, ``infos["final_obs"]`` and
+            ``infos["final_info"]``) or ``DISABLED`` (ended slots wait for ``reset``).
+        check_action_bounds: refuse Box actions outside the space's bounds. Off by default:
+            gymnasium's vector envs pass them to the env (which clips); shape and dtype are
+            always checked.
 
     Raises:
         SpecError: bad arguments or an unsupported space.
@@ -107,8 +116,11 @@ class PoolVectorEnv(BatchedVectorEnv):
         options: PoolOptions | None = None,
         batch_size: int | None = None,
         log_level: str = "WARNING",
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        check_action_bounds: bool = False,
     ) -> None:
         self.closed = True  # until the workers are up, close() has nothing to do
+        self.autoreset_mode = autoreset_mode_of(autoreset_mode)
         if not isinstance(spec, HttpEnvSpec | GymEnvSpec):
             raise SpecError(f"spec: expected HttpEnvSpec or GymEnvSpec, got {type(spec).__name__}")
         if not isinstance(num_envs, int) or num_envs < 1:
@@ -129,11 +141,15 @@ class PoolVectorEnv(BatchedVectorEnv):
         self.single_action_space = act_space
         self.observation_space = batch_space(obs_space, num_envs)
         self.action_space = batch_space(act_space, num_envs)
-        self.metadata = {**env_metadata, "autoreset_mode": AutoresetMode.NEXT_STEP}
+        self.metadata = {**env_metadata, "autoreset_mode": self.autoreset_mode}
         self.render_mode = render_mode
+        self.check_action_bounds = check_action_bounds
         self._obs_leaves = leaves_of(obs_space)
         self._act_leaves = leaves_of(act_space)
-        layout = BatchLayout(num_envs, tuple(self._obs_leaves), tuple(self._act_leaves))
+        self._obs_tree = tree_of(obs_space)
+        layout = BatchLayout(
+            num_envs, tuple(self._obs_leaves), tuple(self._act_leaves), self._obs_tree, tree_of(act_space)
+        )
         self._coordinator = Coordinator(spec, layout, workers, options or PoolOptions(), log_level)
         try:
             self._coordinator.start()
@@ -146,6 +162,7 @@ class PoolVectorEnv(BatchedVectorEnv):
         self._last_obs: list[np.ndarray] | None = None  # the observation leaves returned last
         self._was_reset = False
         self._batcher = PartialBatcher(self._coordinator, self._obs_leaves, self._act_leaves, act_space, batch_size)
+        self._pending_op: str | None = None  # "reset" or "call" between *_async and *_wait
 
     # -- gymnasium API ----------------------------------------------------------------------
 
@@ -157,23 +174,60 @@ class PoolVectorEnv(BatchedVectorEnv):
     ) -> tuple[Any, dict[str, Any]]:
         """Reset every slot (seed ``s`` gives slot ``i`` the seed ``s + i``, as gymnasium does).
 
-        ``options["reset_mask"]`` (a bool array) resets only the masked slots.
+        ``options["reset_mask"]`` (a bool array) resets only the masked slots, each exactly once.
+
+        Raises:
+            gymnasium.error.Error: a negative or non-integer seed (before anything is sent).
+            InvalidSeedError: a seed list of the wrong length.
+            CodecError: an option that cannot reach the workers (a ``TypeError`` naming the key).
+            TypeError, ValueError: a malformed ``reset_mask`` (gymnasium's messages).
         """
-        self._check_idle("reset")
-        options = dict(options) if options is not None else None
-        if options is not None and "reset_mask" in options:
-            mask = np.asarray(options.pop("reset_mask"))
-            if mask.dtype != np.bool_ or mask.shape != (self.num_envs,) or not mask.any():
-                raise UsageError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with a True")
-            seeds = self._seed_list(seed)
-            indices = np.flatnonzero(mask).tolist()
-            return self.reset_envs(indices, seeds=[seeds[i] for i in indices], options=options)
+        self.reset_async(seed=seed, options=options)
+        return self.reset_wait()
+
+    def reset_async(
+        self,
+        seed: int | Sequence[int | None] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """Start :meth:`reset`; collect it with :meth:`reset_wait` (as ``AsyncVectorEnv``).
+
+        Raises:
+            AlreadyPendingError: another call is pending; see :meth:`reset` for the rest.
+        """
+        self._check_idle("reset_async")
         seeds = self._seed_list(seed)
-        if isinstance(seed, int):
-            self._coordinator.base_seed = seed
-        result = self._run(Op.RESET, None, seeds, options)
-        self._was_reset = True
-        return self._observations(), self._infos(result)
+        options = dict(options) if options is not None else None
+        slots: list[int] | None = None
+        if options is not None and "reset_mask" in options:
+            mask = reset_mask_of(options, self.num_envs)
+            slots = np.flatnonzero(mask).tolist()
+            seeds = [seeds[i] for i in slots]
+        check_options(options)
+        if slots is None and isinstance(seed, int | np.integer):
+            self._coordinator.base_seed = int(seed)
+        self._reset_slots = slots
+        self._pending = self._coordinator.submit(Op.RESET, slots, seeds, options, self.autoreset_mode.value)
+        self._pending_op = "reset"
+        self._reset_retry = (slots, seeds, options)
+
+    def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
+        """Wait for the reset started by :meth:`reset_async`: ``(observations, infos)``.
+
+        Raises:
+            NoPendingCallError: no :meth:`reset_async` before.
+            StepTimeoutError: ``timeout`` passed (the reset stays pending: call again).
+        """
+        self._check_open()
+        if self._pending is None or self._pending_op != "reset":
+            raise NoPendingCallError("reset_wait() without a pending reset_async()", "reset")
+        result = self._collect(timeout)
+        slots, seeds, options = self._reset_retry
+        result = self._retry_failed_resets(result, slots, seeds, options)
+        if slots is None:
+            self._was_reset = True
+        self._track_reset(slots)
+        return self._observations(sorted(result.errors)), self._infos(result)
 
     def reset_envs(
         self,
@@ -186,8 +240,13 @@ class PoolVectorEnv(BatchedVectorEnv):
         Returns the whole batch of observations (only the reset rows changed) and infos.
         """
         chosen, chosen_seeds = self._reset_envs_arguments(indices, seeds)
-        result = self._run(Op.RESET, chosen, chosen_seeds, options)
-        return self._observations(), self._infos(result)
+        chosen_seeds = [None if s is None else seed_list([s], 1)[0] for s in chosen_seeds]
+        check_options(options)
+        self._pending = self._coordinator.submit(Op.RESET, chosen, chosen_seeds, options, self.autoreset_mode.value)
+        self._pending_op = "reset"
+        result = self._retry_failed_resets(self._collect(None), chosen, chosen_seeds, options)
+        self._track_reset(chosen)
+        return self._observations(sorted(result.errors)), self._infos(result)
 
     def step_async(self, actions: Any) -> None:
         """Validate ``actions``, put them in shared memory and send one command per worker.
@@ -198,7 +257,8 @@ class PoolVectorEnv(BatchedVectorEnv):
         """
         self._check_can_step()
         self._write_actions(actions)
-        self._pending = self._coordinator.submit(Op.STEP)
+        self._pending = self._coordinator.submit(Op.STEP, autoreset=self.autoreset_mode.value)
+        self._pending_op = "step"
 
     def step_wait(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Wait for the pending step (at most ``timeout`` seconds, if given).
@@ -209,17 +269,105 @@ class PoolVectorEnv(BatchedVectorEnv):
             HttpStatusError: the env server refused the request (4xx).
         """
         self._check_open()
-        if self._pending is None:
+        if self._pending is None or self._pending_op != "step":
             raise NoPendingCallError("step_wait() without a pending step_async()", "step")
         result = self._collect(timeout)
         buffers = self._buffers
-        return (
-            self._observations(sorted(result.errors)),
-            buffers.reward.copy(),
-            buffers.terminated.copy(),
-            buffers.truncated.copy(),
-            self._infos(result),
+        reward, terminated, truncated = buffers.reward.copy(), buffers.terminated.copy(), buffers.truncated.copy()
+        failed = sorted(result.errors)
+        if failed and self.autoreset_mode is AutoresetMode.SAME_STEP:
+            return self._same_step_failures(result, reward, terminated, truncated)
+        self._track_step(terminated, truncated)
+        return self._observations(failed), reward, terminated, truncated, self._infos(result)
+
+    # -- the rest of gymnasium's VectorEnv API ---------------------------------------------------
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Call the method ``name`` of every slot's env with ``args``/``kwargs`` (or get the
+        attribute, if it is not callable), as ``SyncVectorEnv.call``: one result per slot.
+
+        Arguments and results cross processes with :mod:`pool_env.codec` (types kept).
+
+        Raises:
+            CodecError: an argument or a result that cannot cross (a ``TypeError`` naming it).
+            AttributeError, ...: what an env raised (builtin exception types are kept).
+        """
+        self.call_async(name, *args, **kwargs)
+        return self.call_wait()
+
+    def call_async(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Start :meth:`call`; collect the results with :meth:`call_wait`."""
+        self._check_idle("call_async")
+        codec.pack([list(args), kwargs], f"call({name!r}) arguments")
+        self._pending = self._coordinator.submit(
+            Op.CALL, invocation={"name": name, "args": list(args), "kwargs": kwargs}
         )
+        self._pending_op = "call"
+
+    def call_wait(self, timeout: float | None = None) -> tuple[Any, ...]:
+        """The results of the call started by :meth:`call_async`, one per slot.
+
+        Raises:
+            NoPendingCallError: no :meth:`call_async` before.
+            StepTimeoutError: ``timeout`` passed (the call stays pending: call again).
+            PoolEnvError: a slot's worker failed during the call (its error names the slot).
+        """
+        self._check_open()
+        if self._pending is None or self._pending_op != "call":
+            raise NoPendingCallError("call_wait() without a pending call_async()", "call")
+        result = self._collect(timeout)
+        if result.errors:
+            slot = min(result.errors)
+            raise PoolEnvError(f"call failed on slot {slot}: {result.errors[slot]}")
+        return tuple(result.values[slot] for slot in range(self.num_envs))
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """The attribute ``name`` of every slot's env (``env.get_wrapper_attr``), one per slot."""
+        return self.call(name)
+
+    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
+        """Set the attribute ``name`` of every slot's env: a list or tuple gives one value per
+        slot, anything else is set on all (as ``SyncVectorEnv.set_attr``).
+
+        Raises:
+            ValueError: a list or tuple whose length is not ``num_envs``.
+            CodecError: a value that cannot cross (a ``TypeError`` naming it).
+        """
+        self._check_idle("set_attr")
+        if not isinstance(values, list | tuple):
+            values = [values for _ in range(self.num_envs)]
+        if len(values) != self.num_envs:
+            raise ValueError(
+                "Values must be a list or tuple with length equal to the number of environments. "
+                f"Got `{len(values)}` values for {self.num_envs} environments."
+            )
+        codec.pack(list(values), f"set_attr({name!r}) values")
+        invocation = {"name": name, "values": dict(enumerate(values))}
+        self._pending = self._coordinator.submit(Op.CALL, invocation=invocation)
+        self._pending_op = "call"
+        result = self._collect(None)
+        if result.errors:
+            slot = min(result.errors)
+            raise PoolEnvError(f"set_attr failed on slot {slot}: {result.errors[slot]}")
+
+    def render(self) -> tuple[Any, ...] | None:
+        """Every slot's frame (``env.render()``), as ``SyncVectorEnv.render``; ``None`` if the
+        envs were made without a ``render_mode``... as theirs return."""
+        return self.call("render")
+
+    @property  # type: ignore[override]
+    def np_random(self) -> tuple[np.random.Generator, ...]:
+        """Copies of every slot's env RNG (``env.np_random``), as ``AsyncVectorEnv.np_random``."""
+        return self.get_attr("np_random")
+
+    @np_random.setter
+    def np_random(self, value: Any) -> None:
+        raise AttributeError("np_random of a PoolVectorEnv lives in the workers: use set_attr('np_random', ...)")
+
+    @property
+    def np_random_seed(self) -> tuple[int, ...]:  # type: ignore[override]
+        """Every slot's env RNG seed (``env.np_random_seed``)."""
+        return self.get_attr("np_random_seed")
 
     # -- EnvPool-style partial batches ------------------------------------------------------
 
@@ -259,14 +407,26 @@ class PoolVectorEnv(BatchedVectorEnv):
         self._check_open()
         return self._batcher.recv(timeout)
 
-    def close_extras(self, **kwargs: Any) -> None:
-        """Stop the workers and free shared memory (bounded time, idempotent)."""
+    def close_extras(self, timeout: float | None = None, terminate: bool = False, **kwargs: Any) -> None:
+        """Stop the workers and free shared memory (bounded time, idempotent).
+
+        ``terminate=True`` (``AsyncVectorEnv``'s flag) drops a pending call; by default a pending
+        call is first waited for, at most ``timeout`` seconds, as ``AsyncVectorEnv.close`` does.
+        """
+        if self._pending is not None and not terminate:
+            with contextlib.suppress(Exception):
+                self._collect(timeout)
         self._pending = None
+        self._pending_op = None
         self._coordinator.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return f"PoolVectorEnv({self.spec_!r}, num_envs={self.num_envs}, num_workers={self.num_workers}, {state})"
+        state = "closed" if getattr(self, "closed", True) else "open"
+        spec = getattr(self, "spec_", None)
+        return (
+            f"PoolVectorEnv({spec!r}, num_envs={getattr(self, 'num_envs', '?')}, "
+            f"num_workers={getattr(self, 'num_workers', '?')}, {state})"
+        )
 
     # -- observability ----------------------------------------------------------------------
 
@@ -303,24 +463,53 @@ class PoolVectorEnv(BatchedVectorEnv):
         assert buffers is not None
         return buffers
 
-    def _run(
-        self, op: Op, slots: list[int] | None, seeds: list[int | None], options: dict[str, Any] | None
+    def _retry_failed_resets(
+        self, result: CommandResult, slots: list[int] | None, seeds: list[int | None], options: dict[str, Any] | None
     ) -> CommandResult:
-        self._pending = self._coordinator.submit(op, slots, seeds, options)
-        result = self._collect(None)
-        if op is Op.RESET and result.errors:
-            # A reset is safe to repeat: give slots whose worker died (and was replaced at
-            # once) or whose env failed one more try, so reset() rarely returns broken slots.
-            chosen = list(range(self.num_envs)) if slots is None else slots
-            seed_of = dict(zip(chosen, seeds, strict=True))
-            failed = sorted(result.errors)
-            self._pending = self._coordinator.submit(op, failed, [seed_of[s] for s in failed], options)
-            retry = self._collect(None)
-            for slot in failed:
-                result.infos.pop(slot, None)
-            result.errors = retry.errors
-            result.infos.update(retry.infos)
+        """A reset is safe to repeat: give slots whose worker died (and was replaced at once) or
+        whose env failed one more try, so reset() rarely returns broken slots."""
+        if not result.errors:
+            return result
+        chosen = list(range(self.num_envs)) if slots is None else slots
+        seed_of = dict(zip(chosen, seeds, strict=True))
+        failed = sorted(result.errors)
+        self._pending = self._coordinator.submit(
+            Op.RESET, failed, [seed_of[s] for s in failed], options, self.autoreset_mode.value
+        )
+        self._pending_op = "reset"
+        retry = self._collect(None)
+        for slot in failed:
+            result.infos.pop(slot, None)
+        result.errors = retry.errors
+        result.infos.update(retry.infos)
         return result
+
+    def _same_step_failures(
+        self, result: CommandResult, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray
+    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """SAME_STEP: a failed slot returns its new episode's first observation at once, the last
+        valid one in ``infos["final_obs"]`` and the error in ``infos["final_info"]``."""
+        failed = sorted(result.errors)
+        previous = self._last_obs
+        finals = {}
+        for slot in failed:
+            last = (
+                None
+                if previous is None
+                else build_structure(self._obs_leaves, [leaf[slot] for leaf in previous], self._obs_tree)
+            )
+            error = {"error": result.errors[slot], "restarts": self._coordinator.restarts_of(slot)}
+            finals[slot] = {"final_obs": last, "final_info": {**result.infos.get(slot, {}), **error}}
+        self._pending = self._coordinator.submit(
+            Op.RESET, failed, [None] * len(failed), None, self.autoreset_mode.value
+        )
+        self._pending_op = "reset"
+        reset = self._collect(None)
+        for slot in failed:
+            result.infos[slot] = {**finals[slot], **reset.infos.get(slot, {})}
+        observations = self._observations(sorted(reset.errors))
+        infos = self._infos(result)
+        return observations, reward, terminated, truncated, infos
 
     def _collect(self, timeout: float | None) -> CommandResult:
         assert self._pending is not None
@@ -330,12 +519,16 @@ class PoolVectorEnv(BatchedVectorEnv):
             raise  # still pending: the caller may wait again
         except BaseException:
             self._pending = None
+            self._pending_op = None
             raise
         self._pending = None
+        self._pending_op = None
         return result
 
     def _write_actions(self, actions: Any) -> None:
-        arrays = validate_actions(actions, self._act_leaves, self.single_action_space, self.num_envs)
+        arrays = validate_actions(
+            actions, self._act_leaves, self.single_action_space, self.num_envs, self.check_action_bounds
+        )
         for target, value in zip(self._buffers.act, arrays, strict=True):
             target[...] = value
 
@@ -353,7 +546,7 @@ class PoolVectorEnv(BatchedVectorEnv):
                 leaf[rows] = previous[rows]
         # A private copy: the trainer may change the returned arrays in place (normalising, say).
         self._last_obs = [leaf.copy() for leaf in leaves]
-        return structure_of_batch(self._obs_leaves, leaves)
+        return structure_of_batch(self._obs_leaves, leaves, self._obs_tree)
 
     def _infos(self, result: CommandResult) -> dict[str, Any]:
         return assemble_infos(result.infos, result.errors, self.num_envs, self._coordinator.restarts_of)

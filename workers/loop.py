@@ -17,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from pool_env import protocol
+from pool_env import codec, protocol
 from pool_env.config import EnvSpec, GymEnvSpec, HttpEnvSpec, spec_from_wire
 from pool_env.errors import ErrorKind, HttpStatusError, PoolEnvError
 from pool_env.protocol import Op
@@ -30,6 +30,9 @@ __all__ = ["WorkerLoop", "run_worker"]
 log = logging.getLogger(__name__)
 
 PARENT_CHECK_MS = 500
+
+# gymnasium.vector.AutoresetMode values (the worker imports no gymnasium): commands carry one.
+NEXT_STEP, SAME_STEP, DISABLED = "NextStep", "SameStep", "Disabled"
 
 
 def make_backend(spec: EnvSpec, num_slots: int) -> Backend:
@@ -67,12 +70,25 @@ class WorkerLoop:
         self._raised_in_a_row: list[int] = []  # per local slot: env exceptions since its last good step
         self._reply_kinds: dict[int, ErrorKind] = {}  # per command: slot -> kind of its env's failure
         self._reply_in_a_row: dict[int, int] = {}  # per command: slot -> _raised_in_a_row after it raised
+        self._autoreset = NEXT_STEP  # of the last command (the daemon's leases may differ)
 
     # -- wire -------------------------------------------------------------------------------
 
     def _send(self, message: dict[str, Any]) -> None:
         message["gen"] = self._gen
         self._socket.send(protocol.encode(message))
+
+    def _send_reply(self, reply: dict[str, Any]) -> None:
+        """Send a ``done`` reply; an info that cannot cross becomes an error naming slot and key."""
+        try:
+            self._send(reply)
+        except codec.CodecError as exc:
+            path = exc.path
+            if len(path) >= 2 and path[0] in ("infos", "values"):
+                what = "the info" if path[0] == "infos" else "the call result"
+                where = f"{what} of slot {path[1]} at {codec.render_path(path[2:])}"
+                raise codec.CodecError(str(exc).replace(f"message{codec.render_path(path)}", where), path) from None
+            raise
 
     def _parent_alive(self) -> bool:
         return os.getppid() == self._parent_pid
@@ -99,8 +115,10 @@ class WorkerLoop:
                     self._init(message)
                     self._send({"op": Op.READY.value})
                 elif op in (Op.RESET.value, Op.STEP.value):
-                    self._send(self._command(message))
+                    self._send_reply(self._command(message))
                     self._prefetch_resets()
+                elif op == Op.CALL.value:
+                    self._send_reply(self._call(message))
                 else:
                     raise PoolEnvError(f"unknown op {op!r}")
             except PoolEnvError as exc:
@@ -134,18 +152,20 @@ class WorkerLoop:
         self._next_seeds = list(message.get("seeds") or [None] * len(self._slots))
         self._buffers = attach(message["shm_name"], layout)
         self._flat_obs = len(layout.obs) == 1 and not layout.obs[0].path
-        self._flat_act = len(layout.act) == 1 and not layout.act[0].path
+        self._flat_act = len(layout.act) == 1 and not layout.act[0].path and not layout.act_tree
         self._backend = make_backend(spec, len(self._slots))
 
     def _command(self, message: dict[str, Any]) -> dict[str, Any]:
         assert self._backend is not None and self._buffers is not None
         slots = [self._local[int(s)] for s in message["slots"]]
+        self._autoreset = str(message.get("autoreset", NEXT_STEP))
         infos: dict[int, Any] = {}
         errors: dict[int, str] = {}
         self._reply_kinds, self._reply_in_a_row = {}, {}
         if message["op"] == Op.RESET.value:
             seeds = list(message.get("seeds") or [None] * len(slots))
-            options = message.get("options")
+            # An empty dict is no option at all (reset(options={"reset_mask": m}) leaves one).
+            options = message.get("options") or None
             # A seedless reset without options is exactly what was prefetched; others supersede it.
             early = [s for s, seed in zip(slots, seeds, strict=True) if seed is None and s in self._prefetched]
             if options is None:
@@ -167,7 +187,10 @@ class WorkerLoop:
                 actions = self._read_actions(to_step)
                 for slot in to_step:
                     self._episode_step[slot] += 1
-                self._write("step", to_step, self._backend.step(to_step, actions), infos, errors)
+                outcomes = self._backend.step(to_step, actions)
+                if self._autoreset == SAME_STEP:
+                    outcomes = self._reset_same_step(to_step, outcomes)
+                self._write("step", to_step, outcomes, infos, errors)
         reply: dict[str, Any] = {"op": Op.DONE.value, "seq": message["seq"], "infos": infos, "errors": errors}
         if self._reply_kinds:  # only when an env failed: replies stay tiny
             reply["kinds"] = self._reply_kinds
@@ -179,6 +202,57 @@ class WorkerLoop:
                 reply["counters"] = self._reported_counters = current
         return reply
 
+    def _call(self, message: dict[str, Any]) -> dict[str, Any]:
+        """``call``/``get_attr``/``set_attr`` on each slot's env; the first exception is reported."""
+        assert self._backend is not None
+        reply: dict[str, Any] = {"op": Op.DONE.value, "seq": message["seq"], "infos": {}, "errors": {}}
+        slots = [self._local[int(s)] for s in message["slots"]]
+        name = str(message["name"])
+        values = message.get("values")
+        results: dict[int, Any] = {}
+        for i, slot in enumerate(slots):
+            try:
+                if values is not None:
+                    self._backend.set_attr(slot, name, values[i])
+                    continue
+                results[self._slots[slot]] = self._backend.call(
+                    slot, name, message.get("args") or [], message.get("kwargs") or {}
+                )
+            except Exception as exc:
+                reply["call_error"] = {
+                    "kind": type(exc).__name__,
+                    "builtin": type(exc).__module__ == "builtins",
+                    "message": f"slot {self._slots[slot]}: {exc}",
+                    "traceback": traceback.format_exc(),
+                }
+                return reply
+        reply["values"] = results
+        return reply
+
+    def _reset_same_step(self, slots: Sequence[int], outcomes: list[Outcome]) -> list[Outcome]:
+        """SAME_STEP autoreset: reset the slots that ended within this step, as gymnasium does.
+
+        Such a slot returns the new episode's first observation with the step's reward and
+        flags; its info is ``{"final_obs": last obs, "final_info": step info, **reset info}``
+        (``SyncVectorEnv(autoreset_mode=SAME_STEP)`` adds them in that order).
+        """
+        assert self._backend is not None
+        ended = [i for i, o in enumerate(outcomes) if o.error is None and (o.terminated or o.truncated)]
+        if not ended:
+            return outcomes
+        ended_slots = [slots[i] for i in ended]
+        seeds = [self._take_scheduled_seed(s, None) for s in ended_slots]
+        self._start_episodes(ended_slots)
+        merged = list(outcomes)
+        for i, reset in zip(ended, self._backend.reset(ended_slots, seeds, None), strict=True):
+            final = outcomes[i]
+            if reset.error is not None:
+                merged[i] = Outcome(final.obs, error=reset.error)
+                continue
+            info = {"final_obs": final.obs, "final_info": final.info, **reset.info}
+            merged[i] = Outcome(reset.obs, final.reward, final.terminated, final.truncated, info, restarted=True)
+        return merged
+
     def _prefetch_resets(self) -> None:
         """Reset the slots that ended now, while the trainer works, instead of on their next step.
 
@@ -188,6 +262,10 @@ class WorkerLoop:
         an error that must reach the trainer (a 4xx) is left for the real reset to raise.
         """
         assert self._backend is not None
+        if self._autoreset != NEXT_STEP or not getattr(self._backend, "prefetches_resets", False):
+            # Only NEXT_STEP makes the next reset certain. Local envs reset in microseconds and
+            # gain nothing; resetting them when SyncVectorEnv does keeps their RNG in step.
+            return
         slots = [s for s, ended in enumerate(self._needs_reset) if ended and s not in self._prefetched]
         if not slots:
             return
@@ -235,9 +313,9 @@ class WorkerLoop:
         arrays = self._buffers.act
         if self._flat_act:
             return list(arrays[0][rows])
-        leaves = self._buffers.layout.act
+        layout = self._buffers.layout
         columns = [list(a[rows]) for a in arrays]
-        return [build_structure(leaves, [c[i] for c in columns]) for i in range(len(rows))]
+        return [build_structure(layout.act, [c[i] for c in columns], layout.act_tree) for i in range(len(rows))]
 
     def _write(
         self,
@@ -279,7 +357,7 @@ class WorkerLoop:
                 rewards.append(reward)
                 terminated.append(ended)
                 truncated.append(cut)
-                self._needs_reset[slot] = ended or cut
+                self._needs_reset[slot] = not outcome.restarted and (ended or cut)
                 if what == "step":
                     self._raised_in_a_row[slot] = 0
             else:

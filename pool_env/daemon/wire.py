@@ -139,7 +139,7 @@ def parse_request(frames: Sequence[bytes]) -> Request:
     if len(frames) - 1 > MAX_ARRAY_FRAMES:
         raise RequestError(f"{len(frames) - 1} array frames exceed the limit of {MAX_ARRAY_FRAMES}")
     try:
-        header = protocol.decode(bytes(frames[0]), max_bytes=MAX_HEADER_BYTES)
+        header = protocol.decode(bytes(frames[0]), max_bytes=MAX_HEADER_BYTES, classes=False)  # a network peer
     except ProtocolError as exc:
         raise RequestError(str(exc)) from exc
     request_id = request_id_of(header)

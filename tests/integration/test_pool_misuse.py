@@ -39,11 +39,13 @@ DISCRETE_BAD: BadActions = {
     "not an array": lambda good: "left",
 }
 BOX_BAD: BadActions = {
+    "missing action dimension": lambda good: good[:, 0],
+    "complex dtype": lambda good: good.astype(np.complex64),
+}
+BOX_BOUNDS_BAD: BadActions = {  # refused only with check_action_bounds=True (gymnasium passes them on)
     "above the bounds": lambda good: np.full_like(good, 2.5),
     "below the bounds": lambda good: np.full_like(good, -100.0),
     "NaN": lambda good: np.full_like(good, np.nan),
-    "missing action dimension": lambda good: good[:, 0],
-    "complex dtype": lambda good: good.astype(np.complex64),
 }
 DICT_BAD: BadActions = {
     "missing key": lambda good: {"move": good["move"]},
@@ -54,16 +56,18 @@ DICT_BAD: BadActions = {
 
 
 @pytest.mark.parametrize(
-    ("spec", "bad_actions"),
-    [(CARTPOLE, DISCRETE_BAD), (PENDULUM, BOX_BAD), (DICT_TUPLE, DICT_BAD)],
-    ids=["Discrete", "Box", "Dict"],
-)
+    ("spec", "bad_actions", "check_bounds"),
+    [(CARTPOLE, DISCRETE_BAD, False), (PENDULUM, BOX_BAD, False), (PENDULUM, BOX_BOUNDS_BAD, True),
+     (DICT_TUPLE, DICT_BAD, False)],
+    ids=["Discrete", "Box", "Box-bounds-checked", "Dict"],
+)  # fmt: skip
 def test_invalid_actions_are_refused_before_sending_and_the_pool_steps_on(
-    spec: GymEnvSpec, bad_actions: BadActions
+    spec: GymEnvSpec, bad_actions: BadActions, check_bounds: bool
 ) -> None:
     reference = make_reference(spec, NUM_ENVS)
     reference.action_space.seed(3)
-    with contextlib.closing(reference), PoolVectorEnv(spec, NUM_ENVS, num_workers=2) as env:
+    pool = PoolVectorEnv(spec, NUM_ENVS, num_workers=2, check_action_bounds=check_bounds)
+    with contextlib.closing(reference), pool as env:
         env.reset(seed=5)
         reference.reset(seed=5)
         for t in range(5):

@@ -27,6 +27,7 @@ class Outcome:
     says what failed when the env itself did (``ErrorKind.ENV_RAISED``, ``ErrorKind.INVALID_ENV_RETURN``).
     A local env's reward and flags are passed as the env returned them: the worker checks them
     against the contract (:mod:`workers.contract`) before writing them.
+    ``restarted``: the slot ended and was reset within the same command (SAME_STEP autoreset).
     """
 
     obs: Any = None
@@ -36,19 +37,26 @@ class Outcome:
     info: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     kind: ErrorKind | None = None
+    restarted: bool = False
 
 
 class Backend(Protocol):
     """The envs of one worker."""
 
-    def reset(
-        self, slots: Sequence[int], seeds: Sequence[int | None], options: dict[str, Any] | None
-    ) -> list[Outcome]:
+    def reset(self, slots: Sequence[int], seeds: Sequence[int | None], options: dict[str, Any] | None) -> list[Outcome]:
         """Start a new episode in each of ``slots`` (local ids), one outcome per slot."""
         ...
 
     def step(self, slots: Sequence[int], actions: Sequence[Any]) -> list[Outcome]:
         """Apply ``actions[i]`` to ``slots[i]``, one outcome per slot."""
+        ...
+
+    def call(self, slot: int, name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """The env attribute ``name`` of ``slot``, called with ``args``/``kwargs`` if callable."""
+        ...
+
+    def set_attr(self, slot: int, name: str, value: Any) -> None:
+        """Set the env attribute ``name`` of ``slot``."""
         ...
 
     def close(self) -> None:

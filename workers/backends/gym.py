@@ -54,9 +54,7 @@ class GymBackend:
         error = f"{what} raised in the env:\n{traceback.format_exc()}"
         return Outcome(truncated=True, error=error, kind=ErrorKind.ENV_RAISED)
 
-    def reset(
-        self, slots: Sequence[int], seeds: Sequence[int | None], options: dict[str, Any] | None
-    ) -> list[Outcome]:
+    def reset(self, slots: Sequence[int], seeds: Sequence[int | None], options: dict[str, Any] | None) -> list[Outcome]:
         """Reset each slot with its seed (``None`` continues the env's own RNG)."""
         outcomes = []
         for slot, seed in zip(slots, seeds, strict=True):
@@ -86,6 +84,20 @@ class GymBackend:
             # Passed as returned: the worker checks them against the contract (workers/contract.py).
             outcomes.append(Outcome(*cast(tuple[Any, ...], returned)))
         return outcomes
+
+    def call(self, slot: int, name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """``env.get_wrapper_attr(name)``, called with ``args``/``kwargs`` if callable (as
+        ``SyncVectorEnv.call`` does).
+
+        Raises:
+            Exception: whatever the env raises (``AttributeError`` for an unknown name).
+        """
+        attribute = self._env(slot).get_wrapper_attr(name)
+        return attribute(*args, **kwargs) if callable(attribute) else attribute
+
+    def set_attr(self, slot: int, name: str, value: Any) -> None:
+        """``env.set_wrapper_attr(name, value)`` (as ``SyncVectorEnv.set_attr`` does)."""
+        self._env(slot).set_wrapper_attr(name, value)
 
     def close(self) -> None:
         """Close every env, ignoring errors from env.close()."""

@@ -88,6 +88,9 @@ class HttpBackend:
     The constructor does no network I/O.
     """
 
+    prefetches_resets = True
+    """Reset ended slots right after replying (NEXT_STEP): takes a round trip off the next step."""
+
     _spec: HttpEnvSpec
     _num_slots: int
     _counters: Counter[str]
@@ -171,6 +174,22 @@ class HttpBackend:
         self._check_open()
         with self._client.deadline(self._spec.effective_call_timeout()):
             return self._step(slots, actions)
+
+    def call(self, slot: int, name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
+        """HTTP episodes have no Python env object to call into.
+
+        Raises:
+            AttributeError: always, naming the attribute.
+        """
+        raise AttributeError(f"an HTTP env slot has no attribute {name!r} (call/get_attr need local envs)")
+
+    def set_attr(self, slot: int, name: str, value: Any) -> None:
+        """See :meth:`call`.
+
+        Raises:
+            AttributeError: always, naming the attribute.
+        """
+        raise AttributeError(f"an HTTP env slot has no attribute {name!r} (set_attr needs local envs)")
 
     def close(self) -> None:
         """Close the HTTP session (idempotent); the server's episodes are left to its TTL."""
