@@ -23,6 +23,7 @@ SAMPLES: dict[str, Any] = {
     "AlreadyPendingError": lambda: errors.AlreadyPendingError("pending", "reset"),
     "NoPendingCallError": lambda: errors.NoPendingCallError("none", "reset"),
     "InvalidActionError": lambda: errors.InvalidActionError("bad"),
+    "InvalidSeedError": lambda: errors.InvalidSeedError("3 seeds for 2 envs"),
     "SpecError": lambda: errors.SpecError("f: bad"),
     "LeaseError": lambda: errors.LeaseError("2 free"),
     "WorkerError": lambda: errors.WorkerError("w"),
