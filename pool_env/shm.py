@@ -8,6 +8,7 @@ A segment holds, for ``num_envs`` slots::
     reward          [num_envs] float64
     terminated      [num_envs] bool
     truncated       [num_envs] bool
+    control         [control_words] int64   the fast path's sequence words (pool_env.fastpath), if any
 
 A *leaf* is one Box-like part of a (possibly nested Dict/Tuple) space, named by its *path*
 (dict keys and tuple indices). This module imports no gymnasium, so HTTP workers stay light;
@@ -106,6 +107,7 @@ class BatchLayout:
     act: tuple[Leaf, ...]
     obs_tree: Any = field(default=None, compare=False)
     act_tree: Any = field(default=None, compare=False)
+    control_words: int = 0
 
     def arrays(self) -> Iterator[tuple[str, np.dtype[Any], tuple[int, ...]]]:
         """``(name, dtype, full shape)`` of every array, in segment order."""
@@ -117,6 +119,8 @@ class BatchLayout:
         yield "reward", np.dtype(np.float64), (n,)
         yield "terminated", np.dtype(np.bool_), (n,)
         yield "truncated", np.dtype(np.bool_), (n,)
+        if self.control_words:
+            yield "control", np.dtype(np.int64), (self.control_words,)
 
     def offsets(self) -> tuple[dict[str, int], int]:
         """Byte offset of each array and the total size."""
@@ -136,6 +140,7 @@ class BatchLayout:
             "act": [leaf.to_wire() for leaf in self.act],
             "obs_tree": self.obs_tree,
             "act_tree": self.act_tree,
+            "control_words": self.control_words,
         }
 
     @classmethod
@@ -147,6 +152,7 @@ class BatchLayout:
             tuple(Leaf.from_wire(x) for x in data["act"]),
             data.get("obs_tree"),
             data.get("act_tree"),
+            control_words=int(data.get("control_words", 0)),
         )
 
 
@@ -158,6 +164,7 @@ class BatchBuffers:
         obs: one ``[num_envs, *shape]`` array per observation leaf.
         act: one ``[num_envs, *shape]`` array per action leaf.
         reward, terminated, truncated: ``[num_envs]`` arrays.
+        control: ``[control_words]`` int64 (``None`` without control words).
     """
 
     layout: BatchLayout
@@ -166,6 +173,7 @@ class BatchBuffers:
     reward: np.ndarray
     terminated: np.ndarray
     truncated: np.ndarray
+    control: np.ndarray | None
 
     def __init__(
         self, segment: shared_memory.SharedMemory, layout: BatchLayout, owner: bool, lock_fd: int | None = None
@@ -183,6 +191,7 @@ class BatchBuffers:
         self.reward = views["reward"]
         self.terminated = views["terminated"]
         self.truncated = views["truncated"]
+        self.control = views.get("control")
 
     @property
     def name(self) -> str:
@@ -198,6 +207,7 @@ class BatchBuffers:
             return
         self.obs, self.act = [], []
         del self.reward, self.terminated, self.truncated
+        self.control = None
         with contextlib.suppress(BufferError):
             segment.close()
         if self._owner:

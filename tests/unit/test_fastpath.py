@@ -1,0 +1,231 @@
+"""The fast path's pieces: sequence words, staleness by generation, bells, spin-then-block."""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pool_env import shm
+from pool_env.fastpath import (
+    FAST_RESET,
+    FAST_STEP,
+    Bell,
+    FastLane,
+    WorkerPort,
+    control_words,
+    pack,
+    spin_budget,
+    spin_until,
+)
+from pool_env.fastpath.probe import MODES, measure
+
+
+def _layout(num_workers: int) -> shm.BatchLayout:
+    return shm.BatchLayout(
+        2, (shm.Leaf((), "<f4", (4,)),), (shm.Leaf((), "<i8", ()),), control_words=control_words(num_workers)
+    )
+
+
+@pytest.fixture
+def buffers() -> Iterator[shm.BatchBuffers]:
+    with shm.create(_layout(3)) as buffers:
+        yield buffers
+
+
+lane_buffers: dict[FastLane, shm.BatchBuffers] = {}
+
+
+@pytest.fixture
+def lane(buffers: shm.BatchBuffers) -> Iterator[FastLane]:
+    lane = FastLane(buffers, 3)
+    lane_buffers[lane] = buffers
+    try:
+        yield lane
+    finally:
+        del lane_buffers[lane]
+        lane.close()
+
+
+def _port(lane: FastLane, index: int, gen: int) -> WorkerPort:
+    """A worker's side in this process: its own copies of the descriptors, as pass_fds gives them."""
+    config = lane.worker_config(index)
+    inherited = {**config, "bell": os.dup(config["bell"]), "doorbell": os.dup(config["doorbell"])}
+    return WorkerPort(inherited, gen, lane_buffers[lane])
+
+
+def test_pack_keeps_generation_and_sequence_apart() -> None:
+    assert pack(3, 7) != pack(4, 7)
+    assert pack(3, 7) >> 40 == 3 and pack(3, 7) & ((1 << 40) - 1) == 7
+
+
+@pytest.mark.parametrize(("gen", "seq"), [(-1, 1), (1, 0), (1, 1 << 40), (1 << 23, 1)])
+def test_pack_rejects_values_that_would_not_fit_one_word(gen: int, seq: int) -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        pack(gen, seq)
+
+
+def test_worker_sees_a_posted_command_once(lane: FastLane) -> None:
+    port = _port(lane, 1, gen=2)
+    try:
+        assert port.poll() is None
+        lane.post(1, 2, 5, FAST_STEP)
+        command = port.poll()
+        assert command is not None and (command.seq, command.op, command.seed) == (5, FAST_STEP, None)
+        assert port.poll() is None
+    finally:
+        port.close()
+
+
+def test_reset_carries_its_seed_and_a_later_step_does_not(lane: FastLane) -> None:
+    port = _port(lane, 0, gen=1)
+    try:
+        lane.post(0, 1, 1, FAST_RESET, seed=42)
+        first = port.poll()
+        lane.post(0, 1, 2, FAST_STEP)
+        second = port.poll()
+        assert first is not None and (first.op, first.seed) == (FAST_RESET, 42)
+        assert second is not None and (second.op, second.seed) == (FAST_STEP, None)
+    finally:
+        port.close()
+
+
+def test_a_new_generation_never_runs_its_predecessors_command(lane: FastLane) -> None:
+    lane.post(2, 1, 9, FAST_STEP)  # posted for generation 1, which then died
+    successor = _port(lane, 2, gen=2)
+    try:
+        assert successor.poll() is None
+        lane.post(2, 2, 10, FAST_STEP)
+        command = successor.poll()
+        assert command is not None and command.seq == 10
+    finally:
+        successor.close()
+
+
+def test_the_coordinator_accepts_only_the_exact_generation_and_sequence(lane: FastLane) -> None:
+    old, new = _port(lane, 0, gen=1), _port(lane, 0, gen=2)
+    try:
+        old.publish(11)  # a late write of a replaced process
+        assert not lane.finished(0, pack(2, 11))
+        new.publish(10)  # an older command of the right generation
+        assert not lane.finished(0, pack(2, 11))
+        new.publish(11)
+        assert lane.finished(0, pack(2, 11))
+    finally:
+        old.close()
+        new.close()
+
+
+def test_records_of_different_workers_are_independent(lane: FastLane) -> None:
+    ports = [_port(lane, i, gen=1) for i in range(3)]
+    try:
+        lane.post(1, 1, 4, FAST_STEP)
+        assert [p.poll() is not None for p in ports] == [False, True, False]
+        ports[1].publish(4)
+        assert [lane.finished(i, pack(1, 4)) for i in range(3)] == [False, True, False]
+    finally:
+        for port in ports:
+            port.close()
+
+
+def test_a_command_taken_over_zmq_is_not_run_again_from_the_record(lane: FastLane) -> None:
+    port = _port(lane, 0, gen=1)
+    try:
+        lane.post(0, 1, 3, FAST_STEP)
+        port.take(3)
+        assert port.poll() is None
+    finally:
+        port.close()
+
+
+def test_post_rings_the_workers_bell_and_publish_rings_the_doorbell(lane: FastLane) -> None:
+    port = _port(lane, 0, gen=1)
+    try:
+        assert not port.bell.wait(0.0)
+        lane.post(0, 1, 1, FAST_STEP)
+        assert port.bell.wait(1.0)
+        assert not port.bell.wait(0.0)  # drained by the first wait
+        port.publish(1)
+        assert lane.doorbell.wait(1.0)
+    finally:
+        port.close()
+
+
+def test_a_blocked_waiter_wakes_when_rung_from_another_thread() -> None:
+    with Bell() as bell:
+        ringer = threading.Timer(0.05, bell.ring)
+        ringer.start()
+        try:
+            assert bell.wait(10.0)
+        finally:
+            ringer.join()
+
+
+def test_rings_add_up_until_drained() -> None:
+    with Bell() as bell:
+        for _ in range(5):
+            bell.ring()
+        assert bell.drain() == 5
+        assert bell.drain() == 0
+
+
+def test_blocking_wait_burns_no_cpu() -> None:
+    with Bell() as bell:
+        before = resource.getrusage(resource.RUSAGE_THREAD)
+        assert not bell.wait(0.5)
+        after = resource.getrusage(resource.RUSAGE_THREAD)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 0.02  # 4 % of the wait: blocked, not polling
+
+
+def test_a_worker_side_bell_shares_the_counter_of_the_descriptor_it_was_given() -> None:
+    with Bell() as owner:
+        inherited = Bell(os.dup(owner.fileno()))  # what a worker gets through pass_fds
+        inherited.ring()
+        inherited.close()
+        inherited.close()
+        assert owner.drain() == 1
+
+
+def test_closing_the_lane_closes_its_descriptors_and_lets_the_segment_close(buffers: shm.BatchBuffers) -> None:
+    lane = FastLane(buffers, 2)
+    fds = [*lane.worker_fds(0), *lane.worker_fds(1)]
+    lane.close()
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    name = buffers.name
+    buffers.close()
+    assert name not in shm.list_segments()
+
+
+def test_a_segment_without_control_words_is_refused() -> None:
+    layout = shm.BatchLayout(1, (shm.Leaf((), "<f4", ()),), (shm.Leaf((), "<i8", ()),))
+    with shm.create(layout) as plain, pytest.raises(ValueError, match="no room"):
+        FastLane(plain, 1)
+
+
+def test_spin_until_returns_as_soon_as_ready_and_gives_up_after_its_budget() -> None:
+    calls = []
+    assert spin_until(lambda: calls.append(1) or len(calls) >= 3, 10.0)
+    assert len(calls) == 3
+    start = time.perf_counter()
+    assert not spin_until(lambda: False, 0.01)
+    assert time.perf_counter() - start >= 0.01
+    assert not spin_until(lambda: False, 0.0)
+
+
+def test_spin_budget_is_zero_when_every_core_is_busy() -> None:
+    assert spin_budget(busy_processes=2, cores=2) == 0.0
+    assert spin_budget(busy_processes=1, budget=50e-6, cores=2) == 50e-6
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_the_floor_probe_completes_every_round_trip_and_leaves_nothing(mode: str, no_leaks: object) -> None:
+    result = measure(mode, rounds=20)
+
+    assert 0 < result["median_us"] <= result["p99_us"]
