@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import requests
 
+from pool_env.envs.degradation import OBS_FIELDS
+
 __all__ = ["ChallengeClient"]
 
-OBS_FIELDS = 9
 MAX_GROUP = 64
 
 

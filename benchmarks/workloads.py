@@ -31,7 +31,6 @@ from benchmarks.floor import FloorLink
 from benchmarks.harness import Candidate, Case, Memory, process_memory
 from benchmarks.remote_baseline import ChallengeClient
 from pool_env import GymEnvSpec, HttpEnvSpec, PoolVectorEnv
-from pool_env.vector_env import default_num_workers
 
 __all__ = ["WORKLOADS", "Sizes", "Suite", "evaluate_targets"]
 
@@ -198,7 +197,7 @@ def _local_ideal(candidates: Sequence[Candidate], env_cost_s: float) -> list[Can
 
 
 def _worker_counts(num_envs: int) -> list[int]:
-    default = default_num_workers(GymEnvSpec("CartPole-v1"), num_envs)
+    default = GymEnvSpec("CartPole-v1").default_num_workers(num_envs)
     return sorted({w for w in (1, 2, default) if w <= num_envs})
 
 
@@ -293,7 +292,7 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
 
     def _cartpole_candidates(self, case: Case) -> list[Candidate]:
         n = case.num_envs
-        default = default_num_workers(GymEnvSpec("CartPole-v1"), n)
+        default = GymEnvSpec("CartPole-v1").default_num_workers(n)
         candidates = _gym_candidates(lambda: gym.make("CartPole-v1"), n)
         candidates += [_pool_candidate(GymEnvSpec("CartPole-v1"), n, w, default) for w in _worker_counts(n)]
         candidates.append(
@@ -327,7 +326,7 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
         n, latency, per_env = case.num_envs, case.params["latency_ms"], case.params["per_env_ms"]
         url = self.server_url(latency)
         spec = HttpEnvSpec(url, f"bench-pool-{os.getpid()}-{n}-{latency:g}", step_size=10)
-        workers = default_num_workers(spec, n)
+        workers = spec.default_num_workers(n)
         fly = [np.zeros(n, dtype=np.int64)]
         pool = _pool_candidate(spec, n, workers, workers, actions=lambda env: fly)
         pool.ideal_step_s = (math.ceil(n / workers) * per_env + latency) / 1e3
@@ -357,7 +356,7 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
     def _big_obs_candidates(self, case: Case) -> list[Candidate]:
         n = case.num_envs
         spec = GymEnvSpec(BIG_OBS_ENV)
-        default = default_num_workers(spec, n)
+        default = spec.default_num_workers(n)
         candidates = [*_gym_candidates(make_big_obs_env, n), _pool_candidate(spec, n, default, default)]
         return _local_ideal(candidates, case.params["env_cost_us"] / 1e6)
 
@@ -383,7 +382,7 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
         candidates: list[Candidate] = [
             FloorCandidate("floor zmq+shm", "zmq", n, (4,), "float32"),
             FloorCandidate("floor spin+shm", "spin", n, (4,), "float32"),
-            _pool_candidate(GymEnvSpec(NULL_ENV), n, 1, default_num_workers(GymEnvSpec(NULL_ENV), n)),
+            _pool_candidate(GymEnvSpec(NULL_ENV), n, 1, GymEnvSpec(NULL_ENV).default_num_workers(n)),
             _gym_candidates(make_null_env, n)[1],
         ]
         for candidate in candidates:

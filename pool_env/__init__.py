@@ -15,7 +15,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from pool_env.codec import CodecError
-from pool_env.config import GymEnvSpec, HttpEnvSpec, PoolOptions
+from pool_env.config import PoolOptions
+from pool_env.envs import GymEnvSpec, HttpEnvSpec
 from pool_env.errors import (
     DaemonUnavailableError,
     EnvCreationError,

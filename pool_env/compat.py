@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from pool_env.config import HttpEnvSpec, PoolOptions
+from pool_env.config import PoolOptions
+from pool_env.envs import HttpEnvSpec
+from pool_env.envs.degradation import NUM_ACTIONS, OBS_FIELDS
 from pool_env.vector_env import PoolVectorEnv
 
 __all__ = ["StudentGymEnvVectorized", "create_student_gym_env_vectorized"]
@@ -46,8 +48,8 @@ class StudentGymEnvVectorized:
         self._pool = pool
         self.num_envs = pool.num_envs
         self.step_size = step_size
-        self.single_observation_space = spaces.Box(-np.inf, np.inf, (9,), np.float32)
-        self.single_action_space = spaces.Discrete(3)
+        self.single_observation_space = spaces.Box(-np.inf, np.inf, (OBS_FIELDS,), np.float32)
+        self.single_action_space = spaces.Discrete(NUM_ACTIONS)
         self.observation_space = self.single_observation_space
         self.action_space = self.single_action_space
         self._ended = np.zeros(self.num_envs, dtype=bool)
@@ -76,7 +78,7 @@ class StudentGymEnvVectorized:
         """Reset only ``env_indices``; returns their ``(len(env_indices), 9)`` observations and infos."""
         indices = [int(i) for i in env_indices]
         if not indices:
-            return np.zeros((0, 9), np.float32), []
+            return np.zeros((0, OBS_FIELDS), np.float32), []
         chunks, infos = self._pool.reset_envs(indices, seeds=seeds)
         self._ended[indices] = False
         rows = self._last_rows(chunks, infos)[indices]

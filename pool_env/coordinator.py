@@ -36,7 +36,8 @@ from pool_env.commands import (
     error_from_fatal,
     split_slots,
 )
-from pool_env.config import EnvSpec, PoolOptions
+from pool_env.config import PoolOptions
+from pool_env.envs import EnvSpec
 from pool_env.errors import (
     EnvCreationError,
     EnvFailingError,
@@ -360,7 +361,8 @@ class Coordinator:
         handle.carried_counters.update(handle.backend_counters)
         handle.backend_counters = {}
         self._by_identity.pop(handle.identity, None)
-        spawn_worker(handle, self.endpoint, self._socket_dir, self._log_level)
+        # Only an env_fns pool's own workers may unpickle (its factories, in init).
+        spawn_worker(handle, self.endpoint, self._socket_dir, self._log_level, self.spec.carries_code)
         self._by_identity[handle.identity] = handle
 
     def _maybe_restart(self, handle: WorkerHandle) -> None:
@@ -489,7 +491,7 @@ class Coordinator:
         assert self.buffers is not None
         init = {
             "op": Op.INIT.value,
-            "spec": self.spec.to_wire(),
+            "spec": self.spec.to_wire(handle.slots),
             "slots": handle.slots,
             "shm_name": self.buffers.name,
             "layout": self.buffers.layout.to_wire(),

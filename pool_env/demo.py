@@ -22,7 +22,9 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pool_env import shm
 from pool_env.chaos.ledger import fault_kind
-from pool_env.config import HttpEnvSpec, PoolOptions
+from pool_env.config import PoolOptions
+from pool_env.envs import HttpEnvSpec
+from pool_env.envs.degradation import FLY, REPAIR
 from pool_env.vector_env import PoolVectorEnv
 
 __all__ = ["DemoSummary", "maintenance_policy", "run_demo"]
@@ -31,7 +33,6 @@ HPC_TOUT = 0
 """Observation index of the HPC outlet temperature, which falls as the engine wears."""
 
 REPAIR_BELOW_K = 789.5
-FLY, REPAIR = 0, 1
 
 
 def maintenance_policy(obs: np.ndarray) -> np.ndarray:

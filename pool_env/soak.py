@@ -30,7 +30,8 @@ import psutil
 from pool_env import shm
 from pool_env.chaos import ChaosReport, ChaosRun, FaultMix
 from pool_env.chaos.run import is_worker_process
-from pool_env.config import HttpEnvSpec, PoolOptions
+from pool_env.config import PoolOptions
+from pool_env.envs import HttpEnvSpec
 
 __all__ = ["SoakReport", "run_soak"]
 

@@ -143,11 +143,14 @@ class WorkerHandle:
             return {"cpu_percent": None, "rss": None}
 
 
-def spawn_worker(handle: WorkerHandle, endpoint: str, socket_dir: str, log_level: str = "WARNING") -> None:
+def spawn_worker(
+    handle: WorkerHandle, endpoint: str, socket_dir: str, log_level: str = "WARNING", accept_pickle: bool = False
+) -> None:
     """Start a new generation of ``handle``'s worker: ``python -m workers ...``.
 
     Never a fork of this (possibly threaded) process: a fresh interpreter, arguments on the
-    command line, everything else over the socket.
+    command line, everything else over the socket. ``accept_pickle`` lets it unpickle the env
+    factories of an ``env_fns`` pool (``--accept-pickle``); never for a daemon's workers.
     """
     handle.gen += 1
     handle.stderr_path = os.path.join(socket_dir, f"worker-{handle.worker_id}.{handle.gen}.stderr")
@@ -159,6 +162,7 @@ def spawn_worker(handle: WorkerHandle, endpoint: str, socket_dir: str, log_level
         "--parent-pid", str(os.getpid()),
         "--socket-dir", socket_dir,
         "--log-level", log_level,
+        *(["--accept-pickle"] if accept_pickle else []),
     ]  # fmt: skip
     with open(handle.stderr_path, "wb") as stderr:
         handle.process = subprocess.Popen(

@@ -13,71 +13,36 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import requests
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from pool_env import codec
 from pool_env.batch import assemble_infos, validate_actions
-from pool_env.config import EnvSpec, GymEnvSpec, HttpEnvSpec, PoolOptions
+from pool_env.config import PoolOptions
 from pool_env.coordinator import CommandResult, Coordinator, PendingCommand
+from pool_env.envs import EnvSpec, is_spec
+from pool_env.envs.base import refuse_inside_worker
 from pool_env.errors import (
     AlreadyPendingError,
-    HttpStatusError,
     NoPendingCallError,
     PoolEnvError,
     SpecError,
-    TransportError,
     UsageError,
 )
 from pool_env.frontend import BatchedVectorEnv, autoreset_mode_of, check_options, reset_mask_of, seed_list
 from pool_env.partial import PartialBatcher
 from pool_env.protocol import Op
 from pool_env.shm import BatchLayout, build_structure
-from pool_env.spaces import leaves_of, probe_spaces, structure_of_batch, tree_of
+from pool_env.spaces import leaves_of, structure_of_batch, tree_of
 
-__all__ = ["PoolVectorEnv", "check_server", "default_num_workers"]
+__all__ = ["PoolVectorEnv"]
 
 log = logging.getLogger(__name__)
-
-
-def default_num_workers(spec: EnvSpec, num_envs: int) -> int:
-    """Workers when none are given.
-
-    Local envs: one per core but one, which the coordinator needs for its own share of each
-    step (measured on 2 cores: one worker beats two by 1.6x on CartPole, see benchmarks/).
-    HTTP: workers mostly wait on the network, so up to 4 per core with at least 4 slots each.
-    """
-    cores = os.cpu_count() or 1
-    if isinstance(spec, HttpEnvSpec):
-        return max(1, min(num_envs, 4 * cores, -(-num_envs // 4)))
-    return max(1, min(num_envs, cores - 1))
-
-
-def check_server(spec: HttpEnvSpec) -> None:
-    """Fail fast, before any worker starts, when the env server cannot be reached.
-
-    Raises:
-        TransportError: the server does not answer.
-        HttpStatusError: it answers 4xx (e.g. the token is refused).
-    """
-    url = f"{spec.server_url}/api/v1/version"
-    try:
-        response = requests.get(url, headers={"User-Token": spec.user_token}, timeout=spec.request_timeout)
-    except requests.RequestException as exc:
-        raise TransportError(f"cannot reach the env server at {spec.server_url}: {exc}") from exc
-    if 400 <= response.status_code < 500:
-        try:
-            detail = str(response.json().get("detail", response.text))
-        except ValueError:
-            detail = response.text
-        raise HttpStatusError(response.status_code, detail, url)
 
 
 class PoolVectorEnv(BatchedVectorEnv):
@@ -86,7 +51,7 @@ class PoolVectorEnv(BatchedVectorEnv):
     Args:
         spec: what each slot runs (:class:`HttpEnvSpec` or :class:`GymEnvSpec`).
         num_envs: number of slots.
-        num_workers: worker processes (default: :func:`default_num_workers`); any value from 1
+        num_workers: worker processes (default: the spec's ``default_num_workers``); any value from 1
             to ``num_envs`` works, the slots are split as evenly as possible.
         options: timeouts and restart policy (:class:`PoolOptions`).
         batch_size: slots returned by each :meth:`recv` (EnvPool-style partial batches);
@@ -121,19 +86,19 @@ class PoolVectorEnv(BatchedVectorEnv):
     ) -> None:
         self.closed = True  # until the workers are up, close() has nothing to do
         self.autoreset_mode = autoreset_mode_of(autoreset_mode)
-        if not isinstance(spec, HttpEnvSpec | GymEnvSpec):
-            raise SpecError(f"spec: expected HttpEnvSpec or GymEnvSpec, got {type(spec).__name__}")
+        if not is_spec(spec):
+            raise SpecError(f"spec: expected an env spec (HttpEnvSpec, GymEnvSpec), got {type(spec).__name__}")
         if not isinstance(num_envs, int) or num_envs < 1:
             raise SpecError(f"num_envs: must be a positive int, got {num_envs!r}")
-        workers = default_num_workers(spec, num_envs) if num_workers is None else num_workers
+        workers = spec.default_num_workers(num_envs) if num_workers is None else num_workers
         if not isinstance(workers, int) or not 1 <= workers <= num_envs:
             raise SpecError(f"num_workers: must be 1..num_envs={num_envs}, got {num_workers!r}")
         batch_size = num_envs if batch_size is None else batch_size
         if not isinstance(batch_size, int) or not 1 <= batch_size <= num_envs:
             raise SpecError(f"batch_size: must be 1..num_envs={num_envs}, got {batch_size!r}")
-        if isinstance(spec, HttpEnvSpec):
-            check_server(spec)
-        obs_space, act_space, env_metadata, render_mode = probe_spaces(spec)
+        refuse_inside_worker()
+        spec.check()
+        obs_space, act_space, env_metadata, render_mode = spec.probe()
         self.spec_ = spec
         self.num_envs = num_envs
         self.num_workers = workers

@@ -18,7 +18,7 @@ from typing import Any
 import zmq
 
 from pool_env import codec, protocol
-from pool_env.config import EnvSpec, GymEnvSpec, HttpEnvSpec, spec_from_wire
+from pool_env.envs.registry import spec_from_wire
 from pool_env.errors import ErrorKind, HttpStatusError, PoolEnvError
 from pool_env.protocol import Op
 from pool_env.shm import BatchBuffers, BatchLayout, attach, build_structure, leaf_value
@@ -35,24 +35,14 @@ PARENT_CHECK_MS = 500
 NEXT_STEP, SAME_STEP, DISABLED = "NextStep", "SameStep", "Disabled"
 
 
-def make_backend(spec: EnvSpec, num_slots: int) -> Backend:
-    """The backend for ``spec`` (imports only what that backend needs)."""
-    if isinstance(spec, HttpEnvSpec):
-        from workers.backends.http import HttpBackend
-
-        return HttpBackend(spec, num_slots)
-    if isinstance(spec, GymEnvSpec):
-        from workers.backends.gym import GymBackend
-
-        return GymBackend(spec, num_slots)
-    raise TypeError(f"no backend for {type(spec).__name__}")  # pragma: no cover
-
-
 class WorkerLoop:
     """One worker's state: its slots, its backend, its view of shared memory."""
 
-    def __init__(self, socket: zmq.Socket[bytes], parent_pid: int, gen: int, worker_id: int = -1) -> None:
+    def __init__(
+        self, socket: zmq.Socket[bytes], parent_pid: int, gen: int, worker_id: int = -1, accept_pickle: bool = False
+    ) -> None:
         self._socket = socket
+        self._accept_pickle = accept_pickle  # env factories (cloudpickle) only for an embedded pool's workers
         self._worker_id = worker_id
         self._parent_pid = parent_pid
         self._gen = gen
@@ -139,7 +129,7 @@ class WorkerLoop:
     # -- commands ---------------------------------------------------------------------------
 
     def _init(self, message: dict[str, Any]) -> None:
-        spec = spec_from_wire(message["spec"])
+        spec = spec_from_wire(message["spec"], allow_pickle=self._accept_pickle)
         layout = BatchLayout.from_wire(message["layout"])
         self._slots = [int(s) for s in message["slots"]]
         self._local = {slot: i for i, slot in enumerate(self._slots)}
@@ -153,7 +143,7 @@ class WorkerLoop:
         self._buffers = attach(message["shm_name"], layout)
         self._flat_obs = len(layout.obs) == 1 and not layout.obs[0].path
         self._flat_act = len(layout.act) == 1 and not layout.act[0].path and not layout.act_tree
-        self._backend = make_backend(spec, len(self._slots))
+        self._backend = spec.make_backend(self._slots)
 
     def _command(self, message: dict[str, Any]) -> dict[str, Any]:
         assert self._backend is not None and self._buffers is not None
@@ -407,15 +397,20 @@ def _fatal_message(message: dict[str, Any], exc: PoolEnvError) -> dict[str, Any]
     return fatal
 
 
-def run_worker(endpoint: str, worker_id: int, gen: int, parent_pid: int, socket_dir: str | None) -> int:
-    """Connect to the coordinator at ``endpoint`` and serve until told to stop; the exit code."""
+def run_worker(
+    endpoint: str, worker_id: int, gen: int, parent_pid: int, socket_dir: str | None, accept_pickle: bool = False
+) -> int:
+    """Connect to the coordinator at ``endpoint`` and serve until told to stop; the exit code.
+
+    ``accept_pickle``: whether an ``init`` may carry pickled env factories (``env_fns``).
+    """
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.IDENTITY, f"w{worker_id}.{gen}".encode())
     socket.setsockopt(zmq.LINGER, 1000)
     socket.setsockopt(zmq.RCVTIMEO, PARENT_CHECK_MS)
     socket.connect(endpoint)
-    loop = WorkerLoop(socket, parent_pid, gen, worker_id)
+    loop = WorkerLoop(socket, parent_pid, gen, worker_id, accept_pickle)
     orphaned = False
     try:
         loop.serve()

@@ -22,12 +22,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FLY", "REPAIR", "SELL", "BatchChecker"]
+from pool_env.envs.degradation import FAILURE_REWARD, OBS_FIELDS, SELL, SELL_REWARD
 
-FLY, REPAIR, SELL = 0, 1, 2
-SELL_REWARD = 150.0
-FAILURE_REWARD = -1000.0
-OBS_SIZE = 9
+__all__ = ["BatchChecker"]
 
 
 class BatchChecker:
@@ -39,12 +36,12 @@ class BatchChecker:
         self.max_steps = max_steps
         self.counter = np.zeros(num_envs, dtype=np.int64)
         self.ended = np.zeros(num_envs, dtype=bool)
-        self.obs = np.zeros((num_envs, OBS_SIZE), dtype=np.float32)
+        self.obs = np.zeros((num_envs, OBS_FIELDS), dtype=np.float32)
         self.steps = 0
 
     def reset(self, obs: Any, infos: dict[str, Any]) -> list[str]:
         """Check the batch of a full ``reset``; slots that failed to reset autoreset next step."""
-        problems = self._shape("obs", obs, (self.num_envs, OBS_SIZE), np.float32)
+        problems = self._shape("obs", obs, (self.num_envs, OBS_FIELDS), np.float32)
         if problems:
             return problems
         error = _mask(infos, "error", self.num_envs)
@@ -66,7 +63,7 @@ class BatchChecker:
         self.steps += 1
         n = self.num_envs
         problems = (
-            self._shape("obs", obs, (n, OBS_SIZE), np.float32)
+            self._shape("obs", obs, (n, OBS_FIELDS), np.float32)
             + self._shape("rewards", rewards, (n,), None)
             + self._shape("terminated", terminated, (n,), np.bool_)
             + self._shape("truncated", truncated, (n,), np.bool_)

@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 import psutil
 
-from pool_env.chaos.invariants import FLY, REPAIR, SELL, BatchChecker
+from pool_env.chaos.invariants import BatchChecker
 from pool_env.chaos.ledger import ServerTally, StepLedger
+from pool_env.envs.degradation import FLY, REPAIR, SELL
 
 __all__ = ["ChaosReport", "ChaosRun", "FaultMix", "is_worker_process"]
 

@@ -18,7 +18,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from pool_env.config import EnvSpec, GymEnvSpec, HttpEnvSpec, PoolOptions
+from pool_env.config import PoolOptions
+from pool_env.envs import EnvSpec, GymEnvSpec, HttpEnvSpec
 from pool_env.errors import SpecError
 
 __all__ = ["CONFIG_KEYS", "DaemonConfig", "default_runtime_dir", "load_config_file", "parse_spec"]
@@ -110,6 +111,11 @@ class DaemonConfig:
             if not ok:
                 raise SpecError(f"{name}: {message}")
 
+        require(
+            not self.spec.carries_code,
+            "spec",
+            f"a daemon runs env specs, not pickled callables ({self.spec.kind!r}); its workers never unpickle",
+        )
         require(isinstance(self.num_envs, int) and self.num_envs >= 1, "envs", f"must be >= 1, got {self.num_envs}")
         require(
             isinstance(self.num_workers, int) and 1 <= self.num_workers <= self.num_envs,

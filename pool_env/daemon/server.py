@@ -38,7 +38,7 @@ from pool_env.daemon.status import RateMeter, start_metrics_server, status_docum
 from pool_env.errors import LeaseError, PoolEnvError, ProtocolError, TransportError, UsageError
 from pool_env.protocol import Op
 from pool_env.shm import BatchLayout, build_structure
-from pool_env.spaces import leaves_of, probe_spaces
+from pool_env.spaces import leaves_of
 
 __all__ = ["PoolDaemon"]
 
@@ -120,11 +120,8 @@ class PoolDaemon:
                 self._ipc = security.prepare_ipc(config.bind, default_runtime_dir())
                 self.endpoint = self._ipc.endpoint
             spec = config.spec
-            if spec.kind == "http":
-                from pool_env.vector_env import check_server
-
-                check_server(spec)  # type: ignore[arg-type]
-            obs_space, act_space, metadata, render_mode = probe_spaces(spec)
+            spec.check()
+            obs_space, act_space, metadata, render_mode = spec.probe()
             self.spaces = (obs_space, act_space)
             self._hello = {
                 "server": f"pool_env {__version__}",

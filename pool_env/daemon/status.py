@@ -34,7 +34,7 @@ def status_document(daemon: PoolDaemon, rates: dict[int, float], uptime: float, 
         "pid": os.getpid(),
         "endpoint": daemon.endpoint,
         "uptime": uptime,
-        "spec": f"gym:{spec.env_id}" if spec.kind == "gym" else spec.server_url,  # type: ignore[union-attr]
+        "spec": spec.label(),
         "num_envs": daemon.config.num_envs,
         "num_workers": daemon.config.num_workers,
         "free_slots": len(daemon.leases.free_slots()),

@@ -26,23 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = [
-    "FLY",
-    "OBS_SIZE",
-    "REPAIR",
-    "SELL",
-    "DegradationEnv",
-    "EpisodeEndedError",
-    "StepResult",
-]
+from pool_env.envs.degradation import ACTIONS, FAILURE_REWARD, OBS_FIELDS, REPAIR, SELL, SELL_REWARD
 
-FLY = 0
-REPAIR = 1
-SELL = 2
-OBS_SIZE = 9
+__all__ = ["DegradationEnv", "EpisodeEndedError", "StepResult"]
 
-SELL_PRICE = 150.0
-FAILURE_REWARD = -1000.0
 REPAIR_COST = 930.0
 REPAIR_KEEP = 0.15
 REPAIR_RATE_FACTOR = 1.15
@@ -149,7 +136,7 @@ class DegradationEnv:
         """
         if self.done:
             raise EpisodeEndedError("episode has ended; reset it")
-        if action not in (FLY, REPAIR, SELL):
+        if action not in ACTIONS:
             raise ValueError(f"action must be 0, 1 or 2, got {action}")
         if step_size < 1:
             raise ValueError(f"step_size must be >= 1, got {step_size}")
@@ -200,16 +187,16 @@ class DegradationEnv:
         z = self._rng.standard_normal((1, 7))
         obs = self._observe(np.array([self.degradation]), np.array([DTAMB_FLOOR]), z)
         self.step += 1
-        self.total_reward += SELL_PRICE
+        self.total_reward += SELL_REWARD
         self.terminated = True
         self.reason = "sold"
         self.last_observation = obs[0].tolist()
-        return StepResult(obs, SELL_PRICE, True, False, "sold", 1)
+        return StepResult(obs, SELL_REWARD, True, False, "sold", 1)
 
     def _observe(self, frac: np.ndarray, dtamb: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """Build ``(n, 9)`` observations from wear fractions, DTAMB values and unit noise ``(n, 7)``."""
         n = frac.shape[0]
-        obs = np.empty((n, OBS_SIZE))
+        obs = np.empty((n, OBS_FIELDS))
         obs[:, :7] = (
             self._sensor_base
             + _WEAR_COEF * (frac * frac)[:, None]

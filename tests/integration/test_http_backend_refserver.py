@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pool_env.config import HttpEnvSpec
+from pool_env.envs import HttpEnvSpec
 from pool_env.errors import HttpStatusError
 from pool_env.refserver.process import RefServer
 from tests.integration.refserver_helpers import NO_FAULTS

@@ -8,7 +8,8 @@ import pytest
 from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 
 from pool_env import errors
-from pool_env.config import GymEnvSpec, HttpEnvSpec, PoolOptions, spec_from_wire
+from pool_env.config import PoolOptions
+from pool_env.envs import GymEnvSpec, HttpEnvSpec, spec_from_wire
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,8 @@ import requests
 from requests.adapters import BaseAdapter
 
 from pool_env import errors
-from pool_env.config import STEP_TIMEOUT_MARGIN, HttpEnvSpec, PoolOptions, spec_from_wire
+from pool_env.config import STEP_TIMEOUT_MARGIN, PoolOptions
+from pool_env.envs import HttpEnvSpec, spec_from_wire
 from pool_env.errors import ClosedError, HttpStatusError
 from workers.backends import retry
 from workers.backends.http import BACKEND_COUNTER_NAMES, HttpBackend
@@ -696,8 +697,9 @@ def test_the_http_backend_does_not_import_gymnasium() -> None:
         import sys
         import pool_env, pool_env.errors, workers.__main__, workers.loop, workers.backends.http
         from pool_env import HttpEnvSpec, PoolEnvError, errors
-        from workers.backends.http import HttpBackend
-        HttpBackend(HttpEnvSpec("http://x", "t"), 2).close()
+        from pool_env.envs import spec_from_wire
+        # The worker's path: the spec from the init message, its backend through the kind registry.
+        spec_from_wire(HttpEnvSpec("http://x", "t").to_wire([0, 1])).make_backend([0, 1]).close()
         loaded = sorted(m for m in sys.modules if m.split(".")[0] == "gymnasium")
         print("worker:", loaded)
         errors.NoPendingCallError  # the gymnasium-derived errors load gymnasium on first use only

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pool_env.refserver.sim import FLY, REPAIR, SELL, DegradationEnv, EpisodeEndedError
+from pool_env.envs.degradation import FLY, REPAIR, SELL
+from pool_env.refserver.sim import DegradationEnv, EpisodeEndedError
 
 
 def run_never_repair(seed: int, step_size: int = 10) -> tuple[DegradationEnv, list[float], list[int]]:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from pool_env.config import HttpEnvSpec
+from pool_env.envs import HttpEnvSpec
 from pool_env.errors import SpecError
-from pool_env.spaces import http_spaces, leaves_of
+from pool_env.spaces import leaves_of
 
 
 def test_nested_spaces_flatten_into_named_leaves() -> None:
@@ -32,7 +32,7 @@ def test_unsupported_space_is_refused_naming_it() -> None:
 
 
 def test_http_spaces_offer_last_row_or_padded_chunk() -> None:
-    last, action = http_spaces(HttpEnvSpec("http://x", "t"))
+    last, action, _, _ = HttpEnvSpec("http://x", "t").probe()
     assert last.shape == (9,) and last.dtype == np.float32 and action.n == 3
-    chunk, _ = http_spaces(HttpEnvSpec("http://x", "t", step_size=7, observation="chunk"))
+    chunk, *_ = HttpEnvSpec("http://x", "t", step_size=7, observation="chunk").probe()
     assert chunk.shape == (7, 9)

@@ -1,4 +1,7 @@
-"""Local gymnasium envs: one env object per slot, stepped in a loop.
+"""Local gymnasium envs: one env object per slot, each made by its own factory, stepped in a loop.
+
+The factories come from the env kind (:mod:`pool_env.envs.gym` makes every slot from one spec,
+:mod:`pool_env.envs.callables` gives each slot the user's own callable).
 
 An exception inside ``env.step``/``env.reset`` is a per-slot failure: the slot comes back with
 the traceback as its error (reported truncated) and its env is made anew before its next reset.
@@ -8,14 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import gymnasium as gym
 
-from pool_env.config import GymEnvSpec
 from pool_env.errors import ErrorKind
-from pool_env.spaces import make_gym_env
 from workers.backends.base import Outcome
 from workers.contract import ContractViolation, describe_value
 
@@ -23,14 +24,18 @@ __all__ = ["GymBackend"]
 
 
 class GymBackend:
-    """``num_slots`` local envs made from one :class:`GymEnvSpec`."""
+    """One local env per slot; slot ``i``'s env is made (and made anew after a failure) by
+    ``factories[i]``, which raises :class:`pool_env.errors.EnvCreationError` when it cannot."""
 
-    def __init__(self, spec: GymEnvSpec, num_slots: int) -> None:
-        self._spec = spec
-        self._envs: list[gym.Env[Any, Any] | None] = []
+    _factories: list[Callable[[], gym.Env[Any, Any]]]
+    _envs: list[gym.Env[Any, Any] | None]
+
+    def __init__(self, factories: Sequence[Callable[[], gym.Env[Any, Any]]]) -> None:
+        self._factories = list(factories)
+        self._envs = []
         try:
-            for _ in range(num_slots):
-                self._envs.append(make_gym_env(spec))
+            for factory in self._factories:
+                self._envs.append(factory())
         except BaseException:
             self.close()
             raise
@@ -43,7 +48,7 @@ class GymBackend:
     def _env(self, slot: int) -> gym.Env[Any, Any]:
         env = self._envs[slot]
         if env is None:
-            env = self._envs[slot] = make_gym_env(self._spec)
+            env = self._envs[slot] = self._factories[slot]()
         return env
 
     def _broken(self, slot: int, what: str) -> Outcome:

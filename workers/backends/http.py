@@ -48,13 +48,13 @@ import numpy as np
 import requests
 
 from pool_env import errors
-from pool_env.config import HttpEnvSpec
+from pool_env.envs.degradation import OBS_FIELDS
+from pool_env.envs.http import HttpEnvSpec
 from pool_env.errors import HttpStatusError, RetriesExhaustedError, SpecError
 from workers.backends.base import Outcome
 from workers.backends.http_client import COUNTER_NAMES, HttpClient, NotFoundError, RetryableError
 from workers.backends.http_episodes import EpisodeTable
 from workers.backends.http_payload import (
-    OBS_FIELDS,
     parse_reset,
     parse_rows,
     parse_state,

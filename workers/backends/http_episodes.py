@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import partial
 
-from pool_env.config import HttpEnvSpec
+from pool_env.envs.http import HttpEnvSpec
 from pool_env.errors import HttpStatusError, RetriesExhaustedError
 from workers.backends.http_client import HttpClient, NotFoundError
 from workers.backends.http_payload import parse_create, parse_session

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from pool_env.envs.degradation import OBS_FIELDS
+
 __all__ = [
-    "OBS_FIELDS",
     "StepEntry",
     "parse_create",
     "parse_reset",
@@ -29,8 +30,6 @@ __all__ = [
     "step_entry",
 ]
 
-OBS_FIELDS = 9
-"""Values per flight in an observation row."""
 
 StepEntry = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
 """``(rows (k, 9) float32, reward, terminated, truncated, info)`` of one stepped episode."""

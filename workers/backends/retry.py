@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from pool_env.config import RETRY_DELAY_CAP
+from pool_env.envs.http import RETRY_DELAY_CAP
 from pool_env.errors import CallTimeoutError, RetriesExhaustedError
 
 __all__ = [
