@@ -8,15 +8,26 @@ its slots; each worker executes its calls in order. Results accumulate in the co
 from __future__ import annotations
 
 import builtins
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pool_env.codec import CodecError
-from pool_env.errors import EnvCreationError, HttpStatusError, PoolEnvError
+from pool_env.errors import EnvCreationError, HttpStatusError, PoolEnvError, QuotaExceededError
 from pool_env.protocol import Op
 from pool_env.supervisor import WorkerHandle
 
-__all__ = ["CommandResult", "PendingCommand", "WorkerCall", "error_from_call", "error_from_fatal", "split_slots"]
+__all__ = [
+    "GAUGE_COUNTERS",
+    "CommandResult",
+    "PendingCommand",
+    "WorkerCall",
+    "error_from_call",
+    "error_from_fatal",
+    "merge_counters",
+    "split_slots",
+]
 
 
 def split_slots(num_envs: int, num_workers: int) -> list[list[int]]:
@@ -83,9 +94,28 @@ def error_from_call(error: dict[str, Any], worker_id: int) -> BaseException:
     return PoolEnvError(f"{kind}: {detail}")
 
 
+GAUGE_COUNTERS = frozenset({"server_steps_reported", "server_steps_limit"})
+"""Backend counters that are values the server reported, merged by maximum (never summed)."""
+
+
+def merge_counters(total: Counter[str], add: Mapping[str, int]) -> Counter[str]:
+    """Add ``add`` to ``total`` in place (sums, but :data:`GAUGE_COUNTERS` take the maximum); return it."""
+    for name, value in add.items():
+        total[name] = max(total[name], value) if name in GAUGE_COUNTERS else total[name] + value
+    return total
+
+
 def error_from_fatal(message: dict[str, Any], worker_id: int) -> PoolEnvError:
     """The error a worker's ``fatal`` message stands for (raised in the trainer)."""
     kind, text = message.get("kind", "PoolEnvError"), str(message.get("message", ""))
+    if kind == "QuotaExceededError":
+        used, limit = message.get("steps_used"), message.get("limit")
+        return QuotaExceededError(
+            str(message.get("detail", text)),
+            str(message.get("url", "")),
+            used if isinstance(used, int) else None,
+            limit if isinstance(limit, int) else None,
+        )
     if kind == "HttpStatusError":
         status, detail = int(message.get("status", 0)), str(message.get("detail", text))
         return HttpStatusError(status, detail, str(message.get("url", "")))

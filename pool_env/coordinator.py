@@ -34,6 +34,7 @@ from pool_env.commands import (
     WorkerCall,
     error_from_call,
     error_from_fatal,
+    merge_counters,
     split_slots,
 )
 from pool_env.config import PoolOptions
@@ -47,6 +48,7 @@ from pool_env.errors import (
     PoolEnvError,
     PoolGaveUpError,
     ProtocolError,
+    QuotaExceededError,
     StepTimeoutError,
     WorkerStartError,
 )
@@ -132,8 +134,7 @@ class Coordinator:
                 code = handle.exit_code()
                 if handle.state is WorkerState.STARTING and code is not None:
                     raise WorkerStartError(
-                        f"worker {handle.worker_id} exited with code {code} during start-up:\n"
-                        f"{handle.stderr_tail()}"
+                        f"worker {handle.worker_id} exited with code {code} during start-up:\n{handle.stderr_tail()}"
                     )
                 if handle.state is WorkerState.FATAL:
                     raise EnvCreationError(handle.last_error or "worker failed to start")
@@ -188,7 +189,13 @@ class Coordinator:
         worker executes its share of them in order. Workers that are restarting get the
         command as soon as they are ready; workers in backoff or given up on answer at once
         with an error for their slots.
+
+        Raises:
+            QuotaExceededError: a step that would pass ``HttpEnvSpec.max_server_steps`` (nothing sent).
         """
+        slots = None if slots is None else list(slots)
+        if op is Op.STEP:
+            self._charge_server_steps(self.num_envs if slots is None else len(slots))
         self._seq += 1
         if slots is None:
             chosen = list(range(self.num_envs))
@@ -355,10 +362,29 @@ class Coordinator:
         while queue:
             self._fail_call(queue.popleft(), reason)
 
+    def _charge_server_steps(self, count: int) -> None:
+        """Count ``count`` server step calls of an HTTP pool against ``max_server_steps``.
+
+        Raises:
+            QuotaExceededError: the budget would be passed (nothing counted).
+        """
+        if getattr(self.spec, "kind", None) != "http":
+            return
+        budget: int | None = getattr(self.spec, "max_server_steps", None)
+        used = self.counters["server_steps"]
+        if budget is not None and used + count > budget:
+            raise QuotaExceededError(
+                f"max_server_steps budget of {budget} reached: {used} used, this step needs {count}; nothing was sent",
+                "",
+                used,
+                budget,
+            )
+        self.counters["server_steps"] += count
+
     # -- worker health ----------------------------------------------------------------------
 
     def _spawn(self, handle: WorkerHandle) -> None:
-        handle.carried_counters.update(handle.backend_counters)
+        merge_counters(handle.carried_counters, handle.backend_counters)
         handle.backend_counters = {}
         self._by_identity.pop(handle.identity, None)
         # Only an env_fns pool's own workers may unpickle (its factories, in init).
@@ -540,7 +566,7 @@ class Coordinator:
                     "steps": handle.steps,
                     "uptime": uptime,
                     "last_error": handle.last_error,
-                    "backend": dict(handle.carried_counters + Counter(handle.backend_counters)),
+                    "backend": dict(merge_counters(Counter(handle.carried_counters), handle.backend_counters)),
                     **handle.resources(),
                 }
             )
@@ -562,7 +588,6 @@ class Coordinator:
     def uptime(self) -> float:
         """Seconds since this coordinator was created."""
         return time.monotonic() - self._created_at
-
 
 
 def _env_name(spec: EnvSpec) -> str:

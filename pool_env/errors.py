@@ -18,6 +18,7 @@ PoolEnvError
 │   └── VersionMismatchError       a daemon and its client speak different protocol versions
 ├── TransportError                 talking to a server failed in a way the pool cannot heal
 │   ├── HttpStatusError            4xx from the env server: a configuration error (bad token, bad request)
+│   │   └── QuotaExceededError     429: the token's server step quota (or the pool's max_server_steps) is spent
 │   ├── DaemonUnavailableError     a pool daemon did not answer in time (gone, unreachable or refused us)
 │   └── RetriesExhaustedError      an HTTP worker gave up on a request (retries spent); becomes infos["error"]
 │       └── CallTimeoutError       an HTTP worker's reset/step call ran out of its call_timeout; ditto
@@ -76,6 +77,7 @@ __all__ = [
     "PoolEnvError",
     "PoolGaveUpError",
     "ProtocolError",
+    "QuotaExceededError",
     "RetriesExhaustedError",
     "SharedMemoryError",
     "SlotFailure",
@@ -395,13 +397,42 @@ class HttpStatusError(TransportError):
         url: the request URL.
     """
 
-    _wire_args = ("status", "detail", "url")
+    _wire_args: ClassVar[tuple[str, ...]] = ("status", "detail", "url")
 
     def __init__(self, status: int, detail: str, url: str = "") -> None:
         super().__init__(f"env server answered HTTP {status} for {url or 'a request'}: {detail}")
         self.status = status
         self.detail = detail
         self.url = url
+
+
+class QuotaExceededError(HttpStatusError):
+    """The token's step quota on the env server is spent (HTTP 429), or the pool's own
+    ``HttpEnvSpec.max_server_steps`` budget would be passed (then nothing was sent, ``url`` is empty).
+
+    Never retried: one request per worker and call, the workers stay up (no retry storm, no
+    restart); reset and close still work.
+
+    Attributes:
+        steps_used: steps counted against the quota (the server's count where it gives one, else
+            the pool's), or None if unknown.
+        limit: the quota (or budget), or None if unknown.
+    """
+
+    _wire_args: ClassVar[tuple[str, ...]] = ("detail", "url", "steps_used", "limit")
+
+    def __init__(self, detail: str, url: str = "", steps_used: int | None = None, limit: int | None = None) -> None:
+        super().__init__(429, detail, url)
+        self.steps_used = steps_used
+        self.limit = limit
+        used = "?" if steps_used is None else f"{steps_used:,}"
+        cap = "?" if limit is None else f"{limit:,}"
+        source = f"env server ({url})" if url else "pool (HttpEnvSpec.max_server_steps)"
+        Exception.__init__(
+            self,
+            f"server step quota spent: {used} of {cap} steps used, refused by the {source}: {detail}. "
+            "Stop stepping with this token (reset/close still work) or use another token.",
+        )
 
 
 class EnvCreationError(PoolEnvError):

@@ -79,8 +79,9 @@ class PartialBatcher:
             assert buffers is not None
             for target, value in zip(buffers.act, arrays, strict=True):
                 target[ids] = value
+        pending = self._coordinator.submit(op, ids.tolist(), seeds)  # may refuse (max_server_steps)
         self._in_flight[ids] = True
-        self._pending.append(self._coordinator.submit(op, ids.tolist(), seeds))
+        self._pending.append(pending)
 
     def recv(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """The first ``batch_size`` ready slots: ``obs, rewards, terminated, truncated, infos``.

@@ -23,6 +23,7 @@ from gymnasium.vector.utils import batch_space
 
 from pool_env import codec
 from pool_env.batch import assemble_infos, validate_actions
+from pool_env.commands import merge_counters
 from pool_env.config import PoolOptions
 from pool_env.coordinator import CommandResult, Coordinator, PendingCommand
 from pool_env.envs import EnvSpec, is_spec
@@ -403,7 +404,7 @@ class PoolVectorEnv(BatchedVectorEnv):
         workers = coordinator.worker_stats()
         backend: Counter[str] = Counter()
         for row in workers:
-            backend.update(row["backend"])
+            merge_counters(backend, row["backend"])
         return {
             "num_envs": self.num_envs,
             "num_workers": self.num_workers,

@@ -19,7 +19,7 @@ import zmq
 
 from pool_env import codec, protocol
 from pool_env.envs.registry import spec_from_wire
-from pool_env.errors import ErrorKind, HttpStatusError, PoolEnvError
+from pool_env.errors import ErrorKind, HttpStatusError, PoolEnvError, QuotaExceededError
 from pool_env.protocol import Op
 from pool_env.shm import BatchBuffers, BatchLayout, attach, build_structure, leaf_value
 from workers.backends.base import Backend, Outcome
@@ -394,6 +394,8 @@ def _fatal_message(message: dict[str, Any], exc: PoolEnvError) -> dict[str, Any]
     }
     if isinstance(exc, HttpStatusError):
         fatal.update(status=exc.status, detail=exc.detail, url=exc.url)
+    if isinstance(exc, QuotaExceededError):
+        fatal.update(steps_used=exc.steps_used, limit=exc.limit)
     return fatal
 
 

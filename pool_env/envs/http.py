@@ -55,6 +55,11 @@ class HttpEnvSpec:
             ``request_timeout``. ``None`` (default) allows one request all its retries:
             ``(max_retries + 1) * request_timeout + max_retries * 5`` (55 s with the defaults),
             see :meth:`effective_call_timeout`.
+        max_server_steps: optional budget of server step calls (episode-steps, what the live
+            server counts against its 100,000 per token) for this pool: a step that would pass it
+            raises :class:`~pool_env.errors.QuotaExceededError` in the trainer and sends nothing,
+            so the pool stops cleanly before the server refuses (reset and close still work).
+            ``None``: no budget (the server's 429 still raises that error).
 
     Raises:
         SpecError: a field is out of range (the message names it).
@@ -70,6 +75,7 @@ class HttpEnvSpec:
     max_retries: int = 3
     retry_backoff: float = 0.2
     call_timeout: float | None = None
+    max_server_steps: int | None = None
 
     kind: ClassVar[str] = "http"
     carries_code: ClassVar[bool] = False
@@ -93,6 +99,12 @@ class HttpEnvSpec:
             or (isinstance(self.call_timeout, int | float) and 0 < self.call_timeout < math.inf),
             "call_timeout",
             f"must be > 0 and finite (or None), got {self.call_timeout!r}",
+        )
+        budget = self.max_server_steps
+        require(
+            budget is None or (isinstance(budget, int) and not isinstance(budget, bool) and budget >= 0),
+            "max_server_steps",
+            f"must be an int >= 0 (or None), got {budget!r}",
         )
 
     # -- wire -------------------------------------------------------------------------------

@@ -128,12 +128,16 @@ class RefServerContext:
             raise ApiError(int(kind), f"{name} (injected fault)")
         return kind
 
-    async def respond(self, content: dict[str, Any], kind: str | None, entries: int) -> JSONResponse:
-        """Sleep the latency (and a hang), then answer ``content`` or request a drop."""
+    async def respond(
+        self, content: dict[str, Any], kind: str | None, entries: int, headers: dict[str, str] | None = None
+    ) -> JSONResponse:
+        """Sleep the latency (and a hang), then answer ``content`` (with ``headers``) or request a drop."""
         await self._sleep(self.faults.delay_s(entries))
         if kind == "hang":
             await self._sleep(self.faults.config.hang_s)
-        headers = {DROP_HEADER.decode(): "1"} if kind == "drop" else None
+        headers = dict(headers or {})
+        if kind == "drop":
+            headers[DROP_HEADER.decode()] = "1"
         return JSONResponse(content, headers=headers)
 
     @staticmethod
@@ -183,7 +187,7 @@ def create_app(faults: FaultConfig | None = None, limits: ServerLimits | None = 
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": short(exc.detail, 500)}, status_code=exc.status_code)
+        return JSONResponse({"detail": short(exc.detail, 500)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -292,7 +296,7 @@ def create_app(faults: FaultConfig | None = None, limits: ServerLimits | None = 
             "step": out.step,
             "info": info,
         }
-        return await ctx.respond(content, kind, 1)
+        return await ctx.respond(content, kind, 1, ctx.state.quota_headers(token))
 
     @app.post("/api/v1/episode/vectorized_step")
     async def vectorized_step(request: Request, token: Token) -> JSONResponse:
@@ -334,7 +338,7 @@ def create_app(faults: FaultConfig | None = None, limits: ServerLimits | None = 
             "truncateds": [o.truncated for o in outcomes],
             "infos": [o.info for o in outcomes],
         }
-        return await ctx.respond(content, kind, len(entries))
+        return await ctx.respond(content, kind, len(entries), ctx.state.quota_headers(token))
 
     @app.get("/api/v1/episode/{episode_id}")
     async def get_episode(request: Request, _token: Token, episode_id: str) -> JSONResponse:

@@ -52,10 +52,11 @@ class ApiError(Exception):
     megabytes of input or a lone surrogate (which cannot be encoded as UTF-8).
     """
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(f"{status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
+        self.headers = headers
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,8 @@ __all__ = [
     "MAX_STEP_SIZE",
     "NONE_TYPE_ERROR",
     "RETIRED_KEPT",
+    "STEPS_LIMIT_HEADER",
+    "STEPS_USED_HEADER",
     "ApiError",
     "Episode",
     "EpisodeSettings",
@@ -63,6 +65,9 @@ __all__ = [
     "TokenTotals",
     "short",
 ]
+
+STEPS_USED_HEADER = "X-Steps-Used"
+STEPS_LIMIT_HEADER = "X-Steps-Limit"
 
 
 class ServerState:
@@ -270,15 +275,24 @@ class ServerState:
         with self.lock:
             totals = self.totals(token)
             if totals.steps_used + entries > self.quota:
-                raise ApiError(429, f"step limit of {self.quota} reached")
+                raise ApiError(429, f"step limit of {self.quota} reached", self.quota_headers(token))
             totals.steps_used += entries
+
+    def quota_headers(self, token: str) -> dict[str, str]:
+        """``X-Steps-Used`` / ``X-Steps-Limit``: the token's quota, sent with step answers and 429s.
+
+        The live server documents no such headers (PROTOCOL.md §8.5); clients read them where given.
+        """
+        with self.lock:
+            totals = self.tokens.get(token)
+            return {STEPS_USED_HEADER: str(totals.steps_used if totals else 0), STEPS_LIMIT_HEADER: str(self.quota)}
 
     def check_quota_left(self, token: str, entries: int) -> None:
         """Like :meth:`check_quota` but counts nothing (run before a request's entries are parsed)."""
         with self.lock:
             totals = self.tokens.get(token)
             if (totals.steps_used if totals else 0) + entries > self.quota:
-                raise ApiError(429, f"step limit of {self.quota} reached")
+                raise ApiError(429, f"step limit of {self.quota} reached", self.quota_headers(token))
 
     def step(
         self,

@@ -31,7 +31,7 @@ from requests.adapters import BaseAdapter
 from pool_env import errors
 from pool_env.config import STEP_TIMEOUT_MARGIN, PoolOptions
 from pool_env.envs import HttpEnvSpec, spec_from_wire
-from pool_env.errors import ClosedError, HttpStatusError
+from pool_env.errors import ClosedError, HttpStatusError, QuotaExceededError
 from workers.backends import retry
 from workers.backends.http import BACKEND_COUNTER_NAMES, HttpBackend
 
@@ -477,6 +477,17 @@ def test_a_4xx_on_step_raises_http_status_error_with_the_detail_and_no_retry(
     assert expected in info.value.detail
     assert info.value.url == URL + "/api/v1/episode/vectorized_step"
     assert h.server.paths() == ["/api/v1/episode/vectorized_step"] and h.sleeps == []
+
+
+def test_a_429_without_quota_headers_takes_the_count_from_the_detail_and_is_not_retried(h: Harness) -> None:
+    ready(h)  # the live server's answer: no X-Steps-* headers, only the detail
+    h.server.faults.append(Fault("vectorized_step", "status", status=429, detail="step limit of 100000 reached"))
+    with pytest.raises(QuotaExceededError, match="100,000 of 100,000 steps used") as info:
+        h.backend.step([0, 1], [0, 0])
+    assert (info.value.steps_used, info.value.limit, info.value.status) == (100_000, 100_000, 429)
+    assert h.server.paths() == ["/api/v1/episode/vectorized_step"] and h.sleeps == []
+    assert h.backend.counters()["server_steps_sent"] == 2
+    assert h.backend.counters()["server_steps_reported"] == 0  # no header: nothing reported
 
 
 def test_a_4xx_on_session_create_raises_http_status_error(h: Harness) -> None:

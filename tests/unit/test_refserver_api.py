@@ -300,7 +300,9 @@ def test_quota_answers_429_and_counts_every_step_entry() -> None:
         assert api.vstep(ids, [0, 0]).status_code == 200
         r = api.vstep(ids, [0, 0])
         assert r.status_code == 429 and r.json()["detail"] == "step limit of 3 reached"
-        assert api.step(ids[0]).status_code == 200
+        assert (r.headers["X-Steps-Used"], r.headers["X-Steps-Limit"]) == ("2", "3")
+        ok = api.step(ids[0])
+        assert ok.status_code == 200 and ok.headers["X-Steps-Used"] == "3"
         assert api.step(ids[0]).status_code == 429
         assert api.client.get("/control/stats").json()["tokens"]["tok"]["steps_used"] == 3
 

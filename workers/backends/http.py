@@ -22,6 +22,10 @@ Failure handling (every request may be retried ``spec.max_retries`` times, and e
   episode at its next reset.
 * per-entry error payload, missing/NaN observation, non-numeric reward → that slot reports an
   error and gets a new episode at its next reset.
+* 429 → :class:`pool_env.errors.QuotaExceededError`: the token's step quota is spent. Never
+  retried: one request per call, the worker stays up (no retry storm, no restart), resets still
+  work, and stepping works again if the server's quota is raised. ``server_steps_sent`` counts
+  the step entries sent (retries included: an upper bound of what the server counts).
 * any other 4xx → :class:`pool_env.errors.HttpStatusError` (a configuration error, never retried).
 * the call's deadline (``spec.effective_call_timeout()`` after the call began) → no request or
   back-off starts past it, and each request's timeout is cut to the time left, so a call ends
@@ -52,7 +56,7 @@ from pool_env.envs.degradation import OBS_FIELDS
 from pool_env.envs.http import HttpEnvSpec
 from pool_env.errors import HttpStatusError, RetriesExhaustedError, SpecError
 from workers.backends.base import Outcome
-from workers.backends.http_client import COUNTER_NAMES, HttpClient, NotFoundError, RetryableError
+from workers.backends.http_client import COUNTER_NAMES, GAUGE_NAMES, HttpClient, NotFoundError, RetryableError
 from workers.backends.http_episodes import EpisodeTable
 from workers.backends.http_payload import (
     parse_reset,
@@ -67,7 +71,14 @@ __all__ = ["BACKEND_COUNTER_NAMES", "HttpBackend"]
 
 log = logging.getLogger(__name__)
 
-BACKEND_COUNTER_NAMES = (*COUNTER_NAMES, "episode_errors", "lost_responses", "episodes_created")
+BACKEND_COUNTER_NAMES = (
+    *COUNTER_NAMES,
+    "episode_errors",
+    "lost_responses",
+    "episodes_created",
+    "server_steps_sent",
+    *GAUGE_NAMES,
+)
 """Every key of :meth:`HttpBackend.counters`."""
 
 VECTORIZED_RESET = "/api/v1/episode/vectorized_reset"
@@ -168,7 +179,8 @@ class HttpBackend:
         """Apply ``actions[i]`` (0 fly, 1 repair, 2 sell) to ``slots[i]``; never twice.
 
         Raises:
-            HttpStatusError: the server answered a 4xx other than 404 (e.g. 429 quota, 422).
+            QuotaExceededError: the server answered 429 (the token's step quota is spent).
+            HttpStatusError: the server answered another 4xx other than 404 (e.g. 422).
             ClosedError: the backend is closed.
         """
         self._check_open()
@@ -310,6 +322,7 @@ class HttpBackend:
 
     def _send_step(self, slots: Sequence[int], actions: Sequence[Any], pending: list[int]) -> dict[str, list[Any]]:
         step_size = self._spec.step_size
+        self._counters["server_steps_sent"] += len(pending)
         body = {
             "episode_actions": [
                 {

@@ -8,7 +8,13 @@
   other ``requests`` error), a 5xx, or a 2xx whose body is not JSON or is malformed. The session
   is closed (a new one opens on the next request), since its connection may be half-dead;
 * :class:`NotFoundError`: a 404, meaning an episode or server session is gone;
+* :class:`pool_env.errors.QuotaExceededError`: a 429, the token's step quota is spent (never
+  retried; the count comes from the ``X-Steps-Used``/``X-Steps-Limit`` headers or the detail);
 * :class:`pool_env.errors.HttpStatusError`: any other 4xx (a configuration error, never retried).
+
+Every answer carrying ``X-Steps-Used`` / ``X-Steps-Limit`` (the reference server sends them with
+step answers; the live server documents none) updates the ``server_steps_reported`` and
+``server_steps_limit`` gauges in the counters (the highest value seen).
 
 :meth:`HttpClient.call_idempotent` retries calls that are safe to apply twice (session and
 episode creation, reset, state reads), each with a fresh copy of the retry policy;
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -35,10 +42,10 @@ from typing import Any, TypeVar
 
 import requests
 
-from pool_env.errors import HttpStatusError, RetriesExhaustedError, TransportError
+from pool_env.errors import HttpStatusError, QuotaExceededError, RetriesExhaustedError, TransportError
 from workers.backends.retry import Deadline, RandomSource, RetryPolicy, describe
 
-__all__ = ["COUNTER_NAMES", "HttpClient", "NotFoundError", "RetryableError"]
+__all__ = ["COUNTER_NAMES", "GAUGE_NAMES", "HttpClient", "NotFoundError", "RetryableError"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,13 @@ COUNTER_NAMES = (
     "call_timeouts",
 )
 """Counters kept by :class:`HttpClient` (all start at 0)."""
+
+GAUGE_NAMES = ("server_steps_reported", "server_steps_limit")
+"""Values the server reported (the highest seen; 0 = never reported): merged by maximum, not summed."""
+
+_STEPS_USED_HEADER = "X-Steps-Used"
+_STEPS_LIMIT_HEADER = "X-Steps-Limit"
+_LIMIT_IN_DETAIL = re.compile(r"(?:step )?limit of (\d+)")
 
 _DETAIL_LIMIT = 500
 
@@ -209,12 +223,18 @@ class HttpClient:
             self.drop_session()
             raise self._failed(f"{method} {path}: {describe(exc)}") from exc
         status = response.status_code
+        used, limit = self._note_quota(response)
         if status >= 500:
             self.counters["http_5xx"] += 1
             self.drop_session()
             raise self._failed(f"{method} {path}: HTTP {status}: {_detail(response)}")
         if status == 404:
             raise NotFoundError(_detail(response), url)
+        if status == 429:
+            detail = _detail(response)
+            if limit is None and (match := _LIMIT_IN_DETAIL.search(detail)):
+                limit = int(match.group(1))  # "step limit of 100000 reached": the quota is spent
+            raise QuotaExceededError(detail, url, used if used is not None else limit, limit)
         if status >= 300:
             raise HttpStatusError(status, _detail(response), url)
         try:
@@ -274,6 +294,17 @@ class HttpClient:
         log.warning("%s; retry %d/%d in %.2f s", error, policy.retries, policy.max_retries, delay)
         self.sleep(delay)
         return policy
+
+    def _note_quota(self, response: requests.Response) -> tuple[int | None, int | None]:
+        """Read ``X-Steps-Used``/``X-Steps-Limit`` (None where absent) into the gauges."""
+        values: list[int | None] = []
+        for header, gauge in ((_STEPS_USED_HEADER, GAUGE_NAMES[0]), (_STEPS_LIMIT_HEADER, GAUGE_NAMES[1])):
+            text = response.headers.get(header, "")
+            value = int(text) if text.isdigit() and len(text) < 19 else None
+            if value is not None:
+                self.counters[gauge] = max(self.counters[gauge], value)
+            values.append(value)
+        return values[0], values[1]
 
 
 def _detail(response: requests.Response) -> str:
