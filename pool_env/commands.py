@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pool_env.codec import CodecError
-from pool_env.errors import EnvCreationError, HttpStatusError, PoolEnvError, QuotaExceededError
+from pool_env.errors import EnvCreationError, HttpStatusError, PoolEnvError, QuotaExceededError, SpaceMismatchError
 from pool_env.protocol import Op
 from pool_env.supervisor import WorkerHandle
 
@@ -123,4 +123,6 @@ def error_from_fatal(message: dict[str, Any], worker_id: int) -> PoolEnvError:
         return EnvCreationError(text)
     if kind == "CodecError":
         return CodecError(f"worker {worker_id}: {text}")
+    if kind == "SpaceMismatchError":
+        return SpaceMismatchError(text)
     return PoolEnvError(f"worker {worker_id}: {kind}: {text}\n{message.get('traceback', '')}")

@@ -74,8 +74,11 @@ class Coordinator:
         num_workers: int,
         options: PoolOptions,
         log_level: str = "WARNING",
+        spaces: dict[str, Any] | None = None,
     ) -> None:
         self.spec = spec
+        self._spaces = spaces  # the pool's spaces (space_check.describe_pool): workers check their envs'
+        self._start_failure: PoolEnvError | None = None
         self.options = options
         self.step_timeout = options.effective_step_timeout(spec)
         self.policy = RestartPolicy.from_options(options)
@@ -137,6 +140,8 @@ class Coordinator:
                         f"worker {handle.worker_id} exited with code {code} during start-up:\n{handle.stderr_tail()}"
                     )
                 if handle.state is WorkerState.FATAL:
+                    if isinstance(self._start_failure, EnvCreationError):
+                        raise self._start_failure
                     raise EnvCreationError(handle.last_error or "worker failed to start")
 
     def close(self) -> None:
@@ -523,6 +528,8 @@ class Coordinator:
             "layout": self.buffers.layout.to_wire(),
             "seeds": self._restart_seeds(handle),
         }
+        if self._spaces is not None:
+            init["spaces"] = self._spaces
         self._socket.send_multipart([handle.identity, protocol.encode(init)])
 
     def _answered_call(self, handle: WorkerHandle, message: dict[str, Any]) -> WorkerCall | None:
@@ -540,6 +547,7 @@ class Coordinator:
             # The worker could not create its envs and exits; at start-up this is raised.
             handle.state = WorkerState.FATAL
             handle.last_error = str(error)
+            self._start_failure = self._start_failure or error
             stop_process(handle.process, self.options.kill_grace)
             self._fail_queue(handle, handle.last_error)
             return

@@ -2,7 +2,8 @@
 
 Every message is a msgpack map with an ``op`` field.  Coordinator → worker:
 
-* ``init``  ``{op, spec, slots, shm_name, layout, seeds, restarts}``: take over ``slots``.
+* ``init``  ``{op, spec, slots, shm_name, layout, seeds, restarts, spaces}``: take over ``slots``;
+  ``spaces`` (optional) describes the pool's spaces, which every env must declare too.
 * ``reset`` ``{op, seq, slots, seeds, options}``: reset ``slots`` (global ids) with ``seeds``.
 * ``step``  ``{op, seq, slots}``: step ``slots``; actions are in shared memory. A slot that
   ended on its previous step is reset instead (gymnasium's NEXT_STEP autoreset).

@@ -39,6 +39,7 @@ from pool_env.frontend import BatchedVectorEnv, autoreset_mode_of, check_options
 from pool_env.partial import PartialBatcher
 from pool_env.protocol import Op
 from pool_env.shm import BatchLayout, build_structure
+from pool_env.space_check import describe_pool
 from pool_env.spaces import leaves_of, structure_of_batch, tree_of
 
 __all__ = ["PoolVectorEnv"]
@@ -116,7 +117,9 @@ class PoolVectorEnv(BatchedVectorEnv):
         layout = BatchLayout(
             num_envs, tuple(self._obs_leaves), tuple(self._act_leaves), self._obs_tree, tree_of(act_space)
         )
-        self._coordinator = Coordinator(spec, layout, workers, options or PoolOptions(), log_level)
+        self._coordinator = Coordinator(
+            spec, layout, workers, options or PoolOptions(), log_level, spaces=describe_pool(obs_space, act_space)
+        )
         try:
             self._coordinator.start()
         except BaseException:

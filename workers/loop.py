@@ -19,7 +19,7 @@ import zmq
 
 from pool_env import codec, protocol
 from pool_env.envs.registry import spec_from_wire
-from pool_env.errors import ErrorKind, HttpStatusError, PoolEnvError, QuotaExceededError
+from pool_env.errors import ErrorKind, HttpStatusError, PoolEnvError, QuotaExceededError, SpaceMismatchError
 from pool_env.protocol import Op
 from pool_env.shm import BatchBuffers, BatchLayout, attach, build_structure, leaf_value
 from workers.backends.base import Backend, Outcome
@@ -144,6 +144,23 @@ class WorkerLoop:
         self._flat_obs = len(layout.obs) == 1 and not layout.obs[0].path
         self._flat_act = len(layout.act) == 1 and not layout.act[0].path and not layout.act_tree
         self._backend = spec.make_backend(self._slots)
+        self._check_spaces(message.get("spaces"))
+
+    def _check_spaces(self, pool_spaces: dict[str, Any] | None) -> None:
+        """Compare the spaces each env declares with the pool's (only backends of envs that declare
+        their own spaces; an HTTP backend's come from the spec itself).
+
+        Raises:
+            SpaceMismatchError: an env declares other spaces; the pool fails its construction.
+        """
+        declared_spaces = getattr(self._backend, "declared_spaces", None)
+        if pool_spaces is None or declared_spaces is None:
+            return
+        from pool_env.space_check import mismatch  # imports gymnasium, which this backend loaded
+
+        problem = mismatch(pool_spaces, declared_spaces(), self._slots)
+        if problem is not None:
+            raise SpaceMismatchError(problem)
 
     def _command(self, message: dict[str, Any]) -> dict[str, Any]:
         assert self._backend is not None and self._buffers is not None

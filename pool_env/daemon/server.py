@@ -38,6 +38,7 @@ from pool_env.daemon.status import RateMeter, start_metrics_server, status_docum
 from pool_env.errors import LeaseError, PoolEnvError, ProtocolError, TransportError, UsageError
 from pool_env.protocol import Op
 from pool_env.shm import BatchLayout, build_structure
+from pool_env.space_check import describe_pool
 from pool_env.spaces import leaves_of
 
 __all__ = ["PoolDaemon"]
@@ -134,7 +135,9 @@ class PoolDaemon:
             }
             self.obs_leaves, self.act_leaves = leaves_of(obs_space), leaves_of(act_space)
             layout = BatchLayout(config.num_envs, tuple(self.obs_leaves), tuple(self.act_leaves))
-            self._coordinator = Coordinator(spec, layout, config.num_workers, config.options, config.log_level)
+            self._coordinator = Coordinator(
+                spec, layout, config.num_workers, config.options, config.log_level, describe_pool(obs_space, act_space)
+            )
             self._coordinator.start()
             self._bind()
             if config.metrics_port is not None:

@@ -91,16 +91,23 @@ class FlakyEnv(BadReturnEnv):
 
 
 class SpaceBySlotEnv(BadReturnEnv):
-    """Declares a ``(2,)`` observation space in the first env made in a process, ``(3,)`` in the
-    next ones: the pool probes one in the trainer, a worker makes one per slot."""
+    """Declares the usual spaces in the trainer and in the first env a worker makes; the next envs
+    of a worker (slot 1 of a 2-slot pool) declare a ``(3,)`` observation space (``which="observation"``)
+    or ``Discrete(3)`` actions (``which="action"``): as a factory whose spaces depend on chance."""
 
-    made = 0
+    made_in_worker = 0
 
-    def __init__(self) -> None:
+    def __init__(self, which: str = "observation") -> None:
+        from tests.envs.faulty import worker_id
+
         super().__init__("reward", ())
-        shape = (2,) if SpaceBySlotEnv.made == 0 else (3,)
-        SpaceBySlotEnv.made += 1
-        self.observation_space = spaces.Box(-100, 100, shape, np.float32)
+        odd = worker_id() is not None and SpaceBySlotEnv.made_in_worker > 0
+        if worker_id() is not None:
+            SpaceBySlotEnv.made_in_worker += 1
+        if odd and which == "observation":
+            self.observation_space = spaces.Box(-100, 100, (3,), np.float32)
+        if odd and which == "action":
+            self.action_space = spaces.Discrete(3)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None

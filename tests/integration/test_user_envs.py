@@ -18,7 +18,13 @@ import pytest
 from gymnasium.vector import SyncVectorEnv
 
 from pool_env import GymEnvSpec, PoolOptions, PoolVectorEnv
-from pool_env.errors import EnvFailingError, EnvRaisedError, InvalidEnvReturnError, PoolGaveUpError
+from pool_env.errors import (
+    EnvFailingError,
+    EnvRaisedError,
+    InvalidEnvReturnError,
+    PoolGaveUpError,
+    SpaceMismatchError,
+)
 from tests.envs.user_bugs import BadReturnEnv
 
 pytestmark = pytest.mark.timeout(60)
@@ -180,3 +186,17 @@ def test_a_pool_whose_workers_were_all_given_up_raises_from_step_and_reset() -> 
             env.reset(seed=1)
         with pytest.raises(PoolGaveUpError):
             env.step(np.zeros(2, np.int64))
+
+
+@pytest.mark.parametrize(
+    ("which", "declared", "pools"),
+    [
+        ("observation", "Box(-100.0, 100.0, (3,), float32)", "Box(-100.0, 100.0, (1,), float32)"),
+        ("action", "Discrete(3)", "Discrete(2)"),
+    ],
+)
+def test_an_env_declaring_other_spaces_than_the_pools_fails_construction(which: str, declared: str, pools: str) -> None:
+    spec = GymEnvSpec("tests.envs.user_bugs:SpaceBySlotEnv", which=which)
+    with pytest.raises(SpaceMismatchError) as caught:
+        PoolVectorEnv(spec, num_envs=2, num_workers=1)
+    assert str(caught.value).startswith(f"slot 1: its env declares {which}_space {declared}, but the pool's is {pools}")

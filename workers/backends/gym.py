@@ -45,6 +45,10 @@ class GymBackend:
         """The observation space of the first env."""
         return self._env(0).observation_space
 
+    def declared_spaces(self) -> list[tuple[gym.Space[Any], gym.Space[Any]]]:
+        """``(observation_space, action_space)`` of each slot's env, as the env declares them."""
+        return [(self._env(i).observation_space, self._env(i).action_space) for i in range(len(self._envs))]
+
     def _env(self, slot: int) -> gym.Env[Any, Any]:
         env = self._envs[slot]
         if env is None:
