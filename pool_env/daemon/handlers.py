@@ -14,7 +14,7 @@ from pool_env.coordinator import CommandResult
 from pool_env.daemon import wire
 from pool_env.daemon.leases import Lease, describe_slots
 from pool_env.daemon.wire import ClientOp, Request, field
-from pool_env.errors import HttpStatusError, LeaseError, UsageError
+from pool_env.errors import HttpStatusError, LeaseError, QuotaExceededError, UsageError
 from pool_env.protocol import Op
 
 if TYPE_CHECKING:
@@ -148,6 +148,8 @@ def reply_to_command(
             if isinstance(fatal, HttpStatusError)
             else {}
         )
+        if isinstance(fatal, QuotaExceededError):
+            extra.update(steps_used=fatal.steps_used, limit=fatal.limit)
         daemon.send(identity, wire.error_header(request.request_id, type(fatal).__name__, str(fatal), **extra))
         return
     coordinator = daemon.coordinator

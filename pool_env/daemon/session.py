@@ -65,6 +65,14 @@ def raise_error(header: dict[str, Any], endpoint: str) -> None:
     kind, message = str(error.get("kind", "PoolEnvError")), str(error.get("message", "unknown error"))
     if kind == "VersionMismatchError":
         raise errors.VersionMismatchError(wire.PROTOCOL_VERSION, int(error.get("server_version", -1)), endpoint)
+    if kind == "QuotaExceededError":
+        used, limit = error.get("steps_used"), error.get("limit")
+        raise errors.QuotaExceededError(
+            str(error.get("detail", message)),
+            str(error.get("url") or ""),
+            used if isinstance(used, int) else None,
+            limit if isinstance(limit, int) else None,
+        )
     if kind == "HttpStatusError":
         raise errors.HttpStatusError(
             int(error.get("status", 0)), str(error.get("detail", message)), str(error.get("url"))

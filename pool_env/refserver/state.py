@@ -73,6 +73,20 @@ STEPS_LIMIT_HEADER = "X-Steps-Limit"
 class ServerState:
     """All mutable server state behind one lock (safe from the event loop and from threads)."""
 
+    quota: int
+    clock: Callable[[], float]
+    idle_clock: Callable[[], float]
+    idle_timeout_s: float
+    max_live_episodes: int
+    lock: threading.RLock
+    sessions: OrderedDict[str, tuple[str, float]]
+    episodes: dict[str, Episode]
+    slots: dict[str, Slot]
+    live: OrderedDict[str, Slot]
+    evicted: OrderedDict[str, None]
+    tokens: dict[str, TokenTotals]
+    evictions: int
+
     def __init__(
         self,
         quota: int = 100_000,
@@ -88,12 +102,12 @@ class ServerState:
         self.idle_timeout_s = idle_timeout_s
         self.max_live_episodes = max_live_episodes
         self.lock = threading.RLock()
-        self.sessions: OrderedDict[str, tuple[str, float]] = OrderedDict()  # id -> (token, last use)
-        self.episodes: dict[str, Episode] = {}  # every kept id -> its own record
-        self.slots: dict[str, Slot] = {}  # every kept id -> its slot
-        self.live: OrderedDict[str, Slot] = OrderedDict()  # slot_id -> slot, least recently used first
-        self.evicted: OrderedDict[str, None] = OrderedDict()  # the last EVICTED_REMEMBERED evicted ids
-        self.tokens: dict[str, TokenTotals] = {}
+        self.sessions = OrderedDict()  # id -> (token, last use)
+        self.episodes = {}  # every kept id -> its own record
+        self.slots = {}  # every kept id -> its slot
+        self.live = OrderedDict()  # slot_id -> slot, least recently used first
+        self.evicted = OrderedDict()  # the last EVICTED_REMEMBERED evicted ids
+        self.tokens = {}
         self.evictions = 0
 
     # --- sessions and creation -------------------------------------------------------------------

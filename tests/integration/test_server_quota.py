@@ -10,9 +10,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+import pool_env
 from pool_env import HttpEnvSpec, PoolOptions, PoolVectorEnv
 from pool_env.errors import QuotaExceededError, SpecError
 from pool_env.refserver.process import RefServer
+from tests.integration.daemon_process import DaemonProcess
 
 NUM_ENVS = 4
 STEP_PATH = "POST /api/v1/episode/vectorized_step"
@@ -79,3 +81,18 @@ def test_max_server_steps_must_be_a_non_negative_int() -> None:
     for bad in (-1, 1.5, True):
         with pytest.raises(SpecError, match="max_server_steps"):
             HttpEnvSpec("http://127.0.0.1:1", "t", max_server_steps=bad)  # type: ignore[arg-type]
+
+
+def test_a_trainer_on_a_daemon_gets_the_quota_error_with_its_count(server: RefServer) -> None:
+    token = f"quota-{uuid.uuid4().hex[:8]}"
+    with (
+        DaemonProcess(spec=server.url, envs=NUM_ENVS, workers=2, extra=("--token", token)) as daemon,
+        pool_env.connect(daemon.endpoint, num_envs=NUM_ENVS) as env,
+    ):
+        env.reset(seed=0)
+        for _ in range(3):
+            env.step(fly())
+        with pytest.raises(QuotaExceededError, match="12 of 12 steps used") as caught:
+            env.step(fly())
+        assert (caught.value.steps_used, caught.value.limit) == (12, 12)
+        env.reset(seed=1)  # the daemon and the lease are still fine
