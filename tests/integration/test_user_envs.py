@@ -15,9 +15,11 @@ import re
 
 import numpy as np
 import pytest
+from gymnasium import spaces
 from gymnasium.vector import SyncVectorEnv
 
 from pool_env import GymEnvSpec, PoolOptions, PoolVectorEnv
+from pool_env.envs.callables import EnvFnsSpec
 from pool_env.errors import (
     EnvFailingError,
     EnvRaisedError,
@@ -200,3 +202,31 @@ def test_an_env_declaring_other_spaces_than_the_pools_fails_construction(which: 
     with pytest.raises(SpaceMismatchError) as caught:
         PoolVectorEnv(spec, num_envs=2, num_workers=1)
     assert str(caught.value).startswith(f"slot 1: its env declares {which}_space {declared}, but the pool's is {pools}")
+
+
+def test_through_a_daemon_a_contract_break_raises_the_same_error_and_the_daemon_stays_up() -> None:
+    import pool_env
+    from tests.integration.daemon_process import DaemonProcess
+
+    with DaemonProcess("gym:tests.envs.user_bugs:BadReturnEnv", envs=4, workers=1) as daemon:
+        with pool_env.connect(daemon.endpoint, num_envs=4) as env:
+            env.reset(seed=0)
+            with pytest.raises(
+                InvalidEnvReturnError, match=r"^daemon at ipc://.*: slot 1 \(.*\): step\(\) returned an invalid reward"
+            ):
+                env.step(ZEROS4)
+            obs, *_ = env.step(ZEROS4)
+            assert obs[:, 0].tolist() == [2.0, 0.0, 2.0, 2.0]
+        assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+def test_env_fns_whose_envs_declare_different_spaces_fail_construction_naming_the_slot() -> None:
+    def wide() -> BadReturnEnv:
+        env = BadReturnEnv()
+        env.observation_space = spaces.Box(-100, 100, (3,), np.float32)
+        return env
+
+    with pytest.raises(
+        SpaceMismatchError, match=r"^slot 2: its env declares observation_space Box\(-100.0, 100.0, \(3,\)"
+    ):
+        PoolVectorEnv(EnvFnsSpec.from_callables([BadReturnEnv, BadReturnEnv, wide]), num_envs=3, num_workers=1)
