@@ -15,6 +15,7 @@ the worker makes before writing shared memory. Imports no gymnasium (HTTP worker
 
 from __future__ import annotations
 
+import functools
 import numbers
 from collections.abc import Sequence
 from typing import Any
@@ -80,31 +81,42 @@ def _flag(name: str, value: Any) -> bool:
     raise ContractViolation(name, "a bool", describe_value(value))
 
 
+@functools.cache
+def _dtype(name: str) -> np.dtype[Any]:
+    return np.dtype(name)
+
+
+def _where(leaf: Leaf) -> str:
+    return "observation" + "".join(f"[{key!r}]" for key in leaf.path)
+
+
 def _observation(obs: Any, leaves: Sequence[Leaf], flat: bool) -> None:
     for leaf in leaves:
-        where = "observation" + "".join(f"[{key!r}]" for key in leaf.path)
         if flat:
             value = obs
         else:
             try:
                 value = leaf_value(obs, leaf.path)
             except (KeyError, IndexError, TypeError) as exc:
-                raise ContractViolation(where, "a part the observation space declares", f"none ({exc!r})") from exc
+                got = f"none ({exc!r})"
+                raise ContractViolation(_where(leaf), "a part the observation space declares", got) from exc
+        dtype = _dtype(leaf.dtype)
+        if type(value) is np.ndarray and value.shape == leaf.shape and value.dtype == dtype:
+            continue  # the common case: nothing more to look at
         try:
             array = value if isinstance(value, np.ndarray) else np.asarray(value)
         except (ValueError, TypeError) as exc:  # ragged nested sequences
             got = f"{describe_value(value)} ({exc})"
-            raise ContractViolation(where, f"an array of shape {leaf.shape}", got) from exc
-        dtype = np.dtype(leaf.dtype)
+            raise ContractViolation(_where(leaf), f"an array of shape {leaf.shape}", got) from exc
         if array.shape != leaf.shape:
             raise ContractViolation(
-                where,
+                _where(leaf),
                 f"shape {leaf.shape} and dtype {dtype} (as the observation space declares)",
                 f"{describe_value(array)}",
             )
         if array.dtype != dtype and not np.can_cast(array.dtype, dtype, casting="same_kind"):
             raise ContractViolation(
-                where,
+                _where(leaf),
                 f"dtype {dtype} or one that casts to it (numpy 'same_kind', as SyncVectorEnv stacks)",
                 describe_value(array),
             )
