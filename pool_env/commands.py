@@ -11,12 +11,14 @@ import builtins
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pool_env.codec import CodecError
 from pool_env.errors import EnvCreationError, HttpStatusError, PoolEnvError, QuotaExceededError, SpaceMismatchError
 from pool_env.protocol import Op
-from pool_env.supervisor import WorkerHandle
+
+if TYPE_CHECKING:  # only an annotation: the supervisor imports merge_counters from here
+    from pool_env.supervisor import WorkerHandle
 
 __all__ = [
     "GAUGE_COUNTERS",

@@ -39,7 +39,12 @@ class PoolOptions:
         flap_limit: give up on a worker (its slots stay truncated) after this many restarts
             within ``flap_window`` seconds.
         flap_window: see ``flap_limit``.
-        kill_grace: seconds between SIGTERM and SIGKILL when stopping a worker.
+        kill_grace: seconds a worker gets to exit after being told to (``close()``), before it
+            and its process tree are killed; all workers share one grace period.
+        freeze_timeout: seconds without a heartbeat *and* without CPU progress after which a
+            worker is frozen (SIGSTOP, a deadlock) and is killed and replaced, independent of
+            ``step_timeout``; a busy worker (waiting on a slow server, or in a long step that
+            burns CPU) is not frozen. ``None`` turns the check off.
         on_env_error: what an exception raised inside a local env's ``reset``/``step`` does.
             ``"truncate"`` (default): that slot comes back truncated with the remote traceback in
             ``infos["error"]``, the worker and the other slots are unaffected. ``"raise"``
@@ -62,6 +67,7 @@ class PoolOptions:
     kill_grace: float = 1.0
     on_env_error: OnEnvError = "truncate"
     env_failure_limit: int = 5
+    freeze_timeout: float | None = 5.0
 
     def __post_init__(self) -> None:
         require(self.step_timeout is None or self.step_timeout > 0, "step_timeout", "must be > 0")
@@ -81,6 +87,7 @@ class PoolOptions:
             "env_failure_limit",
             f"must be an int >= 1, got {self.env_failure_limit!r}",
         )
+        require(self.freeze_timeout is None or self.freeze_timeout >= 1, "freeze_timeout", "must be >= 1 s or None")
 
     def effective_step_timeout(self, spec: EnvSpec) -> float:
         """The step timeout to use for ``spec``."""

@@ -1,11 +1,12 @@
-"""The coordinator: slots ↔ workers, commands with sequence numbers, deadlines, self-healing.
+"""The coordinator: slots ↔ workers, commands with sequence numbers, deadlines, results.
 
 One ROUTER socket (``ipc://`` in a private 0700 directory) talks to every worker's DEALER.
 A command goes to each worker that owns one of its slots; the actions and results live in
-shared memory, so messages stay tiny. While waiting for replies the coordinator also watches
-every worker process: one that exits, or does not answer within ``step_timeout``, is killed
-and replaced (subject to :class:`~pool_env.supervisor.RestartPolicy`), and only its slots
-are reported failed — truncated, reward 0, with the reason in ``errors``.
+shared memory, so messages stay tiny. The worker processes belong to the
+:class:`~pool_env.supervisor.Supervisor` (spawn, liveness, restart policy); while waiting for
+replies the coordinator lets it check them, and itself fails a worker that does not answer
+within ``step_timeout``. Only a failed worker's slots are reported failed — truncated,
+reward 0, with the reason in ``errors``.
 
 Unlike gymnasium's ``AsyncVectorEnv`` (which returns to idle on a timeout while replies are
 still in flight), a command stays pending until every worker answered or was replaced, and
@@ -16,10 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
-import shutil
-import subprocess
-import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
@@ -34,7 +31,6 @@ from pool_env.commands import (
     WorkerCall,
     error_from_call,
     error_from_fatal,
-    merge_counters,
     split_slots,
 )
 from pool_env.config import PoolOptions
@@ -53,7 +49,8 @@ from pool_env.errors import (
     WorkerStartError,
 )
 from pool_env.protocol import Op
-from pool_env.supervisor import RestartPolicy, WorkerHandle, WorkerState, spawn_worker, stop_process
+from pool_env.supervisor import ALIVE, Supervisor, WorkerHandle, WorkerState
+from pool_env.supervisor.rundir import RunDir
 
 __all__ = ["CommandResult", "Coordinator", "PendingCommand", "split_slots"]
 
@@ -81,19 +78,17 @@ class Coordinator:
         self._start_failure: PoolEnvError | None = None
         self.options = options
         self.step_timeout = options.effective_step_timeout(spec)
-        self.policy = RestartPolicy.from_options(options)
         self.counters: Counter[str] = Counter()
         self.base_seed: int | None = None
         self.num_envs = layout.num_envs
-        self._log_level = log_level
         self._env_name = _env_name(spec)
-        self._rng = random.Random()
         self._seq = 0
         self._closed = False
         self._created_at = time.monotonic()
         shm.sweep_orphans()
-        self._socket_dir = tempfile.mkdtemp(prefix="pool_env_")  # mode 0700: only we can connect
-        self.endpoint = f"ipc://{self._socket_dir}/control"
+        self._run_dir = RunDir()  # mode 0700: only we can connect; stale ones of dead trainers swept
+        self._socket_dir = self._run_dir.path
+        self.endpoint = self._run_dir.endpoint
         self._context = zmq.Context()
         self._socket: zmq.Socket[bytes] = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -101,14 +96,19 @@ class Coordinator:
         self._poller = zmq.Poller()  # one, reused: socket.poll() would build a Poller per call
         self._poller.register(self._socket, zmq.POLLIN)
         self.buffers: shm.BatchBuffers | None = None
+        self.supervisor: Supervisor | None = None
+        groups = split_slots(self.num_envs, num_workers)
         try:
             self._socket.bind(self.endpoint)
             self.buffers = shm.create(layout)
+            # Only an env_fns pool's own workers may unpickle (its factories, in init).
+            self.supervisor = Supervisor.of_subprocesses(
+                groups, options, self.endpoint, self._socket_dir, log_level, accept_pickle=spec.carries_code
+            )
         except BaseException:
             self.close()
             raise
-        self.workers = [WorkerHandle(i, slots) for i, slots in enumerate(split_slots(self.num_envs, num_workers))]
-        self._by_identity: dict[bytes, WorkerHandle] = {}
+        self.workers = self.supervisor.workers
         self._queues: dict[int, deque[WorkerCall]] = {w.worker_id: deque() for w in self.workers}
         self._lost: dict[int, str] = {}  # slot -> why its episode ended without being reported yet
         self._last_check = 0.0
@@ -124,8 +124,8 @@ class Coordinator:
             EnvCreationError: a worker could not create its envs.
             WorkerStartError: a worker exited or did not get ready within ``start_timeout``.
         """
-        for handle in self.workers:
-            self._spawn(handle)
+        assert self.supervisor is not None
+        self.supervisor.start_all()
         deadline = time.monotonic() + self.options.start_timeout
         while any(h.state is WorkerState.STARTING for h in self.workers):
             remaining = deadline - time.monotonic()
@@ -136,8 +136,9 @@ class Coordinator:
             for handle in self.workers:
                 code = handle.exit_code()
                 if handle.state is WorkerState.STARTING and code is not None:
+                    tail = handle.process.stderr_tail() if handle.process is not None else ""
                     raise WorkerStartError(
-                        f"worker {handle.worker_id} exited with code {code} during start-up:\n{handle.stderr_tail()}"
+                        f"worker {handle.worker_id} exited with code {code} during start-up:\n{tail}"
                     )
                 if handle.state is WorkerState.FATAL:
                     if isinstance(self._start_failure, EnvCreationError):
@@ -149,23 +150,17 @@ class Coordinator:
         if self._closed:
             return
         self._closed = True
-        workers = getattr(self, "workers", [])
-        for handle in workers:
-            if handle.exit_code() is None and handle.state in (WorkerState.RUNNING, WorkerState.STARTING):
-                with contextlib.suppress(zmq.ZMQError):
-                    self._socket.send_multipart([handle.identity, protocol.encode({"op": Op.CLOSE.value})])
-        deadline = time.monotonic() + self.options.kill_grace
-        for handle in workers:
-            if handle.process is not None:
-                with contextlib.suppress(Exception):
-                    handle.process.wait(max(0.0, deadline - time.monotonic()))
-                stop_process(handle.process, self.options.kill_grace)
-            handle.state = WorkerState.STOPPED
+        if self.supervisor is not None:
+            self.supervisor.stop_all(ask=self._ask_to_close)
         self._socket.close(linger=0)
         self._context.term()
         if self.buffers is not None:
             self.buffers.close()
-        shutil.rmtree(self._socket_dir, ignore_errors=True)
+        self._run_dir.close()
+
+    def _ask_to_close(self, handle: WorkerHandle) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self._socket.send_multipart([handle.identity, protocol.encode({"op": Op.CLOSE.value})])
 
     @property
     def closed(self) -> bool:
@@ -214,7 +209,7 @@ class Coordinator:
         pending = PendingCommand(op, self._seq)
         for worker_id, worker_slots in by_worker.items():
             handle = self.workers[worker_id]
-            self._maybe_restart(handle)
+            self._supervisor.restart_if_due(handle)
             if op is Op.STEP and any(s in self._lost for s in worker_slots):
                 # Slots whose episode died with a worker while another command was running:
                 # report that now (truncated + error); the new worker resets them next step.
@@ -299,44 +294,30 @@ class Coordinator:
         try:
             self._socket.send_multipart([handle.identity, protocol.encode(call.message)])
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's socket is gone, most likely it died
-            if handle.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    handle.process.wait(0.5)
-            code = handle.exit_code()
-            self._fail(handle, self._exit_reason(handle, code) if code is not None else f"worker unreachable ({exc})")
+            code = self._supervisor.exit_code(handle, wait=0.5)
+            reason = self._supervisor.exit_reason(handle, code) if code is not None else f"worker unreachable ({exc})"
+            self._fail(handle, reason)
             return
         call.sent_at = time.monotonic()
 
     def _check_workers(self, now: float) -> None:
-        """Restart workers whose backoff ended; fail the ones that died, hung or never started."""
+        """Let the supervisor check the processes; fail workers past ``step_timeout``; send queued calls."""
         self._last_check = now
+        for handle in self._supervisor.check():
+            self._after_failure(handle)
         for handle in self.workers:
-            self._maybe_restart(handle)
-            if not self._queues[handle.worker_id]:
+            queue = self._queues[handle.worker_id]
+            if not queue or handle.state not in ALIVE:
                 continue
-            head = self._queues[handle.worker_id][0]
-            code = handle.exit_code()
-            if code is not None:
-                self._fail(handle, self._exit_reason(handle, code))
-            elif head.sent_at is None:
-                if handle.state is WorkerState.STARTING and now - handle.started_at > self.options.start_timeout:
-                    self._fail(handle, f"worker {handle.worker_id} not ready within {self.options.start_timeout} s")
-                else:
-                    self._send_head(handle)
+            head = queue[0]
+            if head.sent_at is None:
+                self._send_head(handle)
             elif now - head.sent_at > self.step_timeout:
                 self._fail(
                     handle,
                     f"worker {handle.worker_id} (pid {handle.pid}) did not answer within "
                     f"step_timeout={self.step_timeout} s; killed",
                 )
-
-    @staticmethod
-    def _exit_reason(handle: WorkerHandle, code: int) -> str:
-        # A worker killed by a signal wrote nothing about it; one that exited on an error did.
-        tail = _last_lines(handle.stderr_tail(), 3) if code > 0 else ""
-        return f"worker {handle.worker_id} (pid {handle.pid}) exited with code {code}" + (
-            f"; stderr: {tail}" if tail else ""
-        )
 
     def _fail_call(self, call: WorkerCall, reason: str) -> None:
         """Report every slot of ``call`` failed: truncated, reward 0, observation unchanged.
@@ -386,50 +367,25 @@ class Coordinator:
             )
         self.counters["server_steps"] += count
 
-    # -- worker health ----------------------------------------------------------------------
+    # -- worker failures --------------------------------------------------------------------
 
-    def _spawn(self, handle: WorkerHandle) -> None:
-        merge_counters(handle.carried_counters, handle.backend_counters)
-        handle.backend_counters = {}
-        self._by_identity.pop(handle.identity, None)
-        # Only an env_fns pool's own workers may unpickle (its factories, in init).
-        spawn_worker(handle, self.endpoint, self._socket_dir, self._log_level, self.spec.carries_code)
-        self._by_identity[handle.identity] = handle
-
-    def _maybe_restart(self, handle: WorkerHandle) -> None:
-        if handle.state is WorkerState.BACKOFF and time.monotonic() >= handle.retry_at:
-            log.warning("restarting worker %d (slots %s), restart %d", handle.worker_id, handle.slots, handle.restarts)
-            self._spawn(handle)
+    @property
+    def _supervisor(self) -> Supervisor:
+        assert self.supervisor is not None
+        return self.supervisor
 
     def _fail(self, handle: WorkerHandle, reason: str) -> None:
-        """Kill ``handle``'s process, fail its queued calls, and decide when (if ever) it restarts."""
-        if handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):
-            return
-        if handle.process is not None and handle.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                handle.process.kill()
-        stop_process(handle.process, 0.0)
-        handle.restarts += 1
-        handle.last_error = reason
+        """Have the supervisor kill (and maybe restart) ``handle``; fail what it was doing."""
+        if self._supervisor.fail(handle, reason):
+            self._after_failure(handle)
+
+    def _after_failure(self, handle: WorkerHandle) -> None:
+        """Every episode of a failed worker died with it: fail its queued calls now; its other
+        slots are reported when they are next stepped."""
         self.counters["worker_failures"] += 1
-        now = time.monotonic()
-        delay = self.policy.next_delay(handle.failures, now, self._rng)
-        if delay is None:
-            handle.state = WorkerState.FATAL
-            handle.last_error = (
-                f"gave up on worker {handle.worker_id} after {len(handle.failures)} failures within "
-                f"{self.policy.flap_window} s; its slots stay truncated. Last error: {reason}"
-            )
-            log.error("%s", handle.last_error)
-        else:
-            handle.state = WorkerState.BACKOFF
-            handle.retry_at = now + delay
-            log.warning("worker %d failed (%s); restart %d in %.2f s", handle.worker_id, reason, handle.restarts, delay)
-        # Every episode of this worker died with it: slots not in a failing call are reported
-        # when they are next stepped.
-        self._lost.update({slot: handle.last_error for slot in handle.slots})
-        self._fail_queue(handle, handle.last_error)
-        self._maybe_restart(handle)
+        reason = handle.last_error or "worker failed"
+        self._lost.update({slot: reason for slot in handle.slots})
+        self._fail_queue(handle, reason)
 
     def _restart_seeds(self, handle: WorkerHandle) -> list[int | None]:
         """Seed schedule of a restarted worker: ``base_seed + slot + num_envs * restarts``."""
@@ -450,10 +406,10 @@ class Coordinator:
         return True
 
     def _handle(self, frames: list[bytes]) -> None:
-        if len(frames) != 2 or frames[0] not in self._by_identity:
+        handle = self._supervisor.handle_of(frames[0]) if len(frames) == 2 else None
+        if handle is None:
             log.debug("dropping a message from an unknown or replaced worker")
             return
-        handle = self._by_identity[frames[0]]
         try:
             message = protocol.decode(frames[1])
         except ProtocolError as exc:
@@ -465,7 +421,8 @@ class Coordinator:
         if op == Op.HELLO.value:
             self._send_init(handle)
         elif op == Op.READY.value:
-            handle.state = WorkerState.RUNNING
+            if handle.state is WorkerState.STARTING:
+                self._supervisor.ready(handle)
             self._send_head(handle)
         elif op == Op.DONE.value:
             call = self._answered_call(handle, message)
@@ -545,11 +502,9 @@ class Coordinator:
         error = error_from_fatal(message, handle.worker_id)
         if handle.state is WorkerState.STARTING:
             # The worker could not create its envs and exits; at start-up this is raised.
-            handle.state = WorkerState.FATAL
-            handle.last_error = str(error)
             self._start_failure = self._start_failure or error
-            stop_process(handle.process, self.options.kill_grace)
-            self._fail_queue(handle, handle.last_error)
+            self._supervisor.give_up(handle, str(error))
+            self._fail_queue(handle, str(error))
             return
         call = self._answered_call(handle, message)
         if call is not None and call.pending.result.fatal is None:
@@ -559,30 +514,12 @@ class Coordinator:
     # -- observability ----------------------------------------------------------------------
 
     def worker_stats(self) -> list[dict[str, Any]]:
-        """Per worker: id, pid, slots, state, restarts, steps, steps/s, cpu %, rss, last error."""
-        now = time.monotonic()
-        rows = []
-        for handle in self.workers:
-            uptime = now - handle.started_at if handle.state is WorkerState.RUNNING else 0.0
-            rows.append(
-                {
-                    "worker": handle.worker_id,
-                    "pid": handle.pid if handle.exit_code() is None else None,
-                    "slots": list(handle.slots),
-                    "state": handle.state.value,
-                    "restarts": handle.restarts,
-                    "steps": handle.steps,
-                    "uptime": uptime,
-                    "last_error": handle.last_error,
-                    "backend": dict(merge_counters(Counter(handle.carried_counters), handle.backend_counters)),
-                    **handle.resources(),
-                }
-            )
-        return rows
+        """Per worker: id, pid, slots, state, restarts, steps, uptime, cpu %, rss, last error."""
+        return self._supervisor.worker_stats()
 
     def live_pids(self) -> list[int]:
         """Pids of worker processes that are still running."""
-        return [h.pid for h in self.workers if h.pid is not None and h.exit_code() is None]
+        return self._supervisor.live_pids()
 
     @property
     def socket_dir(self) -> str:
@@ -602,7 +539,3 @@ def _env_name(spec: EnvSpec) -> str:
     """How error messages name the env of ``spec``."""
     name = getattr(spec, "env_id", None) or getattr(spec, "server_url", None)
     return repr(name) if name else type(spec).__name__
-
-
-def _last_lines(text: str, count: int) -> str:
-    return " | ".join(text.splitlines()[-count:])

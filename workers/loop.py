@@ -3,14 +3,18 @@
 Each command covers all the slots it names at once; results go straight into shared memory and
 one small ``done`` message answers the command. The loop exits by itself when the coordinator
 process is gone (its parent pid changes), so a ``kill -9`` of the trainer leaves no worker.
+A heartbeat thread (:mod:`pool_env.supervisor.liveness`) proves the worker alive while its main
+thread is busy, and stops the worker's process tree if the trainer died while a step hangs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
+import signal
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +26,7 @@ from pool_env.envs.registry import spec_from_wire
 from pool_env.errors import ErrorKind, HttpStatusError, PoolEnvError, QuotaExceededError, SpaceMismatchError
 from pool_env.protocol import Op
 from pool_env.shm import BatchBuffers, BatchLayout, attach, build_structure, leaf_value
+from pool_env.supervisor.liveness import HeartbeatBoard, HeartbeatThread
 from workers.backends.base import Backend, Outcome
 from workers.contract import ContractViolation, check_outcome
 
@@ -416,13 +421,39 @@ def _fatal_message(message: dict[str, Any], exc: PoolEnvError) -> dict[str, Any]
     return fatal
 
 
+def _stop_orphaned_tree(socket_dir: str | None) -> None:
+    """Last resort when the trainer died while this worker is stuck: remove the dead trainer's
+    socket directory and SIGKILL this worker's process group (itself and what its envs started)."""
+    if socket_dir:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    if os.getpgrp() == os.getpid():  # a session of our own (the supervisor starts us so)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+    os._exit(1)
+
+
 def run_worker(
-    endpoint: str, worker_id: int, gen: int, parent_pid: int, socket_dir: str | None, accept_pickle: bool = False
+    endpoint: str,
+    worker_id: int,
+    gen: int,
+    parent_pid: int,
+    socket_dir: str | None,
+    accept_pickle: bool = False,
+    heartbeat_path: str | None = None,
 ) -> int:
     """Connect to the coordinator at ``endpoint`` and serve until told to stop; the exit code.
 
     ``accept_pickle``: whether an ``init`` may carry pickled env factories (``env_fns``).
+    ``heartbeat_path``: the pool's heartbeat board (a heartbeat thread beats there).
     """
+    heartbeat = None
+    if heartbeat_path:
+        heartbeat = HeartbeatThread(
+            HeartbeatBoard(heartbeat_path),
+            worker_id,
+            on_orphaned=functools.partial(_stop_orphaned_tree, socket_dir),
+            parent_alive=lambda: os.getppid() == parent_pid,
+        )
+        heartbeat.start()
     context = zmq.Context()
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.IDENTITY, f"w{worker_id}.{gen}".encode())
@@ -438,7 +469,10 @@ def run_worker(
         loop.close()
         socket.close(linger=0 if orphaned else 1000)
         context.term()
-        if orphaned and socket_dir:
-            # The coordinator died without cleaning up: remove its socket directory.
-            shutil.rmtree(socket_dir, ignore_errors=True)
+        if heartbeat is not None:
+            heartbeat.stop()
+    if orphaned:
+        # The coordinator died without cleaning up: remove its socket directory and whatever
+        # our envs left running in our process group.
+        _stop_orphaned_tree(socket_dir)
     return 0
