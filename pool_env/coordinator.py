@@ -46,7 +46,6 @@ from pool_env.errors import (
     ProtocolError,
     QuotaExceededError,
     StepTimeoutError,
-    WorkerStartError,
 )
 from pool_env.protocol import Op
 from pool_env.supervisor import ALIVE, Supervisor, WorkerHandle, WorkerState
@@ -124,26 +123,13 @@ class Coordinator:
             EnvCreationError: a worker could not create its envs.
             WorkerStartError: a worker exited or did not get ready within ``start_timeout``.
         """
-        assert self.supervisor is not None
-        self.supervisor.start_all()
-        deadline = time.monotonic() + self.options.start_timeout
-        while any(h.state is WorkerState.STARTING for h in self.workers):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                late = [h.worker_id for h in self.workers if h.state is WorkerState.STARTING]
-                raise WorkerStartError(f"workers {late} not ready within {self.options.start_timeout} s")
-            self._pump(min(remaining, LIVENESS_POLL_MS / 1000))
-            for handle in self.workers:
-                code = handle.exit_code()
-                if handle.state is WorkerState.STARTING and code is not None:
-                    tail = handle.process.stderr_tail() if handle.process is not None else ""
-                    raise WorkerStartError(
-                        f"worker {handle.worker_id} exited with code {code} during start-up:\n{tail}"
-                    )
-                if handle.state is WorkerState.FATAL:
-                    if isinstance(self._start_failure, EnvCreationError):
-                        raise self._start_failure
-                    raise EnvCreationError(handle.last_error or "worker failed to start")
+        self._supervisor.start_all()
+        try:
+            self._supervisor.wait_ready(self._pump, LIVENESS_POLL_MS / 1000)
+        except EnvCreationError:
+            if isinstance(self._start_failure, EnvCreationError):  # the worker's own error, with its class
+                raise self._start_failure from None
+            raise
 
     def close(self) -> None:
         """Stop every worker (bounded time), close the socket, unlink shared memory. Idempotent."""
@@ -296,7 +282,7 @@ class Coordinator:
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker's socket is gone, most likely it died
             code = self._supervisor.exit_code(handle, wait=0.5)
             reason = self._supervisor.exit_reason(handle, code) if code is not None else f"worker unreachable ({exc})"
-            self._fail(handle, reason)
+            self._fail(handle, reason, ErrorKind.WORKER_DIED)
             return
         call.sent_at = time.monotonic()
 
@@ -317,6 +303,7 @@ class Coordinator:
                     handle,
                     f"worker {handle.worker_id} (pid {handle.pid}) did not answer within "
                     f"step_timeout={self.step_timeout} s; killed",
+                    ErrorKind.WORKER_HUNG,
                 )
 
     def _fail_call(self, call: WorkerCall, reason: str) -> None:
@@ -374,9 +361,9 @@ class Coordinator:
         assert self.supervisor is not None
         return self.supervisor
 
-    def _fail(self, handle: WorkerHandle, reason: str) -> None:
+    def _fail(self, handle: WorkerHandle, reason: str, kind: ErrorKind) -> None:
         """Have the supervisor kill (and maybe restart) ``handle``; fail what it was doing."""
-        if self._supervisor.fail(handle, reason):
+        if self._supervisor.fail(handle, reason, kind):
             self._after_failure(handle)
 
     def _after_failure(self, handle: WorkerHandle) -> None:
@@ -413,7 +400,7 @@ class Coordinator:
         try:
             message = protocol.decode(frames[1])
         except ProtocolError as exc:
-            self._fail(handle, f"worker {handle.worker_id} sent a malformed message: {exc}")
+            self._fail(handle, f"worker {handle.worker_id} sent a malformed message: {exc}", ErrorKind.PROTOCOL)
             return
         if message.get("gen") != handle.gen:
             return

@@ -423,9 +423,16 @@ def _fatal_message(message: dict[str, Any], exc: PoolEnvError) -> dict[str, Any]
 
 def _stop_orphaned_tree(socket_dir: str | None) -> None:
     """Last resort when the trainer died while this worker is stuck: remove the dead trainer's
-    socket directory and SIGKILL this worker's process group (itself and what its envs started)."""
+    socket directory and SIGKILL what its envs started (descendants, also those that left our
+    process group) and this worker's process group (itself included)."""
     if socket_dir:
         shutil.rmtree(socket_dir, ignore_errors=True)
+    with contextlib.suppress(Exception):
+        import psutil  # already imported by pool_env.shm
+
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
     if os.getpgrp() == os.getpid():  # a session of our own (the supervisor starts us so)
         os.killpg(os.getpgrp(), signal.SIGKILL)
     os._exit(1)

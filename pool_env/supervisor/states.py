@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pool_env.config import PoolOptions
+from pool_env.errors import ErrorKind
 
 if TYPE_CHECKING:
     from pool_env.supervisor.process import WorkerProcess
@@ -113,6 +114,7 @@ class WorkerHandle:
     failures: deque[float] = field(default_factory=deque)
     retry_at: float = 0.0
     last_error: str | None = None
+    last_kind: ErrorKind | None = None
     steps: int = 0
     started_at: float = 0.0
     # Liveness: the last heartbeat count and CPU time seen, and when either last moved.

@@ -21,7 +21,7 @@ from typing import Any
 
 from pool_env.commands import merge_counters
 from pool_env.config import PoolOptions
-from pool_env.errors import PoolEnvError
+from pool_env.errors import EnvCreationError, ErrorKind, PoolEnvError, WorkerStartError
 from pool_env.supervisor.liveness import HEARTBEAT_INTERVAL, HeartbeatBoard
 from pool_env.supervisor.process import Launcher, SubprocessLauncher
 from pool_env.supervisor.states import ALIVE, TRANSITIONS, RestartPolicy, WorkerHandle, WorkerState
@@ -134,6 +134,30 @@ class Supervisor:
         """The worker created its envs and waits for commands."""
         self.change_state(handle, WorkerState.RUNNING, "ready")
 
+    def wait_ready(self, pump: Callable[[float], object], poll: float) -> None:
+        """Wait for every starting worker to get ready; ``pump(seconds)`` handles their messages.
+
+        Raises:
+            EnvCreationError: a worker could not create its envs.
+            WorkerStartError: a worker exited or did not get ready within ``start_timeout``.
+        """
+        deadline = self._clock() + self.options.start_timeout
+        while any(h.state is WorkerState.STARTING for h in self.workers):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                late = [h.worker_id for h in self.workers if h.state is WorkerState.STARTING]
+                raise WorkerStartError(f"workers {late} not ready within {self.options.start_timeout} s")
+            pump(min(remaining, poll))
+            for handle in self.workers:
+                code = handle.exit_code()
+                if handle.state is WorkerState.STARTING and code is not None:
+                    tail = handle.process.stderr_tail() if handle.process is not None else ""
+                    raise WorkerStartError(
+                        f"worker {handle.worker_id} exited with code {code} during start-up:\n{tail}"
+                    )
+                if handle.state is WorkerState.FATAL:
+                    raise EnvCreationError(handle.last_error or "worker failed to start")
+
     def restart_if_due(self, handle: WorkerHandle) -> None:
         """Start a new process for ``handle`` if its backoff ended."""
         if handle.state is WorkerState.BACKOFF and self._clock() >= handle.retry_at:
@@ -141,15 +165,17 @@ class Supervisor:
 
     # -- failures ---------------------------------------------------------------------------
 
-    def fail(self, handle: WorkerHandle, reason: str) -> bool:
+    def fail(self, handle: WorkerHandle, reason: str, kind: ErrorKind) -> bool:
         """Kill ``handle``'s process tree and decide when (if ever) it restarts.
 
+        ``kind`` (why it failed) is kept in ``handle.last_kind``; ``GAVE_UP`` once given up on.
         Returns whether the worker was alive (``False``: it had already failed or stopped, and
         nothing changed).
         """
         if handle.state not in ALIVE:
             return False
         self._kill(handle)
+        handle.last_kind = kind
         handle.restarts += 1
         now = self._clock()
         delay = self.policy.next_delay(handle.failures, now, self._rng)
@@ -158,6 +184,7 @@ class Supervisor:
                 f"gave up on worker {handle.worker_id} after {len(handle.failures)} failures within "
                 f"{self.policy.flap_window} s; its slots stay truncated. Last error: {reason}"
             )
+            handle.last_kind = ErrorKind.GAVE_UP
             self.change_state(handle, WorkerState.FATAL, handle.last_error)
         else:
             handle.last_error = reason
@@ -185,29 +212,31 @@ class Supervisor:
             self.restart_if_due(handle)
             if handle.state not in ALIVE:
                 continue
-            reason = self._problem(handle, now)
-            if reason is not None and self.fail(handle, reason):
+            problem = self._problem(handle, now)
+            if problem is not None and self.fail(handle, *problem):
                 failed.append(handle)
         return failed
 
-    def _problem(self, handle: WorkerHandle, now: float) -> str | None:
+    def _problem(self, handle: WorkerHandle, now: float) -> tuple[str, ErrorKind] | None:
         code = handle.exit_code()
         if code is not None:
-            return self.exit_reason(handle, code)
+            return self.exit_reason(handle, code), ErrorKind.WORKER_DIED
         if handle.state is WorkerState.STARTING and now - handle.started_at > self.options.start_timeout:
-            return f"worker {handle.worker_id} not ready within start_timeout={self.options.start_timeout} s"
+            late = f"worker {handle.worker_id} not ready within start_timeout={self.options.start_timeout} s"
+            return late, ErrorKind.WORKER_HUNG
         if self._frozen(handle, now):
             return (
                 f"worker {handle.worker_id} (pid {handle.pid}) is frozen (no heartbeat and no CPU progress): "
-                f"did not answer within freeze_timeout={self.options.freeze_timeout} s; killed"
+                f"did not answer within freeze_timeout={self.options.freeze_timeout} s; killed",
+                ErrorKind.WORKER_HUNG,
             )
         return None
 
     def _frozen(self, handle: WorkerHandle, now: float) -> bool:
         """No heartbeat and no CPU progress for ``freeze_timeout`` (see :mod:`.liveness`)."""
         limit = self.options.freeze_timeout
-        if limit is None or handle.process is None:
-            return False
+        if limit is None or handle.process is None or handle.state is not WorkerState.RUNNING:
+            return False  # a starting worker may load big libraries (holding the GIL): start_timeout
         beat = handle.process.heartbeat()
         if beat != handle.last_beat:
             handle.last_beat, handle.last_cpu, handle.progress_at = beat, None, now

@@ -6,8 +6,11 @@ takes one grace period; replacing or closing a worker stops every process its en
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -169,3 +172,40 @@ def test_close_stops_the_processes_the_envs_started_even_outside_the_process_gro
     assert len(children) == 2 * NUM_ENVS and all(is_running(c) for c in children)
     env.close()
     wait_until(lambda: not any(is_running(c) for c in children), 5, "every child of every worker is gone")
+
+
+STUCK_TRAINER = """
+import json, sys, time
+import numpy as np
+import pool_env
+spec = pool_env.GymEnvSpec("tests.envs.liveness:make_child_starting_env", pid_dir=sys.argv[1], hang_flag=sys.argv[2])
+env = pool_env.PoolVectorEnv(spec, num_envs=4, num_workers=2, options=pool_env.PoolOptions(step_timeout=300))
+env.reset(seed=0)
+print(json.dumps({"workers": env.worker_pids, "run_dir": env._coordinator.socket_dir}), flush=True)
+env.step_async(np.zeros(4, dtype=np.int64))
+time.sleep(600)
+"""
+
+
+def test_a_trainer_killed_while_a_worker_hangs_in_a_step_leaves_no_process_of_the_pool(tmp_path: Path) -> None:
+    pid_dir, hang = tmp_path / "pids", tmp_path / "hang"
+    pid_dir.mkdir()
+    hang.touch()  # worker 1 hangs in its first step: its main thread cannot notice the trainer die
+    trainer = subprocess.Popen([sys.executable, "-c", STUCK_TRAINER, str(pid_dir), str(hang)], stdout=subprocess.PIPE)
+    try:
+        assert trainer.stdout is not None
+        started = json.loads(trainer.stdout.readline())
+        wait_until(lambda: not hang.exists(), 20, "worker 1 is stuck in its step")
+        children = [c for pids in children_of(pid_dir).values() for c in pids]
+        assert len(children) == 2 * NUM_ENVS and all(is_running(c) for c in children)
+        trainer.kill()
+        trainer.wait(10)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+        trainer.wait(10)
+        assert trainer.stdout is not None
+        trainer.stdout.close()
+    processes = started["workers"] + children
+    wait_until(lambda: not any(is_running(p) for p in processes), 15, "workers and their env's processes are gone")
+    wait_until(lambda: not os.path.exists(started["run_dir"]), 5, "the dead trainer's run dir is removed")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pool_env import PoolOptions
-from pool_env.errors import PoolEnvError
+from pool_env.errors import ErrorKind, PoolEnvError
 from pool_env.supervisor import Supervisor, WorkerHandle, WorkerState
 
 
@@ -105,7 +105,7 @@ def test_a_crashed_worker_is_restarted_at_once_as_a_new_generation() -> None:
     assert supervisor.check() == [handle]
 
     assert handle.state is WorkerState.STARTING and handle.gen == 2 and handle.restarts == 1
-    assert "exited with code -9" in (handle.last_error or "")
+    assert "exited with code -9" in (handle.last_error or "") and handle.last_kind is ErrorKind.WORKER_DIED
     assert launcher.of(handle) is not first and first.killed == 1
     assert supervisor.handle_of(b"w0.1") is None and supervisor.handle_of(b"w0.2") is handle
 
@@ -150,6 +150,7 @@ def test_flap_limit_failures_within_the_window_give_up_for_good() -> None:
 
     assert handle.state is WorkerState.FATAL
     assert (handle.last_error or "").startswith("gave up on worker 0 after 3 failures")
+    assert handle.last_kind is ErrorKind.GAVE_UP
     launches = len(launcher.launched)
     clock.advance(3600)
     assert supervisor.check() == [] and handle.state is WorkerState.FATAL and len(launcher.launched) == launches
@@ -168,7 +169,7 @@ def test_a_worker_without_heartbeat_and_without_cpu_progress_is_frozen_after_fre
     assert supervisor.check() == [handle]
     reason = handle.last_error or ""
     assert "is frozen (no heartbeat and no CPU progress): did not answer within freeze_timeout=3.0 s" in reason
-    assert process.killed == 1 and handle.gen == 2
+    assert process.killed == 1 and handle.gen == 2 and handle.last_kind is ErrorKind.WORKER_HUNG
 
 
 def test_a_worker_whose_cpu_time_advances_is_busy_not_frozen() -> None:
@@ -196,6 +197,18 @@ def test_a_coordinator_that_did_not_look_for_a_long_time_does_not_cut_a_beating_
     clock.advance(60.0)  # the trainer was busy elsewhere; the worker beat meanwhile
     launcher.of(supervisor.workers[0]).beats += 300
     assert supervisor.check() == []
+
+
+def test_a_starting_worker_is_judged_by_start_timeout_not_freeze_timeout() -> None:
+    clock = FakeClock()
+    launcher = FakeLauncher(clock)
+    options = PoolOptions(start_timeout=30.0, freeze_timeout=3.0)
+    supervisor = Supervisor([[0]], options, launcher, clock=clock)
+    supervisor.start_all()  # loading a big library that holds the GIL: no beat, no CPU (I/O)
+    for _ in range(29):
+        clock.advance(1.0)
+        assert supervisor.check() == []
+    assert supervisor.workers[0].state is WorkerState.STARTING
 
 
 def test_freeze_timeout_none_turns_the_check_off() -> None:
@@ -255,8 +268,8 @@ def test_a_failure_is_logged_once_with_its_reason(caplog: pytest.LogCaptureFixtu
 def test_failing_a_worker_that_already_failed_changes_nothing() -> None:
     supervisor, _, _ = make(flap_limit=1)
     handle = supervisor.workers[0]
-    assert supervisor.fail(handle, "hung") is True and handle.state is WorkerState.FATAL
-    assert supervisor.fail(handle, "hung again") is False and handle.restarts == 1
+    assert supervisor.fail(handle, "hung", ErrorKind.WORKER_HUNG) is True and handle.state is WorkerState.FATAL
+    assert supervisor.fail(handle, "hung again", ErrorKind.WORKER_HUNG) is False and handle.restarts == 1
 
 
 def test_stop_all_with_frozen_workers_takes_one_grace_period_not_one_per_worker() -> None:
