@@ -14,10 +14,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from pool_env.codec import CodecError
 from pool_env.config import PoolOptions
 from pool_env.envs import GymEnvSpec, HttpEnvSpec
 from pool_env.errors import (
+    CodecError,
     DaemonUnavailableError,
     EnvCreationError,
     ErrorKind,

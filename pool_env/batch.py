@@ -3,7 +3,7 @@
 * :func:`validate_actions` checks a batch of actions against the action space and returns one
   array per action leaf, ready to copy into shared memory (or to send as raw frames).
 * :func:`assemble_infos` builds gymnasium-style vector infos (dicts of arrays with ``_key``
-  masks) from the sparse per-slot infos and errors a command returned.
+  masks) from the sparse per-slot infos and failures a command returned.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from pool_env.errors import InvalidActionError
+from pool_env.errors import InvalidActionError, SlotFailure
 from pool_env.shm import Leaf, leaf_value
 
 __all__ = ["add_info", "assemble_infos", "validate_actions"]
@@ -119,19 +119,29 @@ def add_info(infos: dict[str, Any], info: Mapping[str, Any], slot: int, num_envs
 
 def assemble_infos(
     slot_infos: Mapping[int, Mapping[str, Any]],
-    errors: Mapping[int, str],
+    errors: Mapping[int, SlotFailure],
     num_envs: int,
     restarts_of: Callable[[int], int],
     position: Callable[[int], int] = lambda slot: slot,
 ) -> dict[str, Any]:
-    """Vector infos from sparse per-slot infos and errors (``error`` + ``restarts`` per failed slot).
+    """Vector infos from sparse per-slot infos and failures.
 
-    ``position`` maps a pool slot to its index in the caller's batch (a daemon client sees its
-    leased slots as ``0..n-1``).
+    Each failed slot gets ``error`` (text for people), ``error_kind`` (an
+    :class:`~pool_env.errors.ErrorKind`), ``step_fate`` (a :class:`~pool_env.errors.StepFate`)
+    and ``restarts``, each with its ``_key`` mask (object arrays, ``None`` elsewhere, but
+    ``restarts``: int). ``position`` maps a pool slot to its index in the caller's batch (a daemon
+    client sees its leased slots as ``0..n-1``).
     """
     infos: dict[str, Any] = {}
     for slot in sorted(slot_infos):
         infos = add_info(infos, slot_infos[slot], position(slot), num_envs)
     for slot in sorted(errors):
-        infos = add_info(infos, {"error": errors[slot], "restarts": restarts_of(slot)}, position(slot), num_envs)
+        failure = errors[slot]
+        info = {
+            "error": failure.message,
+            "error_kind": failure.kind,
+            "step_fate": failure.fate,
+            "restarts": restarts_of(slot),
+        }
+        infos = add_info(infos, info, position(slot), num_envs)
     return infos

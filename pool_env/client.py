@@ -20,6 +20,7 @@ with pool_env.connect("ipc:///run/user/1000/pool-env/pool.sock", num_envs=8) as 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +32,7 @@ from pool_env.batch import assemble_infos, validate_actions
 from pool_env.daemon import security, wire
 from pool_env.daemon.session import CurveClientKeys, DaemonSession, Reply
 from pool_env.daemon.wire import ClientOp
-from pool_env.errors import NoPendingCallError, SpecError, UsageError
+from pool_env.errors import NoPendingCallError, SlotFailure, SpecError, UsageError
 from pool_env.frontend import BatchedVectorEnv
 from pool_env.spaces import leaves_of, structure_of_batch
 
@@ -229,7 +230,9 @@ class RemoteVectorEnv(BatchedVectorEnv):
     # -- observability ----------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Each daemon's status document (workers, leases, counters) and this env's slots."""
+        """Each daemon's status document (workers, leases, counters, slot failures by kind) and this env's
+        slots; ``counters`` and ``error_kinds`` summed over the daemons (the whole pools', not only this
+        env's slots)."""
         self._check_idle("stats")
         daemons = []
         for session in self._sessions:
@@ -241,6 +244,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
             "daemons": daemons,
             "workers": [w for d in daemons for w in d["workers"]],
             "counters": {k: sum(d["counters"].get(k, 0) for d in daemons) for d in daemons for k in d["counters"]},
+            "error_kinds": dict(sum((Counter(d.get("error_kinds", {})) for d in daemons), Counter())),
         }
 
     # -- internals --------------------------------------------------------------------------
@@ -260,7 +264,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
             raise
         self._pending = None
         slot_infos: dict[int, Any] = {}
-        errors: dict[int, str] = {}
+        errors: dict[int, SlotFailure] = {}
         for k, reply in sorted(self._replies.items()):
             self._apply(k, reply, step, flags, slot_infos, errors)
         return assemble_infos(slot_infos, errors, self.num_envs, lambda i: self._restarts.get(i, 0))
@@ -272,15 +276,15 @@ class RemoteVectorEnv(BatchedVectorEnv):
         step: bool,
         flags: tuple[np.ndarray, ...],
         infos: dict[int, Any],
-        errors: dict[int, str],
+        errors: dict[int, SlotFailure],
     ) -> None:
         session, offset = self._sessions[k], self._offsets[k]
         rows = slice(offset, offset + session.num_envs)
         header = reply.header
         for position, info in dict(header.get("infos") or {}).items():
             infos[offset + int(position)] = info
-        for position, text in dict(header.get("errors") or {}).items():
-            errors[offset + int(position)] = str(text)
+        for position, failure in dict(header.get("errors") or {}).items():
+            errors[offset + int(position)] = SlotFailure.from_wire(failure)
         for position, count in dict(header.get("restarts") or {}).items():
             self._restarts[offset + int(position)] = int(count)
         # A failed slot keeps its previous observation, even if its worker wrote a new one

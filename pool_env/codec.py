@@ -28,7 +28,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from pool_env.errors import PoolEnvError
+from pool_env.errors import CodecError
 
 __all__ = ["CodecError", "ext_hook", "pack", "render_path", "unpack"]
 
@@ -42,17 +42,6 @@ EXT_OBJECT = 7  # [import path of the class, __dict__]
 EXT_COMPLEX = 8  # [real, imag]
 EXT_NAMED = 9  # import path of a class or function
 EXT_GENERATOR = 10  # numpy.random.Generator: [bit generator name, state with big ints as decimal str]
-
-
-class CodecError(PoolEnvError, TypeError):
-    """A value that cannot cross a process boundary (names where it sits and its type)."""
-
-    def __init__(self, message: str, path: tuple[Any, ...] = ()) -> None:
-        super().__init__(message)
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (str(self), self.path))
 
 
 class _Unencodable(Exception):

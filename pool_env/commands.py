@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pool_env.codec import CodecError
-from pool_env.errors import EnvCreationError, HttpStatusError, PoolEnvError, QuotaExceededError, SpaceMismatchError
+from pool_env.errors import PoolEnvError, SlotFailure
 from pool_env.protocol import Op
 
 if TYPE_CHECKING:  # only an annotation: the supervisor imports merge_counters from here
@@ -26,7 +25,6 @@ __all__ = [
     "PendingCommand",
     "WorkerCall",
     "error_from_call",
-    "error_from_fatal",
     "merge_counters",
     "split_slots",
 ]
@@ -45,10 +43,11 @@ def split_slots(num_envs: int, num_workers: int) -> list[list[int]]:
 
 @dataclass
 class CommandResult:
-    """What came back: per-slot infos (non-empty only), per-slot errors, and ``call`` results."""
+    """What came back: per-slot infos (non-empty only), per-slot failures, ``call`` results, and an
+    error to raise."""
 
     infos: dict[int, dict[str, Any]] = field(default_factory=dict)
-    errors: dict[int, str] = field(default_factory=dict)
+    errors: dict[int, SlotFailure] = field(default_factory=dict)
     fatal: BaseException | None = None
     values: dict[int, Any] = field(default_factory=dict)
 
@@ -105,26 +104,3 @@ def merge_counters(total: Counter[str], add: Mapping[str, int]) -> Counter[str]:
     for name, value in add.items():
         total[name] = max(total[name], value) if name in GAUGE_COUNTERS else total[name] + value
     return total
-
-
-def error_from_fatal(message: dict[str, Any], worker_id: int) -> PoolEnvError:
-    """The error a worker's ``fatal`` message stands for (raised in the trainer)."""
-    kind, text = message.get("kind", "PoolEnvError"), str(message.get("message", ""))
-    if kind == "QuotaExceededError":
-        used, limit = message.get("steps_used"), message.get("limit")
-        return QuotaExceededError(
-            str(message.get("detail", text)),
-            str(message.get("url", "")),
-            used if isinstance(used, int) else None,
-            limit if isinstance(limit, int) else None,
-        )
-    if kind == "HttpStatusError":
-        status, detail = int(message.get("status", 0)), str(message.get("detail", text))
-        return HttpStatusError(status, detail, str(message.get("url", "")))
-    if kind == "EnvCreationError":
-        return EnvCreationError(text)
-    if kind == "CodecError":
-        return CodecError(f"worker {worker_id}: {text}")
-    if kind == "SpaceMismatchError":
-        return SpaceMismatchError(text)
-    return PoolEnvError(f"worker {worker_id}: {kind}: {text}\n{message.get('traceback', '')}")

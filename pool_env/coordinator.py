@@ -6,7 +6,8 @@ shared memory, so messages stay tiny. The worker processes belong to the
 :class:`~pool_env.supervisor.Supervisor` (spawn, liveness, restart policy); while waiting for
 replies the coordinator lets it check them, and itself fails a worker that does not answer
 within ``step_timeout``. Only a failed worker's slots are reported failed — truncated,
-reward 0, with the reason in ``errors``.
+reward 0, with a :class:`~pool_env.errors.SlotFailure` in ``errors`` (its kind, and the fate of
+the slot's step: unknown if the command had reached the worker, not applied otherwise).
 
 Unlike gymnasium's ``AsyncVectorEnv`` (which returns to idle on a timeout while replies are
 still in flight), a command stays pending until every worker answered or was replaced, and
@@ -24,15 +25,8 @@ from typing import Any
 
 import zmq
 
-from pool_env import protocol, shm
-from pool_env.commands import (
-    CommandResult,
-    PendingCommand,
-    WorkerCall,
-    error_from_call,
-    error_from_fatal,
-    split_slots,
-)
+from pool_env import errors, protocol, shm
+from pool_env.commands import CommandResult, PendingCommand, WorkerCall, error_from_call, split_slots
 from pool_env.config import PoolOptions
 from pool_env.envs import EnvSpec
 from pool_env.errors import (
@@ -45,6 +39,8 @@ from pool_env.errors import (
     PoolGaveUpError,
     ProtocolError,
     QuotaExceededError,
+    SlotFailure,
+    StepFate,
     StepTimeoutError,
 )
 from pool_env.protocol import Op
@@ -78,6 +74,7 @@ class Coordinator:
         self.options = options
         self.step_timeout = options.effective_step_timeout(spec)
         self.counters: Counter[str] = Counter()
+        self.error_kinds: Counter[ErrorKind] = Counter()  # every slot failure reported, by kind
         self.base_seed: int | None = None
         self.num_envs = layout.num_envs
         self._env_name = _env_name(spec)
@@ -202,7 +199,7 @@ class Coordinator:
                 lost = [s for s in worker_slots if s in self._lost]
                 gone = WorkerCall(pending, handle, handle.gen, {"slots": lost}, lost)
                 pending.calls.append(gone)
-                self._fail_call(gone, "episode lost: " + self._lost[lost[0]])
+                self._fail_call(gone, ErrorKind.EPISODE_LOST, "episode lost: " + self._lost[lost[0]])
                 worker_slots = [s for s in worker_slots if s not in lost]
                 if not worker_slots:
                     continue
@@ -221,7 +218,8 @@ class Coordinator:
             call = WorkerCall(pending, handle, handle.gen, message, worker_slots)
             pending.calls.append(call)
             if handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):
-                self._fail_call(call, handle.last_error or "worker restarting")
+                kind = ErrorKind.GAVE_UP if handle.state is WorkerState.FATAL else ErrorKind.WORKER_RESTARTING
+                self._fail_call(call, kind, handle.last_error or "worker restarting")
                 continue
             self._queues[worker_id].append(call)
             self._send_head(handle)
@@ -275,7 +273,7 @@ class Coordinator:
         if call.sent_at is not None:
             return
         if call.gen != handle.gen:  # queued for a process that was replaced meanwhile
-            self._fail_queue(handle, handle.last_error or "worker restarted")
+            self._fail_queue(handle, ErrorKind.WORKER_RESTARTING, handle.last_error or "worker restarted")
             return
         try:
             self._socket.send_multipart([handle.identity, protocol.encode(call.message)])
@@ -306,21 +304,27 @@ class Coordinator:
                     ErrorKind.WORKER_HUNG,
                 )
 
-    def _fail_call(self, call: WorkerCall, reason: str) -> None:
+    def _fail_call(self, call: WorkerCall, kind: ErrorKind, reason: str) -> None:
         """Report every slot of ``call`` failed: truncated, reward 0, observation unchanged.
+
+        The fate of the slots' steps: not applied if the call never reached the worker (or is a
+        reset, which takes no step), else unknown (the worker may have stepped some slots).
 
         When every worker was given up on, the command raises :class:`PoolGaveUpError` instead:
         never all-truncated batches forever.
         """
         assert self.buffers is not None
         call.done = True
+        fate = StepFate.UNKNOWN if call.sent_at is not None and call.pending.op is Op.STEP else StepFate.NOT_APPLIED
+        failure = SlotFailure(kind, fate, reason)
         for slot in call.slots:
             self._lost.pop(slot, None)
             self.buffers.reward[slot] = 0.0
             self.buffers.terminated[slot] = False
             self.buffers.truncated[slot] = True
-            call.pending.result.errors[slot] = reason
+            call.pending.result.errors[slot] = failure
         self.counters["slot_failures"] += len(call.slots)
+        self.error_kinds[kind] += len(call.slots)
         result = call.pending.result
         if result.fatal is None and all(h.state is WorkerState.FATAL for h in self.workers):
             first = min(self.workers, key=lambda h: h.slots[0] if h.slots else 0)
@@ -330,10 +334,10 @@ class Coordinator:
                 f"{first.last_error or reason}"
             )
 
-    def _fail_queue(self, handle: WorkerHandle, reason: str) -> None:
+    def _fail_queue(self, handle: WorkerHandle, kind: ErrorKind, reason: str) -> None:
         queue = self._queues[handle.worker_id]
         while queue:
-            self._fail_call(queue.popleft(), reason)
+            self._fail_call(queue.popleft(), kind, reason)
 
     def _charge_server_steps(self, count: int) -> None:
         """Count ``count`` server step calls of an HTTP pool against ``max_server_steps``.
@@ -367,12 +371,13 @@ class Coordinator:
             self._after_failure(handle)
 
     def _after_failure(self, handle: WorkerHandle) -> None:
-        """Every episode of a failed worker died with it: fail its queued calls now; its other
-        slots are reported when they are next stepped."""
+        """Every episode of a failed worker died with it: fail its queued calls now (with the kind
+        the supervisor recorded, ``GAVE_UP`` once given up on); its other slots are reported when
+        they are next stepped."""
         self.counters["worker_failures"] += 1
         reason = handle.last_error or "worker failed"
         self._lost.update({slot: reason for slot in handle.slots})
-        self._fail_queue(handle, reason)
+        self._fail_queue(handle, handle.last_kind or ErrorKind.WORKER_DIED, reason)
 
     def _restart_seeds(self, handle: WorkerHandle) -> list[int | None]:
         """Seed schedule of a restarted worker: ``base_seed + slot + num_envs * restarts``."""
@@ -412,6 +417,11 @@ class Coordinator:
                 self._supervisor.ready(handle)
             self._send_head(handle)
         elif op == Op.DONE.value:
+            try:
+                failures = {int(k): SlotFailure.from_wire(v) for k, v in message.get("errors", {}).items()}
+            except (ProtocolError, TypeError, ValueError, AttributeError) as exc:
+                self._fail(handle, f"worker {handle.worker_id} sent malformed errors: {exc}", ErrorKind.PROTOCOL)
+                return
             call = self._answered_call(handle, message)
             if call is None:
                 return  # a reply to an abandoned command
@@ -420,11 +430,10 @@ class Coordinator:
                 handle.backend_counters = {str(k): int(v) for k, v in message["counters"].items()}
             result = call.pending.result
             result.infos.update({int(k): v for k, v in message.get("infos", {}).items()})
-            errors = {int(k): str(v) for k, v in message.get("errors", {}).items()}
-            result.errors.update(errors)
-            self.counters["slot_errors"] += len(errors)
-            if "kinds" in message:
-                self._judge_env_failures(result, message, errors)
+            result.errors.update(failures)
+            self.counters["slot_errors"] += len(failures)
+            self.error_kinds.update(failure.kind for failure in failures.values())
+            self._judge_env_failures(result, message, failures)
             if "values" in message:
                 result.values.update({int(k): v for k, v in message["values"].items()})
             if "call_error" in message and result.fatal is None:
@@ -433,7 +442,9 @@ class Coordinator:
         elif op == Op.FATAL.value:
             self._on_fatal(handle, message)
 
-    def _judge_env_failures(self, result: CommandResult, message: dict[str, Any], errors: dict[int, str]) -> None:
+    def _judge_env_failures(
+        self, result: CommandResult, message: dict[str, Any], failures: dict[int, SlotFailure]
+    ) -> None:
         """Decide which failures of users' envs the trainer must see raised (README failure table).
 
         An invalid return always raises (a bug, never transient); an exception raised in the env
@@ -441,13 +452,13 @@ class Coordinator:
         a row; otherwise the slot is reported truncated. The first error (by slot) wins.
         """
         in_a_row = {int(k): int(v) for k, v in message.get("in_a_row", {}).items()}
-        for slot, kind in sorted((int(k), str(v)) for k, v in message["kinds"].items()):  # ErrorKind values
-            text = errors.get(slot, kind)
+        for slot, failure in sorted(failures.items()):
+            kind, text = failure.kind, failure.message
             error: PoolEnvError | None = None
-            if kind == ErrorKind.INVALID_ENV_RETURN:
+            if kind is ErrorKind.INVALID_ENV_RETURN:
                 self.counters["invalid_env_returns"] += 1
                 error = InvalidEnvReturnError(text, slot)
-            elif kind == ErrorKind.ENV_RAISED:
+            elif kind is ErrorKind.ENV_RAISED:
                 self.counters["env_exceptions"] += 1
                 count = in_a_row.get(slot, 1)
                 if self.options.on_env_error == "raise":
@@ -486,12 +497,13 @@ class Coordinator:
         return call
 
     def _on_fatal(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
-        error = error_from_fatal(message, handle.worker_id)
+        error = errors.from_wire(message.get("error"))
+        error.add_note(f"raised in worker {handle.worker_id} (pid {handle.pid})")
         if handle.state is WorkerState.STARTING:
             # The worker could not create its envs and exits; at start-up this is raised.
             self._start_failure = self._start_failure or error
             self._supervisor.give_up(handle, str(error))
-            self._fail_queue(handle, str(error))
+            self._fail_queue(handle, ErrorKind.GAVE_UP, str(error))
             return
         call = self._answered_call(handle, message)
         if call is not None and call.pending.result.fatal is None:

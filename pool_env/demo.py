@@ -21,10 +21,10 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from pool_env import shm
-from pool_env.chaos.ledger import fault_kind
 from pool_env.config import PoolOptions
 from pool_env.envs import HttpEnvSpec
 from pool_env.envs.degradation import FLY, REPAIR
+from pool_env.errors import ErrorKind
 from pool_env.vector_env import PoolVectorEnv
 
 __all__ = ["DemoSummary", "maintenance_policy", "run_demo"]
@@ -49,7 +49,7 @@ class DemoSummary:
     seconds: float = 0.0
     episodes_finished: int = 0
     episode_returns: list[float] = field(default_factory=list)
-    faults: Counter[str] = field(default_factory=Counter)
+    faults: Counter[ErrorKind] = field(default_factory=Counter)
     restarts: int = 0
     slots_recovered: int = 0
     leaked_processes: int = 0
@@ -63,7 +63,7 @@ class DemoSummary:
     def lines(self) -> list[str]:
         """The summary as text lines."""
         mean_return = float(np.mean(self.episode_returns)) if self.episode_returns else float("nan")
-        faults = ", ".join(f"{kind} {n}" for kind, n in sorted(self.faults.items())) or "none"
+        faults = ", ".join(f"{kind.value} {n}" for kind, n in sorted(self.faults.items())) or "none"
         return [
             f"steps            {self.steps} pool steps, {self.env_steps} env steps in {self.seconds:.1f} s",
             f"throughput       {self.steps_per_second:,.0f} env steps/s",
@@ -123,7 +123,7 @@ def _run_steps(env: PoolVectorEnv, summary: DemoSummary, steps: Any, obs: np.nda
         waiting_for_reset &= ~recovered
         returns += rewards
         for slot in np.flatnonzero(infos.get("_error", no_errors)):
-            summary.faults[fault_kind(str(infos["error"][slot]))] += 1
+            summary.faults[ErrorKind(infos["error_kind"][slot])] += 1
             waiting_for_reset[slot] = True
         ended = terminated | (truncated & ~infos.get("_error", no_errors))
         summary.episodes_finished += int(ended.sum())

@@ -14,6 +14,7 @@ PoolEnvError
 │   └── LeaseError                 a daemon refused or does not know a lease (names what is free)
 ├── WorkerError                    a worker could not be started or did something it must not
 │   └── WorkerStartError           workers did not come up (exit code / stderr tail)
+├── CodecError                     a value that cannot cross a process boundary (names where it sits; also TypeError)
 ├── ProtocolError                  a malformed or oversized message on a pool_env wire
 │   └── VersionMismatchError       a daemon and its client speak different protocol versions
 ├── TransportError                 talking to a server failed in a way the pool cannot heal
@@ -55,6 +56,7 @@ from __future__ import annotations
 
 import enum
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -62,6 +64,7 @@ __all__ = [
     "AlreadyPendingError",
     "CallTimeoutError",
     "ClosedError",
+    "CodecError",
     "DaemonUnavailableError",
     "EnvCreationError",
     "EnvError",
@@ -120,7 +123,7 @@ class ErrorKind(enum.StrEnum):
     ENV_RAISED = "env_raised"
     """A local env raised inside ``reset``/``step`` (the text has the traceback)."""
     INVALID_ENV_RETURN = "invalid_env_return"
-    """The env returned something outside its contract (bad observation or reward, NaN, wrong shape)."""
+    """A local env returned what its contract forbids (an observation of another shape, a non-scalar reward)."""
     SERVER_EPISODE_ERROR = "server_episode_error"
     """The env server reported an error for this episode (a per-entry error payload)."""
     EPISODE_GONE = "episode_gone"
@@ -130,7 +133,8 @@ class ErrorKind(enum.StrEnum):
     TRANSPORT = "transport"
     """Connecting to or reading from the env server kept failing (refused, reset, timed out), retries spent."""
     BAD_RESPONSE = "bad_response"
-    """The env server's answers kept being unreadable (not JSON, malformed) until the retries were spent."""
+    """The env server's answers kept being unreadable (not JSON, malformed) until the retries were spent,
+    or its answer for this episode was (a missing or NaN observation, a bad reward)."""
     CALL_TIMEOUT = "call_timeout"
     """The worker's call ran out of ``call_timeout`` before the server answered."""
     LOST_RESPONSE = "lost_response"
@@ -303,6 +307,21 @@ class WorkerError(PoolEnvError):
 
 class WorkerStartError(WorkerError):
     """Workers could not be started; carries the exit code and the tail of stderr when known."""
+
+
+class CodecError(PoolEnvError, TypeError):
+    """A value that cannot cross a process boundary (names where it sits and its type).
+
+    Attributes:
+        path: the keys and indices leading to the value (``("event", 0)``).
+    """
+
+    _wire_args: ClassVar[tuple[str, ...]] = ("message", "path")
+    path: tuple[Any, ...]
+
+    def __init__(self, message: str, path: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.path = tuple(path)
 
 
 class ProtocolError(PoolEnvError):
@@ -514,6 +533,16 @@ class StepTimeoutError(PoolEnvError, TimeoutError):
 # -- the wire ---------------------------------------------------------------------------------
 
 _WIRE_SAFE = (str, int, float, bool, type(None))
+_UNSAFE = object()
+
+
+def _wire_safe(value: Any) -> Any:
+    """``value`` if msgpack carries it as is (a scalar, or a tuple/list of scalars as a list), else ``_UNSAFE``."""
+    if isinstance(value, _WIRE_SAFE):
+        return value
+    if isinstance(value, tuple | list) and all(isinstance(item, _WIRE_SAFE) for item in value):
+        return list(value)
+    return _UNSAFE
 
 
 def to_wire(exc: BaseException, traceback: str = "") -> dict[str, Any]:
@@ -532,7 +561,7 @@ def to_wire(exc: BaseException, traceback: str = "") -> dict[str, Any]:
         bases = [c.__name__ for c in type(exc).__mro__[1:] if issubclass(c, PoolEnvError) and c.__name__[0] != "_"]
         message = str(exc)
         fields = {k: v.value if isinstance(v, enum.Enum) else v for k, v in exc.wire_fields().items() if k != "message"}
-        fields = {k: v for k, v in fields.items() if isinstance(v, _WIRE_SAFE)}
+        fields = {k: _wire_safe(v) for k, v in fields.items() if _wire_safe(v) is not _UNSAFE}
         data: dict[str, Any] = {"class": type(exc).__name__, "bases": bases, "message": message, "fields": fields}
     else:
         data = {"class": "PoolEnvError", "bases": [], "message": f"{type(exc).__name__}: {exc}", "fields": {}}

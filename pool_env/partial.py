@@ -21,7 +21,7 @@ import numpy as np
 
 from pool_env.batch import assemble_infos, validate_actions
 from pool_env.coordinator import Coordinator, PendingCommand
-from pool_env.errors import StepTimeoutError, UsageError
+from pool_env.errors import SlotFailure, StepTimeoutError, UsageError
 from pool_env.protocol import Op
 from pool_env.shm import Leaf, build_structure
 
@@ -53,7 +53,7 @@ class PartialBatcher:
         assert buffers is not None
         self._last_obs = [np.zeros_like(array) for array in buffers.obs]  # per slot, as last handed out
         self._infos: dict[int, dict[str, Any]] = {}
-        self._errors: dict[int, str] = {}
+        self._errors: dict[int, SlotFailure] = {}
 
     @property
     def busy(self) -> bool:

@@ -2,8 +2,9 @@
 
 Every message is a msgpack map with an ``op`` field.  Coordinator → worker:
 
-* ``init``  ``{op, spec, slots, shm_name, layout, seeds, restarts, spaces}``: take over ``slots``;
-  ``spaces`` (optional) describes the pool's spaces, which every env must declare too.
+* ``init``  ``{op, spec, slots, shm_name, layout, seeds, spaces}``: take over ``slots`` (``seeds``: per
+  slot, the seed of its first seedless reset, a restarted worker's schedule, or nil); ``spaces``
+  (optional) describes the pool's spaces, which every env must declare too.
 * ``reset`` ``{op, seq, slots, seeds, options}``: reset ``slots`` (global ids) with ``seeds``.
 * ``step``  ``{op, seq, slots}``: step ``slots``; actions are in shared memory. A slot that
   ended on its previous step is reset instead (gymnasium's NEXT_STEP autoreset).
@@ -16,15 +17,19 @@ Every message is a msgpack map with an ``op`` field.  Coordinator → worker:
 
 Worker → coordinator:
 
-* ``hello`` ``{op, worker, gen, pid}``: the worker process is up and wants its ``init``.
-* ``ready`` ``{op, gen}``: envs created, observation layout checked.
-* ``done``  ``{op, gen, seq, infos, errors}``: the command ``seq`` is finished and its results
-  are in shared memory; ``infos`` maps slot → info dict (only non-empty ones), ``errors`` maps
-  slot → error text (those slots are reported truncated). Only when a slot's own env failed:
-  ``kinds`` maps slot → ``ErrorKind.ENV_RAISED`` or ``INVALID_ENV_RETURN``, ``in_a_row`` maps a slot
-  whose env raised → how often it raised since its last successful step.
-* ``fatal`` ``{op, gen, seq, kind, message, detail, status}``: the worker cannot go on (env
-  creation failed, the server said 4xx); the coordinator raises it to the trainer.
+* ``hello`` ``{op, gen, pid}``: the worker process is up and wants its ``init`` (the ROUTER
+  knows the worker by its socket identity ``w<worker>.<gen>``).
+* ``ready`` ``{op, gen}``: ``init`` done: shared memory attached, the envs' backend made (an
+  HTTP backend opens no connection before its first reset).
+* ``done``  ``{op, gen, seq, infos, errors[, in_a_row][, counters]}``: the command ``seq`` is
+  finished and its results are in shared memory; ``infos`` maps slot → info dict (only non-empty
+  ones), ``errors`` maps slot → ``[kind, fate, message]`` (:meth:`pool_env.errors.SlotFailure.to_wire`;
+  those slots are reported truncated); only when a slot's env raised, ``in_a_row`` maps it → how
+  often it raised since its last successful step; ``counters``: the backend's counters, when they
+  changed.
+* ``fatal`` ``{op, gen, seq, error}``: the worker cannot go on (env creation failed, the server
+  said 4xx); ``error`` is :func:`pool_env.errors.to_wire` of it, with the worker's traceback; the
+  coordinator raises it to the trainer (``seq`` is -1 for a failed ``init``).
 
 Infos, reset options and ``call`` values keep their types through :mod:`pool_env.codec`
 (numpy arrays and scalars, tuples, nested dicts, ...); never pickle.

@@ -287,7 +287,7 @@ class PoolVectorEnv(BatchedVectorEnv):
         result = self._collect(timeout)
         if result.errors:
             slot = min(result.errors)
-            raise PoolEnvError(f"call failed on slot {slot}: {result.errors[slot]}")
+            raise PoolEnvError(f"call failed on slot {slot}: {result.errors[slot].message}")
         return tuple(result.values[slot] for slot in range(self.num_envs))
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
@@ -317,7 +317,7 @@ class PoolVectorEnv(BatchedVectorEnv):
         result = self._collect(None)
         if result.errors:
             slot = min(result.errors)
-            raise PoolEnvError(f"set_attr failed on slot {slot}: {result.errors[slot]}")
+            raise PoolEnvError(f"set_attr failed on slot {slot}: {result.errors[slot].message}")
 
     def render(self) -> tuple[Any, ...] | None:
         """Every slot's frame (``env.render()``), as ``SyncVectorEnv.render``; ``None`` if the
@@ -400,8 +400,9 @@ class PoolVectorEnv(BatchedVectorEnv):
     # -- observability ----------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """Per-worker figures (pid, slots, state, restarts, steps, cpu %, rss, backend counters) and
-        pool-wide counters (worker failures, slot failures and errors, HTTP requests/retries/...)."""
+        """Per-worker figures (pid, slots, state, restarts, steps, cpu %, rss, backend counters),
+        pool-wide counters (worker failures, slot failures and errors, HTTP requests/retries/...) and
+        ``error_kinds``: every slot failure reported so far, by :class:`~pool_env.errors.ErrorKind` value."""
         self._check_open()
         coordinator = self._coordinator
         workers = coordinator.worker_stats()
@@ -413,6 +414,7 @@ class PoolVectorEnv(BatchedVectorEnv):
             "num_workers": self.num_workers,
             "uptime": coordinator.uptime(),
             "counters": {**coordinator.counters, **backend},
+            "error_kinds": {kind.value: n for kind, n in sorted(coordinator.error_kinds.items())},
             "workers": workers,
         }
 
@@ -467,7 +469,13 @@ class PoolVectorEnv(BatchedVectorEnv):
                 if previous is None
                 else build_structure(self._obs_leaves, [leaf[slot] for leaf in previous], self._obs_tree)
             )
-            error = {"error": result.errors[slot], "restarts": self._coordinator.restarts_of(slot)}
+            failure = result.errors[slot]
+            error = {
+                "error": failure.message,
+                "error_kind": failure.kind,
+                "step_fate": failure.fate,
+                "restarts": self._coordinator.restarts_of(slot),
+            }
             finals[slot] = {"final_obs": last, "final_info": {**result.infos.get(slot, {}), **error}}
         self._pending = self._coordinator.submit(
             Op.RESET, failed, [None] * len(failed), None, self.autoreset_mode.value

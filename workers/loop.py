@@ -21,9 +21,9 @@ from typing import Any
 
 import zmq
 
-from pool_env import codec, protocol
+from pool_env import codec, errors, protocol
 from pool_env.envs.registry import spec_from_wire
-from pool_env.errors import ErrorKind, HttpStatusError, PoolEnvError, QuotaExceededError, SpaceMismatchError
+from pool_env.errors import ErrorKind, PoolEnvError, SlotFailure, SpaceMismatchError, StepFate
 from pool_env.protocol import Op
 from pool_env.shm import BatchBuffers, BatchLayout, attach, build_structure, leaf_value
 from pool_env.supervisor.liveness import HeartbeatBoard, HeartbeatThread
@@ -63,7 +63,6 @@ class WorkerLoop:
         self._reported_counters: dict[str, int] = {}
         self._prefetched: dict[int, Outcome] = {}  # local slot -> its next (seedless) reset, done early
         self._raised_in_a_row: list[int] = []  # per local slot: env exceptions since its last good step
-        self._reply_kinds: dict[int, ErrorKind] = {}  # per command: slot -> kind of its env's failure
         self._reply_in_a_row: dict[int, int] = {}  # per command: slot -> _raised_in_a_row after it raised
         self._autoreset = NEXT_STEP  # of the last command (the daemon's leases may differ)
 
@@ -172,8 +171,8 @@ class WorkerLoop:
         slots = [self._local[int(s)] for s in message["slots"]]
         self._autoreset = str(message.get("autoreset", NEXT_STEP))
         infos: dict[int, Any] = {}
-        errors: dict[int, str] = {}
-        self._reply_kinds, self._reply_in_a_row = {}, {}
+        failures: dict[int, list[str]] = {}
+        self._reply_in_a_row = {}
         if message["op"] == Op.RESET.value:
             seeds = list(message.get("seeds") or [None] * len(slots))
             # An empty dict is no option at all (reset(options={"reset_mask": m}) leaves one).
@@ -181,20 +180,20 @@ class WorkerLoop:
             # A seedless reset without options is exactly what was prefetched; others supersede it.
             early = [s for s, seed in zip(slots, seeds, strict=True) if seed is None and s in self._prefetched]
             if options is None:
-                self._deliver_prefetched(early, infos, errors)
+                self._deliver_prefetched(early, infos, failures)
             rest = [(s, seed) for s, seed in zip(slots, seeds, strict=True) if options is not None or s not in early]
             for slot, _ in rest:
                 self._prefetched.pop(slot, None)
             if rest:
-                self._reset([s for s, _ in rest], [seed for _, seed in rest], options, infos, errors)
+                self._reset([s for s, _ in rest], [seed for _, seed in rest], options, infos, failures)
         else:
             to_reset = [s for s in slots if self._needs_reset[s]]
             to_step = [s for s in slots if not self._needs_reset[s]]
             early = [s for s in to_reset if s in self._prefetched]
-            self._deliver_prefetched(early, infos, errors)
+            self._deliver_prefetched(early, infos, failures)
             to_reset = [s for s in to_reset if s not in early]
             if to_reset:
-                self._reset(to_reset, [None] * len(to_reset), None, infos, errors)
+                self._reset(to_reset, [None] * len(to_reset), None, infos, failures)
             if to_step:
                 actions = self._read_actions(to_step)
                 for slot in to_step:
@@ -202,10 +201,9 @@ class WorkerLoop:
                 outcomes = self._backend.step(to_step, actions)
                 if self._autoreset == SAME_STEP:
                     outcomes = self._reset_same_step(to_step, outcomes)
-                self._write("step", to_step, outcomes, infos, errors)
-        reply: dict[str, Any] = {"op": Op.DONE.value, "seq": message["seq"], "infos": infos, "errors": errors}
-        if self._reply_kinds:  # only when an env failed: replies stay tiny
-            reply["kinds"] = self._reply_kinds
+                self._write("step", to_step, outcomes, infos, failures)
+        reply: dict[str, Any] = {"op": Op.DONE.value, "seq": message["seq"], "infos": infos, "errors": failures}
+        if self._reply_in_a_row:  # only when an env raised: replies stay tiny
             reply["in_a_row"] = self._reply_in_a_row
         counters = getattr(self._backend, "counters", None)
         if counters is not None:
@@ -258,8 +256,10 @@ class WorkerLoop:
         merged = list(outcomes)
         for i, reset in zip(ended, self._backend.reset(ended_slots, seeds, None), strict=True):
             final = outcomes[i]
-            if reset.error is not None:
-                merged[i] = Outcome(final.obs, error=reset.error)
+            if reset.error is not None and reset.kind is not None:
+                # The step was applied (it ended the episode); the reset after it failed.
+                merged[i] = Outcome.failed(reset.kind, StepFate.APPLIED, reset.error)
+                merged[i].obs = final.obs
                 continue
             info = {"final_obs": final.obs, "final_info": final.info, **reset.info}
             merged[i] = Outcome(reset.obs, final.reward, final.terminated, final.truncated, info, restarted=True)
@@ -290,11 +290,13 @@ class WorkerLoop:
             return
         self._prefetched.update(zip(slots, outcomes, strict=True))
 
-    def _deliver_prefetched(self, slots: Sequence[int], infos: dict[int, Any], errors: dict[int, str]) -> None:
+    def _deliver_prefetched(
+        self, slots: Sequence[int], infos: dict[int, Any], failures: dict[int, list[str]]
+    ) -> None:
         if not slots:
             return
         self._start_episodes(slots)
-        self._write("reset", slots, [self._prefetched.pop(s) for s in slots], infos, errors)
+        self._write("reset", slots, [self._prefetched.pop(s) for s in slots], infos, failures)
 
     def _take_scheduled_seed(self, slot: int, seed: int | None) -> int | None:
         """``seed``, or for a seedless reset the seed a restarted worker was scheduled to use (once)."""
@@ -312,12 +314,12 @@ class WorkerLoop:
         seeds: Sequence[int | None],
         options: dict[str, Any] | None,
         infos: dict[int, Any],
-        errors: dict[int, str],
+        failures: dict[int, list[str]],
     ) -> None:
         assert self._backend is not None
         effective = [self._take_scheduled_seed(slot, seed) for slot, seed in zip(slots, seeds, strict=True)]
         self._start_episodes(slots)
-        self._write("reset", slots, self._backend.reset(slots, effective, options), infos, errors)
+        self._write("reset", slots, self._backend.reset(slots, effective, options), infos, failures)
 
     def _read_actions(self, slots: Sequence[int]) -> list[Any]:
         assert self._buffers is not None
@@ -335,13 +337,14 @@ class WorkerLoop:
         slots: Sequence[int],
         outcomes: list[Outcome],
         infos: dict[int, Any],
-        errors: dict[int, str],
+        failures: dict[int, list[str]],
     ) -> None:
         """Check each slot's outcome against the env's contract and write it into shared memory.
 
         Everything per slot happens under its own guard: a slot whose env returned something
-        its contract forbids is reported failed alone (kind ``invalid env return``); the worker
-        and its other slots go on.
+        its contract forbids is reported failed alone (kind ``invalid_env_return``); the worker
+        and its other slots go on. A failed slot's :class:`SlotFailure` goes to ``failures`` in
+        wire form, keyed by global slot.
         """
         buffers = self._buffers
         assert buffers is not None
@@ -349,7 +352,7 @@ class WorkerLoop:
         rows = [self._slots[slot] for slot in slots]
         rewards, terminated, truncated = [], [], []
         for slot, row, outcome in zip(slots, rows, outcomes, strict=True):
-            error, kind = outcome.error, outcome.kind
+            error, kind, fate = outcome.error, outcome.kind, outcome.fate
             if error is None:
                 try:
                     reward, ended, cut = check_outcome(
@@ -358,9 +361,12 @@ class WorkerLoop:
                     )  # fmt: skip
                     self._write_obs(row, outcome.obs)
                 except ContractViolation as exc:
-                    error, kind = str(exc), ErrorKind.INVALID_ENV_RETURN
+                    error, kind = f"{what}() returned an {exc}", ErrorKind.INVALID_ENV_RETURN
                 except Exception as exc:  # numpy refused a value the checks let through
-                    error, kind = f"invalid observation: {type(exc).__name__}: {exc}", ErrorKind.INVALID_ENV_RETURN
+                    error = f"{what}() returned an invalid observation: {type(exc).__name__}: {exc}"
+                    kind = ErrorKind.INVALID_ENV_RETURN
+                if error is not None:  # the env did the step (or reset); its return is unusable
+                    fate = StepFate.APPLIED if what == "step" else StepFate.NOT_APPLIED
             elif outcome.obs is not None:
                 with contextlib.suppress(Exception):  # an observation beside an error is a courtesy
                     check_outcome(outcome.obs, 0.0, False, False, {}, leaves, self._flat_obs)
@@ -377,17 +383,15 @@ class WorkerLoop:
                 terminated.append(False)
                 truncated.append(True)
                 self._needs_reset[slot] = True
-                if kind == ErrorKind.INVALID_ENV_RETURN:
-                    error = f"{what}() returned an {error}"
-                elif kind == ErrorKind.ENV_RAISED:
+                assert kind is not None  # an Outcome with an error has its kind
+                if kind is ErrorKind.ENV_RAISED:
                     self._raised_in_a_row[slot] += 1
                     self._reply_in_a_row[row] = self._raised_in_a_row[slot]
-                if kind is not None:
-                    self._reply_kinds[row] = kind
-                errors[row] = (
+                where = (
                     f"slot {row} (worker {self._worker_id}, pid {os.getpid()}, episode {self._episode[slot]}, "
-                    f"step {self._episode_step[slot]}): {error}"
+                    f"step {self._episode_step[slot]})"
                 )
+                failures[row] = SlotFailure(kind, fate, f"{where}: {error}").to_wire()
             if outcome.info and isinstance(outcome.info, dict):
                 infos[row] = outcome.info
         buffers.reward[rows] = rewards
@@ -407,18 +411,11 @@ class WorkerLoop:
 
 
 def _fatal_message(message: dict[str, Any], exc: PoolEnvError) -> dict[str, Any]:
-    fatal: dict[str, Any] = {
+    return {
         "op": Op.FATAL.value,
         "seq": message.get("seq", -1),
-        "kind": type(exc).__name__,
-        "message": str(exc),
-        "traceback": traceback.format_exc(),
+        "error": errors.to_wire(exc, traceback.format_exc()),
     }
-    if isinstance(exc, HttpStatusError):
-        fatal.update(status=exc.status, detail=exc.detail, url=exc.url)
-    if isinstance(exc, QuotaExceededError):
-        fatal.update(steps_used=exc.steps_used, limit=exc.limit)
-    return fatal
 
 
 def _stop_orphaned_tree(socket_dir: str | None) -> None:

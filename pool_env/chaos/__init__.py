@@ -5,17 +5,14 @@ accounting. Used by ``tests/chaos`` and by ``pool-env soak``."""
 from __future__ import annotations
 
 from pool_env.chaos.invariants import BatchChecker
-from pool_env.chaos.ledger import Fate, ServerTally, StepLedger, fault_kind, step_fate
+from pool_env.chaos.ledger import ServerTally, StepLedger
 from pool_env.chaos.run import ChaosReport, ChaosRun, FaultMix
 
 __all__ = [
     "BatchChecker",
     "ChaosReport",
     "ChaosRun",
-    "Fate",
     "FaultMix",
     "ServerTally",
     "StepLedger",
-    "fault_kind",
-    "step_fate",
 ]

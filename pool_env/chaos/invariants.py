@@ -6,7 +6,9 @@
 * **well-formed**: observations ``(num_envs, 9)`` float32, rewards ``(num_envs,)`` float, flags
   ``(num_envs,)`` bool, nothing NaN or infinite, never both terminated and truncated;
 * **a failed slot** (``infos["_error"]``) is truncated, not terminated, reward 0, keeps its previous
-  observation, carries a non-empty ``infos["error"]`` and ``infos["restarts"] >= 0``;
+  observation, carries a non-empty ``infos["error"]``, an :class:`~pool_env.errors.ErrorKind` in
+  ``infos["error_kind"]``, a :class:`~pool_env.errors.StepFate` in ``infos["step_fate"]`` (their
+  masks equal to ``infos["_error"]``) and ``infos["restarts"] >= 0``;
 * **the step after an end** (terminated, truncated or failed) is an autoreset: reward 0, neither
   flag, step counter 0;
 * **every other slot continued its own episode undisturbed**: its step counter grew by exactly
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pool_env.envs.degradation import FAILURE_REWARD, OBS_FIELDS, SELL, SELL_REWARD
+from pool_env.errors import ErrorKind, StepFate
 
 __all__ = ["BatchChecker"]
 
@@ -75,6 +78,9 @@ class BatchChecker:
             problems.append(f"rewards dtype {rewards.dtype} is not floating")
         error = _mask(infos, "error", n)
         has_step = _mask(infos, "step", n)
+        for key in ("error_kind", "step_fate"):
+            if not np.array_equal(_mask(infos, key, n), error):
+                problems.append(f"step {self.steps}: infos['_{key}'] differs from infos['_error']")
         for slot in range(n):
             where = f"step {self.steps}, slot {slot}"
             found = self._slot(slot, int(actions[slot]), obs, rewards, terminated, truncated, infos, error, has_step)
@@ -110,6 +116,10 @@ class BatchChecker:
                 found.append(f"failed slot has no error text: {message!r}")
             if restarts is None or int(restarts[slot]) < 0:
                 found.append("failed slot has no infos['restarts']")
+            if "error_kind" not in infos or not isinstance(infos["error_kind"][slot], ErrorKind):
+                found.append("failed slot has no ErrorKind in infos['error_kind']")
+            if "step_fate" not in infos or not isinstance(infos["step_fate"][slot], StepFate):
+                found.append("failed slot has no StepFate in infos['step_fate']")
             if not np.array_equal(obs[slot], self.obs[slot]):
                 found.append(f"failed slot's observation changed ({message})")
             return found

@@ -1,14 +1,13 @@
 """What a trainer saw, step by step, to compare with the env server's per-token step accounting.
 
-A step error says what became of the step (the HTTP backend words its errors for this):
+Every failed slot carries the fate of its step (``infos["step_fate"]``, a
+:class:`~pool_env.errors.StepFate`) and its kind (``infos["error_kind"]``, an
+:class:`~pool_env.errors.ErrorKind`); the ledger reads those, never the text:
 
-* ``"... response was lost (step counter a -> b)"``: the server applied the step exactly once
-  and the answer never arrived → :attr:`Fate.APPLIED`.
-* ``"... may have been applied ..."``, ``"... counter is unknown"``, and a worker that died or
-  hung mid-command (``"exited with code"``, ``"did not answer within"``, ``"gave up on worker"``):
-  the request may or may not have reached the server → :attr:`Fate.UNCERTAIN`.
-* anything else (``"not applied"``, a server episode error, an episode that is gone, an episode
-  lost with an earlier worker): nothing was applied → :attr:`Fate.NOT_APPLIED`.
+* :attr:`StepFate.APPLIED`: the server applied the step exactly once and the answer never arrived;
+* :attr:`StepFate.UNKNOWN`: the request may or may not have reached the server (a worker that
+  died or hung mid-command, a server that stopped answering before the step could be checked);
+* :attr:`StepFate.NOT_APPLIED`: nothing was applied.
 
 :class:`StepLedger` adds these up; :meth:`StepLedger.problems` compares them with the server's
 ``steps_applied``: ``seen <= applied <= seen + uncertain`` (nothing lost, nothing doubled, the
@@ -17,74 +16,15 @@ uncertain ones being the only slack) and ``steps_on_ended == 0``.
 
 from __future__ import annotations
 
-import enum
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Fate", "ServerTally", "StepLedger", "fault_kind", "step_fate"]
+from pool_env.errors import ErrorKind, StepFate
 
-
-class Fate(enum.Enum):
-    """What the server did with a step that came back with an error."""
-
-    APPLIED = "applied"
-    UNCERTAIN = "uncertain"
-    NOT_APPLIED = "not applied"
-
-
-_FAULT_KINDS = (
-    ("episode lost", "episode lost with its worker"),
-    ("gave up on worker", "worker given up"),
-    ("exited with code", "worker killed"),
-    ("did not answer", "worker hung"),
-    ("was restarted", "worker restarted"),
-    ("response was lost", "lost response"),
-    ("counter is unknown", "lost response"),
-    ("astype", "episode error"),
-    ("nonetype", "episode error"),
-    ("is gone", "episode gone"),
-    ("not found", "episode gone"),
-    ("call_timeout", "call timeout"),
-    ("500", "http 500"),
-    ("503", "http 503"),
-    ("connection", "connection error"),
-    ("timed out", "request timeout"),
-)
-
-
-def fault_kind(error: str) -> str:
-    """A short name for the kind of failure an ``infos["error"]`` text reports (``"other"`` if unknown)."""
-    text = error.lower()
-    for needle, kind in _FAULT_KINDS:
-        if needle in text:
-            return kind
-    return "other"
-
-
-def step_fate(error: str) -> Fate:
-    """What the server did with a step that came back with ``error`` (see the module docstring)."""
-    text = error.lower()
-    if "episode lost" in text:  # its worker died before this command: never sent
-        return Fate.NOT_APPLIED
-    if "response was lost (step counter" in text:
-        return Fate.APPLIED
-    if any(
-        needle in text
-        for needle in (
-            "may have been applied",
-            "counter is unknown",
-            "exited with code",
-            "did not answer within",
-            "gave up on worker",
-            "was restarted",
-            "worker unreachable",
-        )
-    ):
-        return Fate.UNCERTAIN
-    return Fate.NOT_APPLIED
+__all__ = ["ServerTally", "StepLedger"]
 
 
 @dataclass
@@ -96,7 +36,7 @@ class StepLedger:
         lost: errors saying the step was applied but its answer lost.
         uncertain: errors after which the step may or may not have been applied.
         not_applied: errors for steps the server never applied.
-        kinds: every error seen, by :func:`fault_kind`.
+        kinds: every error seen, by kind (:class:`~pool_env.errors.ErrorKind` values).
         ended: per slot, whether its episode ended on the last step (it autoresets next).
     """
 
@@ -119,16 +59,15 @@ class StepLedger:
         was_step = ~self.ended  # slots that ended last step were autoreset this step
         self.applied += int((was_step & ~error_mask).sum())
         for slot in np.flatnonzero(error_mask):
-            message = str(infos["error"][slot])
-            self.kinds[fault_kind(message)] += 1
+            self.kinds[ErrorKind(infos["error_kind"][slot]).value] += 1
             if len(self.errors) < self.keep_errors:
-                self.errors.append(message)
+                self.errors.append(str(infos["error"][slot]))
             if not was_step[slot]:
                 continue  # the autoreset failed: no step was attempted
-            fate = step_fate(message)
-            if fate is Fate.APPLIED:
+            fate = StepFate(infos["step_fate"][slot])
+            if fate is StepFate.APPLIED:
                 self.lost += 1
-            elif fate is Fate.UNCERTAIN:
+            elif fate is StepFate.UNKNOWN:
                 self.uncertain += 1
             else:
                 self.not_applied += 1

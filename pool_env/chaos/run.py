@@ -89,6 +89,7 @@ class ChaosReport:
     accounting: list[str] = field(default_factory=list)
     server_steps: dict[str, int] = field(default_factory=dict)
     recoveries: int = 0
+    failed_after_restart: int = 0  # slots failed on the first step after a server restart (its episodes are gone)
     worker_restarts: int = 0
     latencies: array[float] = field(default_factory=lambda: array("d"))  # compact: soaks run for hours
 
@@ -142,6 +143,7 @@ class ChaosRun:
         self._spike_left = 0
         self._failed = np.zeros(self.num_envs, dtype=bool)
         self._deferred_fault: signal.Signals | None = None  # a forced fault that found no live worker yet
+        self._server_restarted = False  # until the step after a server restart
         self._obs: Any = None
         self._started = time.monotonic()
         self.seen_pids: set[int] = set()  # every worker pid this run looked at (none may outlive the pool)
@@ -195,6 +197,9 @@ class ChaosRun:
         self._violations(self.checker.step(actions, obs, rewards, terminated, truncated, infos))
         self.ledger.record(terminated, truncated, infos)
         error = np.asarray(infos.get("_error", np.zeros(self.num_envs, dtype=bool)), dtype=bool)
+        if self._server_restarted:
+            self.report.failed_after_restart += int(error.sum())
+            self._server_restarted = False
         self.report.recoveries += int((self._failed & ~error).sum())
         self._failed = error
         self.report.steps += 1
@@ -213,6 +218,7 @@ class ChaosRun:
         self.faults_banked.update(stats.get("faults_injected", {}))
         self.server.restart()
         self.report.injected["server restart"] += 1
+        self._server_restarted = True
 
     def finish(self) -> ChaosReport:
         """Switch faults off, compare the ledger with the server, fill in the report."""

@@ -14,7 +14,7 @@ from pool_env.coordinator import CommandResult
 from pool_env.daemon import wire
 from pool_env.daemon.leases import Lease, describe_slots
 from pool_env.daemon.wire import ClientOp, Request, field
-from pool_env.errors import HttpStatusError, LeaseError, QuotaExceededError, UsageError
+from pool_env.errors import LeaseError, UsageError
 from pool_env.protocol import Op
 
 if TYPE_CHECKING:
@@ -141,20 +141,12 @@ def reply_to_command(
 ) -> None:
     """Answer a finished reset/step: infos and errors by the client's positions, arrays as frames
     unless the client reads its rows from shared memory."""
-    fatal = result.fatal
-    if fatal is not None:
-        extra = (
-            {"status": fatal.status, "detail": fatal.detail, "url": fatal.url}
-            if isinstance(fatal, HttpStatusError)
-            else {}
-        )
-        if isinstance(fatal, QuotaExceededError):
-            extra.update(steps_used=fatal.steps_used, limit=fatal.limit)
-        daemon.send(identity, wire.error_header(request.request_id, type(fatal).__name__, str(fatal), **extra))
+    if result.fatal is not None:
+        daemon.send(identity, wire.error_header(request.request_id, result.fatal))
         return
     coordinator = daemon.coordinator
     position = {slot: i for i, slot in enumerate(lease.slots)}
-    errors = {position[s]: text for s, text in result.errors.items() if s in position}
+    errors = {position[s]: failure.to_wire() for s, failure in result.errors.items() if s in position}
     # A slot whose worker was replaced while serving another lease gets its "episode lost" error
     # (and truncation) from the coordinator on its next step.
     is_step = request.op is ClientOp.STEP

@@ -267,7 +267,7 @@ class PoolDaemon:
             for command in [c for c in self._commands if c.pending.complete]:
                 self._complete(command)
         for command in self._commands:
-            self._reply_error(command.identity, command.request.request_id, "PoolEnvError", "the daemon is stopping")
+            self._reply_error(command.identity, command.request.request_id, PoolEnvError("the daemon is stopping"))
         self._commands.clear()
 
     def _read_clients(self) -> None:
@@ -290,16 +290,16 @@ class PoolDaemon:
             handle(self, identity, request)
         except wire.RequestError as exc:
             self.counters["bad_requests"] += 1
-            self._reply_error(identity, exc.request_id, exc.kind, str(exc), **exc.extra)
+            self._reply_error(identity, exc.request_id, exc.reply_error())
         except (UsageError, ProtocolError) as exc:
             if not isinstance(exc, LeaseError):  # a refused lease is counted as clients_refused
                 self.counters["bad_requests"] += 1
-            self._reply_error(identity, request_id, type(exc).__name__, str(exc))
+            self._reply_error(identity, request_id, exc)
         except PoolEnvError as exc:
-            self._reply_error(identity, request_id, type(exc).__name__, str(exc))
+            self._reply_error(identity, request_id, exc)
         except Exception as exc:  # a bug must not take down the daemon and every trainer with it
             log.exception("internal error handling a request")
-            self._reply_error(identity, request_id, "PoolEnvError", f"internal daemon error: {exc!r}")
+            self._reply_error(identity, request_id, PoolEnvError(f"internal daemon error: {exc!r}"))
 
     # -- replies ----------------------------------------------------------------------------
 
@@ -324,8 +324,8 @@ class PoolDaemon:
         """A success reply."""
         self.send(identity, wire.encode_header(request_id, body), arrays)
 
-    def _reply_error(self, identity: bytes, request_id: int | None, kind: str, message: str, **extra: Any) -> None:
-        self.send(identity, wire.error_header(request_id, kind, message, **extra))
+    def _reply_error(self, identity: bytes, request_id: int | None, error: BaseException) -> None:
+        self.send(identity, wire.error_header(request_id, error))
 
     # -- commands ---------------------------------------------------------------------------
 

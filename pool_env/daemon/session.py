@@ -59,31 +59,10 @@ class Reply:
 
 
 def raise_error(header: dict[str, Any], endpoint: str) -> None:
-    """Raise the error an error reply describes, as the matching class of our tree."""
-    error = header.get("error") if isinstance(header.get("error"), dict) else {}
-    assert isinstance(error, dict)
-    kind, message = str(error.get("kind", "PoolEnvError")), str(error.get("message", "unknown error"))
-    if kind == "VersionMismatchError":
-        raise errors.VersionMismatchError(wire.PROTOCOL_VERSION, int(error.get("server_version", -1)), endpoint)
-    if kind == "QuotaExceededError":
-        used, limit = error.get("steps_used"), error.get("limit")
-        raise errors.QuotaExceededError(
-            str(error.get("detail", message)),
-            str(error.get("url") or ""),
-            used if isinstance(used, int) else None,
-            limit if isinstance(limit, int) else None,
-        )
-    if kind == "HttpStatusError":
-        raise errors.HttpStatusError(
-            int(error.get("status", 0)), str(error.get("detail", message)), str(error.get("url"))
-        )
-    cls = getattr(errors, kind, None)
-    if not (isinstance(cls, type) and issubclass(cls, errors.PoolEnvError)) or kind in (
-        "AlreadyPendingError",
-        "NoPendingCallError",
-    ):
-        cls = errors.PoolEnvError
-    raise cls(f"daemon at {endpoint}: {message}")
+    """Raise the error an error reply describes (:func:`pool_env.errors.from_wire`: its own class)."""
+    error = errors.from_wire(header.get("error"))
+    error.add_note(f"reported by the pool daemon at {endpoint}")
+    raise error
 
 
 class _Heartbeat(threading.Thread):

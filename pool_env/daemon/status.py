@@ -50,6 +50,7 @@ def status_document(daemon: PoolDaemon, rates: dict[int, float], uptime: float, 
             for lease in daemon.leases.leases
         ],
         "counters": counters,
+        "error_kinds": {kind.value: n for kind, n in sorted(coordinator.error_kinds.items())},
         "faults_recovered": counters.get("worker_failures", 0) + counters.get("slot_errors", 0),
     }
 

@@ -21,13 +21,16 @@ op             header fields                                          array fram
 ``status``     —                                                      —
 =============  =====================================================  =========================
 
-Replies (daemon → client): ``{v, id, ok: true, ...}`` or ``{v, id, ok: false, error: {kind,
-message, ...}}``. ``hello`` answers ``{version, server, observation_space, action_space,
-metadata, render_mode, num_envs}``; ``lease`` answers ``{lease, slots, heartbeat, shm:
-{name, layout}|nil}``; ``reset``/``step`` answer ``{infos, errors, restarts}`` keyed by the
-client's positions, plus — in frames mode — one frame per observation leaf and, for ``step``,
-``reward``, ``terminated``, ``truncated``. In shm mode (same host) the client reads its rows of
-the daemon's shared-memory segment instead and writes its action rows there before ``step``.
+Replies (daemon → client): ``{v, id, ok: true, ...}`` or ``{v, id, ok: false, error}`` where
+``error`` is :func:`pool_env.errors.to_wire` of the error (the client raises
+:func:`pool_env.errors.from_wire` of it: the same class with the same fields). ``hello`` answers
+``{version, server, observation_space, action_space, metadata, render_mode, num_envs}``;
+``lease`` answers ``{lease, slots, heartbeat, shm: {name, layout}|nil}``; ``reset``/``step``
+answer ``{infos, errors, restarts}`` keyed by the client's positions (``errors``: ``[kind, fate,
+message]``, :meth:`pool_env.errors.SlotFailure.to_wire`), plus — in frames mode — one frame per
+observation leaf and, for ``step``, ``reward``, ``terminated``, ``truncated``. In shm mode (same
+host) the client reads its rows of the daemon's shared-memory segment instead and writes its
+action rows there before ``step``.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from pool_env import protocol
-from pool_env.errors import ProtocolError
+from pool_env import errors, protocol
+from pool_env.errors import PoolEnvError, ProtocolError, VersionMismatchError
 from pool_env.shm import Leaf
 
 __all__ = [
@@ -61,7 +64,7 @@ __all__ = [
     "space_to_wire",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """Bumped on every incompatible change of this wire."""
 
 MAX_HEADER_BYTES = 1024 * 1024
@@ -122,6 +125,12 @@ class RequestError(ProtocolError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_request_error, (str(self), self.request_id, self.kind, self.extra))
+
+    def reply_error(self) -> PoolEnvError:
+        """The error the client is to raise: a :class:`VersionMismatchError` or a :class:`ProtocolError`."""
+        if self.kind == "VersionMismatchError":
+            return VersionMismatchError(int(self.extra.get("client_version", -1)), PROTOCOL_VERSION)
+        return ProtocolError(str(self))
 
 
 def _rebuild_request_error(message: str, request_id: int | None, kind: str, extra: dict[str, Any]) -> RequestError:
@@ -190,10 +199,10 @@ def encode_header(request_id: int | None, body: dict[str, Any]) -> bytes:
     return protocol.encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "op": "reply", **body})
 
 
-def error_header(request_id: int | None, kind: str, message: str, **extra: Any) -> bytes:
-    """An error reply header: ``{ok: false, error: {kind, message, ...}}``."""
-    error = {"kind": kind, "message": message, **extra}
-    return protocol.encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "op": "reply", "error": error})
+def error_header(request_id: int | None, error: BaseException) -> bytes:
+    """An error reply header: ``{ok: false, error: errors.to_wire(error)}``."""
+    body = {"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "op": "reply", "error": errors.to_wire(error)}
+    return protocol.encode(body)
 
 
 def arrays_from_frames(frames: Sequence[bytes], leaves: Sequence[Leaf], rows: int, what: str) -> list[np.ndarray]:

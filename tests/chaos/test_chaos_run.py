@@ -24,6 +24,7 @@ import pool_env
 from pool_env import HttpEnvSpec, PoolOptions, PoolVectorEnv
 from pool_env.chaos import ChaosReport, ChaosRun, FaultMix
 from pool_env.chaos.run import is_worker_process
+from pool_env.errors import ErrorKind
 from pool_env.refserver.process import RefServer
 from tests.chaos.conftest import FD_SLACK, RSS_GROWTH_LIMIT, FdCount
 from tests.integration.daemon_process import DaemonProcess
@@ -80,9 +81,10 @@ def check(report: ChaosReport, run: ChaosRun, seed: int, rss: tuple[int, int], e
     injected = report.injected
     assert injected["worker SIGKILL"] >= 1 and injected["worker SIGSTOP"] >= 1 and injected["server restart"] == 1
     kinds = run.ledger.kinds
-    assert kinds["worker killed"] >= 1, f"{kinds} {where}"
-    assert kinds["worker hung"] >= 1, f"a frozen worker must be replaced after step_timeout: {kinds} {where}"
-    assert kinds["episode error"] >= 1 and kinds["episode gone"] >= 1, f"{kinds} {where}"
+    assert kinds[ErrorKind.WORKER_DIED] >= 1, f"{kinds} {where}"
+    assert kinds[ErrorKind.WORKER_HUNG] >= 1, f"a frozen worker must be replaced after step_timeout: {kinds} {where}"
+    assert kinds[ErrorKind.SERVER_EPISODE_ERROR] >= 1, f"{kinds} {where}"
+    assert report.failed_after_restart >= 1, f"the server restart must end the live episodes {where}"
     server = report.server_faults
     assert all(server.get(kind, 0) >= 1 for kind in ("500", "503", "drop", "episode_error")), f"{server} {where}"
     assert report.server_steps["episode_errors"] >= 0.02 * report.env_steps, f"{report.server_steps} {where}"

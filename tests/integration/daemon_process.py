@@ -16,6 +16,7 @@ from typing import IO, Any
 import zmq
 
 from pool_env import protocol
+from pool_env.daemon.wire import PROTOCOL_VERSION
 from pool_env.shm import sweep_orphans
 
 __all__ = ["DaemonProcess", "cli"]
@@ -138,7 +139,7 @@ _request_ids = iter(range(1, 10**9))
 
 def raw_header(body: dict[str, object]) -> bytes:
     """A daemon request header (protocol version 1) with a fresh request id, for raw-socket tests."""
-    return protocol.encode({"v": 1, "id": next(_request_ids), **body})
+    return protocol.encode({"v": PROTOCOL_VERSION, "id": next(_request_ids), **body})
 
 
 def raw_request(sock: zmq.Socket[bytes], body: dict[str, object]) -> dict[str, object]:

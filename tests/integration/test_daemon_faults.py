@@ -19,6 +19,7 @@ import zmq
 
 import pool_env
 from pool_env import GymEnvSpec, protocol
+from pool_env.daemon.wire import PROTOCOL_VERSION as V
 from pool_env.shm import list_segments
 from tests.conditions import wait_until
 from tests.integration.daemon_process import DaemonProcess, cli, raw_header, raw_request
@@ -127,18 +128,18 @@ def _fuzz_message(rng: random.Random, lease: str) -> list[bytes]:
     if kind == 0:
         return [rng.randbytes(rng.randrange(0, 64))]
     if kind == 1:
-        valid = msgpack.packb({"v": 1, "id": 1, "op": "lease", "num_envs": 1})
+        valid = msgpack.packb({"v": V, "id": 1, "op": "lease", "num_envs": 1})
         return [valid[: rng.randrange(1, len(valid))]]
     if kind == 2:
-        return [msgpack.packb({"v": 1, "id": rng.randrange(100), "op": rng.choice(["nop", "", "STEP", "x" * 200])})]
+        return [msgpack.packb({"v": V, "id": rng.randrange(100), "op": rng.choice(["nop", "", "STEP", "x" * 200])})]
     if kind == 3:
         value = rng.choice([None, True, -1, 2**63, 1.5, "x", [1], {"a": 1}, b"\x00"])
         name = rng.choice(["num_envs", "lease", "seeds", "options", "positions", "shm", "client"])
         op = rng.choice(["hello", "lease", "reset", "step", "heartbeat", "release"])
-        return [msgpack.packb({"v": 1, "id": 3, "op": op, "lease": lease, name: value})]
+        return [msgpack.packb({"v": V, "id": 3, "op": op, "lease": lease, name: value})]
     if kind == 4:  # wrong action frames for a real lease
         frame = rng.choice([b"", b"\x00" * 3, b"\x00" * 16, np.array([7], dtype=np.int64).tobytes(), rng.randbytes(8)])
-        return [msgpack.packb({"v": 1, "id": 4, "op": "step", "lease": lease}), frame]
+        return [msgpack.packb({"v": V, "id": 4, "op": "step", "lease": lease}), frame]
     if kind == 5:  # claims of huge sizes
         return [
             rng.choice(
@@ -146,12 +147,12 @@ def _fuzz_message(rng: random.Random, lease: str) -> list[bytes]:
             )
         ]
     if kind == 6:
-        return [msgpack.packb({"v": 1, "id": 6, "op": "hello"}), *[b"x"] * rng.choice([300, 2])]
+        return [msgpack.packb({"v": V, "id": 6, "op": "hello"}), *[b"x"] * rng.choice([300, 2])]
     if kind == 7:
-        return [msgpack.packb({"v": rng.choice([0, 2, "1", None]), "id": 7, "op": "hello"})]
+        return [msgpack.packb({"v": rng.choice([0, V + 1, str(V), None]), "id": 7, "op": "hello"})]
     if kind == 8:
-        return [msgpack.packb({"v": 1, "id": 8, "op": "reset", "lease": lease, "seeds": [-1], "positions": [5]})]
-    return [msgpack.packb({"v": 1, "id": 9, "op": "lease", "num_envs": rng.choice([0, -3, 10**9, 7])})]
+        return [msgpack.packb({"v": V, "id": 8, "op": "reset", "lease": lease, "seeds": [-1], "positions": [5]})]
+    return [msgpack.packb({"v": V, "id": 9, "op": "lease", "num_envs": rng.choice([0, -3, 10**9, 7])})]
 
 
 def test_a_fuzz_loop_of_malformed_messages_leaves_the_daemon_and_a_trainer_unharmed(daemon: DaemonProcess) -> None:

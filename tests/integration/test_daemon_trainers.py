@@ -100,7 +100,7 @@ def test_a_client_of_another_protocol_version_gets_an_error_naming_both(
     daemon: DaemonProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(wire, "PROTOCOL_VERSION", 999)
-    with pytest.raises(pool_env.VersionMismatchError, match="client speaks version 999, the daemon speaks version 1"):
+    with pytest.raises(pool_env.VersionMismatchError, match="client speaks version 999, the daemon speaks version 2"):
         pool_env.connect(daemon.endpoint, num_envs=1, handshake_timeout=5)
     assert session_module.wire.PROTOCOL_VERSION == 999  # the session really sent 999
 
@@ -141,11 +141,11 @@ def test_raw_requests_get_error_replies_with_their_id(daemon: DaemonProcess) -> 
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(daemon.endpoint)
     try:
-        sock.send(protocol.encode({"v": 1, "id": 5, "op": "step", "lease": "nope"}))
+        sock.send(protocol.encode({"v": wire.PROTOCOL_VERSION, "id": 5, "op": "step", "lease": "nope"}))
         assert sock.poll(5000)
         reply = protocol.decode(sock.recv())
         assert reply["id"] == 5 and reply["ok"] is False
-        assert reply["error"]["kind"] == "LeaseError" and "unknown lease" in reply["error"]["message"]
+        assert reply["error"]["class"] == "LeaseError" and "unknown lease" in reply["error"]["message"]
     finally:
         sock.close(linger=0)
         context.term()

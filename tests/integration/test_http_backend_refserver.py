@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from pool_env.envs import HttpEnvSpec
-from pool_env.errors import HttpStatusError
+from pool_env.errors import ErrorKind, HttpStatusError, StepFate
 from pool_env.refserver.process import RefServer
 from tests.integration.refserver_helpers import NO_FAULTS
 from workers.backends.base import Outcome
@@ -101,6 +101,7 @@ def test_a_hung_step_times_out_and_is_reported_applied_not_resent(
     server.fail_next("hang", path="vectorized_step")
     outcomes = backend.step(SLOTS, [0] * 4)
     assert all(e is not None and "response was lost" in e for e in errors(outcomes))
+    assert all((o.kind, o.fate) == (ErrorKind.LOST_RESPONSE, StepFate.APPLIED) for o in outcomes)
     assert applied_on_server(server, token) == 4
     assert backend.counters()["transport_errors"] == 1
 
@@ -148,6 +149,8 @@ def restart_and_recover(server: RefServer, token: str, backends: list[HttpBacken
     server.restart()
     outcomes = backend.step(SLOTS, [0] * 4)
     assert all(e is not None and "not found" in e for e in errors(outcomes))
+    # The server reports an unknown episode of a vectorized step as that entry's error payload.
+    assert all((o.kind, o.fate) == (ErrorKind.SERVER_EPISODE_ERROR, StepFate.NOT_APPLIED) for o in outcomes)
     assert all(o.truncated for o in outcomes)
     assert errors(backend.reset(SLOTS, [None] * 4, None)) == [None] * 4
     outcomes = backend.step(SLOTS, [0] * 4)

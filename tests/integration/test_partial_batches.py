@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import pool_env
-from pool_env import GymEnvSpec, PoolVectorEnv
+from pool_env import ErrorKind, GymEnvSpec, PoolVectorEnv, StepFate
 
 
 class SlotReference:
@@ -120,21 +120,22 @@ def test_a_slot_idle_when_its_worker_died_reports_its_lost_episode_on_its_next_s
             obs, *_, infos = env.recv()
             first_obs[int(infos["env_id"][0])] = obs[0]
 
-        def step_one(slot: int) -> tuple[float, bool, str | None]:
+        def step_one(slot: int) -> tuple[float, bool, tuple[ErrorKind, StepFate] | None]:
             env.send(np.zeros(1, dtype=np.int64), [slot])
             _, rewards, _, truncated, infos = env.recv()
             assert infos["env_id"].tolist() == [slot]
-            error = str(infos["error"][0]) if "error" in infos else None
+            error = (infos["error_kind"][0], infos["step_fate"][0]) if "error" in infos else None
             return float(rewards[0]), bool(truncated[0]), error
 
         env.send(np.zeros(1, dtype=np.int64), [0])  # slot 1, on the same worker, stays idle
         os.kill(env.stats()["workers"][0]["pid"], signal.SIGKILL)
         obs, _, _, truncated, infos = env.recv()
-        assert infos["env_id"].tolist() == [0] and truncated[0] and "exited with code -9" in infos["error"][0]
+        assert infos["env_id"].tolist() == [0] and truncated[0] and infos["error_kind"][0] is ErrorKind.WORKER_DIED
+        assert infos["step_fate"][0] is StepFate.UNKNOWN  # the slow step was under way when the worker died
         np.testing.assert_array_equal(obs[0], first_obs[0])  # the failed slot keeps its last observation
         reward, truncated_1, error = step_one(1)
         assert truncated_1 and reward == 0.0, "the idle slot's episode died with the worker: reported, not hidden"
-        assert error is not None and "episode lost" in error and "exited with code -9" in error
+        assert error == (ErrorKind.EPISODE_LOST, StepFate.NOT_APPLIED), "never sent: its worker was gone"
         reward, truncated_1, error = step_one(1)
         assert (reward, truncated_1, error) == (0.0, False, None), "then it is reset like any ended slot"
         assert step_one(2)[2] is None and step_one(1) == (1.0, False, None)

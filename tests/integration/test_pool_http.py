@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import pool_env
-from pool_env import HttpEnvSpec, PoolOptions, PoolVectorEnv
+from pool_env import ErrorKind, HttpEnvSpec, PoolOptions, PoolVectorEnv, StepFate
 from pool_env.chaos import StepLedger
 from pool_env.refserver.process import RefServer, free_port
 from tests.integration.refserver_helpers import NO_FAULTS
@@ -128,7 +128,8 @@ def test_a_server_episode_error_truncates_only_that_slot_which_then_restarts(ser
         _, rewards, terminated, truncated, infos = env.step(fly())
         assert infos["_error"].sum() == 1
         slot = int(np.flatnonzero(infos["_error"])[0])
-        assert "astype" in infos["error"][slot]
+        assert infos["error_kind"][slot] is ErrorKind.SERVER_EPISODE_ERROR
+        assert infos["step_fate"][slot] is StepFate.NOT_APPLIED  # the live server applies no step of an error entry
         assert truncated.tolist() == [i == slot for i in range(NUM_ENVS)]
         assert rewards[slot] == 0 and not terminated.any()
         _, rewards, terminated, truncated, infos = env.step(fly())

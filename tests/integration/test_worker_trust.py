@@ -84,7 +84,7 @@ def test_a_worker_without_accept_pickle_refuses_a_pickled_init_without_unpicklin
     marker = tmp_path / "unpickled"
     reply = _init_with_pickle(*router, marker)
     assert reply["op"] == Op.FATAL.value
-    assert "pickled code" in str(reply["message"])
+    assert "pickled code" in str(reply["error"]["message"])
     assert not marker.exists()
 
 

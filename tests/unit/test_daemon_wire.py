@@ -41,7 +41,7 @@ def test_malformed_requests_are_refused_with_a_clear_message(
 
 
 def test_another_protocol_version_is_refused_naming_both_versions() -> None:
-    with pytest.raises(RequestError, match="client speaks version 999, this daemon speaks version 1") as info:
+    with pytest.raises(RequestError, match="client speaks version 999, this daemon speaks version 2") as info:
         parse_request([header(v=999)])
     assert info.value.kind == "VersionMismatchError"
     assert info.value.extra == {"client_version": 999, "server_version": wire.PROTOCOL_VERSION}

@@ -31,7 +31,7 @@ from requests.adapters import BaseAdapter
 from pool_env import errors
 from pool_env.config import STEP_TIMEOUT_MARGIN, PoolOptions
 from pool_env.envs import HttpEnvSpec, spec_from_wire
-from pool_env.errors import ClosedError, HttpStatusError, QuotaExceededError
+from pool_env.errors import ClosedError, ErrorKind, HttpStatusError, QuotaExceededError, StepFate
 from workers.backends import retry
 from workers.backends.http import BACKEND_COUNTER_NAMES, HttpBackend
 
@@ -423,28 +423,34 @@ def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
 
 
 @pytest.mark.parametrize(
-    ("mutate", "message"),
+    ("mutate", "message", "kind"),
     [
-        (_set("infos", {"error": "'NoneType' object has no attribute 'astype'", "step": 10}), "astype"),
-        (_set("observations", []), "empty observation"),
-        (_set("observations", None), "empty observation"),
-        (_set("observations", [[math.nan] * 9]), "NaN"),
-        (_set("observations", [[1.0] * 8]), "rows of 9"),
-        (_set("observations", [[1.0] * 9, [1.0] * 8]), "ragged"),
-        (_set("observations", [[1.0] * 9] * 11), "more than step_size"),
-        (_set("rewards", None), "bad reward"),
-        (_set("rewards", "12"), "bad reward"),
-        (_set("rewards", math.inf), "bad reward"),
+        (
+            _set("infos", {"error": "'NoneType' object has no attribute 'astype'", "step": 10}),
+            "astype",
+            ErrorKind.SERVER_EPISODE_ERROR,
+        ),
+        (_set("observations", []), "empty observation", ErrorKind.BAD_RESPONSE),
+        (_set("observations", None), "empty observation", ErrorKind.BAD_RESPONSE),
+        (_set("observations", [[math.nan] * 9]), "NaN", ErrorKind.BAD_RESPONSE),
+        (_set("observations", [[1.0] * 8]), "rows of 9", ErrorKind.BAD_RESPONSE),
+        (_set("observations", [[1.0] * 9, [1.0] * 8]), "ragged", ErrorKind.BAD_RESPONSE),
+        (_set("observations", [[1.0] * 9] * 11), "more than step_size", ErrorKind.BAD_RESPONSE),
+        (_set("rewards", None), "bad reward", ErrorKind.BAD_RESPONSE),
+        (_set("rewards", "12"), "bad reward", ErrorKind.BAD_RESPONSE),
+        (_set("rewards", math.inf), "bad reward", ErrorKind.BAD_RESPONSE),
     ],
 )
 def test_a_bad_entry_fails_only_its_slot_which_gets_a_new_episode(
-    h: Harness, mutate: Callable[[dict[str, Any]], None], message: str
+    h: Harness, mutate: Callable[[dict[str, Any]], None], message: str, kind: ErrorKind
 ) -> None:
     ready(h)
     old_ids = h.backend.episode_ids
     h.server.faults.append(Fault("vectorized_step", "mutate", mutate=mutate))
     bad, good = h.backend.step([0, 1], [0, 0])
-    assert bad.error is not None and message in bad.error
+    assert bad.error is not None and message in bad.error and bad.kind is kind
+    # An error entry is not applied by the server; a bad value in an answer without one was.
+    assert bad.fate is (StepFate.NOT_APPLIED if kind is ErrorKind.SERVER_EPISODE_ERROR else StepFate.APPLIED)
     assert bad.truncated and bad.obs is None and bad.reward == 0.0
     assert good.error is None and good.info == {"step": 10}
     assert h.backend.counters()["episode_errors"] == 1
@@ -518,6 +524,7 @@ def test_a_reset_that_keeps_failing_errors_its_slots_and_the_next_reset_starts_a
     h.server.faults.append(Fault("vectorized_reset", "503", times=4))
     outcomes = h.backend.reset([0, 1], [None, None], None)
     assert all(o.error and o.error.startswith("reset failed: gave up after 3 retries") for o in outcomes)
+    assert all((o.kind, o.fate) == (ErrorKind.SERVER_5XX, StepFate.NOT_APPLIED) for o in outcomes)
     assert "HTTP 503" in str(outcomes[0].error) and len(h.sleeps) == 3
     assert h.backend.episode_ids == [None, None]
     h.server.log.clear()
@@ -574,6 +581,7 @@ def test_a_step_applied_with_its_response_lost_is_not_sent_again(h: Harness, kin
     outcomes = h.backend.step([0, 1], [0, 0])
     for outcome in outcomes:
         assert outcome.error is not None and "step applied but its response was lost" in outcome.error
+        assert (outcome.kind, outcome.fate) == (ErrorKind.LOST_RESPONSE, StepFate.APPLIED)
         assert "10 -> 20" in outcome.error
         assert outcome.truncated and outcome.obs is None
     assert h.server.paths("vectorized_step") == ["/api/v1/episode/vectorized_step"] * 2
@@ -602,6 +610,7 @@ def test_an_episode_gone_at_the_state_check_fails_its_slot_and_is_recreated(h: H
     outcomes = h.backend.step([0, 1], [0, 0])
     for outcome in outcomes:
         assert outcome.error is not None and "is gone" in outcome.error and "Episode not found" in outcome.error
+        assert (outcome.kind, outcome.fate) == (ErrorKind.EPISODE_GONE, StepFate.NOT_APPLIED)
     assert h.backend.episode_ids == [None, None]
     assert h.backend.counters()["episode_errors"] == 2
     assert h.server.paths("vectorized_step") == ["/api/v1/episode/vectorized_step"]
@@ -649,6 +658,7 @@ def test_exhausted_retries_fail_every_slot_and_the_backend_recovers_later(h: Har
         assert outcome.error is not None
         assert outcome.error.startswith("step failed, may have been applied: gave up after 3 retries")
         assert "ConnectionError: server is down" in outcome.error
+        assert (outcome.kind, outcome.fate) == (ErrorKind.TRANSPORT, StepFate.UNKNOWN)
         assert outcome.truncated
     # one back-off after the step request failed, then the check's state request gives up
     assert len(h.sleeps) == 1 + 3
@@ -672,6 +682,7 @@ def test_a_step_that_failed_for_the_last_time_is_still_checked_and_reported_not_
         assert outcome.error is not None
         assert outcome.error.startswith("step failed, not applied: gave up after 3 retries")
         assert "POST /api/v1/episode/vectorized_step: HTTP 500: injected" in outcome.error
+        assert (outcome.kind, outcome.fate) == (ErrorKind.SERVER_5XX, StepFate.NOT_APPLIED)
     assert h.server.paths("vectorized_step") == ["/api/v1/episode/vectorized_step"] * 4
     assert h.server.applied() == 0 and h.backend.episode_ids == [None, None]
 
@@ -687,6 +698,7 @@ def test_a_last_attempt_applied_with_its_answer_lost_is_reported_lost(h: Harness
 def test_stepping_a_slot_without_an_episode_is_an_error_not_a_request(h: Harness) -> None:
     (outcome,) = h.backend.step([0], [0])
     assert outcome.error is not None and "reset it first" in outcome.error
+    assert (outcome.kind, outcome.fate) == (ErrorKind.EPISODE_GONE, StepFate.NOT_APPLIED)
     assert h.server.log == []
 
 
@@ -761,6 +773,7 @@ def test_retries_stop_at_the_deadline_even_with_retries_left() -> None:
     for outcome in outcomes:
         assert outcome.error is not None and outcome.truncated
         assert outcome.error.startswith("could not create an episode: gave up after 1.5 s (call_timeout=3 s)")
+        assert (outcome.kind, outcome.fate) == (ErrorKind.CALL_TIMEOUT, StepFate.NOT_APPLIED)
         assert "last error: POST /api/v1/session/create: ConnectionError: server is down" in outcome.error
     assert h.sleeps == pytest.approx([0.4995, 0.999])
     assert len(h.server.log) == 3 and h.clock.now <= 3.0
@@ -794,6 +807,8 @@ def test_a_slow_server_ends_the_step_by_the_deadline_and_unresolved_slots_may_ha
     assert lost.error is not None and "step applied but its response was lost (step counter 0 -> 10)" in lost.error
     assert unknown.error is not None and unknown.truncated
     assert unknown.error.startswith("step failed, may have been applied: gave up after 1.75 s (call_timeout=1.75 s)")
+    assert (lost.kind, lost.fate) == (ErrorKind.LOST_RESPONSE, StepFate.APPLIED)
+    assert (unknown.kind, unknown.fate) == (ErrorKind.CALL_TIMEOUT, StepFate.UNKNOWN)
     assert f"GET /api/v1/episode/{ids[1]}/state/latest: ReadTimeout" in unknown.error
     assert h.clock.now - start == 1.75  # step 0.5, state of slot 0 0.5, state of slot 1 cut to 0.75
     assert h.server.timeouts == [1.0, 1.0, 0.75]
@@ -809,6 +824,7 @@ def test_a_step_known_not_applied_is_not_resent_after_the_deadline() -> None:
     for outcome in outcomes:
         assert outcome.error is not None
         assert outcome.error.startswith("step failed, not applied: gave up after 1.5 s (call_timeout=1.5 s)")
+        assert (outcome.kind, outcome.fate) == (ErrorKind.CALL_TIMEOUT, StepFate.NOT_APPLIED)
         assert "last error: POST /api/v1/episode/vectorized_step: HTTP 500: injected" in outcome.error
     assert h.server.paths("vectorized_step") == ["/api/v1/episode/vectorized_step"]
     assert h.server.applied() == 0 and h.backend.episode_ids == [None, None]
@@ -826,6 +842,8 @@ def test_every_call_ends_within_call_timeout_plus_one_request_timeout(call: str)
         outcomes = h.backend.step([0, 1], [0, 0])
         expected = "step failed, may have been applied: gave up after 5 s (call_timeout=5 s)"
     assert all(o.error is not None and o.error.startswith(expected) for o in outcomes), outcomes
+    fate = StepFate.NOT_APPLIED if call == "reset" else StepFate.UNKNOWN
+    assert all((o.kind, o.fate) == (ErrorKind.CALL_TIMEOUT, fate) for o in outcomes), outcomes
     assert h.clock.now - start <= 5.0 + 2.0
     assert h.server.applied() == (2 if call == "step" else 0)
 

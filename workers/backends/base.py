@@ -2,7 +2,8 @@
 
 A backend owns the envs of one worker's slots, numbered ``0..num_slots-1`` locally. It never
 autoresets: the worker decides which slots to reset and which to step (gymnasium's NEXT_STEP
-rule). Per-slot failures are returned as :class:`Outcome` with ``error`` set, never raised;
+rule). Per-slot failures are returned as :class:`Outcome` with ``error`` and its
+:class:`~pool_env.errors.ErrorKind` and :class:`~pool_env.errors.StepFate` set, never raised;
 only failures that no retry can fix (a 4xx from the server, an env that cannot be created)
 raise :class:`pool_env.errors.PoolEnvError` subclasses.
 """
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pool_env.errors import ErrorKind
+from pool_env.errors import ErrorKind, StepFate
 
 __all__ = ["Backend", "Outcome"]
 
@@ -23,11 +24,14 @@ class Outcome:
     """The result of resetting or stepping one slot.
 
     ``obs`` is ``None`` when there is no observation (an error); the worker then leaves the
-    slot's previous observation in place. A slot with ``error`` is reported truncated; ``kind``
-    says what failed when the env itself did (``ErrorKind.ENV_RAISED``, ``ErrorKind.INVALID_ENV_RETURN``).
+    slot's previous observation in place. A slot with ``error`` is reported truncated, with
+    ``kind`` (why) and ``fate`` (whether the env applied the step); make one with :meth:`failed`.
     A local env's reward and flags are passed as the env returned them: the worker checks them
     against the contract (:mod:`workers.contract`) before writing them.
     ``restarted``: the slot ended and was reset within the same command (SAME_STEP autoreset).
+
+    Raises:
+        TypeError: ``error`` without ``kind``, or ``kind`` without ``error``.
     """
 
     obs: Any = None
@@ -38,6 +42,16 @@ class Outcome:
     error: str | None = None
     kind: ErrorKind | None = None
     restarted: bool = False
+    fate: StepFate = StepFate.NOT_APPLIED
+
+    def __post_init__(self) -> None:
+        if (self.error is None) != (self.kind is None):
+            raise TypeError(f"an Outcome has an error and its kind, or neither: error={self.error!r}, kind={self.kind}")
+
+    @classmethod
+    def failed(cls, kind: ErrorKind, fate: StepFate, error: str) -> Outcome:
+        """A failed slot: truncated, no observation, ``error`` for people, ``kind`` and ``fate`` for code."""
+        return cls(truncated=True, error=error, kind=kind, fate=fate)
 
 
 class Backend(Protocol):

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import gymnasium as gym
 
-from pool_env.errors import ErrorKind
+from pool_env.errors import ErrorKind, StepFate
 from workers.backends.base import Outcome
 from workers.contract import ContractViolation, describe_value
 
@@ -60,8 +60,9 @@ class GymBackend:
         if env is not None:
             with contextlib.suppress(Exception):
                 env.close()
-        error = f"{what} raised in the env:\n{traceback.format_exc()}"
-        return Outcome(truncated=True, error=error, kind=ErrorKind.ENV_RAISED)
+        # A step that raised may have changed the env before raising; a reset is no step.
+        fate = StepFate.UNKNOWN if what == "step" else StepFate.NOT_APPLIED
+        return Outcome.failed(ErrorKind.ENV_RAISED, fate, f"{what} raised in the env:\n{traceback.format_exc()}")
 
     def reset(self, slots: Sequence[int], seeds: Sequence[int | None], options: dict[str, Any] | None) -> list[Outcome]:
         """Reset each slot with its seed (``None`` continues the env's own RNG)."""
@@ -120,4 +121,5 @@ class GymBackend:
 def _not_a_tuple(what: str, expected: str, returned: Any) -> Outcome:
     got = f"a {len(returned)}-tuple" if isinstance(returned, tuple) else describe_value(returned)
     violation = ContractViolation("return value", f"the tuple {expected} of gymnasium's {what}() API", got)
-    return Outcome(truncated=True, error=str(violation), kind=ErrorKind.INVALID_ENV_RETURN)
+    fate = StepFate.APPLIED if what == "step" else StepFate.NOT_APPLIED  # env.step() did return
+    return Outcome.failed(ErrorKind.INVALID_ENV_RETURN, fate, f"{what}() returned an {violation}")

@@ -54,7 +54,7 @@ import requests
 from pool_env import errors
 from pool_env.envs.degradation import OBS_FIELDS
 from pool_env.envs.http import HttpEnvSpec
-from pool_env.errors import HttpStatusError, RetriesExhaustedError, SpecError
+from pool_env.errors import ErrorKind, HttpStatusError, RetriesExhaustedError, SlotFailure, SpecError, StepFate
 from workers.backends.base import Outcome
 from workers.backends.http_client import COUNTER_NAMES, GAUGE_NAMES, HttpClient, NotFoundError, RetryableError
 from workers.backends.http_episodes import EpisodeTable
@@ -215,8 +215,8 @@ class HttpBackend:
         pending = list(range(len(slots)))
         for attempt in range(2):  # slots whose episode fails to reset get a new episode, once
             final = attempt == 1
-            for i, error in self._episodes.ensure([slots[i] for i in pending], pending).items():
-                outcomes[i] = Outcome(truncated=True, error=error)
+            for i, failure in self._episodes.ensure([slots[i] for i in pending], pending).items():
+                outcomes[i] = Outcome.failed(failure.kind, failure.fate, failure.message)
             pending = [i for i in pending if outcomes[i] is None]
             if not pending:
                 break
@@ -229,13 +229,20 @@ class HttpBackend:
                     "POST", VECTORIZED_RESET, body, parse=partial(parse_reset, num_envs=len(pending))
                 )
             except RetriesExhaustedError as exc:
-                self._fail(slots, pending, outcomes, f"reset failed: {exc}")
+                self._fail(slots, pending, outcomes, exc.kind, StepFate.NOT_APPLIED, f"reset failed: {exc}")
                 break
             except NotFoundError as exc:  # the server forgot (some of) these episodes: a restart
                 log.warning("reset: %s; making new episodes for %d slots", exc, len(pending))
                 self._episodes.forget_session()
                 if final:
-                    self._fail(slots, pending, outcomes, f"reset: episode not found: {exc.detail}")
+                    self._fail(
+                        slots,
+                        pending,
+                        outcomes,
+                        ErrorKind.EPISODE_GONE,
+                        StepFate.NOT_APPLIED,
+                        f"reset: episode not found: {exc.detail}",
+                    )
                 for i in pending:
                     self._episodes.drop(slots[i])
                 continue
@@ -254,7 +261,9 @@ class HttpBackend:
         pending = []
         for i, slot in enumerate(slots):
             if self._episodes.episode_ids[slot] is None:
-                outcomes[i] = Outcome(truncated=True, error="no live episode in this slot; reset it first")
+                outcomes[i] = Outcome.failed(
+                    ErrorKind.EPISODE_GONE, StepFate.NOT_APPLIED, "no live episode in this slot; reset it first"
+                )
             else:
                 pending.append(i)
         policy = self._client.policy
@@ -268,20 +277,42 @@ class HttpBackend:
                     pending = self._unapplied(slots, pending, outcomes, verified)
                 except RetriesExhaustedError as exc:
                     unknown = [i for i in pending if outcomes[i] is None and i not in verified]
-                    self._fail(slots, unknown, outcomes, f"step failed, may have been applied: {exc}")
-                    self._fail(slots, list(verified), outcomes, f"step failed, not applied: {gave_up or exc}")
+                    self._fail(
+                        slots,
+                        unknown,
+                        outcomes,
+                        exc.kind,
+                        StepFate.UNKNOWN,
+                        f"step failed, may have been applied: {exc}",
+                    )
+                    last = gave_up or exc
+                    self._fail(
+                        slots,
+                        list(verified),
+                        outcomes,
+                        last.kind,
+                        StepFate.NOT_APPLIED,
+                        f"step failed, not applied: {last}",
+                    )
                     break
                 # A 404 for the step although no episode is gone: the server lacks the endpoint.
                 stuck_404, after_404, must_check = after_404 and len(pending) == before, False, False
                 if gave_up is not None:
-                    self._fail(slots, pending, outcomes, f"step failed, not applied: {gave_up}")
+                    self._fail(
+                        slots,
+                        pending,
+                        outcomes,
+                        gave_up.kind,
+                        StepFate.NOT_APPLIED,
+                        f"step failed, not applied: {gave_up}",
+                    )
                     break
                 continue
             verified.clear()
             try:
                 reply = self._send_step(slots, actions, pending)
             except RetriesExhaustedError as exc:  # the deadline passed: nothing was sent
-                self._fail(slots, pending, outcomes, f"step failed, not applied: {exc}")
+                self._fail(slots, pending, outcomes, exc.kind, StepFate.NOT_APPLIED, f"step failed, not applied: {exc}")
                 break
             except RetryableError as exc:
                 must_check = True
@@ -313,12 +344,20 @@ class HttpBackend:
         if self._closed:
             raise errors.ClosedError("the HTTP backend is closed")  # a misuse: may load gymnasium
 
-    def _fail(self, slots: Sequence[int], pending: list[int], outcomes: list[Outcome | None], error: str) -> None:
+    def _fail(
+        self,
+        slots: Sequence[int],
+        pending: list[int],
+        outcomes: list[Outcome | None],
+        kind: ErrorKind,
+        fate: StepFate,
+        error: str,
+    ) -> None:
         """Give up on ``pending``: each reports ``error`` and gets a new episode at its next reset."""
         self._episodes.forget_session()
         for i in pending:
             self._episodes.drop(slots[i])
-            outcomes[i] = Outcome(truncated=True, error=error)
+            outcomes[i] = Outcome.failed(kind, fate, error)
 
     def _send_step(self, slots: Sequence[int], actions: Sequence[Any], pending: list[int]) -> dict[str, list[Any]]:
         step_size = self._spec.step_size
@@ -359,13 +398,16 @@ class HttpBackend:
             except NotFoundError as exc:
                 self._counters["episode_errors"] += 1
                 self._episodes.drop(slot)
-                outcomes[i] = Outcome(truncated=True, error=f"episode {episode_id} is gone: {exc.detail}")
+                outcomes[i] = Outcome.failed(
+                    ErrorKind.EPISODE_GONE, StepFate.NOT_APPLIED, f"episode {episode_id} is gone: {exc.detail}"
+                )
                 continue
             last = self._episodes.last_step[slot]
             if last is None or step is None:
-                outcomes[i] = Outcome(
-                    truncated=True,
-                    error="the step's response was lost and the server's step counter is unknown",
+                outcomes[i] = Outcome.failed(
+                    ErrorKind.LOST_RESPONSE,
+                    StepFate.UNKNOWN,
+                    "the step's response was lost and the server's step counter is unknown",
                 )
             elif step == last and ended:
                 # Not stepped, yet ended: the server failed the episode while handling the request
@@ -373,9 +415,10 @@ class HttpBackend:
                 # step an ended episode.
                 self._counters["episode_errors"] += 1
                 self._episodes.drop(slot)
-                outcomes[i] = Outcome(
-                    truncated=True,
-                    error=f"episode {episode_id} failed on the server while the step's answer was lost; not applied",
+                outcomes[i] = Outcome.failed(
+                    ErrorKind.SERVER_EPISODE_ERROR,
+                    StepFate.NOT_APPLIED,
+                    f"episode {episode_id} failed on the server while the step's answer was lost; not applied",
                 )
             elif step == last:
                 verified.add(i)
@@ -387,19 +430,20 @@ class HttpBackend:
                     last,
                     step,
                 )
-                outcomes[i] = Outcome(
-                    truncated=True,
-                    error=f"step applied but its response was lost (step counter {last} -> {step})",
+                outcomes[i] = Outcome.failed(
+                    ErrorKind.LOST_RESPONSE,
+                    StepFate.APPLIED,
+                    f"step applied but its response was lost (step counter {last} -> {step})",
                 )
         return [i for i in pending if outcomes[i] is None]
 
     # -- results ----------------------------------------------------------------------------
 
-    def _entry_error(self, slot: int, error: str) -> Outcome:
+    def _entry_error(self, slot: int, failure: SlotFailure) -> Outcome:
         self._counters["episode_errors"] += 1
-        log.warning("slot %d, episode %s: %s", slot, self._episodes.episode_ids[slot], error)
+        log.warning("slot %d, episode %s: %s", slot, self._episodes.episode_ids[slot], failure.message)
         self._episodes.drop(slot)
-        return Outcome(truncated=True, error=error)
+        return Outcome.failed(failure.kind, failure.fate, failure.message)
 
     def _reset_entry(self, slot: int, reply: dict[str, list[Any]], j: int) -> Outcome:
         info = reply["infos"][j]
@@ -407,10 +451,12 @@ class HttpBackend:
         if isinstance(new_id, str) and new_id:
             self._episodes.episode_ids[slot] = new_id
         if info.get("error"):
-            return self._entry_error(slot, f"server error on reset: {info['error']}")
+            error = f"server error on reset: {info['error']}"
+            return self._entry_error(slot, SlotFailure(ErrorKind.SERVER_EPISODE_ERROR, StepFate.NOT_APPLIED, error))
         rows = parse_rows(reply["observations"][j], 1)
         if isinstance(rows, str):
-            return self._entry_error(slot, f"bad reset observation: {rows}")
+            error = f"bad reset observation: {rows}"
+            return self._entry_error(slot, SlotFailure(ErrorKind.BAD_RESPONSE, StepFate.NOT_APPLIED, error))
         step = info.get("step", 0)
         self._episodes.last_step[slot] = step if isinstance(step, int) and not isinstance(step, bool) else 0
         obs, extra = self._shape(rows)
@@ -418,7 +464,7 @@ class HttpBackend:
 
     def _step_entry(self, slot: int, reply: dict[str, list[Any]], j: int) -> Outcome:
         entry = step_entry(reply, j, self._spec.step_size)
-        if isinstance(entry, str):
+        if isinstance(entry, SlotFailure):
             return self._entry_error(slot, entry)
         rows, reward, terminated, truncated, info = entry
         self._episodes.last_step[slot] = info.get("step")

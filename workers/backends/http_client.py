@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from pool_env.errors import HttpStatusError, QuotaExceededError, RetriesExhaustedError, TransportError
+from pool_env.errors import ErrorKind, HttpStatusError, QuotaExceededError, RetriesExhaustedError, TransportError
 from workers.backends.retry import Deadline, RandomSource, RetryPolicy, describe
 
 __all__ = ["COUNTER_NAMES", "GAUGE_NAMES", "HttpClient", "NotFoundError", "RetryableError"]
@@ -78,7 +78,18 @@ def _identity(payload: Any) -> Any:
 
 
 class RetryableError(TransportError):
-    """A request failed in a way a retry may heal (transport error, 5xx, unreadable body)."""
+    """A request failed in a way a retry may heal (transport error, 5xx, unreadable body).
+
+    Attributes:
+        kind: :attr:`ErrorKind.TRANSPORT`, :attr:`ErrorKind.SERVER_5XX` or :attr:`ErrorKind.BAD_RESPONSE`;
+            the kind of the slots' failure if the retries run out on it.
+    """
+
+    _wire_args = ("message", "kind")
+
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.TRANSPORT) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class NotFoundError(TransportError):
@@ -172,11 +183,11 @@ class HttpClient:
             if deadline.hit:
                 self.counters["call_timeouts"] += 1
 
-    def _failed(self, message: str) -> RetryableError:
+    def _failed(self, message: str, kind: ErrorKind) -> RetryableError:
         """A :class:`RetryableError` for ``message``, remembered as the deadline's last error."""
         if self._deadline is not None:
             self._deadline.last_error = message
-        return RetryableError(message)
+        return RetryableError(message, kind)
 
     def request(
         self,
@@ -221,13 +232,13 @@ class HttpClient:
         except requests.RequestException as exc:
             self.counters["transport_errors"] += 1
             self.drop_session()
-            raise self._failed(f"{method} {path}: {describe(exc)}") from exc
+            raise self._failed(f"{method} {path}: {describe(exc)}", ErrorKind.TRANSPORT) from exc
         status = response.status_code
         used, limit = self._note_quota(response)
         if status >= 500:
             self.counters["http_5xx"] += 1
             self.drop_session()
-            raise self._failed(f"{method} {path}: HTTP {status}: {_detail(response)}")
+            raise self._failed(f"{method} {path}: HTTP {status}: {_detail(response)}", ErrorKind.SERVER_5XX)
         if status == 404:
             raise NotFoundError(_detail(response), url)
         if status == 429:
@@ -242,7 +253,7 @@ class HttpClient:
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             self.counters["bad_responses"] += 1
             self.drop_session()
-            raise self._failed(f"{method} {path}: malformed response: {describe(exc)}") from exc
+            raise self._failed(f"{method} {path}: malformed response: {describe(exc)}", ErrorKind.BAD_RESPONSE) from exc
 
     def call_idempotent(
         self,

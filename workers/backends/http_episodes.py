@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from functools import partial
 
 from pool_env.envs.http import HttpEnvSpec
-from pool_env.errors import HttpStatusError, RetriesExhaustedError
+from pool_env.errors import HttpStatusError, RetriesExhaustedError, SlotFailure, StepFate
 from workers.backends.http_client import HttpClient, NotFoundError
 from workers.backends.http_payload import parse_create, parse_session
 
@@ -62,7 +62,7 @@ class EpisodeTable:
         """Forget the server session (lost or suspect): the next creation makes a new one."""
         self.session_id = None
 
-    def ensure(self, slots: Sequence[int], positions: Sequence[int]) -> dict[int, str]:
+    def ensure(self, slots: Sequence[int], positions: Sequence[int]) -> dict[int, SlotFailure]:
         """Give every slot of ``slots`` without an episode a new one.
 
         Args:
@@ -70,21 +70,22 @@ class EpisodeTable:
             positions: the caller's index of each slot, used as the key of the result.
 
         Returns:
-            ``{position: error}`` for the slots that could not get an episode (retries spent,
-            or the call's deadline passed).
+            ``{position: failure}`` for the slots that could not get an episode (retries spent,
+            or the call's deadline passed; nothing was applied to them).
 
         Raises:
             HttpStatusError: a 4xx other than 404, or a 404 even with a brand-new session.
         """
         missing = [(slot, i) for slot, i in zip(slots, positions, strict=True) if self.episode_ids[slot] is None]
-        errors: dict[int, str] = {}
+        errors: dict[int, SlotFailure] = {}
         for start in range(0, len(missing), MAX_GROUP_SIZE):
             group = missing[start : start + MAX_GROUP_SIZE]
             try:
                 ids = self._create_group(len(group))
             except RetriesExhaustedError as exc:
                 self.forget_session()
-                errors.update((i, f"could not create an episode: {exc}") for _, i in group)
+                failure = SlotFailure(exc.kind, StepFate.NOT_APPLIED, f"could not create an episode: {exc}")
+                errors.update((i, failure) for _, i in group)
                 continue
             for (slot, _), episode_id in zip(group, ids, strict=True):
                 self.episode_ids[slot] = episode_id

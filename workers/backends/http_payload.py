@@ -5,8 +5,9 @@ Two levels of badness, handled differently by the backend:
 * the ``parse_*`` functions check a whole answer (keys, list lengths). They raise ``ValueError``
   or ``TypeError`` when it is malformed; the client then treats the request as failed and retries
   it (a step only after checking the server's step counters);
-* :func:`parse_rows` and :func:`step_entry` check one entry of a vectorized answer and return an
-  error string instead of raising: that slot alone fails.
+* :func:`parse_rows` and :func:`step_entry` check one entry of a vectorized answer and return
+  what is wrong with it (a string; a :class:`~pool_env.errors.SlotFailure` from :func:`step_entry`)
+  instead of raising: that slot alone fails.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from pool_env.envs.degradation import OBS_FIELDS
+from pool_env.errors import ErrorKind, SlotFailure, StepFate
 
 __all__ = [
     "StepEntry",
@@ -25,7 +27,6 @@ __all__ = [
     "parse_rows",
     "parse_session",
     "parse_state",
-    "parse_state_step",
     "parse_step",
     "step_entry",
 ]
@@ -98,11 +99,6 @@ def parse_step(payload: Any, num_envs: int) -> dict[str, list[Any]]:
     return reply
 
 
-def parse_state_step(payload: Any) -> int | None:
-    """The ``step`` counter of a ``/state/latest`` answer (None when the server did not send one)."""
-    return _int_or_none(_object(payload).get("step"))
-
-
 def parse_state(payload: Any) -> tuple[int | None, bool]:
     """The ``step`` counter of a ``/state/latest`` answer and whether the episode has ended
     (``terminated`` or ``truncated`` is true; the server reports a broken episode as terminated)."""
@@ -133,21 +129,24 @@ def parse_rows(raw: Any, max_rows: int) -> np.ndarray | str:
     return rows
 
 
-def step_entry(reply: dict[str, list[Any]], j: int, step_size: int) -> StepEntry | str:
-    """Entry ``j`` of a parsed step answer, or the error that fails its slot.
+def step_entry(reply: dict[str, list[Any]], j: int, step_size: int) -> StepEntry | SlotFailure:
+    """Entry ``j`` of a parsed step answer, or the failure of its slot.
 
+    An error payload is the server's episode error (the server did not apply the step); a bad
+    observation or reward in an entry without one is a bad response to a step the server applied.
     The info keeps only ``step`` (flights since reset, when the server sent it) and, when the
     episode ended, ``reason``.
     """
     raw_info = reply["infos"][j]
     if raw_info.get("error"):
-        return f"server error: {raw_info['error']}"
+        error = f"server error: {raw_info['error']}"
+        return SlotFailure(ErrorKind.SERVER_EPISODE_ERROR, StepFate.NOT_APPLIED, error)
     rows = parse_rows(reply["observations"][j], step_size)
     if isinstance(rows, str):
-        return f"bad step observation: {rows}"
+        return SlotFailure(ErrorKind.BAD_RESPONSE, StepFate.APPLIED, f"bad step observation: {rows}")
     reward = reply["rewards"][j]
     if isinstance(reward, bool) or not isinstance(reward, int | float) or not math.isfinite(reward):
-        return f"bad reward {reward!r}"
+        return SlotFailure(ErrorKind.BAD_RESPONSE, StepFate.APPLIED, f"bad reward {reward!r}")
     terminated = bool(reply["terminateds"][j])
     truncated = bool(reply["truncateds"][j])
     info: dict[str, Any] = {}

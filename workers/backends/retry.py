@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from pool_env.envs.http import RETRY_DELAY_CAP
-from pool_env.errors import CallTimeoutError, RetriesExhaustedError
+from pool_env.errors import CallTimeoutError, ErrorKind, RetriesExhaustedError
 
 __all__ = [
     "DEFAULT_CAP",
@@ -89,11 +89,15 @@ class RetryPolicy:
 
         Raises:
             RetriesExhaustedError: ``max_retries`` retries were already granted; chained to
-                ``error`` when it is an exception.
+                ``error`` when it is an exception, of ``error``'s kind when it has one
+                (:class:`~pool_env.errors.ErrorKind`, else ``TRANSPORT``).
         """
         if self.exhausted:
             description = error if isinstance(error, str) else describe(error)
-            exhausted = RetriesExhaustedError(self.retries, description)
+            kind = getattr(error, "kind", None)
+            exhausted = RetriesExhaustedError(
+                self.retries, description, kind if isinstance(kind, ErrorKind) else ErrorKind.TRANSPORT
+            )
             if isinstance(error, BaseException):
                 raise exhausted from error
             raise exhausted
