@@ -13,7 +13,8 @@ PoolEnvError
 │   ├── SpecError                  a bad env spec or pool configuration (names the field; also ValueError)
 │   └── LeaseError                 a daemon refused or does not know a lease (names what is free)
 ├── WorkerError                    a worker could not be started or did something it must not
-│   └── WorkerStartError           workers did not come up (exit code / stderr tail)
+│   ├── WorkerStartError           workers did not come up (exit code / stderr tail)
+│   └── PoolGaveUpError            every worker of the pool was given up on (last cause)
 ├── CodecError                     a value that cannot cross a process boundary (names where it sits; also TypeError)
 ├── ProtocolError                  a malformed or oversized message on a pool_env wire
 │   └── VersionMismatchError       a daemon and its client speak different protocol versions
@@ -29,7 +30,6 @@ PoolEnvError
 │   ├── InvalidEnvReturnError      a return that breaks the declared spaces/types (also ValueError)
 │   ├── EnvRaisedError             the env raised and on_env_error="raise" (remote traceback)
 │   └── EnvFailingError            a slot's env raised env_failure_limit times in a row
-├── PoolGaveUpError                every worker of the pool was given up on (last cause)
 ├── SharedMemoryError              /dev/shm cannot hold the pool's buffers (size needed, --shm-size; also OSError)
 └── StepTimeoutError               the whole pool missed a deadline the caller asked for (step_wait(timeout))
 ```

@@ -171,3 +171,27 @@ def test_the_error_module_and_its_wire_load_no_gymnasium() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False"]
+
+
+def test_the_module_docstring_draws_the_tree_as_it_is() -> None:
+    assert errors.__doc__ is not None
+    drawn = errors.__doc__.split("```")[1].strip().splitlines()
+    assert drawn[0] == "PoolEnvError"
+    parents: dict[str, str] = {}
+    stack = ["PoolEnvError"]
+    for line in drawn[1:]:
+        marker = max(line.find("├── "), line.find("└── "))
+        if marker < 0:
+            continue  # a continued comment
+        depth = marker // 4 + 1
+        name = line[marker + 4 :].split()[0]
+        del stack[depth:]
+        parents[name] = stack[-1]
+        stack.append(name)
+    assert sorted(parents) == sorted(set(tree()) - {"PoolEnvError"})
+    for name, parent in parents.items():
+        cls = getattr(errors, name)
+        nearest = next(
+            c for c in cls.__mro__[1:] if issubclass(c, errors.PoolEnvError) and not c.__name__.startswith("_")
+        )
+        assert nearest.__name__ == parent, name
