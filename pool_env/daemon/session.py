@@ -59,9 +59,10 @@ class Reply:
 
 
 def raise_error(header: dict[str, Any], endpoint: str) -> None:
-    """Raise the error an error reply describes (:func:`pool_env.errors.from_wire`: its own class)."""
+    """Raise the error an error reply describes (:func:`pool_env.errors.from_wire`: its own class and
+    fields), its message prefixed with ``daemon at <endpoint>: ``."""
     error = errors.from_wire(header.get("error"))
-    error.add_note(f"reported by the pool daemon at {endpoint}")
+    error.args = (f"daemon at {endpoint}: {error}",)
     raise error
 
 
