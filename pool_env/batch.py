@@ -17,7 +17,7 @@ from gymnasium import spaces
 from pool_env.errors import InvalidActionError, SlotFailure
 from pool_env.shm import Leaf, leaf_value
 
-__all__ = ["add_info", "assemble_infos", "validate_actions"]
+__all__ = ["add_info", "assemble_infos", "merge_same_step_failures", "validate_actions"]
 
 
 class _LeafBounds:
@@ -145,3 +145,27 @@ def assemble_infos(
         }
         infos = add_info(infos, info, position(slot), num_envs)
     return infos
+
+
+def merge_same_step_failures(
+    slot_infos: dict[int, Any],
+    errors: Mapping[int, SlotFailure],
+    restarts_of: Callable[[int], int],
+    last_obs_of: Callable[[int], Any],
+    reset_infos: Mapping[int, Mapping[str, Any]],
+) -> None:
+    """SAME_STEP autoreset of failed slots, in place: each failed slot's info becomes
+    ``{"final_obs": its last valid observation, "final_info": {..., "error", "error_kind", "step_fate",
+    "restarts"}, **reset info}``,
+    the layout ``SyncVectorEnv(autoreset_mode=SAME_STEP)`` gives an episode that ended in a step.
+    """
+    for slot in sorted(errors):
+        failure = errors[slot]
+        final_info = {
+            **slot_infos.get(slot, {}),
+            "error": failure.message,
+            "error_kind": failure.kind,
+            "step_fate": failure.fate,
+            "restarts": restarts_of(slot),
+        }
+        slot_infos[slot] = {"final_obs": last_obs_of(slot), "final_info": final_info, **reset_infos.get(slot, {})}

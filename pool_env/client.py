@@ -28,13 +28,14 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from pool_env.batch import assemble_infos, validate_actions
+from pool_env.batch import assemble_infos, merge_same_step_failures, validate_actions
 from pool_env.daemon import security, wire
 from pool_env.daemon.session import CurveClientKeys, DaemonSession, Reply
 from pool_env.daemon.wire import ClientOp
-from pool_env.errors import NoPendingCallError, SlotFailure, SpecError, UsageError
-from pool_env.frontend import BatchedVectorEnv
-from pool_env.spaces import leaves_of, structure_of_batch
+from pool_env.errors import NoPendingCallError, SlotFailure, SpecError
+from pool_env.frontend import BatchedVectorEnv, autoreset_mode_of, check_options, reset_mask_of
+from pool_env.shm import build_structure
+from pool_env.spaces import leaves_of, structure_of_batch, tree_of
 
 __all__ = ["RemoteVectorEnv", "connect"]
 
@@ -48,6 +49,7 @@ def connect(
     server_key: str | None = None,
     client_secret_key: str | None = None,
     shared_memory: bool | None = None,
+    autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
 ) -> RemoteVectorEnv:
     """Lease ``num_envs`` slots from the daemon at ``endpoint`` (or from each of several).
 
@@ -60,6 +62,8 @@ def connect(
         server_key: the daemon's public key file (CURVE, needed for ``tcp://``).
         client_secret_key: this client's secret key file (CURVE).
         shared_memory: exchange arrays through the daemon's shared memory (default: on ``ipc://``).
+        autoreset_mode: gymnasium's ``AutoresetMode`` for these slots (the daemon's workers follow
+            each lease's own mode), as for :class:`~pool_env.PoolVectorEnv`.
 
     Raises:
         DaemonUnavailableError: a daemon did not answer (not running, unreachable, or refused us).
@@ -67,6 +71,7 @@ def connect(
         LeaseError: a daemon has fewer free slots (the message says how many are free).
         SpecError: bad arguments, or daemons with different spaces.
     """
+    mode = autoreset_mode_of(autoreset_mode)
     endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
     if not endpoints:
         raise SpecError("endpoint: give at least one")
@@ -98,9 +103,10 @@ def connect(
                     handshake_timeout=handshake_timeout,
                     curve=curve,
                     shared_memory=shared_memory,
+                    autoreset=mode.value,
                 )
             )
-        return RemoteVectorEnv(sessions)
+        return RemoteVectorEnv(sessions, mode)
     except BaseException:
         for session in sessions:
             session.close()
@@ -112,8 +118,9 @@ class RemoteVectorEnv(BatchedVectorEnv):
 
     metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, sessions: list[DaemonSession]) -> None:
+    def __init__(self, sessions: list[DaemonSession], autoreset_mode: AutoresetMode = AutoresetMode.NEXT_STEP) -> None:
         self.closed = True
+        self.autoreset_mode = autoreset_mode
         first = sessions[0].hello
         single_obs = wire.space_from_wire(first["observation_space"])
         single_act = wire.space_from_wire(first["action_space"])
@@ -129,15 +136,17 @@ class RemoteVectorEnv(BatchedVectorEnv):
         self.single_action_space = single_act
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.metadata = {**first.get("metadata", {}), "autoreset_mode": AutoresetMode.NEXT_STEP}
+        self.metadata = {**first.get("metadata", {}), "autoreset_mode": autoreset_mode}
         self.render_mode = first.get("render_mode")
         self._obs_leaves = leaves_of(self.single_observation_space)
+        self._obs_tree = tree_of(self.single_observation_space)
         self._act_leaves = leaves_of(self.single_action_space)
         self._pending: dict[int, int] | None = None  # session index -> request id still unanswered
         self._replies: dict[int, Reply] = {}
         self._was_reset = False
         self._obs = [np.zeros((self.num_envs, *leaf.shape), dtype=leaf.dtype) for leaf in self._obs_leaves]
         self._restarts: dict[int, int] = {}
+        self._last_slot_infos: dict[int, Any] = {}
         self.closed = False
 
     # -- gymnasium API ----------------------------------------------------------------------
@@ -153,10 +162,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
         options = dict(options) if options is not None else None
         seeds = self._seed_list(seed)
         if options is not None and "reset_mask" in options:
-            mask = np.asarray(options.pop("reset_mask"))
-            if mask.dtype != np.bool_ or mask.shape != (self.num_envs,) or not mask.any():
-                raise UsageError(f"options['reset_mask'] must be a bool array of shape ({self.num_envs},) with a True")
-            indices = np.flatnonzero(mask).tolist()
+            indices = np.flatnonzero(reset_mask_of(options, self.num_envs)).tolist()
             return self.reset_envs(indices, seeds=[seeds[i] for i in indices], options=options)
         return self.reset_envs(list(range(self.num_envs)), seeds, options)
 
@@ -165,6 +171,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
     ) -> tuple[Any, dict[str, Any]]:
         """Reset only the slots in ``indices``; the others keep their episodes untouched."""
         chosen, chosen_seeds = self._reset_envs_arguments(indices, seeds)
+        check_options(options, network=True)
         seed_of = dict(zip(chosen, chosen_seeds, strict=True))
         pending = {}
         for k, session in enumerate(self._sessions):
@@ -175,10 +182,11 @@ class RemoteVectorEnv(BatchedVectorEnv):
                         "seeds": [seed_of[offset + p] for p in positions]}  # fmt: skip
                 pending[k] = session.send(ClientOp.RESET, body)
         self._pending, self._replies = pending, {}
-        infos = self._collect(None, step=False)
+        slot_infos, errors = self._collect(None, step=False)
         if len(chosen) == self.num_envs:
             self._was_reset = True
-        return self._observations(), infos
+        self._track_reset(chosen)
+        return self._observations(), self._assemble(slot_infos, errors)
 
     def step_async(self, actions: Any) -> None:
         """Validate ``actions`` and send each daemon its share.
@@ -214,8 +222,17 @@ class RemoteVectorEnv(BatchedVectorEnv):
         reward = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=np.bool_)
         truncated = np.zeros(self.num_envs, dtype=np.bool_)
-        infos = self._collect(timeout, step=True, flags=(reward, terminated, truncated))
-        return self._observations(), reward, terminated, truncated, infos
+        slot_infos, errors = self._collect(timeout, step=True, flags=(reward, terminated, truncated))
+        if errors and self.autoreset_mode is AutoresetMode.SAME_STEP:
+            # Failed slots kept their last valid observation in self._obs; reset them now.
+            finals = {i: build_structure(self._obs_leaves, [leaf[i].copy() for leaf in self._obs], self._obs_tree)
+                      for i in errors}  # fmt: skip
+            _, reset_infos = self.reset_envs(sorted(errors))
+            del reset_infos  # per-slot reset infos are kept by _collect in self._last_slot_infos
+            merge_same_step_failures(slot_infos, errors, lambda i: self._restarts.get(i, 0), finals.__getitem__,
+                                     self._last_slot_infos)  # fmt: skip
+        self._track_step(terminated, truncated)
+        return self._observations(), reward, terminated, truncated, self._assemble(slot_infos, errors)
 
     def close_extras(self, **kwargs: Any) -> None:
         """Release the leases and close the connections (bounded time, idempotent)."""
@@ -249,8 +266,10 @@ class RemoteVectorEnv(BatchedVectorEnv):
 
     # -- internals --------------------------------------------------------------------------
 
-    def _collect(self, timeout: float | None, step: bool, flags: tuple[np.ndarray, ...] = ()) -> dict[str, Any]:
-        """Wait for every outstanding reply, then copy results into the batch; infos."""
+    def _collect(
+        self, timeout: float | None, step: bool, flags: tuple[np.ndarray, ...] = ()
+    ) -> tuple[dict[int, Any], dict[int, SlotFailure]]:
+        """Wait for every outstanding reply, then copy results into the batch; per-slot infos and errors."""
         assert self._pending is not None
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -267,6 +286,10 @@ class RemoteVectorEnv(BatchedVectorEnv):
         errors: dict[int, SlotFailure] = {}
         for k, reply in sorted(self._replies.items()):
             self._apply(k, reply, step, flags, slot_infos, errors)
+        self._last_slot_infos = slot_infos
+        return slot_infos, errors
+
+    def _assemble(self, slot_infos: dict[int, Any], errors: dict[int, SlotFailure]) -> dict[str, Any]:
         return assemble_infos(slot_infos, errors, self.num_envs, lambda i: self._restarts.get(i, 0))
 
     def _apply(
@@ -320,4 +343,4 @@ class RemoteVectorEnv(BatchedVectorEnv):
             target[rows] = value
 
     def _observations(self) -> Any:
-        return structure_of_batch(self._obs_leaves, [array.copy() for array in self._obs])
+        return structure_of_batch(self._obs_leaves, [array.copy() for array in self._obs], self._obs_tree)

@@ -56,14 +56,28 @@ def _check_seed(seed: Any) -> int | None:
     return seed
 
 
-def check_options(options: dict[str, Any] | None) -> None:
+def check_options(options: dict[str, Any] | None, network: bool = False) -> None:
     """Raise a ``TypeError`` naming the key if a reset option cannot reach the workers.
+
+    ``network``: the options go to a daemon, which rebuilds no objects of a class for a network
+    peer (it would have to import their modules): only plain data may cross.
 
     Raises:
         CodecError: a value that cannot cross (names ``options[key]`` and its type).
     """
-    if options:
-        codec.pack(options, "options")
+    if not options:
+        return
+    codec.pack(options, "options")
+    if network:
+        for key, value in options.items():
+            try:
+                codec.unpack(codec.pack(value), 1 << 30, classes=False)
+            except codec.CodecError:
+                raise codec.CodecError(
+                    f"options[{key!r}] holds an enum member, object, class or function, which a daemon does not "
+                    "accept from the network: send plain data (numbers, str, tuples, dicts, numpy arrays)",
+                    (key,),
+                ) from None
 
 
 def reset_mask_of(options: dict[str, Any], num_envs: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from pool_env import codec
-from pool_env.batch import assemble_infos, validate_actions
+from pool_env.batch import assemble_infos, merge_same_step_failures, validate_actions
 from pool_env.commands import merge_counters
 from pool_env.config import PoolOptions
 from pool_env.coordinator import CommandResult, Coordinator, PendingCommand
@@ -459,34 +459,27 @@ class PoolVectorEnv(BatchedVectorEnv):
         self, result: CommandResult, reward: np.ndarray, terminated: np.ndarray, truncated: np.ndarray
     ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """SAME_STEP: a failed slot returns its new episode's first observation at once, the last
-        valid one in ``infos["final_obs"]`` and the error in ``infos["final_info"]``."""
+        valid one in ``infos["final_obs"]`` and the error in ``infos["final_info"]``.
+
+        The reset is one more command, only for the failed slots (their worker may be new).
+        """
         failed = sorted(result.errors)
         previous = self._last_obs
-        finals = {}
-        for slot in failed:
-            last = (
-                None
-                if previous is None
-                else build_structure(self._obs_leaves, [leaf[slot] for leaf in previous], self._obs_tree)
-            )
-            failure = result.errors[slot]
-            error = {
-                "error": failure.message,
-                "error_kind": failure.kind,
-                "step_fate": failure.fate,
-                "restarts": self._coordinator.restarts_of(slot),
-            }
-            finals[slot] = {"final_obs": last, "final_info": {**result.infos.get(slot, {}), **error}}
-        self._pending = self._coordinator.submit(
-            Op.RESET, failed, [None] * len(failed), None, self.autoreset_mode.value
-        )
+
+        def last_obs_of(slot: int) -> Any:
+            if previous is None:
+                return None
+            return build_structure(self._obs_leaves, [leaf[slot] for leaf in previous], self._obs_tree)
+
+        finals = {slot: last_obs_of(slot) for slot in failed}  # before the reset overwrites _last_obs
+        mode = self.autoreset_mode.value
+        self._pending = self._coordinator.submit(Op.RESET, failed, [None] * len(failed), None, mode)
         self._pending_op = "reset"
         reset = self._collect(None)
-        for slot in failed:
-            result.infos[slot] = {**finals[slot], **reset.infos.get(slot, {})}
+        merge_same_step_failures(result.infos, result.errors, self._coordinator.restarts_of, finals.__getitem__,
+                                 reset.infos)  # fmt: skip
         observations = self._observations(sorted(reset.errors))
-        infos = self._infos(result)
-        return observations, reward, terminated, truncated, infos
+        return observations, reward, terminated, truncated, self._infos(result)
 
     def _collect(self, timeout: float | None) -> CommandResult:
         assert self._pending is not None

@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING, Any
 from pool_env.coordinator import CommandResult
 from pool_env.daemon import wire
 from pool_env.daemon.leases import Lease, describe_slots
-from pool_env.daemon.wire import ClientOp, Request, field
+from pool_env.daemon.wire import ClientOp, Request, RequestError, field
 from pool_env.errors import LeaseError, UsageError
 from pool_env.protocol import Op
+
+AUTORESET_MODES = ("NextStep", "SameStep", "Disabled")
+"""``gymnasium.vector.AutoresetMode`` values a lease may ask for."""
 
 if TYPE_CHECKING:
     from pool_env.daemon.server import PoolDaemon
@@ -40,6 +43,9 @@ def _hello(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
 def _lease(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
     num_envs = field(request.header, "num_envs", int)
     wants_shm = bool(field(request.header, "shm", bool, optional=True))
+    autoreset = field(request.header, "autoreset", str, optional=True) or "NextStep"
+    if autoreset not in AUTORESET_MODES:
+        raise RequestError(f"autoreset must be one of {list(AUTORESET_MODES)}, got {autoreset!r}", request.request_id)
     try:
         lease = daemon.leases.grant(num_envs)
     except LeaseError as exc:
@@ -49,6 +55,7 @@ def _lease(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
     daemon.counters["leases_granted"] += 1
     coordinator = daemon.coordinator
     lease.shared_memory = wants_shm and daemon.endpoint.startswith("ipc://") and coordinator.buffers is not None
+    lease.autoreset = autoreset
     log.info(
         "lease %s granted: %d slots %s (%s)",
         lease.short_id, num_envs, describe_slots(lease.slots), "shared memory" if lease.shared_memory else "frames",

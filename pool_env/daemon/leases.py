@@ -48,6 +48,7 @@ class Lease:
         was_reset: a reset went through since the grant (steps are refused before).
         busy: a command of this lease is in flight (at most one).
         shared_memory: the client reads and writes its rows of the pool's segment (same host).
+        autoreset: the client's ``gymnasium.vector.AutoresetMode`` value; its commands follow it.
     """
 
     lease_id: str
@@ -57,6 +58,7 @@ class Lease:
     was_reset: bool = False
     busy: bool = False
     shared_memory: bool = False
+    autoreset: str = "NextStep"
 
     @property
     def short_id(self) -> str:

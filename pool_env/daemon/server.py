@@ -39,7 +39,7 @@ from pool_env.errors import LeaseError, PoolEnvError, ProtocolError, TransportEr
 from pool_env.protocol import Op
 from pool_env.shm import BatchLayout, build_structure
 from pool_env.space_check import describe_pool
-from pool_env.spaces import leaves_of
+from pool_env.spaces import leaves_of, tree_of
 
 __all__ = ["PoolDaemon"]
 
@@ -134,7 +134,9 @@ class PoolDaemon:
                 "lease_timeout": config.lease_timeout,
             }
             self.obs_leaves, self.act_leaves = leaves_of(obs_space), leaves_of(act_space)
-            layout = BatchLayout(config.num_envs, tuple(self.obs_leaves), tuple(self.act_leaves))
+            layout = BatchLayout(
+                config.num_envs, tuple(self.obs_leaves), tuple(self.act_leaves), tree_of(obs_space), tree_of(act_space)
+            )
             self._coordinator = Coordinator(
                 spec, layout, config.num_workers, config.options, config.log_level, describe_pool(obs_space, act_space)
             )
@@ -335,7 +337,9 @@ class PoolDaemon:
         seeds: dict[int, int | None] = kwargs.get("seeds", {})
         options = kwargs.get("options")
         slots = kwargs.get("slots", lease.slots)
-        pending = self._coordinator.submit(op, slots, [seeds.get(s) for s in slots] if seeds else None, options)
+        pending = self._coordinator.submit(
+            op, slots, [seeds.get(s) for s in slots] if seeds else None, options, lease.autoreset
+        )
         lease.busy = True
         self._commands.append(_Command(identity, request, lease, pending, seeds, options))
 
@@ -346,7 +350,7 @@ class PoolDaemon:
             failed = sorted(result.errors)  # a reset is safe to repeat: one more try for failed slots
             command.first = result
             command.pending = self._coordinator.submit(
-                Op.RESET, failed, [command.seeds.get(s) for s in failed], command.options
+                Op.RESET, failed, [command.seeds.get(s) for s in failed], command.options, command.lease.autoreset
             )
             return
         if command.first is not None:
@@ -397,7 +401,7 @@ class PoolDaemon:
         Raises:
             InvalidActionError: shape, dtype or values outside the space.
         """
-        structure = build_structure(self.act_leaves, arrays)
+        structure = build_structure(self.act_leaves, arrays, tree_of(self.spaces[1]))
         return validate_actions(structure, self.act_leaves, self.spaces[1], rows)
 
     def status(self) -> dict[str, Any]:

@@ -118,8 +118,10 @@ class DaemonSession:
         handshake_timeout: float = 10.0,
         curve: CurveClientKeys | None = None,
         shared_memory: bool | None = None,
+        autoreset: str = "NextStep",
     ) -> None:
         self.endpoint = endpoint
+        self.autoreset = autoreset
         self.timeout = timeout
         self.curve = curve
         self.last_heard = 0.0
@@ -163,7 +165,10 @@ class DaemonSession:
         return reply.header
 
     def _lease(self, num_envs: int, want_shm: bool) -> None:
-        reply = self.request(ClientOp.LEASE, {"num_envs": num_envs, "shm": want_shm})
+        body: dict[str, Any] = {"num_envs": num_envs, "shm": want_shm}
+        if self.autoreset != "NextStep":  # the default stays implicit (older daemons know no other)
+            body["autoreset"] = self.autoreset
+        reply = self.request(ClientOp.LEASE, body)
         self.lease_id = str(reply.header["lease"])
         self.slots = [int(s) for s in reply.header["slots"]]
         self.num_envs = len(self.slots)
@@ -222,7 +227,8 @@ class DaemonSession:
                 continue
             frames = self._socket.recv_multipart(copy=False)
             self.last_heard = time.monotonic()
-            header = protocol.decode(frames[0].bytes, wire.MAX_HEADER_BYTES)
+            # Replies carry infos (megabytes with big arrays); the daemon is trusted by its client.
+            header = protocol.decode(frames[0].bytes, protocol.MAX_MESSAGE_BYTES)
             if header.get("id") != request_id:
                 continue  # a late reply to a request that timed out
             if header.get("ok") is not True:

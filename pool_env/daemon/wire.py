@@ -11,7 +11,8 @@ Requests (client → daemon), every header ``{v, id, op, ...}``:
 op             header fields                                          array frames
 =============  =====================================================  =========================
 ``hello``      ``client`` (free text)                                 —
-``lease``      ``num_envs``, ``shm`` (bool: the client can attach)     —
+``lease``      ``num_envs``, ``shm`` (bool: the client can attach),    —
+               ``autoreset`` (an AutoresetMode value; default NextStep)
 ``reset``      ``lease``, ``seeds`` (list, one per slot, int|nil),     —
                ``options`` (map|nil), ``positions`` (list|nil: subset)
 ``step``       ``lease``                                              one per action leaf

@@ -1,0 +1,141 @@
+"""The drop-in behaviours through a ``pool-env serve`` daemon (``pool_env.connect``): each
+autoreset mode, infos and options with their types, nested and int-keyed Dict spaces, reset
+masks and seeds, compared value for value with SyncVectorEnv; failed slots per mode after a
+real worker kill."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+
+import pool_env
+from pool_env.errors import UsageError
+from tests.envs import dropin
+from tests.integration.daemon_process import DaemonProcess
+from tests.integration.reference import assert_same
+from tests.integration.test_dropin import FIELDS, assert_values_same, cartpole, run_trace, sync
+
+pytestmark = pytest.mark.timeout(120)
+
+MODES = list(AutoresetMode)
+
+
+@pytest.fixture(scope="module", params=[(1, 1), (5, 2), (3, 3)], ids=lambda p: f"N{p[0]}-W{p[1]}")
+def cartpole_daemon(request: pytest.FixtureRequest) -> Iterator[tuple[DaemonProcess, int]]:
+    num_envs, workers = request.param
+    with DaemonProcess(envs=num_envs, workers=workers, lease_timeout=5.0) as daemon:
+        yield daemon, num_envs
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)
+def test_each_autoreset_mode_through_the_daemon_equals_sync_bit_for_bit(
+    cartpole_daemon: tuple[DaemonProcess, int], mode: AutoresetMode
+) -> None:
+    daemon, num_envs = cartpole_daemon
+    reference = sync(cartpole, num_envs, autoreset_mode=mode)
+    with contextlib.closing(reference), pool_env.connect(daemon.endpoint, num_envs, autoreset_mode=mode) as env:
+        assert env.metadata["autoreset_mode"] is mode and env.autoreset_mode is mode
+        want, got = run_trace(reference, mode, 120), run_trace(env, mode, 120)
+    assert sum(int((b[2] | b[3]).sum()) for b in want if len(b) == 5) >= num_envs, "the trace must cross autoresets"
+    for t, (g, w) in enumerate(zip(got, want, strict=True)):
+        for name, actual, expected in zip(FIELDS if len(w) == 5 else ("obs", "infos"), g, w, strict=True):
+            assert_values_same(actual, expected, f"{mode.name} t={t} {name}")
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)
+def test_infos_of_every_type_through_the_daemon_equal_sync(mode: AutoresetMode) -> None:
+    reference = sync(dropin.InfoZooEnv, 4, autoreset_mode=mode)
+    with (
+        DaemonProcess("gym:tests.envs.dropin:InfoZooEnv", envs=4, workers=2) as daemon,
+        contextlib.closing(reference),
+        pool_env.connect(daemon.endpoint, 4, autoreset_mode=mode) as env,
+    ):
+        want, got = run_trace(reference, mode, 8), run_trace(env, mode, 8)
+    for t, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert_values_same(g[-1], w[-1], f"t={t} infos")
+        assert_values_same(g[0], w[0], f"t={t} obs")
+
+
+def test_reset_options_masks_and_seeds_through_the_daemon() -> None:
+    reference = sync(dropin.OptionsEchoEnv, 2)
+    with (
+        DaemonProcess("gym:tests.envs.dropin:OptionsEchoEnv", envs=2, workers=1) as daemon,
+        contextlib.closing(reference),
+        pool_env.connect(daemon.endpoint, 2) as env,
+    ):
+        options = {"pose": np.array([1.5, -2.0, 0.25]), "lap": (1, 3), "n": np.int8(2)}
+        assert_values_same(env.reset(seed=0, options=dict(options)), reference.reset(seed=0, options=dict(options)))
+        mask = np.array([False, True])
+        got = env.reset(options={"reset_mask": mask, "pose": np.ones(3)})
+        want = reference.reset(options={"reset_mask": mask, "pose": np.ones(3)})
+        assert_values_same(got, want)
+        with pytest.raises(gym.error.Error, match="greater or equal to zero"):
+            env.reset(seed=-5)
+        with pytest.raises(TypeError, match="must be a numpy array"):
+            env.reset(options={"reset_mask": [True, False]})
+        with pytest.raises(TypeError, match=r"options\['hook'\]"):
+            env.reset(options={"hook": lambda: None})
+        # A daemon rebuilds no objects for a network peer (it would import their modules): the
+        # client refuses them before sending, naming the key; the lease goes on.
+        with pytest.raises(TypeError, match=r"options\['task'\] holds an enum member, object"):
+            env.reset(options={"task": dropin.Tag("x")})
+        env.reset(seed=1)
+
+
+@pytest.mark.parametrize(
+    ("make", "spec", "actions"),
+    [
+        (dropin.NestedEnv, "tests.envs.dropin:NestedEnv",
+         (np.array([1, 0, 1]), np.array([[0.5, 0], [-0.5, 0], [0.25, 0]], np.float32))),
+        (dropin.AgentIdDictEnv, "tests.envs.dropin:AgentIdDictEnv", {0: np.array([1, 0, 1]), 1: np.array([0, 0, 1])}),
+    ],
+    ids=["nested-with-empty-dict", "int-agent-ids"],
+)  # fmt: skip
+def test_nested_and_int_keyed_dict_spaces_through_the_daemon(make: Any, spec: str, actions: Any) -> None:
+    reference = sync(make, 3)
+    with (
+        DaemonProcess(f"gym:{spec}", envs=3, workers=2) as daemon,
+        contextlib.closing(reference),
+        pool_env.connect(daemon.endpoint, 3) as env,
+    ):
+        assert_values_same(env.reset(seed=3), reference.reset(seed=3))
+        for t in range(5):
+            got, want = env.step(actions), reference.step(actions)
+            assert env.observation_space.contains(got[0])
+            for name, a, e in zip(FIELDS, got, want, strict=True):
+                assert_values_same(a, e, f"t={t} {name}")
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)
+def test_a_killed_worker_fails_its_slots_as_the_mode_says_through_the_daemon(mode: AutoresetMode) -> None:
+    with DaemonProcess(envs=4, workers=2) as daemon, pool_env.connect(daemon.endpoint, 4, autoreset_mode=mode) as env:
+        env.reset(seed=10)
+        before, *_ = env.step(np.zeros(4, np.int64))
+        victim = env.stats()["workers"][0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        obs, reward, terminated, truncated, infos = env.step(np.zeros(4, np.int64))
+        failed = victim["slots"]
+        assert truncated[failed].all() and not terminated[failed].any() and (reward[failed] == 0).all()
+        assert infos["_error"][failed].all() and not infos["_error"][[2, 3]].any()
+        if mode is AutoresetMode.SAME_STEP:
+            for slot in failed:
+                # The daemon's restarted slots draw fresh seeds: a CartPole first observation.
+                assert (np.abs(obs[slot]) <= 0.05).all(), f"slot {slot}: {obs[slot]} is no first observation"
+                assert_same(infos["final_obs"][slot], before[slot], f"slot {slot} final_obs")
+                assert "exited" in infos["final_info"]["error"][slot]
+        else:
+            assert_same(obs[failed], before[failed], "the last valid observation")
+        if mode is AutoresetMode.DISABLED:
+            with pytest.raises(UsageError, match=r"slots \[0, 1\] ended"):
+                env.step(np.zeros(4, np.int64))
+            env.reset(options={"reset_mask": truncated | terminated})
+        obs, reward, terminated, truncated, infos = env.step(np.zeros(4, np.int64))
+        assert "_error" not in infos or not infos["_error"].any()
