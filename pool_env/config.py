@@ -45,6 +45,9 @@ class PoolOptions:
             worker is frozen (SIGSTOP, a deadlock) and is killed and replaced, independent of
             ``step_timeout``; a busy worker (waiting on a slow server, or in a long step that
             burns CPU) is not frozen. ``None`` turns the check off.
+        worker_output: what the envs print (``print``, ``warnings``, ``logging``) reaches the
+            trainer's terminal, each line prefixed ``[worker N pid P]``, as with
+            ``AsyncVectorEnv``; ``False`` silences it (stderr still goes to the worker's log file).
         on_env_error: what an exception raised inside a local env's ``reset``/``step`` does.
             ``"truncate"`` (default): that slot comes back truncated with the remote traceback in
             ``infos["error"]``, the worker and the other slots are unaffected. ``"raise"``
@@ -66,6 +69,7 @@ class PoolOptions:
     flap_window: float = 60.0
     kill_grace: float = 1.0
     on_env_error: OnEnvError = "truncate"
+    worker_output: bool = True
     env_failure_limit: int = 5
     freeze_timeout: float | None = 5.0
 

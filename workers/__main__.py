@@ -8,7 +8,6 @@ cannot shadow this package; once it is imported, the trainer's ``sys.path`` (han
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -16,6 +15,7 @@ import sys
 from pool_env.envs.base import WORKER_PID_VARIABLE
 from pool_env.supervisor.process import SYS_PATH_VARIABLE
 from workers.loop import run_worker
+from workers.output import configure_logging, forward_output
 
 
 def adopt_trainer_sys_path(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:
@@ -40,9 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="accept pickled env factories in init (an embedded pool's own workers only; never a daemon's)",
     )
+    parser.add_argument(
+        "--echo-fd", type=int, default=None, help="the trainer's stderr: forward output there, prefixed"
+    )
     args = parser.parse_args(argv)
     adopt_trainer_sys_path()
-    logging.basicConfig(level=args.log_level, format=f"worker {args.worker_id}.{args.gen}: %(message)s")
+    forward_output(args.worker_id, args.echo_fd)  # before logging binds sys.stderr
+    configure_logging(args.log_level, f"worker {args.worker_id}.{args.gen}: %(message)s", args.echo_fd is not None)
     # Ctrl-C in a terminal reaches the whole process group: let the coordinator stop us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Marks this process as a worker: a pool built here (a training script without its

@@ -196,6 +196,9 @@ class SubprocessLauncher:
         log_level: the workers' logging level.
         accept_pickle: let the workers unpickle the env factories of an ``env_fns`` pool in
             ``init`` (``--accept-pickle``); never for a daemon's workers.
+        echo_output: the workers share our stdout and get a copy of our stderr (``--echo-fd``),
+            so what their envs print reaches our terminal, prefixed (:mod:`workers.output`);
+            otherwise their stdout is dropped. Their stderr always goes to their files too.
     """
 
     endpoint: str
@@ -203,10 +206,18 @@ class SubprocessLauncher:
     heartbeat_path: str
     log_level: str
     accept_pickle: bool
+    echo_output: bool
     _beats: Any
 
     def __init__(
-        self, endpoint: str, run_dir: str, heartbeat_path: str, beats: Any, log_level: str, accept_pickle: bool = False
+        self,
+        endpoint: str,
+        run_dir: str,
+        heartbeat_path: str,
+        beats: Any,
+        log_level: str,
+        accept_pickle: bool = False,
+        echo_output: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.run_dir = run_dir
@@ -214,6 +225,7 @@ class SubprocessLauncher:
         self._beats = beats
         self.log_level = log_level
         self.accept_pickle = accept_pickle
+        self.echo_output = echo_output
 
     def launch(self, worker_id: int, gen: int) -> SubprocessWorker:
         """Start generation ``gen`` of worker ``worker_id``."""
@@ -231,17 +243,33 @@ class SubprocessLauncher:
         ]  # fmt: skip
         environment = dict(os.environ)
         environment[SYS_PATH_VARIABLE] = os.pathsep.join(trainer_sys_path())
-        with open(stderr_path, "wb") as stderr:
-            popen = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                close_fds=True,
-                start_new_session=True,
-                env=environment,
-            )
+        echo_fd = _dup_stderr() if self.echo_output else None
+        if echo_fd is not None:
+            command += ["--echo-fd", str(echo_fd)]
+        try:
+            with open(stderr_path, "wb") as stderr:
+                popen = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=None if echo_fd is not None else subprocess.DEVNULL,
+                    stderr=stderr,
+                    close_fds=True,
+                    pass_fds=() if echo_fd is None else (echo_fd,),
+                    start_new_session=True,
+                    env=environment,
+                )
+        finally:
+            if echo_fd is not None:
+                os.close(echo_fd)
         return SubprocessWorker(popen, stderr_path, self._beats, worker_id)
+
+
+def _dup_stderr() -> int | None:
+    """A duplicate of our stderr descriptor for a worker to write to, or None if there is none."""
+    try:
+        return os.dup(2)
+    except OSError:
+        return None
 
 
 def trainer_sys_path() -> list[str]:

@@ -86,7 +86,9 @@ class Supervisor:
         ``run_dir``; ``accept_pickle``: they may unpickle env factories (never a daemon's)."""
         path = os.path.join(run_dir, "heartbeat")
         board = HeartbeatBoard(path, len(slot_groups))
-        launcher = SubprocessLauncher(endpoint, run_dir, path, board, log_level, accept_pickle)
+        launcher = SubprocessLauncher(
+            endpoint, run_dir, path, board, log_level, accept_pickle, echo_output=options.worker_output
+        )
         supervisor = cls(slot_groups, options, launcher)
         supervisor.board = board
         return supervisor

@@ -167,3 +167,25 @@ class BigInfoEnv(gym.Env[np.ndarray, int]):
     def step(self, action: int) -> Any:
         self.t += 1
         return np.zeros(1, np.float32), 1.0, False, False, {"depth": np.full((480, 640), self.t, np.float32)}
+
+
+class ChattyEnv(gym.Env[np.ndarray, int]):
+    """Prints each step, warns and logs at reset: how users debug their envs."""
+
+    observation_space = spaces.Box(-1, 1, (1,), np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        import logging
+        import warnings
+
+        super().reset(seed=seed)
+        self.t = 0
+        warnings.warn("CHATTY-WARN reset called", stacklevel=1)
+        logging.getLogger("chatty").warning("CHATTY-LOG reset")
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action: int) -> Any:
+        self.t += 1
+        print(f"CHATTY-PRINT step {self.t}")
+        return np.zeros(1, np.float32), 0.1 * self.t, False, False, {}

@@ -353,3 +353,24 @@ def test_pickle_and_deepcopy_are_one_clear_type_error(capfd: pytest.CaptureFixtu
                 attempt(env)
         env.step(np.zeros(2, np.int64))  # still usable
     assert capfd.readouterr().err == ""
+
+
+def test_what_envs_print_warn_and_log_reaches_the_terminal_prefixed(capfd: pytest.CaptureFixture[str]) -> None:
+    with PoolVectorEnv(GymEnvSpec("tests.envs.dropin:ChattyEnv"), 2, 1) as env:
+        env.reset(seed=0)
+        env.step(np.zeros(2, np.int64))
+        pid = env.worker_pids[0]
+    out, err = capfd.readouterr()
+    prefix = f"[worker 0 pid {pid}] "
+    assert out.count(f"{prefix}CHATTY-PRINT step 1\n") == 2, out
+    assert f"{prefix}" in err and "UserWarning: CHATTY-WARN reset called" in err, err
+    assert f"{prefix}WARNING:chatty:CHATTY-LOG reset" in err, err
+
+
+def test_worker_output_false_silences_the_envs(capfd: pytest.CaptureFixture[str]) -> None:
+    options = PoolOptions(worker_output=False)
+    with PoolVectorEnv(GymEnvSpec("tests.envs.dropin:ChattyEnv"), 2, 1, options=options) as env:
+        env.reset(seed=0)
+        env.step(np.zeros(2, np.int64))
+    out, err = capfd.readouterr()
+    assert "CHATTY" not in out + err
