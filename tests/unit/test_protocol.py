@@ -45,3 +45,10 @@ def test_object_arrays_keep_their_elements_never_pickled() -> None:
     decoded = protocol.to_plain({"a": np.array([(1, 2), None, "x"], dtype=object)})
     assert decoded["a"].dtype == object
     assert decoded["a"].tolist() == [(1, 2), None, "x"]
+
+
+def test_an_oversized_message_names_its_largest_parts_and_the_limit() -> None:
+    message = {"op": "done", "infos": {3: {"depth": np.zeros(1000), "step": 1}}}
+    expected = r"limit of 2000 bytes; largest parts: \['infos'\]\[3\]\['depth'\] 8000 bytes"
+    with pytest.raises(ProtocolError, match=expected):
+        protocol.encode(message, max_bytes=2000)
