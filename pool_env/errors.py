@@ -111,7 +111,8 @@ class ErrorKind(enum.StrEnum):
     WORKER_DIED = "worker_died"
     """The slot's worker process exited (killed by a signal, crashed) or became unreachable."""
     WORKER_HUNG = "worker_hung"
-    """The worker did not answer within ``step_timeout`` (or get ready within ``start_timeout``); killed."""
+    """The worker did not answer within ``step_timeout``, froze (no heartbeat for ``freeze_timeout``) or
+    did not get ready within ``start_timeout``; killed."""
     WORKER_RESTARTING = "worker_restarting"
     """The slot's worker is being replaced (back-off after a failure); the command was not sent."""
     GAVE_UP = "gave_up"
