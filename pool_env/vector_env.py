@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,8 +26,9 @@ from pool_env.batch import assemble_infos, merge_same_step_failures, validate_ac
 from pool_env.commands import merge_counters
 from pool_env.config import PoolOptions
 from pool_env.coordinator import CommandResult, Coordinator, PendingCommand
-from pool_env.envs import EnvSpec, is_spec
+from pool_env.envs import EnvSpec
 from pool_env.envs.base import refuse_inside_worker
+from pool_env.envs.registry import Count, as_count, resolve_spec
 from pool_env.errors import (
     AlreadyPendingError,
     NoPendingCallError,
@@ -50,9 +51,18 @@ log = logging.getLogger(__name__)
 class PoolVectorEnv(BatchedVectorEnv):
     """Many episodes of one env spec, stepped in parallel by worker processes.
 
+    Built from a spec, or like ``gymnasium.vector.AsyncVectorEnv`` from one callable per slot::
+
+        PoolVectorEnv(GymEnvSpec("CartPole-v1"), num_envs=16)
+        PoolVectorEnv([make_env(env_id, i) for i in range(16)])      # AsyncVectorEnv(env_fns)
+
     Args:
-        spec: what each slot runs (:class:`HttpEnvSpec` or :class:`GymEnvSpec`).
-        num_envs: number of slots.
+        spec: what each slot runs (:class:`HttpEnvSpec` or :class:`GymEnvSpec`), or ``env_fns``:
+            a list of callables, each returning a ``gymnasium.Env``; slot ``i`` runs
+            ``env_fns[i]()``. They reach the workers pickled with ``cloudpickle``, on the pool's
+            private owner-only channel (:mod:`pool_env.envs.callables`).
+        num_envs: number of slots (any integer type); 16 by default for a spec, ``len(env_fns)``
+            for callables (a different value is an error).
         num_workers: worker processes (default: the spec's ``default_num_workers``); any value from 1
             to ``num_envs`` works, the slots are split as evenly as possible.
         options: timeouts and restart policy (:class:`PoolOptions`).
@@ -65,6 +75,9 @@ class PoolVectorEnv(BatchedVectorEnv):
         check_action_bounds: refuse Box actions outside the space's bounds. Off by default:
             gymnasium's vector envs pass them to the env (which clips); shape and dtype are
             always checked.
+        env_fns: the callables, by keyword (``AsyncVectorEnv(env_fns=...)``), instead of ``spec``.
+        copy: accepted as ``AsyncVectorEnv`` does; returned arrays are always copies here, valid
+            after the next step (``copy=False`` only allows what ``True`` guarantees).
 
     Raises:
         SpecError: bad arguments or an unsupported space.
@@ -76,29 +89,29 @@ class PoolVectorEnv(BatchedVectorEnv):
 
     def __init__(
         self,
-        spec: EnvSpec,
-        num_envs: int = 16,
-        num_workers: int | None = None,
+        spec: EnvSpec | Sequence[Callable[[], Any]] | None = None,
+        num_envs: Count | None = None,
+        num_workers: Count | None = None,
         *,
         options: PoolOptions | None = None,
-        batch_size: int | None = None,
+        batch_size: Count | None = None,
         log_level: str = "WARNING",
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
         check_action_bounds: bool = False,
+        env_fns: Sequence[Callable[[], Any]] | None = None,
+        copy: bool = True,
     ) -> None:
         self.closed = True  # until the workers are up, close() has nothing to do
+        refuse_inside_worker()  # never workers starting workers (a script without its main guard)
         self.autoreset_mode = autoreset_mode_of(autoreset_mode)
-        if not is_spec(spec):
-            raise SpecError(f"spec: expected an env spec (HttpEnvSpec, GymEnvSpec), got {type(spec).__name__}")
-        if not isinstance(num_envs, int) or num_envs < 1:
-            raise SpecError(f"num_envs: must be a positive int, got {num_envs!r}")
-        workers = spec.default_num_workers(num_envs) if num_workers is None else num_workers
-        if not isinstance(workers, int) or not 1 <= workers <= num_envs:
+        self.copy = bool(copy)
+        spec, num_envs = resolve_spec(spec, env_fns, num_envs)
+        workers = spec.default_num_workers(num_envs) if num_workers is None else as_count("num_workers", num_workers)
+        if not 1 <= workers <= num_envs:
             raise SpecError(f"num_workers: must be 1..num_envs={num_envs}, got {num_workers!r}")
-        batch_size = num_envs if batch_size is None else batch_size
-        if not isinstance(batch_size, int) or not 1 <= batch_size <= num_envs:
+        batch_size = num_envs if batch_size is None else as_count("batch_size", batch_size)
+        if not 1 <= batch_size <= num_envs:
             raise SpecError(f"batch_size: must be 1..num_envs={num_envs}, got {batch_size!r}")
-        refuse_inside_worker()
         spec.check()
         obs_space, act_space, env_metadata, render_mode = spec.probe()
         self.spec_ = spec
@@ -344,8 +357,8 @@ class PoolVectorEnv(BatchedVectorEnv):
         """Start resetting every slot; collect the first observations with :meth:`recv`."""
         self._check_idle("async_reset")
         seeds = self._seed_list(seed)
-        if isinstance(seed, int):
-            self._coordinator.base_seed = seed
+        if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
+            self._coordinator.base_seed = int(seed)
         self._last_obs = None  # partial batches hand out their own rows
         self._batcher.send(Op.RESET, np.arange(self.num_envs), seeds=seeds)
         self._was_reset = True

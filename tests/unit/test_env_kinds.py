@@ -13,6 +13,7 @@ from pool_env import errors
 from pool_env.daemon.config import DaemonConfig
 from pool_env.envs import KINDS, EnvFnsSpec, EnvSpec, GymEnvSpec, HttpEnvSpec, spec_from_wire
 from pool_env.envs.degradation import ACTIONS, NUM_ACTIONS, OBS_FIELD_NAMES, OBS_FIELDS, Action
+from pool_env.envs.registry import resolve_spec
 from pool_env.refserver.sim import DegradationEnv
 
 
@@ -96,3 +97,19 @@ def test_the_vector_env_module_does_not_import_requests() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_the_constructor_takes_a_spec_or_env_fns_and_integer_counts_of_any_type() -> None:
+    spec, num_envs = resolve_spec(SPECS[1], None, np.int64(3))
+    assert spec is SPECS[1] and num_envs == 3 and type(num_envs) is int
+    assert resolve_spec(SPECS[1], None, None)[1] == 16
+    fns, num_envs = resolve_spec(None, [_cartpole] * 4, None)
+    assert isinstance(fns, EnvFnsSpec) and num_envs == 4
+    with pytest.raises(errors.SpecError, match="either a spec or env_fns"):
+        resolve_spec(SPECS[1], [_cartpole], None)
+    with pytest.raises(errors.SpecError, match="num_envs: must be an integer"):
+        resolve_spec(SPECS[1], None, 2.0)  # type: ignore[arg-type]
+    with pytest.raises(errors.SpecError, match="num_envs: must be an integer"):
+        resolve_spec(SPECS[1], None, True)
+    with pytest.raises(errors.SpecError, match="list of env factories"):
+        resolve_spec("CartPole-v1", None, None)  # type: ignore[arg-type]
