@@ -112,7 +112,8 @@ def test_a_script_without_its_main_guard_fails_fast_naming_the_guard_and_no_work
     done = _run(tmp_path, "no_guard.py")
     elapsed = time.monotonic() - started
     assert done.returncode != 0 and "pool started" not in done.stdout
-    assert 'if __name__ == "__main__":' in done.stderr.splitlines()[-1], done.stderr
+    assert "inside a pool_env worker process" in done.stderr, done.stderr
+    assert 'if __name__ == "__main__":' in done.stderr, done.stderr
     imports = (tmp_path / "imports.log").read_text().split()
     # the trainer ran the script, its one worker imported it once, refused to build a pool: nothing more
     assert imports[1::2] == ["__main__", "no_guard"], imports
