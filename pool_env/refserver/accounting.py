@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pool_env.refserver.state import ApiError, ServerState, short
+from pool_env.refserver.records import ApiError, short
+from pool_env.refserver.state import ServerState
 
 __all__ = ["episodes_snapshot", "score_metrics", "tokens_snapshot"]
 

@@ -25,15 +25,8 @@ from pool_env.refserver.control import add_control_routes
 from pool_env.refserver.faults import FaultConfig, FaultInjector
 from pool_env.refserver.limits import ServerLimits
 from pool_env.refserver.middleware import DROP_HEADER, RefServerMiddleware, RequestStats
-from pool_env.refserver.state import (
-    MAX_ID_CHARS,
-    MAX_STEP_SIZE,
-    ApiError,
-    EpisodeSettings,
-    ServerState,
-    StepOutcome,
-    short,
-)
+from pool_env.refserver.records import MAX_ID_CHARS, MAX_STEP_SIZE, ApiError, EpisodeSettings, StepOutcome, short
+from pool_env.refserver.state import ServerState
 
 __all__ = ["LATEST_VERSION", "RefServerContext", "create_app"]
 

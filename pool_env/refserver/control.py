@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, FastAPI, Header, Request
 
 from pool_env.refserver.accounting import episodes_snapshot, tokens_snapshot
-from pool_env.refserver.state import ApiError, short
+from pool_env.refserver.records import ApiError, short
 
 if TYPE_CHECKING:
     from pool_env.refserver.app import RefServerContext

@@ -30,7 +30,6 @@ from pool_env.refserver.records import (
     ALIASES_KEPT,
     COMPLETED_KEPT,
     EVICTED_REMEMBERED,
-    MAX_ID_CHARS,
     MAX_STEP_SIZE,
     NONE_TYPE_ERROR,
     RETIRED_KEPT,
@@ -46,25 +45,7 @@ from pool_env.refserver.records import (
 )
 from pool_env.refserver.sim import DegradationEnv
 
-__all__ = [
-    "ALIASES_KEPT",
-    "COMPLETED_KEPT",
-    "EVICTED_REMEMBERED",
-    "MAX_ID_CHARS",
-    "MAX_STEP_SIZE",
-    "NONE_TYPE_ERROR",
-    "RETIRED_KEPT",
-    "STEPS_LIMIT_HEADER",
-    "STEPS_USED_HEADER",
-    "ApiError",
-    "Episode",
-    "EpisodeSettings",
-    "ServerState",
-    "Slot",
-    "StepOutcome",
-    "TokenTotals",
-    "short",
-]
+__all__ = ["STEPS_LIMIT_HEADER", "STEPS_USED_HEADER", "ServerState"]
 
 STEPS_USED_HEADER = "X-Steps-Used"
 STEPS_LIMIT_HEADER = "X-Steps-Limit"

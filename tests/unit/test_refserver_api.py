@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from pool_env.refserver.app import create_app
 from pool_env.refserver.faults import FaultConfig
 from pool_env.refserver.middleware import ConnectionDropped
-from pool_env.refserver.state import NONE_TYPE_ERROR
+from pool_env.refserver.records import NONE_TYPE_ERROR
 
 TOKEN = {"User-Token": "tok"}
 ENV_CONFIG = {"env_type": "DegradationEnv", "max_steps_per_episode": 1000, "auto_reset": True, "step_size": 10}

@@ -14,7 +14,8 @@ from fastapi.testclient import TestClient
 from pool_env.refserver.app import create_app
 from pool_env.refserver.faults import FaultConfig
 from pool_env.refserver.limits import CONTROL_TOKEN_HEADER, ServerLimits
-from pool_env.refserver.state import ALIASES_KEPT, RETIRED_KEPT, ApiError, EpisodeSettings, ServerState
+from pool_env.refserver.records import ALIASES_KEPT, RETIRED_KEPT, ApiError, EpisodeSettings
+from pool_env.refserver.state import ServerState
 
 TOKEN = {"User-Token": "tok"}
 MAX_DETAIL = 600  # characters: a detail never echoes a large input
