@@ -15,10 +15,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import select
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,6 +29,7 @@ from pool_env import shm
 from pool_env.chaos import ChaosReport, ChaosRun, FaultMix
 from pool_env.chaos.run import is_worker_process
 from pool_env.config import PoolOptions
+from pool_env.daemon.child import ServeProcess
 from pool_env.envs import HttpEnvSpec
 
 __all__ = ["SoakReport", "run_soak"]
@@ -195,26 +194,10 @@ def _pool(spec: HttpEnvSpec, daemon: bool, num_envs: int, num_workers: int) -> I
 @contextlib.contextmanager
 def _daemon(spec: HttpEnvSpec, num_envs: int, num_workers: int) -> Iterator[tuple[str, int]]:
     """A ``pool-env serve`` subprocess for ``spec`` (the daemon's own retry settings apply)."""
-    command = [
-        sys.executable, "-m", "pool_env.cli", "serve", "--spec", spec.server_url, "--token", spec.user_token,
-        "--step-size", str(spec.step_size), "--envs", str(num_envs), "--workers", str(num_workers),
-        "--step-timeout", str(STEP_TIMEOUT), "--lease-timeout", "30",
+    args = [
+        "--spec", spec.server_url, "--token", spec.user_token, "--step-size", str(spec.step_size),
+        "--envs", str(num_envs), "--workers", str(num_workers), "--step-timeout", str(STEP_TIMEOUT),
+        "--lease-timeout", "30",
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], 60.0)
-        line = process.stdout.readline() if ready else ""
-        if "serving" not in line:
-            raise RuntimeError(f"the daemon did not start: {line!r}")
-        yield line.split()[3], process.pid
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+    with ServeProcess(args, stderr=subprocess.DEVNULL) as daemon:
+        yield daemon.endpoint, daemon.pid

@@ -1,13 +1,14 @@
 """Daemon configuration: one frozen dataclass validated in one place, spec strings, TOML files.
 
-A config file holds the same keys as the ``pool-env serve`` flags (dashes or underscores)::
+A config file holds the same keys as the ``pool-env serve`` flags, under the flags' names
+(dashes or underscores)::
 
     spec = "http://127.0.0.1:8001"
     token = "my-token"
     envs = 64
     workers = 8
     bind = "ipc:///run/user/1000/pool-env/pool.sock"
-    lease_timeout = 10.0
+    lease-timeout = 10.0
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,15 +24,10 @@ from pool_env.config import PoolOptions
 from pool_env.envs import EnvSpec, GymEnvSpec, HttpEnvSpec
 from pool_env.errors import SpecError
 
-__all__ = ["CONFIG_KEYS", "DaemonConfig", "default_runtime_dir", "load_config_file", "parse_spec"]
+__all__ = ["DaemonConfig", "default_runtime_dir", "load_config_file", "parse_spec"]
 
-CONFIG_KEYS = frozenset(
-    {
-        "spec", "token", "step_size", "envs", "workers", "bind", "lease_timeout", "step_timeout",
-        "stop_timeout", "curve_secret_key", "allow_client_key", "metrics_port", "metrics_host", "log_level",
-    }
-)  # fmt: skip
-"""Keys a config file may hold (the ``serve`` flags)."""
+_OTHER_NAMES = {"num_envs": "envs", "num_workers": "workers", "log_level": "worker_log_level"}
+"""Names of the Python API that a config file might use by mistake, and the flag they mean."""
 
 
 def parse_spec(spec: str, token: str | None = None, step_size: int = 10) -> EnvSpec:
@@ -54,11 +51,15 @@ def default_runtime_dir() -> str:
     return runtime if runtime and os.path.isdir(runtime) else tempfile.gettempdir()
 
 
-def load_config_file(path: str) -> dict[str, Any]:
+def load_config_file(path: str, keys: Iterable[str]) -> dict[str, Any]:
     """Read a TOML config file into ``serve`` parameter names (``lease-timeout`` → ``lease_timeout``).
 
+    Args:
+        path: the TOML file.
+        keys: the valid keys (the ``serve`` flags' names, with underscores).
+
     Raises:
-        SpecError: unreadable TOML or unknown keys (named).
+        SpecError: unreadable TOML, or unknown keys (named, with the valid ones).
     """
     try:
         with open(path, "rb") as handle:
@@ -66,9 +67,15 @@ def load_config_file(path: str) -> dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SpecError(f"config: cannot read {path}: {exc}") from exc
     values = {key.replace("-", "_"): value for key, value in raw.items()}
-    unknown = sorted(set(values) - CONFIG_KEYS)
+    known = set(keys)
+    unknown = sorted(set(values) - known)
     if unknown:
-        raise SpecError(f"config: unknown keys {unknown} in {path}; known: {sorted(CONFIG_KEYS)}")
+        hints = [f"{key} -> {_OTHER_NAMES[key]}" for key in unknown if _OTHER_NAMES.get(key) in known]
+        raise SpecError(
+            f"config: unknown keys {unknown} in {path}"
+            + (f" (rename {', '.join(hints)})" if hints else "")
+            + f"; valid keys: {', '.join(sorted(known))}"
+        )
     if isinstance(values.get("allow_client_key"), str):
         values["allow_client_key"] = [values["allow_client_key"]]
     return values
@@ -128,7 +135,8 @@ class DaemonConfig:
         require(
             bind is None or bind.startswith(("ipc://", "tcp://")),
             "bind",
-            f"must be ipc://PATH or tcp://HOST:PORT, got {bind!r}",
+            f"must be ipc://PATH or tcp://HOST:PORT, got {bind!r}"
+            + (f" (for a socket file: ipc://{bind})" if bind is not None and bind.startswith("/") else ""),
         )
         if bind is not None and bind.startswith("tcp://"):
             require(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pool_env.daemon.leases import describe_slots
 from pool_env.daemon.wire import PROTOCOL_VERSION
+from pool_env.errors import TransportError
 
 if TYPE_CHECKING:
     from pool_env.daemon.server import PoolDaemon
@@ -167,7 +168,11 @@ def _metric_families(status: dict[str, Any]) -> Iterator[Any]:
 
 
 def start_metrics_server(port: int, host: str, latest: Callable[[], dict[str, Any]]) -> Callable[[], None]:
-    """Serve ``latest()`` as Prometheus metrics on ``host:port``; returns a function that stops it."""
+    """Serve ``latest()`` as Prometheus metrics on ``host:port``; returns a function that stops it.
+
+    Raises:
+        TransportError: ``host:port`` cannot be bound (in use, or not an address of this host).
+    """
     from prometheus_client import CollectorRegistry, start_http_server
 
     class _Collector:
@@ -176,7 +181,13 @@ def start_metrics_server(port: int, host: str, latest: Callable[[], dict[str, An
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector())
-    server, thread = start_http_server(port, addr=host, registry=registry)
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise TransportError(
+            f"metrics_port: cannot serve metrics on {host}:{port} ({exc.strerror or exc}); "
+            "choose a free port with --metrics-port"
+        ) from exc
 
     def stop() -> None:
         server.shutdown()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -16,10 +15,11 @@ from typing import IO, Any
 import zmq
 
 from pool_env import protocol
+from pool_env.daemon.child import ServeProcess
 from pool_env.daemon.wire import PROTOCOL_VERSION
 from pool_env.shm import sweep_orphans
 
-__all__ = ["DaemonProcess", "cli"]
+__all__ = ["DaemonProcess", "cli", "raw_header", "raw_request"]
 
 START_TIMEOUT = 30.0
 
@@ -32,7 +32,11 @@ def cli(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
 
 
 class DaemonProcess:
-    """``python -m pool_env.cli --log-level INFO serve ...`` as a child; a context manager."""
+    """``pool-env --log-level INFO serve --ready-json ...`` as a child (:class:`ServeProcess`), with
+    its stderr kept for assertions and a ``kill -9`` that sweeps what the daemon left; a context manager."""
+
+    serve: ServeProcess
+    _stderr: IO[str] | None
 
     def __init__(
         self,
@@ -44,38 +48,37 @@ class DaemonProcess:
         extra: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
     ) -> None:
-        self.command = [
-            sys.executable, "-m", "pool_env.cli", "--log-level", "INFO", "serve", "--spec", spec,
-            "--envs", str(envs), "--workers", str(workers), "--lease-timeout", str(lease_timeout),
+        self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in __exit__
+        args = [
+            "--spec", spec, "--envs", str(envs), "--workers", str(workers), "--lease-timeout", str(lease_timeout),
             "--stop-timeout", "5", *(["--bind", bind] if bind else []), *extra,
         ]  # fmt: skip
-        self._env = env
-        self.proc: subprocess.Popen[str] | None = None
-        self.endpoint = ""
-        self._stderr: IO[str] | None = None
+        self.serve = ServeProcess(args, log_level="INFO", stderr=self._stderr, env=env)
+
+    @property
+    def proc(self) -> subprocess.Popen[str] | None:
+        """The daemon process."""
+        return self.serve.process
+
+    @property
+    def endpoint(self) -> str:
+        """Where the daemon serves."""
+        return self.serve.endpoint
 
     def start(self) -> DaemonProcess:
-        """Start and wait for the "serving ENDPOINT" line."""
-        self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            self.command, stdout=subprocess.PIPE, stderr=self._stderr, text=True,
-            env={**os.environ, **(self._env or {})},
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
-        line = self.proc.stdout.readline() if ready else ""
-        if "serving" not in line:
+        """Start and wait for the ready line."""
+        try:
+            self.serve.start(START_TIMEOUT)
+        except Exception as exc:
             log = self.log()
             self.__exit__(None, None, None)  # __exit__ is not called when __enter__ raises: clean up here
-            raise AssertionError(f"daemon did not start: {line!r}\n{log}")
-        self.endpoint = line.split()[3]
+            raise AssertionError(f"daemon did not start: {exc}\n{log}") from exc
         return self
 
     @property
     def pid(self) -> int:
         """The daemon's pid."""
-        assert self.proc is not None
-        return self.proc.pid
+        return self.serve.pid
 
     @property
     def socket_path(self) -> str:
@@ -84,27 +87,33 @@ class DaemonProcess:
 
     def log(self) -> str:
         """The daemon's stderr so far."""
-        if self._stderr is None:
+        if self._stderr is None or self._stderr.closed:
             return ""
         self._stderr.seek(0)
         return self._stderr.read()
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        """Send ``signum`` and wait; the exit code."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signum)
-        code = self.proc.wait(timeout)
+        """Send ``signum`` and wait; the exit code.
+
+        Raises:
+            subprocess.TimeoutExpired: the daemon is still running after ``timeout`` seconds.
+        """
+        proc = self.proc
+        assert proc is not None
+        if proc.poll() is None:
+            proc.send_signal(signum)
+        code = proc.wait(timeout)
         self._close_pipes()
         return code
 
     def kill(self) -> None:
         """``kill -9`` the daemon, wait for its workers to notice, remove what it left behind."""
-        if self.proc is None:
+        proc = self.proc
+        if proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
         self._close_pipes()
         deadline = time.monotonic() + 10
         while sweep_orphans() == [] and time.monotonic() < deadline and _has_orphan_segment(self.pid):
@@ -128,6 +137,7 @@ class DaemonProcess:
         self._close_pipes()
         if self._stderr is not None:
             self._stderr.close()
+            self._stderr = None
 
 
 def _has_orphan_segment(pid: int) -> bool:

@@ -82,7 +82,7 @@ def test_an_unknown_client_key_is_refused_with_a_clear_error_not_a_hang(tcp_daem
 
 def test_tcp_without_curve_keys_is_refused_by_both_sides(keys: Path) -> None:
     result = cli("serve", "--spec", "gym:CartPole-v1", "--bind", f"tcp://127.0.0.1:{free_port()}")
-    assert result.returncode == 1 and "tcp:// needs CURVE" in result.stderr
+    assert result.returncode == 2 and "tcp:// needs CURVE" in result.stderr
     with pytest.raises(pool_env.SpecError, match="needs CURVE keys"):
         pool_env.connect("tcp://127.0.0.1:1", num_envs=1)
 

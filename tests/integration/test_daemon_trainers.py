@@ -129,7 +129,7 @@ def test_status_of_a_daemon_that_is_not_there_fails_fast(tmp_path: object) -> No
 
 def test_a_second_daemon_on_the_same_endpoint_fails_with_a_clear_message(daemon: DaemonProcess) -> None:
     result = cli("serve", "--spec", "gym:CartPole-v1", "--envs", "2", "--bind", daemon.endpoint)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert f"another daemon is already serving {daemon.endpoint}" in result.stderr
     with pool_env.connect(daemon.endpoint, num_envs=1) as env:  # the first one still serves
         env.reset(seed=0)

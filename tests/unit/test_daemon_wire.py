@@ -99,10 +99,11 @@ def test_spec_strings_and_config_files(tmp_path: object) -> None:
         parse_spec("http://h:1")
     path = pathlib.Path(str(tmp_path)) / "pool.toml"
     path.write_text('spec = "gym:CartPole-v1"\nenvs = 8\nlease-timeout = 2.5\n')
-    assert load_config_file(str(path)) == {"spec": "gym:CartPole-v1", "envs": 8, "lease_timeout": 2.5}
+    keys = {"spec", "envs", "lease_timeout"}
+    assert load_config_file(str(path), keys) == {"spec": "gym:CartPole-v1", "envs": 8, "lease_timeout": 2.5}
     path.write_text("colour = 1\n")
-    with pytest.raises(errors.SpecError, match=r"unknown keys \['colour'\]"):
-        load_config_file(str(path))
+    with pytest.raises(errors.SpecError, match=r"unknown keys \['colour'\].*valid keys: envs, lease_timeout, spec"):
+        load_config_file(str(path), keys)
 
 
 @pytest.mark.parametrize(

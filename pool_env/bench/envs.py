@@ -1,8 +1,8 @@
 """Tiny local envs for the benchmarks, made in pool workers by import string.
 
-* ``benchmarks.envs:make_big_obs_env``: 84x84x4 uint8 observations (an Atari frame stack), so
+* ``pool_env.bench.envs:make_big_obs_env``: 84x84x4 uint8 observations (an Atari frame stack), so
   every copy of an observation shows in the step time; the env itself only touches one row.
-* ``benchmarks.envs:make_null_env``: a 4-float observation and (almost) no work, so a step of a
+* ``pool_env.bench.envs:make_null_env``: a 4-float observation and (almost) no work, so a step of a
   vector env over it is nothing but that vector env's own overhead (workload d).
 """
 
@@ -65,10 +65,10 @@ class NullEnv(gym.Env[np.ndarray, np.int64]):
 
 
 def make_big_obs_env(episode_length: int = 1000) -> BigObsEnv:
-    """Factory for ``GymEnvSpec("benchmarks.envs:make_big_obs_env")``."""
+    """Factory for ``GymEnvSpec("pool_env.bench.envs:make_big_obs_env")``."""
     return BigObsEnv(episode_length)
 
 
 def make_null_env(episode_length: int = 1000) -> NullEnv:
-    """Factory for ``GymEnvSpec("benchmarks.envs:make_null_env")``."""
+    """Factory for ``GymEnvSpec("pool_env.bench.envs:make_null_env")``."""
     return NullEnv(episode_length)

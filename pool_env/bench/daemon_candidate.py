@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 from typing import Any
 
 import pool_env
+from pool_env.daemon.child import ServeProcess
 
 __all__ = ["DaemonVectorEnv"]
 
@@ -26,16 +25,10 @@ class DaemonVectorEnv:
     def __init__(self, spec: str, num_envs: int, num_workers: int, start_timeout: float = 60.0) -> None:
         self._dir = tempfile.mkdtemp(prefix="pool_env_bench_")
         endpoint = f"ipc://{self._dir}/pool.sock"
-        command = [
-            sys.executable, "-m", "pool_env.cli", "serve", "--spec", spec, "--envs", str(num_envs),
-            "--workers", str(num_workers), "--bind", endpoint,
-        ]  # fmt: skip
-        self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        args = ["--spec", spec, "--envs", str(num_envs), "--workers", str(num_workers), "--bind", endpoint]
+        self._daemon = ServeProcess(args, stderr=subprocess.DEVNULL)
         try:
-            assert self._proc.stdout is not None
-            line = self._proc.stdout.readline()  # "serving ENDPOINT ..." once the daemon is up
-            if not line:
-                raise RuntimeError(f"pool-env serve exited with code {self._proc.wait(start_timeout)}")
+            self._daemon.start(start_timeout)
             self.env: Any = pool_env.connect(endpoint, num_envs=num_envs, timeout=start_timeout)
         except BaseException:
             self._stop()
@@ -44,7 +37,7 @@ class DaemonVectorEnv:
     @property
     def daemon_pid(self) -> int:
         """Pid of the daemon process."""
-        return self._proc.pid
+        return self._daemon.pid
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.env, name)
@@ -56,14 +49,7 @@ class DaemonVectorEnv:
         self._stop()
 
     def _stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
+        if self._daemon.process is not None:
+            self._daemon.stop()
         if os.path.isdir(self._dir):
             shutil.rmtree(self._dir, ignore_errors=True)

@@ -4,10 +4,10 @@
     gymnasium ``SyncVectorEnv`` and ``AsyncVectorEnv(shared_memory=True)``.
 (b) The reference server with latency L ∈ {5, 50} ms per request and a per-env cost, N ∈ {16, 64,
     256}: PoolVectorEnv(HttpEnvSpec) against the challenge client's pattern
-    (:mod:`benchmarks.remote_baseline`) and the ideal bound ``slots per request x per-env cost + L``.
+    (:mod:`pool_env.bench.remote_baseline`) and the ideal bound ``slots per request x per-env cost + L``.
     Every env always flies (action 0), so episodes end by engine failure after 6-14 steps.
-(c) A local env with 84x84x4 uint8 observations (:mod:`benchmarks.envs`) against Sync/Async.
-(d) The raw floor (:mod:`benchmarks.floor`): a bare zmq ipc round trip plus a shared-memory write
+(c) A local env with 84x84x4 uint8 observations (:mod:`pool_env.bench.envs`) against Sync/Async.
+(d) The raw floor (:mod:`pool_env.bench.floor`): a bare zmq ipc round trip plus a shared-memory write
     between two processes, and the same by shared-memory spinning, against PoolVectorEnv with one
     worker over an env that does nothing (so its step time is its round trip).
 """
@@ -25,19 +25,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from benchmarks.daemon_candidate import DaemonVectorEnv
-from benchmarks.envs import BIG_OBS_SHAPE, make_big_obs_env, make_null_env
-from benchmarks.floor import FloorLink
-from benchmarks.harness import Candidate, Case, Memory, process_memory
-from benchmarks.remote_baseline import ChallengeClient
+from pool_env.bench.daemon_candidate import DaemonVectorEnv
+from pool_env.bench.envs import BIG_OBS_SHAPE, make_big_obs_env, make_null_env
+from pool_env.bench.floor import FloorLink
+from pool_env.bench.harness import Candidate, Case, Memory, process_memory
+from pool_env.bench.remote_baseline import ChallengeClient
 from pool_env import GymEnvSpec, HttpEnvSpec, PoolVectorEnv
 
 __all__ = ["WORKLOADS", "Sizes", "Suite", "evaluate_targets"]
 
 WORKLOADS = ("a", "b", "c", "d")
 ACTION_CYCLE = 64
-BIG_OBS_ENV = "benchmarks.envs:make_big_obs_env"
-NULL_ENV = "benchmarks.envs:make_null_env"
+BIG_OBS_ENV = "pool_env.bench.envs:make_big_obs_env"
+NULL_ENV = "pool_env.bench.envs:make_null_env"
 
 
 class Sizes:

@@ -7,12 +7,10 @@ import sys
 
 import click
 
+from pool_env.cli.exits import CliError, ExitCode
 from pool_env.soak import SoakReport
 
 __all__ = ["soak"]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
 
 
 def _progress(report: SoakReport) -> None:
@@ -28,12 +26,22 @@ def _progress(report: SoakReport) -> None:
 
 
 @click.command()
-@click.option("--minutes", default=5.0, show_default=True, help="how long to run")
+@click.option(
+    "--minutes", type=click.FloatRange(min=0.0, min_open=True), default=5.0, show_default=True, help="how long to run"
+)
 @click.option("--daemon", is_flag=True, help="step through a pool-env serve daemon instead of an embedded pool")
-@click.option("--envs", "num_envs", default=16, show_default=True, help="env slots")
-@click.option("--workers", "num_workers", default=4, show_default=True, help="worker processes")
+@click.option("--envs", "num_envs", type=click.IntRange(min=1), default=16, show_default=True, help="env slots")
+@click.option(
+    "--workers", "num_workers", type=click.IntRange(min=1), default=4, show_default=True, help="worker processes"
+)
 @click.option("--seed", default=None, type=int, help="seed of the faults and episodes (default: random)")
-@click.option("--restart-every", default=60.0, show_default=True, help="seconds between server restarts")
+@click.option(
+    "--restart-every",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="seconds between server restarts",
+)
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="write the report here")
 def soak(
     minutes: float,
@@ -47,6 +55,9 @@ def soak(
     """Run the chaos fault mix against a pool for MINUTES and report what happened (exit 1 on a problem)."""
     from pool_env.soak import run_soak
 
+    if num_workers > num_envs:
+        raise CliError("soak", f"--workers {num_workers} is more than --envs {num_envs}: give at most one per env")
+
     report = run_soak(
         minutes, daemon=daemon, num_envs=num_envs, num_workers=num_workers, seed=seed,
         restart_every=restart_every, on_progress=_progress,
@@ -58,4 +69,4 @@ def soak(
             handle.write(text + "\n")
     click.echo("\npool_env soak report")
     click.echo(text)
-    sys.exit(EXIT_OK if report.ok else EXIT_FAILED)
+    sys.exit(ExitCode.OK if report.ok else ExitCode.FAILED)

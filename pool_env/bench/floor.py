@@ -11,7 +11,7 @@ per slot) and answers; the parent returns when the answer is in. Two ways to sig
   1 ms sleeps after 20 ms without a request, so it costs nothing between measurements). This is
   the "signal through shared memory" option of the design notes, as a lower bound.
 
-The child is a fresh interpreter (``python -m benchmarks.floor``), as pool workers are.
+The child is a fresh interpreter (``python -m pool_env.bench.floor``), as pool workers are.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class FloorLink:
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.bind(endpoint)
         command = [
-            sys.executable, "-m", "benchmarks.floor",
+            sys.executable, "-m", "pool_env.bench.floor",
             "--endpoint", endpoint, "--mode", mode,
             "--data", self._data.name, "--control", self._control.name,
             "--num-envs", str(num_envs), "--obs-shape", ",".join(map(str, obs_shape)), "--obs-dtype", obs_dtype,
@@ -197,7 +197,7 @@ def _serve_spin(ctrl: np.ndarray, data: shm.BatchBuffers, rows: np.ndarray, pare
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the child process."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.floor")
+    parser = argparse.ArgumentParser(prog="python -m pool_env.bench.floor")
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--mode", choices=("zmq", "spin"), required=True)
     parser.add_argument("--data", required=True)

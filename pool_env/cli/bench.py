@@ -1,7 +1,7 @@
-"""``pool-env bench``: the benchmark suite (``benchmarks/``) against gymnasium's vector envs.
+"""``pool-env bench``: the benchmark suite (:mod:`pool_env.bench`) against gymnasium's vector envs.
 
-A thin shell over :mod:`benchmarks.harness` and :mod:`benchmarks.workloads`; the method is
-described in :mod:`benchmarks.harness`. Never part of the test suite's pass/fail.
+A thin shell over :mod:`pool_env.bench.harness` and :mod:`pool_env.bench.workloads`; the method is
+described in :mod:`pool_env.bench.harness`. Never part of the test suite's pass/fail.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from typing import Any
 
 import click
 
-__all__ = ["bench"]
+from pool_env.cli.exits import CliError, ExitCode
 
-EXIT_OK = 0
-EXIT_FAILED = 1
+__all__ = ["bench"]
 
 
 def _workloads(value: str) -> list[str]:
@@ -79,8 +78,8 @@ def bench(
 ) -> None:
     """Benchmark PoolVectorEnv against gymnasium's Sync/AsyncVectorEnv, the challenge client's
     pattern and the raw IPC floor; print a table of medians and ratios."""
-    from benchmarks.harness import RunSettings, format_table, host_info, run_case, write_json
-    from benchmarks.workloads import Sizes, Suite, evaluate_targets
+    from pool_env.bench.harness import RunSettings, format_table, host_info, run_case, write_json
+    from pool_env.bench.workloads import Sizes, Suite, evaluate_targets
 
     chosen = _workloads(workload)
     settings = RunSettings(
@@ -146,12 +145,12 @@ def bench(
         write_json(json_path, report)
         click.echo(f"wrote {json_path}")
     if plot_path is not None:
-        from benchmarks.plot import write_plot
+        from pool_env.bench.plot import write_plot
 
         try:
             write_plot(cases, plot_path)
         except RuntimeError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise CliError("bench", str(exc)) from exc
         click.echo(f"wrote {plot_path}")
     if failures:
-        raise SystemExit(EXIT_FAILED)
+        raise SystemExit(ExitCode.FAILED)

@@ -1,6 +1,6 @@
 """Benchmarks of pool_env against gymnasium's vector envs (run by ``pool-env bench``).
 
-See :mod:`benchmarks.harness` for the method; :mod:`benchmarks.workloads` for what is compared.
+See :mod:`pool_env.bench.harness` for the method; :mod:`pool_env.bench.workloads` for what is compared.
 """
 
 from __future__ import annotations
