@@ -45,7 +45,7 @@ def connect(
     num_envs: int | Sequence[int] = 8,
     *,
     timeout: float = 30.0,
-    handshake_timeout: float = 10.0,
+    handshake_timeout: float | None = None,
     server_key: str | None = None,
     client_secret_key: str | None = None,
     shared_memory: bool | None = None,
@@ -58,7 +58,9 @@ def connect(
         num_envs: slots in total (split as evenly as possible over the endpoints) or one count
             per endpoint.
         timeout: seconds without any sign of life from a daemon before a call fails.
-        handshake_timeout: seconds to wait for the first answer (a CURVE refusal is silent).
+        handshake_timeout: seconds to wait for the first answer (a CURVE refusal is silent);
+            default ``min(timeout, 10)``, so ``connect(..., timeout=3)`` to a missing socket fails
+            in about 3 s.
         server_key: the daemon's public key file (CURVE, needed for ``tcp://``).
         client_secret_key: this client's secret key file (CURVE).
         shared_memory: exchange arrays through the daemon's shared memory (default: on ``ipc://``).

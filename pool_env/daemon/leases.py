@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from pool_env.errors import LeaseError
@@ -67,14 +67,37 @@ class Lease:
 
 
 class LeaseTable:
-    """Grants, heartbeats and expiry of leases over ``num_envs`` slots."""
+    """Grants, heartbeats and expiry of leases over ``num_envs`` slots.
 
-    def __init__(self, num_envs: int, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+    Args:
+        num_envs: slots in the pool.
+        timeout: seconds without a heartbeat before a lease expires.
+        clock: ``time.monotonic`` or a fake.
+        groups: the slots of each worker; a lease takes its slots from the workers with the most
+            free slots first, so leases spread over the workers (8 of 16 slots on 2 workers: 4
+            on each) and step in parallel. ``None``: one group, lowest slots first.
+    """
+
+    num_envs: int
+    timeout: float
+    _clock: Callable[[], float]
+    _groups: list[list[int]]
+    _leases: dict[str, Lease]
+    _draining: set[int]
+
+    def __init__(
+        self,
+        num_envs: int,
+        timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+        groups: Sequence[Sequence[int]] | None = None,
+    ) -> None:
         self.num_envs = num_envs
         self.timeout = timeout
         self._clock = clock
-        self._leases: dict[str, Lease] = {}
-        self._draining: set[int] = set()
+        self._groups = [sorted(group) for group in groups] if groups is not None else [list(range(num_envs))]
+        self._leases = {}
+        self._draining = set()
 
     @property
     def leases(self) -> list[Lease]:
@@ -89,7 +112,8 @@ class LeaseTable:
         return [slot for slot in range(self.num_envs) if slot not in taken]
 
     def grant(self, num_envs: int) -> Lease:
-        """Lease ``num_envs`` free slots (lowest ids first).
+        """Lease ``num_envs`` free slots, one at a time from the worker with the most free slots
+        (ties: the lower worker), the lowest free slot of that worker; returned in ascending order.
 
         Raises:
             LeaseError: fewer slots are free; the message names how many and which.
@@ -103,8 +127,14 @@ class LeaseTable:
                 f"{describe_slots(free)}"
                 + (f" ({len(self._draining)} finishing a command of an ended lease)" if self._draining else "")
             )
+        free_set = set(free)
+        available = [[slot for slot in group if slot in free_set] for group in self._groups]
+        chosen: list[int] = []
+        for _ in range(num_envs):
+            group = max(available, key=len)  # max() keeps the first of equals: the lower worker
+            chosen.append(group.pop(0))
         now = self._clock()
-        lease = Lease(secrets.token_hex(16), free[:num_envs], now, now)
+        lease = Lease(secrets.token_hex(16), sorted(chosen), now, now)
         self._leases[lease.lease_id] = lease
         return lease
 

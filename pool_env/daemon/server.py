@@ -9,8 +9,10 @@ free pool. The next lease must reset them (with its own seeds) before its first 
 daemon refuses a step before that — so every trainer starts on fresh episodes of its own.
 
 Stopping (:meth:`PoolDaemon.request_stop`, called from a signal handler, only sets a flag):
-stop accepting requests, let in-flight commands finish (or fail them after ``stop_timeout``),
-stop the workers, unlink shared memory, remove the socket file and its directory.
+stop accepting requests, say ``goodbye`` to every trainer holding a lease (so its next call
+raises :class:`~pool_env.errors.DaemonUnavailableError` at once instead of after its timeout),
+let in-flight commands finish (or fail them after ``stop_timeout``), stop the workers, unlink
+shared memory, remove the socket file and its directory.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ import zmq
 
 from pool_env import __version__, protocol
 from pool_env.batch import validate_actions
+from pool_env.commands import split_slots
 from pool_env.coordinator import CommandResult, Coordinator, PendingCommand
 from pool_env.daemon import security, wire
 from pool_env.daemon.config import DaemonConfig, default_runtime_dir
 from pool_env.daemon.handlers import handle, reply_to_command
 from pool_env.daemon.leases import Lease, LeaseTable, describe_slots
 from pool_env.daemon.status import RateMeter, start_metrics_server, status_document
-from pool_env.errors import LeaseError, PoolEnvError, ProtocolError, TransportError, UsageError
+from pool_env.daemon.wire import ClientOp
+from pool_env.errors import DaemonUnavailableError, LeaseError, PoolEnvError, ProtocolError, TransportError, UsageError
 from pool_env.protocol import Op
 from pool_env.shm import BatchLayout, build_structure
 from pool_env.space_check import describe_pool
@@ -51,6 +55,10 @@ MAX_INBOUND_BYTES = 64 * 1024 * 1024
 """zmq drops (and disconnects) a peer that sends a bigger frame: the actions of every slot plus
 :data:`MIN_INBOUND_BYTES` of headroom, never more than this."""
 MIN_INBOUND_BYTES = 1024 * 1024
+GOODBYE_LINGER_MS = 500
+"""How long closing the client socket may wait for goodbyes still queued to slow readers."""
+MAX_PEERS = 4096
+"""Client sockets remembered for the goodbye (a trainer uses two: requests and heartbeats)."""
 MAX_QUEUED_MESSAGES = 16
 """Per client and direction, messages zmq may queue in the daemon (``RCVHWM``/``SNDHWM`` of the
 client socket). A trainer has one command, a heartbeat and perhaps a status request in flight; a
@@ -88,7 +96,9 @@ class PoolDaemon:
     def __init__(self, config: DaemonConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.counters: Counter[str] = Counter()
-        self.leases = LeaseTable(config.num_envs, config.lease_timeout, clock)
+        self.leases = LeaseTable(
+            config.num_envs, config.lease_timeout, clock, groups=split_slots(config.num_envs, config.num_workers)
+        )
         self._clock = clock
         self._stop_requested = False
         self._force_stop = False
@@ -104,6 +114,8 @@ class PoolDaemon:
         self._ipc: security.IpcSocket | None = None
         self._auth: Any = None
         self._stop_metrics: Callable[[], None] | None = None
+        self._peers: dict[bytes, float] = {}
+        self._linger_ms = 0
         self.endpoint = config.bind or ""
 
     # -- life cycle -------------------------------------------------------------------------
@@ -190,11 +202,6 @@ class PoolDaemon:
             self._force_stop = True
         self._stop_requested = True
 
-    @property
-    def stopping(self) -> bool:
-        """Whether a stop was requested."""
-        return self._stop_requested
-
     def serve_forever(self) -> None:
         """Run the loop until :meth:`request_stop`, then finish in-flight commands and close."""
         assert self._socket is not None and self._coordinator is not None
@@ -207,7 +214,10 @@ class PoolDaemon:
                 if self._socket in events:
                     self._read_clients()
                 self._tick()
+            busy = {command.identity for command in self._commands}
+            self._say_goodbye([peer for peer in self._peers if peer not in busy])
             self._finish_in_flight()
+            self._say_goodbye([peer for peer in self._peers if peer in busy])
         finally:
             self.close()
 
@@ -223,7 +233,7 @@ class PoolDaemon:
             self._auth.stop()
             self._auth = None
         if self._socket is not None:
-            self._socket.close(linger=0)
+            self._socket.close(linger=self._linger_ms)
             self._socket = None
         if self._context is not None:
             self._context.term()
@@ -269,8 +279,23 @@ class PoolDaemon:
             for command in [c for c in self._commands if c.pending.complete]:
                 self._complete(command)
         for command in self._commands:
-            self._reply_error(command.identity, command.request.request_id, PoolEnvError("the daemon is stopping"))
+            self._reply_error(
+                command.identity, command.request.request_id, DaemonUnavailableError("the daemon is stopping")
+            )
         self._commands.clear()
+
+    def _say_goodbye(self, peers: list[bytes]) -> None:
+        """Tell trainers' sockets that the daemon stops; a peer that is gone or not reading is skipped."""
+        assert self._socket is not None
+        header = wire.goodbye_header(f"the daemon at {self.endpoint} is stopping")
+        for peer in peers:
+            try:
+                self._socket.send_multipart([peer, header], zmq.NOBLOCK)
+            except zmq.ZMQError:  # EHOSTUNREACH: disconnected; EAGAIN: its queue is full
+                continue
+            self._linger_ms = GOODBYE_LINGER_MS
+        if peers:
+            log.info("said goodbye to %d client socket(s)", len(peers))
 
     def _read_clients(self) -> None:
         assert self._socket is not None
@@ -289,6 +314,8 @@ class PoolDaemon:
         try:
             request = wire.parse_request(frames)
             request_id = request.request_id
+            if request.op is not ClientOp.STATUS and request.op is not ClientOp.HELLO:
+                self._remember_peer(identity)
             handle(self, identity, request)
         except wire.RequestError as exc:
             self.counters["bad_requests"] += 1
@@ -302,6 +329,16 @@ class PoolDaemon:
         except Exception as exc:  # a bug must not take down the daemon and every trainer with it
             log.exception("internal error handling a request")
             self._reply_error(identity, request_id, PoolEnvError(f"internal daemon error: {exc!r}"))
+
+    def _remember_peer(self, identity: bytes) -> None:
+        """Remember a trainer's socket for the goodbye; forget sockets silent for two lease timeouts."""
+        now = time.monotonic()
+        self._peers[identity] = now
+        if len(self._peers) > MAX_PEERS:
+            horizon = now - 2 * self.config.lease_timeout
+            self._peers = {peer: seen for peer, seen in self._peers.items() if seen >= horizon}
+            while len(self._peers) > MAX_PEERS:
+                del self._peers[next(iter(self._peers))]  # the oldest first: dicts keep insertion order
 
     # -- replies ----------------------------------------------------------------------------
 

@@ -13,11 +13,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import logging
 import threading
 import time
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +36,22 @@ __all__ = ["CurveClientKeys", "DaemonSession", "Reply", "fetch_status"]
 log = logging.getLogger(__name__)
 
 _POLL_SLICE = 0.05
+
+HANDSHAKE_TIMEOUT = 10.0
+"""Default seconds to wait for a daemon's first answer (at most the session's ``timeout``)."""
+
+_OPEN_SESSIONS: weakref.WeakSet[DaemonSession] = weakref.WeakSet()
+"""Sessions not closed yet: closed at interpreter exit (see :func:`_close_open_sessions`)."""
+
+
+@atexit.register
+def _close_open_sessions() -> None:
+    """Close the sessions a script did not close (no ``close()``, no ``with``, an uncaught exception
+    or Ctrl-C): without this, the interpreter hangs at exit in ``zmq.Context.term()``, which waits
+    for the sockets still open in the session and its heartbeat thread. Releases leases quickly."""
+    for session in list(_OPEN_SESSIONS):
+        with contextlib.suppress(Exception):
+            session.close(release_timeout=0.5)
 
 
 @dataclass(frozen=True)
@@ -67,7 +86,13 @@ def raise_error(header: dict[str, Any], endpoint: str) -> None:
 
 
 class _Heartbeat(threading.Thread):
-    """Sends ``heartbeat`` for one lease from its own socket; records when the daemon last answered."""
+    """Sends ``heartbeat`` for one lease from its own socket; records when the daemon last answered
+    and whether it said goodbye."""
+
+    stop_event: threading.Event
+    _session: DaemonSession
+    _lease_id: str
+    _interval: float
 
     def __init__(self, session: DaemonSession, lease_id: str, interval: float) -> None:
         super().__init__(name=f"pool_env-heartbeat-{lease_id[:8]}", daemon=True)
@@ -75,7 +100,6 @@ class _Heartbeat(threading.Thread):
         self._lease_id = lease_id
         self._interval = interval
         self.stop_event = threading.Event()
-        self.lost: str | None = None
 
     def run(self) -> None:
         session = self._session
@@ -94,8 +118,8 @@ class _Heartbeat(threading.Thread):
                         session.last_heard = time.monotonic()
                         with contextlib.suppress(errors.ProtocolError):
                             reply = protocol.decode(frames[0], wire.MAX_HEADER_BYTES)
-                            if reply.get("ok") is False:
-                                self.lost = str(reply.get("error", {}).get("message", reply))
+                            if reply.get("op") == wire.GOODBYE:
+                                session.gone = str(reply.get("reason", "the daemon is stopping"))
         finally:
             sock.close(linger=0)
 
@@ -109,13 +133,32 @@ class DaemonSession:
         LeaseError: not enough free slots (the message names how many are free).
     """
 
+    endpoint: str
+    timeout: float
+    curve: CurveClientKeys | None
+    last_heard: float
+    """``time.monotonic()`` when the daemon last answered (any reply, heartbeats included)."""
+    gone: str | None
+    """Why the daemon said goodbye (it is stopping), or ``None``; every later call raises."""
+    buffers: shm.BatchBuffers | None
+    lease_id: str | None
+    slots: list[int]
+    num_envs: int
+    hello: dict[str, Any]
+    _sent_at: float
+    _closed: bool
+    _context: zmq.Context[zmq.Socket[bytes]]
+    _ids: Iterator[int]
+    _heartbeat: _Heartbeat | None
+    _socket: zmq.Socket[bytes]
+
     def __init__(
         self,
         endpoint: str,
         num_envs: int,
         *,
         timeout: float = 30.0,
-        handshake_timeout: float = 10.0,
+        handshake_timeout: float | None = None,
         curve: CurveClientKeys | None = None,
         shared_memory: bool | None = None,
         autoreset: str = "NextStep",
@@ -125,16 +168,20 @@ class DaemonSession:
         self.timeout = timeout
         self.curve = curve
         self.last_heard = 0.0
+        self.gone = None
         self._sent_at = time.monotonic()
         self._closed = False
-        self.buffers: shm.BatchBuffers | None = None
-        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.buffers = None
+        self._context = zmq.Context()
         self._ids = itertools.count(1)
-        self._heartbeat: _Heartbeat | None = None
+        self._heartbeat = None
         self._socket = self.new_socket()
-        self.lease_id: str | None = None
+        self.lease_id = None
+        _OPEN_SESSIONS.add(self)
         try:
-            self.hello = self._handshake(handshake_timeout)
+            self.hello = self._handshake(
+                min(timeout, HANDSHAKE_TIMEOUT) if handshake_timeout is None else handshake_timeout
+            )
             self._lease(num_envs, endpoint.startswith("ipc://") if shared_memory is None else shared_memory)
         except BaseException:
             self.close()
@@ -188,7 +235,12 @@ class DaemonSession:
     # -- requests ---------------------------------------------------------------------------
 
     def send(self, op: ClientOp, body: dict[str, Any], arrays: list[np.ndarray] | None = None) -> int:
-        """Send one request; its id."""
+        """Send one request; its id.
+
+        Raises:
+            DaemonUnavailableError: the daemon said goodbye (it stopped).
+        """
+        self._check_not_gone()
         request_id = next(self._ids)
         header = protocol.encode({"v": wire.PROTOCOL_VERSION, "id": request_id, "op": op.value, **body})
         frames: list[Any] = [header, *(np.ascontiguousarray(a) for a in arrays or [])]
@@ -213,6 +265,7 @@ class DaemonSession:
         """
         liveness = self.timeout if liveness is None else liveness
         while True:
+            self._check_not_gone()
             now = time.monotonic()
             heard = self._sent_at if handshake else max(self._sent_at, self.last_heard)
             if now - heard > liveness:
@@ -229,6 +282,9 @@ class DaemonSession:
             self.last_heard = time.monotonic()
             # Replies carry infos (megabytes with big arrays); the daemon is trusted by its client.
             header = protocol.decode(frames[0].bytes, protocol.MAX_MESSAGE_BYTES)
+            if header.get("op") == wire.GOODBYE:
+                self.gone = str(header.get("reason", "the daemon is stopping"))
+                continue  # raised at the top of the loop
             if header.get("id") != request_id:
                 continue  # a late reply to a request that timed out
             if header.get("ok") is not True:
@@ -243,21 +299,21 @@ class DaemonSession:
         self._socket.close(linger=0)
         self._socket = self.new_socket()
 
-    @property
-    def lease_lost(self) -> str | None:
-        """Why the heartbeat thread was told the lease is gone, if it was."""
-        return self._heartbeat.lost if self._heartbeat is not None else None
+    def _check_not_gone(self) -> None:
+        if self.gone is not None:
+            raise errors.DaemonUnavailableError(f"{self.gone}: connect again once it serves (pool_env.connect)")
 
     def close(self, release_timeout: float = 1.0) -> None:
         """Release the lease (best effort, bounded), stop heartbeats, close sockets. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        _OPEN_SESSIONS.discard(self)
         if self._heartbeat is not None:
             self._heartbeat.stop_event.set()
             self._heartbeat.join(timeout=2)
             self._heartbeat = None
-        if self.lease_id is not None and not self._socket.closed:
+        if self.lease_id is not None and not self._socket.closed and self.gone is None:
             with contextlib.suppress(errors.PoolEnvError, zmq.ZMQError):
                 self.wait(self.send(ClientOp.RELEASE, {"lease": self.lease_id}), None, liveness=release_timeout,
                           handshake=True)  # fmt: skip

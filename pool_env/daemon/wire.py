@@ -32,6 +32,9 @@ message]``, :meth:`pool_env.errors.SlotFailure.to_wire`), plus — in frames mod
 observation leaf and, for ``step``, ``reward``, ``terminated``, ``truncated``. In shm mode (same
 host) the client reads its rows of the daemon's shared-memory segment instead and writes its
 action rows there before ``step``.
+
+A stopping daemon sends each trainer's sockets one unsolicited ``{v, id: nil, op: goodbye,
+reason}``; the client raises :class:`~pool_env.errors.DaemonUnavailableError` on its next call.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from pool_env.errors import PoolEnvError, ProtocolError, VersionMismatchError
 from pool_env.shm import Leaf
 
 __all__ = [
+    "GOODBYE",
     "MAX_ARRAY_FRAMES",
     "MAX_HEADER_BYTES",
     "PROTOCOL_VERSION",
@@ -60,6 +64,7 @@ __all__ = [
     "encode_header",
     "error_header",
     "field",
+    "goodbye_header",
     "parse_request",
     "space_from_wire",
     "space_to_wire",
@@ -67,6 +72,9 @@ __all__ = [
 
 PROTOCOL_VERSION = 2
 """Bumped on every incompatible change of this wire."""
+
+GOODBYE = "goodbye"
+"""The ``op`` of the message a stopping daemon sends every trainer (no request id)."""
 
 MAX_HEADER_BYTES = 1024 * 1024
 """The largest header frame the daemon unpacks (arrays travel in their own frames)."""
@@ -198,6 +206,11 @@ def _names(kinds: tuple[type, ...]) -> str:
 def encode_header(request_id: int | None, body: dict[str, Any]) -> bytes:
     """A success reply header."""
     return protocol.encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "op": "reply", **body})
+
+
+def goodbye_header(reason: str) -> bytes:
+    """The unsolicited message a stopping daemon sends each trainer: ``{v, id: nil, op: goodbye, reason}``."""
+    return protocol.encode({"v": PROTOCOL_VERSION, "id": None, "op": GOODBYE, "reason": reason})
 
 
 def error_header(request_id: int | None, error: BaseException) -> bytes:

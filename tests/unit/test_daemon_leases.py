@@ -76,3 +76,20 @@ def test_unknown_or_malformed_lease_ids_are_refused(clock: FakeClock, bad: objec
 def test_slot_lists_are_compact() -> None:
     assert describe_slots([0, 1, 2, 3, 7, 9, 10]) == "[0-3, 7, 9-10]"
     assert describe_slots([]) == "[]"
+
+
+def test_leases_spread_over_the_workers_groups(clock: FakeClock) -> None:
+    table = LeaseTable(16, timeout=1.0, clock=clock, groups=[list(range(8)), list(range(8, 16))])
+
+    first = table.grant(8)
+    second = table.grant(6)
+
+    assert first.slots == [0, 1, 2, 3, 8, 9, 10, 11]  # 4 on each worker, not all 8 on worker 0
+    assert second.slots == [4, 5, 6, 12, 13, 14]
+    assert table.free_slots() == [7, 15]
+
+
+def test_a_lease_takes_first_from_the_worker_with_most_free_slots(clock: FakeClock) -> None:
+    table = LeaseTable(9, timeout=1.0, clock=clock, groups=[[0, 1, 2], [3, 4, 5], [6, 7, 8]])
+    table.grant(2)  # slots 0 and 3
+    assert table.grant(4).slots == [1, 4, 6, 7]  # worker 2 has 3 free: it gives two
