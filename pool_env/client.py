@@ -29,9 +29,8 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from pool_env.batch import assemble_infos, merge_same_step_failures, validate_actions
-from pool_env.daemon import security, wire
-from pool_env.daemon.session import CurveClientKeys, DaemonSession, Reply
-from pool_env.daemon.wire import ClientOp
+from pool_env.daemon import security
+from pool_env.daemon.session import CurveClientKeys, DaemonSession, Outcome
 from pool_env.errors import NoPendingCallError, SlotFailure, SpecError
 from pool_env.frontend import BatchedVectorEnv, autoreset_mode_of, check_options, reset_mask_of
 from pool_env.shm import build_structure
@@ -124,12 +123,9 @@ class RemoteVectorEnv(BatchedVectorEnv):
         self.closed = True
         self.autoreset_mode = autoreset_mode
         first = sessions[0].hello
-        single_obs = wire.space_from_wire(first["observation_space"])
-        single_act = wire.space_from_wire(first["action_space"])
+        single_obs, single_act = sessions[0].observation_space, sessions[0].action_space
         for session in sessions[1:]:
-            obs_space = wire.space_from_wire(session.hello["observation_space"])
-            act_space = wire.space_from_wire(session.hello["action_space"])
-            if obs_space != single_obs or act_space != single_act:
+            if session.observation_space != single_obs or session.action_space != single_act:
                 raise SpecError(f"endpoint: {session.endpoint} serves other spaces than {sessions[0].endpoint}")
         self._sessions = sessions
         self._offsets = list(np.cumsum([0] + [s.num_envs for s in sessions])[:-1].tolist())
@@ -144,7 +140,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
         self._obs_tree = tree_of(self.single_observation_space)
         self._act_leaves = leaves_of(self.single_action_space)
         self._pending: dict[int, int] | None = None  # session index -> request id still unanswered
-        self._replies: dict[int, Reply] = {}
+        self._outcomes: dict[int, Outcome] = {}
         self._was_reset = False
         self._obs = [np.zeros((self.num_envs, *leaf.shape), dtype=leaf.dtype) for leaf in self._obs_leaves]
         self._restarts: dict[int, int] = {}
@@ -180,10 +176,8 @@ class RemoteVectorEnv(BatchedVectorEnv):
             offset = self._offsets[k]
             positions = [i - offset for i in chosen if offset <= i < offset + session.num_envs]
             if positions:
-                body = {"lease": session.lease_id, "positions": positions, "options": options,
-                        "seeds": [seed_of[offset + p] for p in positions]}  # fmt: skip
-                pending[k] = session.send(ClientOp.RESET, body)
-        self._pending, self._replies = pending, {}
+                pending[k] = session.send_reset(positions, [seed_of[offset + p] for p in positions], options)
+        self._pending, self._outcomes = pending, {}
         slot_infos, errors = self._collect(None, step=False)
         if len(chosen) == self.num_envs:
             self._was_reset = True
@@ -202,13 +196,8 @@ class RemoteVectorEnv(BatchedVectorEnv):
         pending = {}
         for k, session in enumerate(self._sessions):
             rows = slice(self._offsets[k], self._offsets[k] + session.num_envs)
-            if session.buffers is not None:
-                for target, value in zip(session.buffers.act, arrays, strict=True):
-                    target[session.slots] = value[rows]
-                pending[k] = session.send(ClientOp.STEP, {"lease": session.lease_id})
-            else:
-                pending[k] = session.send(ClientOp.STEP, {"lease": session.lease_id}, [a[rows] for a in arrays])
-        self._pending, self._replies = pending, {}
+            pending[k] = session.send_step([np.ascontiguousarray(a[rows]) for a in arrays])
+        self._pending, self._outcomes = pending, {}
 
     def step_wait(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Wait for the pending step (at most ``timeout`` seconds, if given).
@@ -255,9 +244,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
         self._check_idle("stats")
         daemons = []
         for session in self._sessions:
-            status = session.request(ClientOp.STATUS, {}).header
-            status = {k: v for k, v in status.items() if k not in ("v", "id", "ok", "op")}
-            daemons.append({**status, "leased_slots": session.slots})
+            daemons.append({**session.status(), "leased_slots": session.slots})
         return {
             "num_envs": self.num_envs,
             "daemons": daemons,
@@ -271,12 +258,12 @@ class RemoteVectorEnv(BatchedVectorEnv):
     def _collect(
         self, timeout: float | None, step: bool, flags: tuple[np.ndarray, ...] = ()
     ) -> tuple[dict[int, Any], dict[int, SlotFailure]]:
-        """Wait for every outstanding reply, then copy results into the batch; per-slot infos and errors."""
+        """Wait for every outstanding outcome, then copy it into the batch; per-slot infos and errors."""
         assert self._pending is not None
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             for k, request_id in list(self._pending.items()):
-                self._replies[k] = self._sessions[k].wait(request_id, deadline)
+                self._outcomes[k] = self._sessions[k].outcome(request_id, deadline, step)
                 del self._pending[k]
         except TimeoutError:
             raise  # still pending: call step_wait again
@@ -286,8 +273,8 @@ class RemoteVectorEnv(BatchedVectorEnv):
         self._pending = None
         slot_infos: dict[int, Any] = {}
         errors: dict[int, SlotFailure] = {}
-        for k, reply in sorted(self._replies.items()):
-            self._apply(k, reply, step, flags, slot_infos, errors)
+        for k, outcome in sorted(self._outcomes.items()):
+            self._apply(k, outcome, step, flags, slot_infos, errors)
         self._last_slot_infos = slot_infos
         return slot_infos, errors
 
@@ -297,52 +284,29 @@ class RemoteVectorEnv(BatchedVectorEnv):
     def _apply(
         self,
         k: int,
-        reply: Reply,
+        outcome: Outcome,
         step: bool,
         flags: tuple[np.ndarray, ...],
         infos: dict[int, Any],
         errors: dict[int, SlotFailure],
     ) -> None:
-        session, offset = self._sessions[k], self._offsets[k]
-        rows = slice(offset, offset + session.num_envs)
-        header = reply.header
-        for position, info in dict(header.get("infos") or {}).items():
-            infos[offset + int(position)] = info
-        for position, failure in dict(header.get("errors") or {}).items():
-            errors[offset + int(position)] = SlotFailure.from_wire(failure)
-        for position, count in dict(header.get("restarts") or {}).items():
-            self._restarts[offset + int(position)] = int(count)
+        offset = self._offsets[k]
+        rows = slice(offset, offset + self._sessions[k].num_envs)
+        infos.update({offset + position: info for position, info in outcome.infos.items()})
+        errors.update({offset + position: failure for position, failure in outcome.errors.items()})
+        self._restarts.update({offset + position: count for position, count in outcome.restarts.items()})
         # A failed slot keeps its previous observation, even if its worker wrote a new one
         # before it died or hung.
-        failed = [offset + int(p) for p in dict(header.get("errors") or {})] if step else []
+        failed = [offset + position for position in outcome.errors] if step else []
         kept = [target[failed].copy() for target in self._obs]
-        self._read_observations(session, reply, rows)
+        for target, value in zip(self._obs, outcome.obs, strict=True):
+            target[rows] = value
         for target, previous in zip(self._obs, kept, strict=True):
             target[failed] = previous
-        if not step:
-            return
-        if session.buffers is not None:
-            for target, source in zip(flags, (session.buffers.reward, session.buffers.terminated,
-                                              session.buffers.truncated), strict=True):  # fmt: skip
-                target[rows] = source[session.slots]
-            return
-        frames: list[Any] = [frame.buffer for frame in reply.frames]
-        count = len(self._obs_leaves)
-        if len(frames) != count + 3:
-            raise wire.RequestError(f"daemon at {session.endpoint}: a step reply needs {count + 3} array frames")
-        for target, frame in zip(flags, frames[count:], strict=True):
-            target[rows] = np.frombuffer(frame, dtype=target.dtype)
-
-    def _read_observations(self, session: DaemonSession, reply: Reply, rows: slice) -> None:
-        if session.buffers is not None:
-            for target, source in zip(self._obs, session.buffers.obs, strict=True):
-                target[rows] = source[session.slots]
-            return
-        frames: list[Any] = [frame.buffer for frame in reply.frames]
-        count = len(self._obs_leaves)
-        for target, value in zip(self._obs, wire.arrays_from_frames(frames[:count], self._obs_leaves, session.num_envs,
-                                                                    "observations"), strict=True):  # fmt: skip
-            target[rows] = value
+        if step:
+            assert outcome.reward is not None and outcome.terminated is not None and outcome.truncated is not None
+            for target, value in zip(flags, (outcome.reward, outcome.terminated, outcome.truncated), strict=True):
+                target[rows] = value
 
     def _observations(self) -> Any:
         return structure_of_batch(self._obs_leaves, [array.copy() for array in self._obs], self._obs_tree)

@@ -2,12 +2,14 @@
 
 * :mod:`~pool_env.daemon.server` — :class:`PoolDaemon`, the event loop.
 * :mod:`~pool_env.daemon.handlers` — one function per client op.
+* :mod:`~pool_env.daemon.view` — the small interfaces handlers and status see of the daemon.
 * :mod:`~pool_env.daemon.leases` — the lease table (pure logic).
 * :mod:`~pool_env.daemon.wire` — the trainer ↔ daemon protocol.
 * :mod:`~pool_env.daemon.session` — the client side of one daemon connection.
 * :mod:`~pool_env.daemon.security` — ipc permissions, CURVE keys and the allow-list.
 * :mod:`~pool_env.daemon.status` — the status document, its table, Prometheus.
 * :mod:`~pool_env.daemon.config` — :class:`DaemonConfig`, spec strings, config files.
+* :mod:`~pool_env.daemon.child` — ``pool-env serve`` as a child process (``--ready-json``).
 
 Trainers use :func:`pool_env.connect`.
 """

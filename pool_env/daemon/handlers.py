@@ -1,27 +1,26 @@
 """One small function per client op: validate every field, then answer or start a command.
 
-Each handler either replies at once or hands a coordinator command to the daemon, whose loop
-calls :func:`reply_to_command` when it completes. Handlers raise our errors for bad requests;
-the daemon turns them into error replies (the request id included) and goes on.
+Handlers see the daemon through :class:`~pool_env.daemon.view.DaemonView` only. Each either
+replies at once or hands a coordinator command to the daemon, whose loop calls
+:func:`reply_to_command` when it completes. Handlers raise our errors for bad requests; the
+daemon turns them into error replies (the request id included) and goes on.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pool_env.coordinator import CommandResult
 from pool_env.daemon import wire
 from pool_env.daemon.leases import Lease, describe_slots
+from pool_env.daemon.view import DaemonView
 from pool_env.daemon.wire import ClientOp, Request, RequestError, field
 from pool_env.errors import LeaseError, UsageError
 from pool_env.protocol import Op
 
 AUTORESET_MODES = ("NextStep", "SameStep", "Disabled")
 """``gymnasium.vector.AutoresetMode`` values a lease may ask for."""
-
-if TYPE_CHECKING:
-    from pool_env.daemon.server import PoolDaemon
 
 __all__ = ["handle", "reply_to_command"]
 
@@ -30,17 +29,17 @@ log = logging.getLogger(__name__)
 MAX_SEED = 2**64 - 1
 
 
-def handle(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+def handle(daemon: DaemonView, identity: bytes, request: Request) -> None:
     """Dispatch ``request`` to its handler."""
     _HANDLERS[request.op](daemon, identity, request)
 
 
-def _hello(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+def _hello(daemon: DaemonView, identity: bytes, request: Request) -> None:
     field(request.header, "client", str, optional=True)
     daemon.reply(identity, request.request_id, {"version": wire.PROTOCOL_VERSION, **daemon.hello})
 
 
-def _lease(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+def _lease(daemon: DaemonView, identity: bytes, request: Request) -> None:
     num_envs = field(request.header, "num_envs", int)
     wants_shm = bool(field(request.header, "shm", bool, optional=True))
     autoreset = field(request.header, "autoreset", str, optional=True) or "NextStep"
@@ -69,14 +68,14 @@ def _lease(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
     daemon.reply(identity, request.request_id, body)
 
 
-def _idle_lease(daemon: PoolDaemon, request: Request) -> Lease:
+def _idle_lease(daemon: DaemonView, request: Request) -> Lease:
     lease = daemon.leases.get(field(request.header, "lease", str))
     if lease.busy:
         raise UsageError("a command of this lease is still in flight; wait for its reply first")
     return lease
 
 
-def _reset(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+def _reset(daemon: DaemonView, identity: bytes, request: Request) -> None:
     lease = _idle_lease(daemon, request)
     header = request.header
     positions = field(header, "positions", list, optional=True)
@@ -99,7 +98,7 @@ def _reset(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
                   options=options)  # fmt: skip
 
 
-def _step(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+def _step(daemon: DaemonView, identity: bytes, request: Request) -> None:
     lease = _idle_lease(daemon, request)
     if not lease.was_reset:
         raise UsageError("call reset() before step(): this lease's slots have no episodes of yours yet")
@@ -116,19 +115,19 @@ def _step(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
     daemon.submit(identity, request, lease, Op.STEP)
 
 
-def _heartbeat(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+def _heartbeat(daemon: DaemonView, identity: bytes, request: Request) -> None:
     daemon.leases.get(field(request.header, "lease", str))
     daemon.reply(identity, request.request_id, {})
 
 
-def _release(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+def _release(daemon: DaemonView, identity: bytes, request: Request) -> None:
     lease = daemon.leases.release(field(request.header, "lease", str))
     daemon.counters["leases_released"] += 1
     daemon.end_lease(lease, "released")
     daemon.reply(identity, request.request_id, {})
 
 
-def _status(daemon: PoolDaemon, identity: bytes, request: Request) -> None:
+def _status(daemon: DaemonView, identity: bytes, request: Request) -> None:
     daemon.reply(identity, request.request_id, daemon.status())
 
 
@@ -144,7 +143,7 @@ _HANDLERS = {
 
 
 def reply_to_command(
-    daemon: PoolDaemon, identity: bytes, request: Request, lease: Lease, result: CommandResult
+    daemon: DaemonView, identity: bytes, request: Request, lease: Lease, result: CommandResult
 ) -> None:
     """Answer a finished reset/step: infos and errors by the client's positions, arrays as frames
     unless the client reads its rows from shared memory."""

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import zmq
 
@@ -41,7 +42,7 @@ from pool_env.daemon.status import RateMeter, start_metrics_server, status_docum
 from pool_env.daemon.wire import ClientOp
 from pool_env.errors import DaemonUnavailableError, LeaseError, PoolEnvError, ProtocolError, TransportError, UsageError
 from pool_env.protocol import Op
-from pool_env.shm import BatchLayout, build_structure
+from pool_env.shm import BatchLayout, Leaf, build_structure
 from pool_env.space_check import describe_pool
 from pool_env.spaces import leaves_of, tree_of
 
@@ -93,28 +94,58 @@ class _Drain:
 class PoolDaemon:
     """A pool (coordinator + workers) served to trainers over ZeroMQ. Use as a context manager."""
 
+    config: DaemonConfig
+    counters: Counter[str]
+    """Daemon event counters (requests, bad requests, leases granted/expired/released, ...)."""
+    leases: LeaseTable
+    endpoint: str
+    """Where the daemon serves (known after :meth:`start` for a default private ipc socket)."""
+    spaces: tuple[gym.Space[Any], gym.Space[Any]]
+    """One slot's observation and action space (after :meth:`start`)."""
+    obs_leaves: list[Leaf]
+    act_leaves: list[Leaf]
+    _hello: dict[str, Any]
+    _clock: Callable[[], float]
+    _stop_requested: bool
+    _force_stop: bool
+    _commands: list[_Command]
+    _drains: list[_Drain]
+    _rates: RateMeter
+    _latest_status: dict[str, Any]
+    _status_at: float
+    _started_at: float
+    _context: zmq.Context[zmq.Socket[bytes]] | None
+    _socket: zmq.Socket[bytes] | None
+    _coordinator: Coordinator | None
+    _ipc: security.IpcSocket | None
+    _auth: Any
+    _stop_metrics: Callable[[], None] | None
+    _peers: dict[bytes, float]
+    """Trainers' sockets (zmq identities) and when each last sent a request: who gets a goodbye."""
+    _linger_ms: int
+
     def __init__(self, config: DaemonConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
-        self.counters: Counter[str] = Counter()
+        self.counters = Counter()
         self.leases = LeaseTable(
             config.num_envs, config.lease_timeout, clock, groups=split_slots(config.num_envs, config.num_workers)
         )
         self._clock = clock
         self._stop_requested = False
         self._force_stop = False
-        self._commands: list[_Command] = []
-        self._drains: list[_Drain] = []
+        self._commands = []
+        self._drains = []
         self._rates = RateMeter()
-        self._latest_status: dict[str, Any] = {}
+        self._latest_status = {}
         self._status_at = 0.0
         self._started_at = time.monotonic()
-        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
-        self._socket: zmq.Socket[bytes] | None = None
-        self._coordinator: Coordinator | None = None
-        self._ipc: security.IpcSocket | None = None
-        self._auth: Any = None
-        self._stop_metrics: Callable[[], None] | None = None
-        self._peers: dict[bytes, float] = {}
+        self._context = None
+        self._socket = None
+        self._coordinator = None
+        self._ipc = None
+        self._auth = None
+        self._stop_metrics = None
+        self._peers = {}
         self._linger_ms = 0
         self.endpoint = config.bind or ""
 

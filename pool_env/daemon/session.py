@@ -24,18 +24,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import zmq
 
 from pool_env import errors, protocol, shm
 from pool_env.daemon import wire
 from pool_env.daemon.wire import ClientOp
+from pool_env.errors import SlotFailure
+from pool_env.spaces import leaves_of
 
-__all__ = ["CurveClientKeys", "DaemonSession", "Reply", "fetch_status"]
+__all__ = ["CurveClientKeys", "DaemonSession", "Outcome", "fetch_status"]
 
 log = logging.getLogger(__name__)
 
 _POLL_SLICE = 0.05
+
+_FLAG_LEAVES = (shm.Leaf((), "float64", ()), shm.Leaf((), "bool", ()), shm.Leaf((), "bool", ()))
+"""A step reply's ``reward``, ``terminated`` and ``truncated`` frames (the daemon's shm dtypes)."""
 
 HANDSHAKE_TIMEOUT = 10.0
 """Default seconds to wait for a daemon's first answer (at most the session's ``timeout``)."""
@@ -71,10 +77,31 @@ class CurveClientKeys:
 
 @dataclass
 class Reply:
-    """A successful reply: its header and raw array frames."""
+    """A successful reply as it came off the wire: its header and raw array frames."""
 
     header: dict[str, Any]
     frames: list[zmq.Frame]
+
+
+@dataclass
+class Outcome:
+    """A finished ``reset``/``step`` of one session, decoded; positions are the lease's rows.
+
+    Attributes:
+        infos: per position, the slot's info dict (only positions that have one).
+        errors: per position, why the slot failed (typed: kind, fate, message; it is truncated).
+        restarts: per failed position, the restarts of its worker so far.
+        obs: one array per observation leaf, shape ``(num_envs, *leaf.shape)``.
+        reward, terminated, truncated: shape ``(num_envs,)`` (``None`` for a reset).
+    """
+
+    infos: dict[int, Any]
+    errors: dict[int, SlotFailure]
+    restarts: dict[int, int]
+    obs: list[np.ndarray]
+    reward: np.ndarray | None = None
+    terminated: np.ndarray | None = None
+    truncated: np.ndarray | None = None
 
 
 def raise_error(header: dict[str, Any], endpoint: str) -> None:
@@ -145,6 +172,11 @@ class DaemonSession:
     slots: list[int]
     num_envs: int
     hello: dict[str, Any]
+    observation_space: gym.Space[Any]
+    """One slot's observation space, as the daemon declared it."""
+    action_space: gym.Space[Any]
+    """One slot's action space, as the daemon declared it."""
+    _obs_leaves: list[shm.Leaf]
     _sent_at: float
     _closed: bool
     _context: zmq.Context[zmq.Socket[bytes]]
@@ -182,6 +214,9 @@ class DaemonSession:
             self.hello = self._handshake(
                 min(timeout, HANDSHAKE_TIMEOUT) if handshake_timeout is None else handshake_timeout
             )
+            self.observation_space = wire.space_from_wire(self.hello["observation_space"])
+            self.action_space = wire.space_from_wire(self.hello["action_space"])
+            self._obs_leaves = leaves_of(self.observation_space)
             self._lease(num_envs, endpoint.startswith("ipc://") if shared_memory is None else shared_memory)
         except BaseException:
             self.close()
@@ -295,6 +330,63 @@ class DaemonSession:
         """``send`` then ``wait`` (no caller deadline)."""
         return self.wait(self.send(op, body, arrays), None)
 
+    # -- what the remote vector env calls: arrays and documents in, arrays and documents out --
+
+    def send_reset(self, positions: list[int], seeds: list[int | None], options: dict[str, Any] | None) -> int:
+        """Ask for a reset of the lease's ``positions`` with their seeds; the request id."""
+        body = {"lease": self.lease_id, "positions": positions, "seeds": seeds, "options": options}
+        return self.send(ClientOp.RESET, body)
+
+    def send_step(self, actions: list[np.ndarray]) -> int:
+        """Send one step of validated ``actions`` (one array per action leaf, this lease's rows
+        only): written to shared memory on one host, as frames otherwise; the request id."""
+        if self.buffers is None:
+            return self.send(ClientOp.STEP, {"lease": self.lease_id}, actions)
+        for target, value in zip(self.buffers.act, actions, strict=True):
+            target[self.slots] = value
+        return self.send(ClientOp.STEP, {"lease": self.lease_id})
+
+    def outcome(self, request_id: int, deadline: float | None, step: bool) -> Outcome:
+        """Wait for the reset/step ``request_id`` and decode it.
+
+        Raises:
+            StepTimeoutError: ``deadline`` passed; the request stays outstanding.
+            DaemonUnavailableError: the daemon is gone or said goodbye.
+            ProtocolError: a reply with the wrong number or size of array frames.
+        """
+        reply = self.wait(request_id, deadline)
+        header = reply.header
+        outcome = Outcome(
+            infos={int(p): info for p, info in dict(header.get("infos") or {}).items()},
+            errors={int(p): SlotFailure.from_wire(f) for p, f in dict(header.get("errors") or {}).items()},
+            restarts={int(p): int(n) for p, n in dict(header.get("restarts") or {}).items()},
+            obs=[],
+        )
+        if self.buffers is not None:
+            outcome.obs = [source[self.slots] for source in self.buffers.obs]
+            if step:
+                buffers = self.buffers
+                outcome.reward, outcome.terminated, outcome.truncated = (
+                    buffers.reward[self.slots], buffers.terminated[self.slots], buffers.truncated[self.slots]
+                )  # fmt: skip
+            return outcome
+        frames: list[Any] = [frame.buffer for frame in reply.frames]
+        count = len(self._obs_leaves)
+        if len(frames) != count + (3 if step else 0):
+            raise errors.ProtocolError(
+                f"daemon at {self.endpoint}: a {'step' if step else 'reset'} reply needs "
+                f"{count + (3 if step else 0)} array frames, got {len(frames)}"
+            )
+        outcome.obs = wire.arrays_from_frames(frames[:count], self._obs_leaves, self.num_envs, "observations")
+        if step:
+            flags = wire.arrays_from_frames(frames[count:], _FLAG_LEAVES, self.num_envs, "flags")
+            outcome.reward, outcome.terminated, outcome.truncated = flags
+        return outcome
+
+    def status(self) -> dict[str, Any]:
+        """The daemon's status document (see :mod:`pool_env.daemon.status`)."""
+        return _document(self.request(ClientOp.STATUS, {}).header)
+
     def _reset_socket(self) -> None:
         self._socket.close(linger=0)
         self._socket = self.new_socket()
@@ -326,6 +418,11 @@ class DaemonSession:
         self._context.term()
 
 
+def _document(header: dict[str, Any]) -> dict[str, Any]:
+    """A reply header without the envelope fields: the document it carries."""
+    return {k: v for k, v in header.items() if k not in ("v", "id", "ok", "op")}
+
+
 def fetch_status(
     endpoint: str, timeout: float = 5.0, server_key: str | None = None, client_secret_key: str | None = None
 ) -> dict[str, Any]:
@@ -355,7 +452,7 @@ def fetch_status(
         header = protocol.decode(sock.recv_multipart()[0], wire.MAX_HEADER_BYTES)
         if header.get("ok") is not True:
             raise_error(header, endpoint)
-        return {k: v for k, v in header.items() if k not in ("v", "id", "ok", "op")}
+        return _document(header)
     finally:
         sock.close(linger=0)
         context.term()

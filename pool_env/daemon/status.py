@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pool_env.daemon.leases import describe_slots
+from pool_env.daemon.view import DaemonView
 from pool_env.daemon.wire import PROTOCOL_VERSION
 from pool_env.errors import TransportError
-
-if TYPE_CHECKING:
-    from pool_env.daemon.server import PoolDaemon
 
 __all__ = ["RateMeter", "format_status", "start_metrics_server", "status_document"]
 
 
-def status_document(daemon: PoolDaemon, rates: dict[int, float], uptime: float, now: float) -> dict[str, Any]:
+def status_document(daemon: DaemonView, rates: dict[int, float], uptime: float, now: float) -> dict[str, Any]:
     """The status of ``daemon``: workers (with steps/s from ``rates``), leases, counters."""
     coordinator = daemon.coordinator
     workers = coordinator.worker_stats()
