@@ -20,7 +20,10 @@ from dataclasses import dataclass
 
 from pool_env.errors import LeaseError
 
-__all__ = ["Lease", "LeaseTable", "describe_slots"]
+__all__ = ["EXPIRED_KEPT", "Lease", "LeaseTable", "describe_slots"]
+
+EXPIRED_KEPT = 1024
+"""Expired leases remembered so that a starved trainer that comes back gets its lease again."""
 
 
 def describe_slots(slots: Iterable[int]) -> str:
@@ -84,6 +87,9 @@ class LeaseTable:
     _groups: list[list[int]]
     _leases: dict[str, Lease]
     _draining: set[int]
+    _expired: dict[str, Lease]
+    """Leases that expired, most recent last (at most ``EXPIRED_KEPT``): revived if they come back."""
+    _revived: list[Lease]
 
     def __init__(
         self,
@@ -98,6 +104,8 @@ class LeaseTable:
         self._groups = [sorted(group) for group in groups] if groups is not None else [list(range(num_envs))]
         self._leases = {}
         self._draining = set()
+        self._expired = {}
+        self._revived = []
 
     @property
     def leases(self) -> list[Lease]:
@@ -141,16 +149,41 @@ class LeaseTable:
     def get(self, lease_id: object) -> Lease:
         """The lease ``lease_id``; counts as a heartbeat.
 
+        A lease that expired comes back to life here if none of its slots was leased again or is
+        still draining: its trainer was alive but starved of CPU (or stopped) past the timeout, and
+        its episodes are untouched (the next lease would have reset them).
+
         Raises:
-            LeaseError: no such lease (expired, released, or from another daemon run).
+            LeaseError: no such lease (released, expired and its slots taken, or another daemon run).
         """
         lease = self._leases.get(lease_id) if isinstance(lease_id, str) else None
+        if lease is None and isinstance(lease_id, str) and lease_id in self._expired:
+            lease = self._revive(self._expired[lease_id])
         if lease is None:
             raise LeaseError(
                 "unknown lease (it expired after missed heartbeats, was released, or the daemon restarted)"
             )
         lease.last_seen = self._clock()
         return lease
+
+    def _revive(self, lease: Lease) -> Lease | None:
+        if not set(lease.slots) <= set(self.free_slots()):
+            return None
+        del self._expired[lease.lease_id]
+        self._leases[lease.lease_id] = lease
+        self._revived.append(lease)
+        return lease
+
+    def pop_revived(self) -> list[Lease]:
+        """Leases revived since the last call (for the daemon's log and counters)."""
+        revived, self._revived = self._revived, []
+        return revived
+
+    def pause(self, seconds: float) -> None:
+        """Credit every lease ``seconds`` of silence: the daemon itself could not run (starved of
+        CPU or stopped), so it could not read their heartbeats either."""
+        for lease in self._leases.values():
+            lease.last_seen += seconds
 
     def release(self, lease_id: str) -> Lease:
         """End a lease; its slots go to *draining*.
@@ -170,6 +203,9 @@ class LeaseTable:
         for lease in gone:
             del self._leases[lease.lease_id]
             self._draining.update(lease.slots)
+            self._expired[lease.lease_id] = lease
+        while len(self._expired) > EXPIRED_KEPT:
+            del self._expired[next(iter(self._expired))]
         return gone
 
     def drained(self, slots: Iterable[int]) -> None:

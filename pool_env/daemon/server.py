@@ -56,6 +56,9 @@ MAX_INBOUND_BYTES = 64 * 1024 * 1024
 """zmq drops (and disconnects) a peer that sends a bigger frame: the actions of every slot plus
 :data:`MIN_INBOUND_BYTES` of headroom, never more than this."""
 MIN_INBOUND_BYTES = 1024 * 1024
+STALL_SECONDS = 1.0
+"""A loop turn longer than this means the daemon itself did not run (starved of CPU, stopped):
+the leases are credited that time, as their heartbeats could not be read either."""
 GOODBYE_LINGER_MS = 500
 """How long closing the client socket may wait for goodbyes still queued to slow readers."""
 MAX_PEERS = 4096
@@ -123,6 +126,7 @@ class PoolDaemon:
     _peers: dict[bytes, float]
     """Trainers' sockets (zmq identities) and when each last sent a request: who gets a goodbye."""
     _linger_ms: int
+    _last_tick: float
 
     def __init__(self, config: DaemonConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -147,6 +151,7 @@ class PoolDaemon:
         self._stop_metrics = None
         self._peers = {}
         self._linger_ms = 0
+        self._last_tick = clock()
         self.endpoint = config.bind or ""
 
     # -- life cycle -------------------------------------------------------------------------
@@ -239,6 +244,7 @@ class PoolDaemon:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
         poller.register(self._coordinator.socket, zmq.POLLIN)
+        self._last_tick = self._clock()
         try:
             while not self._stop_requested:
                 events = dict(poller.poll(POLL_MS))
@@ -288,6 +294,16 @@ class PoolDaemon:
         coordinator.progress(0)
         for command in [c for c in self._commands if c.pending.complete]:
             self._complete(command)
+        now = self._clock()
+        stalled, self._last_tick = now - self._last_tick, now
+        if stalled > STALL_SECONDS:
+            self.leases.pause(stalled)
+            self.counters["daemon_stalls"] += 1
+            log.warning("the daemon did not run for %.1f s (starved of CPU?): lease timeouts extended by it", stalled)
+        for lease in self.leases.pop_revived():
+            self.counters["leases_revived"] += 1
+            log.warning("lease %s came back after it expired (its trainer was starved?): slots %s are its again",
+                        lease.short_id, describe_slots(lease.slots))  # fmt: skip
         for lease in self.leases.expire():
             self.counters["leases_expired"] += 1
             log.warning(

@@ -93,3 +93,40 @@ def test_a_lease_takes_first_from_the_worker_with_most_free_slots(clock: FakeClo
     table = LeaseTable(9, timeout=1.0, clock=clock, groups=[[0, 1, 2], [3, 4, 5], [6, 7, 8]])
     table.grant(2)  # slots 0 and 3
     assert table.grant(4).slots == [1, 4, 6, 7]  # worker 2 has 3 free: it gives two
+
+
+def test_an_expired_lease_comes_back_when_its_slots_are_still_free(clock: FakeClock) -> None:
+    table = LeaseTable(4, timeout=1.0, clock=clock)
+    starved = table.grant(2)
+    starved.was_reset = True
+    clock.now += 1.5
+    assert table.expire() == [starved]
+    table.drained(starved.slots)
+
+    assert table.get(starved.lease_id) is starved  # its trainer was alive after all
+
+    assert table.pop_revived() == [starved] and table.pop_revived() == []
+    assert starved.was_reset and table.free_slots() == [2, 3]
+
+
+def test_an_expired_lease_whose_slots_were_taken_stays_gone(clock: FakeClock) -> None:
+    table = LeaseTable(2, timeout=1.0, clock=clock)
+    starved = table.grant(2)
+    clock.now += 1.5
+    table.expire()
+    with pytest.raises(LeaseError, match="unknown lease"):
+        table.get(starved.lease_id)  # still draining: not revived
+    table.drained(starved.slots)
+    table.grant(1)
+    with pytest.raises(LeaseError, match="unknown lease"):
+        table.get(starved.lease_id)  # one of its slots belongs to another trainer now
+
+
+def test_a_pause_credits_every_lease_the_time_the_daemon_could_not_run(clock: FakeClock) -> None:
+    table = LeaseTable(2, timeout=1.0, clock=clock)
+    lease = table.grant(1)
+    clock.now += 5.0
+    table.pause(5.0)
+    assert table.expire() == []
+    clock.now += 1.5
+    assert table.expire() == [lease]

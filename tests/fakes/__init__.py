@@ -1,0 +1,1 @@
+"""In-process fakes that tests swap in for real servers and clocks."""
