@@ -6,6 +6,7 @@
 * :mod:`~pool_env.daemon.leases` — the lease table (pure logic).
 * :mod:`~pool_env.daemon.wire` — the trainer ↔ daemon protocol.
 * :mod:`~pool_env.daemon.session` — the client side of one daemon connection.
+* :mod:`~pool_env.daemon.heartbeat` — the client's heartbeat thread.
 * :mod:`~pool_env.daemon.security` — ipc permissions, CURVE keys and the allow-list.
 * :mod:`~pool_env.daemon.status` — the status document, its table, Prometheus.
 * :mod:`~pool_env.daemon.config` — :class:`DaemonConfig`, spec strings, config files.

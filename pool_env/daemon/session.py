@@ -17,7 +17,6 @@ import atexit
 import contextlib
 import itertools
 import logging
-import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ import zmq
 
 from pool_env import errors, protocol, shm
 from pool_env.daemon import wire
+from pool_env.daemon.heartbeat import Heartbeat
 from pool_env.daemon.wire import ClientOp
 from pool_env.errors import SlotFailure
 from pool_env.spaces import leaves_of
@@ -112,45 +112,6 @@ def raise_error(header: dict[str, Any], endpoint: str) -> None:
     raise error
 
 
-class _Heartbeat(threading.Thread):
-    """Sends ``heartbeat`` for one lease from its own socket; records when the daemon last answered
-    and whether it said goodbye."""
-
-    stop_event: threading.Event
-    _session: DaemonSession
-    _lease_id: str
-    _interval: float
-
-    def __init__(self, session: DaemonSession, lease_id: str, interval: float) -> None:
-        super().__init__(name=f"pool_env-heartbeat-{lease_id[:8]}", daemon=True)
-        self._session = session
-        self._lease_id = lease_id
-        self._interval = interval
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        session = self._session
-        sock = session.new_socket()
-        ids = itertools.count(1)
-        try:
-            while not self.stop_event.is_set():
-                header = {"v": wire.PROTOCOL_VERSION, "id": next(ids), "op": ClientOp.HEARTBEAT.value,
-                          "lease": self._lease_id}  # fmt: skip
-                with contextlib.suppress(zmq.Again):
-                    sock.send(protocol.encode(header), zmq.NOBLOCK)
-                deadline = time.monotonic() + self._interval
-                while (left := deadline - time.monotonic()) > 0 and not self.stop_event.is_set():
-                    if sock.poll(int(min(left, _POLL_SLICE) * 1000)):
-                        frames = sock.recv_multipart()
-                        session.last_heard = time.monotonic()
-                        with contextlib.suppress(errors.ProtocolError):
-                            reply = protocol.decode(frames[0], wire.MAX_HEADER_BYTES)
-                            if reply.get("op") == wire.GOODBYE:
-                                session.gone = str(reply.get("reason", "the daemon is stopping"))
-        finally:
-            sock.close(linger=0)
-
-
 class DaemonSession:
     """One trainer's connection to one daemon, holding one lease.
 
@@ -181,7 +142,7 @@ class DaemonSession:
     _closed: bool
     _context: zmq.Context[zmq.Socket[bytes]]
     _ids: Iterator[int]
-    _heartbeat: _Heartbeat | None
+    _heartbeat: Heartbeat | None
     _socket: zmq.Socket[bytes]
 
     def __init__(
@@ -264,7 +225,7 @@ class DaemonSession:
                 self._lease(num_envs, want_shm=False)
                 return
         interval = max(0.05, float(reply.header.get("heartbeat", 10.0)) / 4)
-        self._heartbeat = _Heartbeat(self, self.lease_id, interval)
+        self._heartbeat = Heartbeat(self, self.lease_id, interval)
         self._heartbeat.start()
 
     # -- requests ---------------------------------------------------------------------------
