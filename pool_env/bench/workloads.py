@@ -25,12 +25,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from pool_env import GymEnvSpec, HttpEnvSpec, PoolVectorEnv
 from pool_env.bench.daemon_candidate import DaemonVectorEnv
 from pool_env.bench.envs import BIG_OBS_SHAPE, make_big_obs_env, make_null_env
 from pool_env.bench.floor import FloorLink
 from pool_env.bench.harness import Candidate, Case, Memory, process_memory
 from pool_env.bench.remote_baseline import ChallengeClient
-from pool_env import GymEnvSpec, HttpEnvSpec, PoolVectorEnv
 
 __all__ = ["WORKLOADS", "Sizes", "Suite", "evaluate_targets"]
 
