@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import BaseAdapter
 
-from pool_env.config import HttpEnvSpec
+from pool_env.envs import HttpEnvSpec
 from workers.backends import retry
 from workers.backends.http import HttpBackend
 
