@@ -47,9 +47,7 @@ from pool_env.protocol import Op
 from pool_env.supervisor import ALIVE, Supervisor, WorkerHandle, WorkerState
 from pool_env.supervisor.rundir import RunDir
 
-__all__ = ["CommandResult", "Coordinator", "PendingCommand", "split_slots"]
-
-# Re-exported: the command records live in pool_env.commands.
+__all__ = ["Coordinator"]
 
 log = logging.getLogger(__name__)
 

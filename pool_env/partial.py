@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from pool_env.batch import assemble_infos, validate_actions
-from pool_env.coordinator import Coordinator, PendingCommand
+from pool_env.commands import PendingCommand
+from pool_env.coordinator import Coordinator
 from pool_env.errors import SlotFailure, StepTimeoutError, UsageError
 from pool_env.protocol import Op
 from pool_env.shm import Leaf, build_structure

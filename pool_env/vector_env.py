@@ -23,9 +23,9 @@ from gymnasium.vector.utils import batch_space
 
 from pool_env import codec
 from pool_env.batch import assemble_infos, merge_same_step_failures, validate_actions
-from pool_env.commands import merge_counters
+from pool_env.commands import CommandResult, PendingCommand, merge_counters
 from pool_env.config import PoolOptions
-from pool_env.coordinator import CommandResult, Coordinator, PendingCommand
+from pool_env.coordinator import Coordinator
 from pool_env.envs import EnvSpec
 from pool_env.envs.base import refuse_inside_worker
 from pool_env.envs.registry import Count, as_count, resolve_spec

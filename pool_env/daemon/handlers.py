@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pool_env.coordinator import CommandResult
+from pool_env.commands import CommandResult
 from pool_env.daemon import wire
 from pool_env.daemon.leases import Lease, describe_slots
 from pool_env.daemon.view import DaemonView

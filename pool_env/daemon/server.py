@@ -32,8 +32,8 @@ import zmq
 
 from pool_env import __version__, protocol
 from pool_env.batch import validate_actions
-from pool_env.commands import split_slots
-from pool_env.coordinator import CommandResult, Coordinator, PendingCommand
+from pool_env.commands import CommandResult, PendingCommand, split_slots
+from pool_env.coordinator import Coordinator
 from pool_env.daemon import security, wire
 from pool_env.daemon.config import DaemonConfig, default_runtime_dir
 from pool_env.daemon.handlers import handle, reply_to_command

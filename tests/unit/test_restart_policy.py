@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from pool_env.coordinator import split_slots
+from pool_env.commands import split_slots
 from pool_env.supervisor import RestartPolicy
 
 
