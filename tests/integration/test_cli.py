@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -15,7 +14,8 @@ from tests.integration.daemon_process import cli
 
 pytestmark = pytest.mark.timeout(90)
 
-CASES = Path("/work/shared/cases")
+SERVE_CONFIG = 'spec = "gym:CartPole-v1"\nenvs = 4\nworkers = 1\n'
+"""A user's config file (the ``serve_config.toml`` case): silently 16 slots on 2 workers before."""
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -58,7 +58,7 @@ def test_a_busy_metrics_port_is_one_line_and_the_pool_it_started_is_gone() -> No
 
 def test_serve_config_file_is_honoured_under_the_flags_names(tmp_path: Path) -> None:
     config = tmp_path / "serve_config.toml"
-    shutil.copy(CASES / "serve_config.toml", config)  # spec = gym:CartPole-v1, envs = 4, workers = 1
+    config.write_text(SERVE_CONFIG)
     with ServeProcess(["--config", str(config), "--stop-timeout", "2"]) as daemon:
         document = json.loads(cli("status", "--json", daemon.endpoint).stdout)
     assert (document["num_envs"], document["num_workers"]) == (4, 1)
