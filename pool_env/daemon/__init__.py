@@ -4,6 +4,7 @@
 * :mod:`~pool_env.daemon.handlers` — one function per client op.
 * :mod:`~pool_env.daemon.view` — the small interfaces handlers and status see of the daemon.
 * :mod:`~pool_env.daemon.leases` — the lease table (pure logic).
+* :mod:`~pool_env.daemon.peers` — the trainers' sockets a stopping daemon says goodbye to.
 * :mod:`~pool_env.daemon.wire` — the trainer ↔ daemon protocol.
 * :mod:`~pool_env.daemon.session` — the client side of one daemon connection.
 * :mod:`~pool_env.daemon.heartbeat` — the client's heartbeat thread.

@@ -38,6 +38,7 @@ from pool_env.daemon import security, wire
 from pool_env.daemon.config import DaemonConfig, default_runtime_dir
 from pool_env.daemon.handlers import handle, reply_to_command
 from pool_env.daemon.leases import Lease, LeaseTable, describe_slots
+from pool_env.daemon.peers import Peers
 from pool_env.daemon.status import RateMeter, start_metrics_server, status_document
 from pool_env.daemon.wire import ClientOp
 from pool_env.errors import DaemonUnavailableError, LeaseError, PoolEnvError, ProtocolError, TransportError, UsageError
@@ -61,8 +62,6 @@ STALL_SECONDS = 1.0
 the leases are credited that time, as their heartbeats could not be read either."""
 GOODBYE_LINGER_MS = 500
 """How long closing the client socket may wait for goodbyes still queued to slow readers."""
-MAX_PEERS = 4096
-"""Client sockets remembered for the goodbye (a trainer uses two: requests and heartbeats)."""
 MAX_QUEUED_MESSAGES = 16
 """Per client and direction, messages zmq may queue in the daemon (``RCVHWM``/``SNDHWM`` of the
 client socket). A trainer has one command, a heartbeat and perhaps a status request in flight; a
@@ -123,7 +122,7 @@ class PoolDaemon:
     _ipc: security.IpcSocket | None
     _auth: Any
     _stop_metrics: Callable[[], None] | None
-    _peers: dict[bytes, float]
+    _peers: Peers
     """Trainers' sockets (zmq identities) and when each last sent a request: who gets a goodbye."""
     _linger_ms: int
     _last_tick: float
@@ -149,7 +148,7 @@ class PoolDaemon:
         self._ipc = None
         self._auth = None
         self._stop_metrics = None
-        self._peers = {}
+        self._peers = Peers(forget_after=2 * config.lease_timeout)
         self._linger_ms = 0
         self._last_tick = clock()
         self.endpoint = config.bind or ""
@@ -362,7 +361,7 @@ class PoolDaemon:
             request = wire.parse_request(frames)
             request_id = request.request_id
             if request.op is not ClientOp.STATUS and request.op is not ClientOp.HELLO:
-                self._remember_peer(identity)
+                self._peers.heard(identity, time.monotonic())
             handle(self, identity, request)
         except wire.RequestError as exc:
             self.counters["bad_requests"] += 1
@@ -376,16 +375,6 @@ class PoolDaemon:
         except Exception as exc:  # a bug must not take down the daemon and every trainer with it
             log.exception("internal error handling a request")
             self._reply_error(identity, request_id, PoolEnvError(f"internal daemon error: {exc!r}"))
-
-    def _remember_peer(self, identity: bytes) -> None:
-        """Remember a trainer's socket for the goodbye; forget sockets silent for two lease timeouts."""
-        now = time.monotonic()
-        self._peers[identity] = now
-        if len(self._peers) > MAX_PEERS:
-            horizon = now - 2 * self.config.lease_timeout
-            self._peers = {peer: seen for peer, seen in self._peers.items() if seen >= horizon}
-            while len(self._peers) > MAX_PEERS:
-                del self._peers[next(iter(self._peers))]  # the oldest first: dicts keep insertion order
 
     # -- replies ----------------------------------------------------------------------------
 
