@@ -35,6 +35,10 @@ from pool_env.cli.status import status
 __all__ = ["main"]
 
 
+_NO_ARGS_IS_HELP: type[click.ClickException] | None = getattr(click.exceptions, "NoArgsIsHelpError", None)
+"""Click >= 8.2 raises it for a group called without a command (older versions print the help)."""
+
+
 class _Group(click.Group):
     """A click group whose errors are one line (click's own usage errors print three)."""
 
@@ -47,6 +51,9 @@ class _Group(click.Group):
             click.echo(exc.format_message(), err=True)
             sys.exit(ExitCode.ERROR)
         except click.ClickException as exc:  # a usage error found by click: name the command and --help
+            if _NO_ARGS_IS_HELP is not None and isinstance(exc, _NO_ARGS_IS_HELP):
+                exc.show()  # ``pool-env`` alone: the help, as click shows it
+                sys.exit(ExitCode.ERROR)
             path = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else "pool-env"
             message = " ".join(exc.format_message().split())
             click.echo(f"{path}: {message} (see {path} --help)", err=True)
