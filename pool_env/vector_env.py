@@ -332,6 +332,46 @@ class PoolVectorEnv(BatchedVectorEnv):
             slot = min(result.errors)
             raise PoolEnvError(f"set_attr failed on slot {slot}: {result.errors[slot].message}")
 
+    def call_slots(self, slots: Sequence[int], name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """:meth:`call` on the chosen slots only (SB3's ``env_method(..., indices=)``): one result
+        per slot, in the order of ``slots``; the other slots' envs are not touched.
+
+        Raises:
+            CodecError, AttributeError, ...: as :meth:`call`.
+            PoolEnvError: a slot's worker failed during the call.
+        """
+        self._check_idle("call_slots")
+        chosen = [int(s) for s in slots]
+        codec.pack([list(args), kwargs], f"call({name!r}) arguments")
+        invocation = {"name": name, "args": list(args), "kwargs": kwargs}
+        return self._call_on(chosen, invocation, "call")
+
+    def set_slots_attr(self, slots: Sequence[int], name: str, values: Sequence[Any]) -> None:
+        """:meth:`set_attr` on the chosen slots only: ``values[k]`` goes to ``slots[k]``.
+
+        Raises:
+            ValueError: ``values`` and ``slots`` differ in length.
+            CodecError: a value that cannot cross (a ``TypeError`` naming it).
+        """
+        self._check_idle("set_slots_attr")
+        chosen = [int(s) for s in slots]
+        if len(values) != len(chosen):
+            raise ValueError(f"set_slots_attr: {len(values)} values for {len(chosen)} slots")
+        codec.pack(list(values), f"set_attr({name!r}) values")
+        self._call_on(chosen, {"name": name, "values": dict(zip(chosen, values, strict=True))}, "set_attr")
+
+    def _call_on(self, slots: list[int], invocation: dict[str, Any], what: str) -> tuple[Any, ...]:
+        bad = [s for s in slots if not 0 <= s < self.num_envs]
+        if bad:
+            raise ValueError(f"{what}: slot {bad[0]} out of range 0..{self.num_envs - 1}")
+        self._pending = self._coordinator.submit(Op.CALL, slots, invocation=invocation)
+        self._pending_op = "call"
+        result = self._collect(None)
+        if result.errors:
+            slot = min(result.errors)
+            raise PoolEnvError(f"{what} failed on slot {slot}: {result.errors[slot].message}")
+        return tuple(result.values.get(slot) for slot in slots)
+
     def render(self) -> tuple[Any, ...] | None:
         """Every slot's frame (``env.render()``), as ``SyncVectorEnv.render``; ``None`` if the
         envs were made without a ``render_mode``... as theirs return."""
