@@ -64,6 +64,7 @@ class WorkerCall:
     sent_at: float | None = None
     done: bool = False
     harvested: bool = False  # for partial batches: its slots were handed out
+    fast: tuple[int, int | None, int] | None = None  # (fast op, seed base, mode) when the fast path can carry it
 
 
 @dataclass
@@ -74,6 +75,7 @@ class PendingCommand:
     seq: int
     calls: list[WorkerCall] = field(default_factory=list)
     result: CommandResult = field(default_factory=CommandResult)
+    local: dict[str, Any] | None = None  # the message for the trainer's own slots, until they ran
 
     @property
     def complete(self) -> bool:

@@ -59,6 +59,9 @@ class PoolOptions:
             successful step makes ``step()``/``reset()`` raise
             :class:`~pool_env.errors.EnvFailingError` (a deterministic bug, never truncated
             batches forever).
+        fast_path: carry clean steps and resets through shared-memory sequence words instead of a
+            zmq round trip (Linux x86-64; :mod:`pool_env.fastpath`). ``False`` keeps every command
+            on zmq.
     """
 
     step_timeout: float | None = None
@@ -72,6 +75,7 @@ class PoolOptions:
     worker_output: bool = True
     env_failure_limit: int = 5
     freeze_timeout: float | None = 5.0
+    fast_path: bool = True
 
     def __post_init__(self) -> None:
         require(self.step_timeout is None or self.step_timeout > 0, "step_timeout", "must be > 0")

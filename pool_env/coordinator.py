@@ -17,6 +17,7 @@ replies carry ``(generation, seq)``, so a late reply can never be read as a new 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter, deque
@@ -25,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from pool_env import errors, protocol, shm
+from pool_env import errors, fastpath, protocol, shm
 from pool_env.commands import CommandResult, PendingCommand, WorkerCall, error_from_call, split_slots
 from pool_env.config import PoolOptions
 from pool_env.envs import EnvSpec
@@ -46,6 +47,7 @@ from pool_env.errors import (
 from pool_env.protocol import Op
 from pool_env.supervisor import ALIVE, Supervisor, WorkerHandle, WorkerState
 from pool_env.supervisor.rundir import RunDir
+from pool_env.trainer_slots import TrainerSlots
 
 __all__ = ["Coordinator"]
 
@@ -65,6 +67,7 @@ class Coordinator:
         options: PoolOptions,
         log_level: str = "WARNING",
         spaces: dict[str, Any] | None = None,
+        trainer_slots: int = 0,
     ) -> None:
         self.spec = spec
         self._spaces = spaces  # the pool's spaces (space_check.describe_pool): workers check their envs'
@@ -91,13 +94,33 @@ class Coordinator:
         self._poller.register(self._socket, zmq.POLLIN)
         self.buffers: shm.BatchBuffers | None = None
         self.supervisor: Supervisor | None = None
-        groups = split_slots(self.num_envs, num_workers)
+        groups = split_slots(self.num_envs - trainer_slots, num_workers)
+        self.trainer_slots = list(range(self.num_envs - trainer_slots, self.num_envs))
+        self._trainer: TrainerSlots | None = None
+        # The fast path (pool_env.fastpath): clean steps/resets through sequence words in the segment.
+        self._fast: fastpath.FastLane | None = None
+        self._fast_calls: dict[int, tuple[WorkerCall, int]] = {}  # worker id -> its call on the fast path
+        self._cores = fastpath.usable_cores()
+        # Spin while waiting for workers only if a core is free for it (never take one from the envs).
+        self._spin = fastpath.AdaptiveSpin(fastpath.spin_budget(num_workers, cores=self._cores))
         try:
             self._socket.bind(self.endpoint)
+            if options.fast_path and fastpath.supported():
+                layout = dataclasses.replace(layout, control_words=fastpath.control_words(num_workers))
             self.buffers = shm.create(layout)
+            if layout.control_words:
+                self._fast = fastpath.FastLane(self.buffers, num_workers)
+                self._poller.register(self._fast.doorbell.fileno(), zmq.POLLIN)
+            fast = self._fast
             # Only an env_fns pool's own workers may unpickle (its factories, in init).
             self.supervisor = Supervisor.of_subprocesses(
-                groups, options, self.endpoint, self._socket_dir, log_level, accept_pickle=spec.carries_code
+                groups,
+                options,
+                self.endpoint,
+                self._socket_dir,
+                log_level,
+                accept_pickle=spec.carries_code,
+                worker_fds=None if fast is None else fast.worker_fds,
             )
         except BaseException:
             self.close()
@@ -119,6 +142,9 @@ class Coordinator:
             WorkerStartError: a worker exited or did not get ready within ``start_timeout``.
         """
         self._supervisor.start_all()
+        if self.trainer_slots:
+            assert self.buffers is not None
+            self._trainer = TrainerSlots(self.spec, self.trainer_slots, self.buffers)
         try:
             self._supervisor.wait_ready(self._pump, LIVENESS_POLL_MS / 1000)
         except EnvCreationError:
@@ -135,6 +161,10 @@ class Coordinator:
             self.supervisor.stop_all(ask=self._ask_to_close)
         self._socket.close(linger=0)
         self._context.term()
+        if self._trainer is not None:
+            self._trainer.close()
+        if self._fast is not None:
+            self._fast.close()  # before the segment: it holds a view of it
         if self.buffers is not None:
             self.buffers.close()
         self._run_dir.close()
@@ -178,20 +208,28 @@ class Coordinator:
         if op is Op.STEP:
             self._charge_server_steps(self.num_envs if slots is None else len(slots))
         self._seq += 1
+        mine: list[int] = []  # the trainer's own slots (trainer_slots)
         if slots is None:
             chosen = list(range(self.num_envs))
             by_worker = self._all_by_worker
+            mine = self.trainer_slots
         else:
             chosen = list(slots)
             by_worker = {}
             for slot in chosen:
-                by_worker.setdefault(self._slot_worker[slot].worker_id, []).append(slot)
+                owner = self._slot_worker.get(slot)
+                if owner is None:
+                    mine.append(slot)
+                else:
+                    by_worker.setdefault(owner.worker_id, []).append(slot)
         seed_of = dict(zip(chosen, seeds, strict=True)) if seeds is not None else {}
         pending = PendingCommand(op, self._seq)
+        if mine:
+            pending.local = self._message(op, mine, seed_of, options, autoreset, invocation)
         for worker_id, worker_slots in by_worker.items():
             handle = self.workers[worker_id]
             self._supervisor.restart_if_due(handle)
-            if op is Op.STEP and any(s in self._lost for s in worker_slots):
+            if self._lost and op is Op.STEP and any(s in self._lost for s in worker_slots):
                 # Slots whose episode died with a worker while another command was running:
                 # report that now (truncated + error); the new worker resets them next step.
                 lost = [s for s in worker_slots if s in self._lost]
@@ -201,19 +239,13 @@ class Coordinator:
                 worker_slots = [s for s in worker_slots if s not in lost]
                 if not worker_slots:
                     continue
-            for slot in worker_slots:
-                self._lost.pop(slot, None)  # a reset starts a new episode anyway
-            message: dict[str, Any] = {"op": op.value, "seq": self._seq, "slots": worker_slots}
-            if autoreset != "NextStep":  # the default stays implicit: messages stay small
-                message["autoreset"] = autoreset
-            if invocation is not None:
-                message.update({k: v for k, v in invocation.items() if k != "values"})
-                if invocation.get("values") is not None:
-                    message["values"] = [invocation["values"][s] for s in worker_slots]
-            if op is Op.RESET:
-                message["seeds"] = [seed_of.get(s) for s in worker_slots]
-                message["options"] = options
+            if self._lost:
+                for slot in worker_slots:
+                    self._lost.pop(slot, None)  # a reset starts a new episode anyway
+            message = self._message(op, worker_slots, seed_of, options, autoreset, invocation)
             call = WorkerCall(pending, handle, handle.gen, message, worker_slots)
+            if self._fast is not None and invocation is None:
+                call.fast = _fast_plan(op, worker_slots, len(handle.slots), message.get("seeds"), options, autoreset)
             pending.calls.append(call)
             if handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):
                 kind = ErrorKind.GAVE_UP if handle.state is WorkerState.FATAL else ErrorKind.WORKER_RESTARTING
@@ -223,6 +255,28 @@ class Coordinator:
             self._send_head(handle)
         return pending
 
+    def _message(
+        self,
+        op: Op,
+        slots: list[int],
+        seed_of: dict[int, int | None],
+        options: dict[str, Any] | None,
+        autoreset: str,
+        invocation: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The command message for ``slots`` (one worker's, or the trainer's own)."""
+        message: dict[str, Any] = {"op": op.value, "seq": self._seq, "slots": slots}
+        if autoreset != "NextStep":  # the default stays implicit: messages stay small
+            message["autoreset"] = autoreset
+        if invocation is not None:
+            message.update({k: v for k, v in invocation.items() if k != "values"})
+            if invocation.get("values") is not None:
+                message["values"] = [invocation["values"][s] for s in slots]
+        if op is Op.RESET:
+            message["seeds"] = [seed_of.get(s) for s in slots]
+            message["options"] = options
+        return message
+
     def collect(self, pending: PendingCommand, timeout: float | None = None) -> CommandResult:
         """Wait for every worker of ``pending``; heal the ones that die or hang.
 
@@ -231,10 +285,14 @@ class Coordinator:
             HttpStatusError, PoolEnvError: a worker reported a fatal error (after all others answered).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        if pending.local is not None:  # the trainer's own slots, while the workers step theirs
+            self._run_trainer_slots(pending)
         while True:
             now = time.monotonic()
             if now - self._last_check >= LIVENESS_POLL_MS / 1000:  # not on every message: it costs waitpids
                 self._check_workers(now)
+            if self._fast_calls:
+                self._reap_fast()
             if pending.complete:
                 break
             wait = LIVENESS_POLL_MS / 1000
@@ -244,6 +302,8 @@ class Coordinator:
                     busy = sum(not call.done for call in pending.calls)
                     raise StepTimeoutError(f"{busy} worker(s) still busy after {timeout} s; the call stays pending")
                 wait = min(wait, left)
+            if self._fast_calls and self._spin.spin(self._any_fast_done):
+                continue
             if not self._pump(wait):
                 self._last_check = 0.0  # a quiet poll: check the workers' health now
         if pending.result.fatal is not None:
@@ -252,7 +312,11 @@ class Coordinator:
 
     def progress(self, wait: float) -> None:
         """Handle worker messages for up to ``wait`` seconds and heal failed workers (non-blocking use)."""
+        if self._fast_calls:
+            self._reap_fast()
         quiet = not self._pump(wait)
+        if self._fast_calls:
+            self._reap_fast()
         now = time.monotonic()
         if quiet or now - self._last_check >= LIVENESS_POLL_MS / 1000:
             self._check_workers(now)
@@ -261,6 +325,13 @@ class Coordinator:
     def socket(self) -> zmq.Socket[bytes]:
         """The control socket (to register in a caller's ``zmq.Poller``)."""
         return self._socket
+
+    def register(self, poller: zmq.Poller) -> None:
+        """Register in a caller's ``poller`` everything that signals progress: the control socket
+        and, with the fast path, the doorbell workers ring when a step is done."""
+        poller.register(self._socket, zmq.POLLIN)
+        if self._fast is not None:
+            poller.register(self._fast.doorbell.fileno(), zmq.POLLIN)
 
     def _send_head(self, handle: WorkerHandle) -> None:
         """Send the oldest unsent call of ``handle`` if the worker is ready and idle."""
@@ -272,6 +343,12 @@ class Coordinator:
             return
         if call.gen != handle.gen:  # queued for a process that was replaced meanwhile
             self._fail_queue(handle, ErrorKind.WORKER_RESTARTING, handle.last_error or "worker restarted")
+            return
+        if call.fast is not None and self._fast is not None:
+            seq = call.pending.seq
+            self._fast.post(handle.worker_id, handle.gen, seq, *call.fast)
+            self._fast_calls[handle.worker_id] = (call, fastpath.pack(handle.gen, seq))
+            call.sent_at = time.monotonic()
             return
         try:
             self._socket.send_multipart([handle.identity, protocol.encode(call.message)])
@@ -388,8 +465,11 @@ class Coordinator:
     def _pump(self, wait: float) -> bool:
         """Handle every message that arrives within ``wait`` seconds; whether there was any."""
         socket = self._socket
-        if not self._poller.poll(max(0, int(wait * 1000))):
+        events = self._poller.poll(max(0, int(wait * 1000)))
+        if not events:
             return False
+        if self._fast is not None and any(item is not socket for item, _ in events):
+            self._fast.doorbell.drain()  # the doorbell rang: the fast calls are reaped by the caller
         # Ask for readiness instead of catching zmq.Again: the exception costs more than a step.
         while int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             self._handle(socket.recv_multipart(zmq.NOBLOCK))
@@ -426,19 +506,60 @@ class Coordinator:
             handle.steps += len(call.slots)
             if "counters" in message:
                 handle.backend_counters = {str(k): int(v) for k, v in message["counters"].items()}
-            result = call.pending.result
-            result.infos.update({int(k): v for k, v in message.get("infos", {}).items()})
-            result.errors.update(failures)
-            self.counters["slot_errors"] += len(failures)
-            self.error_kinds.update(failure.kind for failure in failures.values())
-            self._judge_env_failures(result, message, failures)
-            if "values" in message:
-                result.values.update({int(k): v for k, v in message["values"].items()})
-            if "call_error" in message and result.fatal is None:
-                result.fatal = error_from_call(message["call_error"], handle.worker_id)
+            self._merge_done(call.pending.result, message, failures, handle.worker_id)
             self._send_head(handle)
         elif op == Op.FATAL.value:
             self._on_fatal(handle, message)
+
+    def _merge_done(
+        self, result: CommandResult, message: dict[str, Any], failures: dict[int, SlotFailure], worker_id: int
+    ) -> None:
+        """Add a ``done`` reply's infos, failures and call values to ``result``."""
+        result.infos.update({int(k): v for k, v in message.get("infos", {}).items()})
+        result.errors.update(failures)
+        self.counters["slot_errors"] += len(failures)
+        self.error_kinds.update(failure.kind for failure in failures.values())
+        self._judge_env_failures(result, message, failures)
+        if "values" in message:
+            result.values.update({int(k): v for k, v in message["values"].items()})
+        if "call_error" in message and result.fatal is None:
+            result.fatal = error_from_call(message["call_error"], worker_id)
+
+    # -- the fast path and the trainer's own slots -------------------------------------------
+
+    def _reap_fast(self) -> None:
+        """Finish the calls whose worker published them on the fast path."""
+        assert self._fast is not None
+        for worker_id, (call, word) in list(self._fast_calls.items()):
+            if call.done:  # answered over zmq (it had news), or failed with its worker
+                del self._fast_calls[worker_id]
+            elif self._fast.finished(worker_id, word):
+                del self._fast_calls[worker_id]
+                queue = self._queues[worker_id]
+                if queue and queue[0] is call:
+                    queue.popleft()
+                call.done = True
+                call.handle.steps += len(call.slots)
+                self.counters["fast_path_calls"] += 1
+                self._send_head(call.handle)
+
+    def _any_fast_done(self) -> bool:
+        fast = self._fast
+        assert fast is not None
+        return any(call.done or fast.finished(w, word) for w, (call, word) in self._fast_calls.items())
+
+    def _run_trainer_slots(self, pending: PendingCommand) -> None:
+        """Step, reset or call the trainer's own slots in this process (``trainer_slots``)."""
+        assert self._trainer is not None and pending.local is not None
+        message, pending.local = pending.local, None
+        try:
+            reply = self._trainer.run(message)
+        except PoolEnvError as exc:
+            if pending.result.fatal is None:
+                pending.result.fatal = exc
+            return
+        failures = {int(k): SlotFailure.from_wire(v) for k, v in reply.get("errors", {}).items()}
+        self._merge_done(pending.result, reply, failures, -1)
 
     def _judge_env_failures(
         self, result: CommandResult, message: dict[str, Any], failures: dict[int, SlotFailure]
@@ -473,7 +594,7 @@ class Coordinator:
 
     def _send_init(self, handle: WorkerHandle) -> None:
         assert self.buffers is not None
-        init = {
+        init: dict[str, Any] = {
             "op": Op.INIT.value,
             "spec": self.spec.to_wire(handle.slots),
             "slots": handle.slots,
@@ -483,6 +604,10 @@ class Coordinator:
         }
         if self._spaces is not None:
             init["spaces"] = self._spaces
+        if self._fast is not None:
+            # A worker waiting for the next step spins only if the others and the trainer keep a core each.
+            spin = fastpath.spin_budget(len(self.workers), cores=self._cores)
+            init["fast"] = {**self._fast.worker_config(handle.worker_id), "spin": spin}
         self._socket.send_multipart([handle.identity, protocol.encode(init)])
 
     def _answered_call(self, handle: WorkerHandle, message: dict[str, Any]) -> WorkerCall | None:
@@ -524,8 +649,9 @@ class Coordinator:
         return self._socket_dir
 
     def restarts_of(self, slot: int) -> int:
-        """How many times the worker owning ``slot`` was restarted."""
-        return self._slot_worker[slot].restarts
+        """How many times the worker owning ``slot`` was restarted (0 for the trainer's own slots)."""
+        owner = self._slot_worker.get(slot)
+        return 0 if owner is None else owner.restarts
 
     def uptime(self) -> float:
         """Seconds since this coordinator was created."""
@@ -536,3 +662,34 @@ def _env_name(spec: EnvSpec) -> str:
     """How error messages name the env of ``spec``."""
     name = getattr(spec, "env_id", None) or getattr(spec, "server_url", None)
     return repr(name) if name else type(spec).__name__
+
+
+AUTORESET_MODES = ("NextStep", "SameStep", "Disabled")
+"""``gymnasium.vector.AutoresetMode`` values by their number in a fast-path record's ``mode`` word."""
+
+
+def _fast_plan(
+    op: Op,
+    slots: list[int],
+    owned: int,
+    seeds: list[int | None] | None,
+    options: dict[str, Any] | None,
+    autoreset: str,
+) -> tuple[int, int | None, int] | None:
+    """``(fast op, seed base, mode)`` when the fast path can carry this call (all the worker's slots,
+    a step, or a reset without options whose seeds are all ``None`` or ``base + slot``); else ``None``."""
+    if len(slots) != owned or autoreset not in AUTORESET_MODES:
+        return None
+    mode = AUTORESET_MODES.index(autoreset)
+    if op is Op.STEP:
+        return (fastpath.FAST_STEP, None, mode)
+    if op is not Op.RESET or options is not None or seeds is None:
+        return None
+    if all(seed is None for seed in seeds):
+        return (fastpath.FAST_RESET, None, mode)
+    if any(seed is None for seed in seeds):
+        return None
+    base = int(seeds[0]) - slots[0]  # type: ignore[arg-type]
+    if all(seed == base + slot for seed, slot in zip(seeds, slots, strict=True)):
+        return (fastpath.FAST_RESET, base, mode)
+    return None

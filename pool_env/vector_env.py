@@ -78,6 +78,10 @@ class PoolVectorEnv(BatchedVectorEnv):
         env_fns: the callables, by keyword (``AsyncVectorEnv(env_fns=...)``), instead of ``spec``.
         copy: accepted as ``AsyncVectorEnv`` does; returned arrays are always copies here, valid
             after the next step (``copy=False`` only allows what ``True`` guarantees).
+        trainer_slots: the last ``trainer_slots`` slots are stepped in this process while the
+            workers step the others (EnvPool/PufferLib style: both cores work on a small machine).
+            Less isolation for those slots: an env that crashes the interpreter crashes the
+            trainer, and one that hangs cannot be cut by ``step_timeout`` (see the README).
 
     Raises:
         SpecError: bad arguments or an unsupported space.
@@ -100,18 +104,30 @@ class PoolVectorEnv(BatchedVectorEnv):
         check_action_bounds: bool = False,
         env_fns: Sequence[Callable[[], Any]] | None = None,
         copy: bool = True,
+        trainer_slots: int = 0,
     ) -> None:
         self.closed = True  # until the workers are up, close() has nothing to do
         refuse_inside_worker()  # never workers starting workers (a script without its main guard)
         self.autoreset_mode = autoreset_mode_of(autoreset_mode)
         self.copy = bool(copy)
         spec, num_envs = resolve_spec(spec, env_fns, num_envs)
-        workers = spec.default_num_workers(num_envs) if num_workers is None else as_count("num_workers", num_workers)
-        if not 1 <= workers <= num_envs:
-            raise SpecError(f"num_workers: must be 1..num_envs={num_envs}, got {num_workers!r}")
+        trainer_slots = as_count("trainer_slots", trainer_slots)
+        if not 0 <= trainer_slots < num_envs:
+            raise SpecError(f"trainer_slots: must be 0..num_envs-1={num_envs - 1}, got {trainer_slots!r}")
+        worker_slots = num_envs - trainer_slots
+        if num_workers is None:
+            workers = spec.default_num_workers(worker_slots)
+        else:
+            workers = as_count("num_workers", num_workers)
+        if not 1 <= workers <= worker_slots:
+            raise SpecError(
+                f"num_workers: must be 1..{worker_slots} (num_envs - trainer_slots), got {num_workers!r}"
+            )
         batch_size = num_envs if batch_size is None else as_count("batch_size", batch_size)
         if not 1 <= batch_size <= num_envs:
             raise SpecError(f"batch_size: must be 1..num_envs={num_envs}, got {batch_size!r}")
+        if trainer_slots and batch_size != num_envs:
+            raise SpecError("trainer_slots: not with partial batches (batch_size < num_envs); use one or the other")
         spec.check()
         obs_space, act_space, env_metadata, render_mode = spec.probe()
         self.spec_ = spec
@@ -131,7 +147,13 @@ class PoolVectorEnv(BatchedVectorEnv):
             num_envs, tuple(self._obs_leaves), tuple(self._act_leaves), self._obs_tree, tree_of(act_space)
         )
         self._coordinator = Coordinator(
-            spec, layout, workers, options or PoolOptions(), log_level, spaces=describe_pool(obs_space, act_space)
+            spec,
+            layout,
+            workers,
+            options or PoolOptions(),
+            log_level,
+            spaces=describe_pool(obs_space, act_space),
+            trainer_slots=trainer_slots,
         )
         try:
             self._coordinator.start()
@@ -522,7 +544,7 @@ class PoolVectorEnv(BatchedVectorEnv):
         def last_obs_of(slot: int) -> Any:
             if previous is None:
                 return None
-            return build_structure(self._obs_leaves, [leaf[slot] for leaf in previous], self._obs_tree)
+            return build_structure(self._obs_leaves, [leaf[slot].copy() for leaf in previous], self._obs_tree)
 
         finals = {slot: last_obs_of(slot) for slot in failed}  # before the reset overwrites _last_obs
         mode = self.autoreset_mode.value
@@ -568,7 +590,13 @@ class PoolVectorEnv(BatchedVectorEnv):
             for leaf, previous in zip(leaves, self._last_obs, strict=True):
                 leaf[rows] = previous[rows]
         # A private copy: the trainer may change the returned arrays in place (normalising, say).
-        self._last_obs = [leaf.copy() for leaf in leaves]
+        # Kept in one buffer for the pool's life: a copy into it costs no allocation (for large
+        # observations a fresh array is fresh pages, zeroed by the kernel on first touch).
+        if self._last_obs is None:
+            self._last_obs = [leaf.copy() for leaf in leaves]
+        else:
+            for kept, leaf in zip(self._last_obs, leaves, strict=True):
+                np.copyto(kept, leaf)
         return structure_of_batch(self._obs_leaves, leaves, self._obs_tree)
 
     def _infos(self, result: CommandResult) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import zmq
 from pool_env import codec, errors, protocol
 from pool_env.envs.registry import spec_from_wire
 from pool_env.errors import ErrorKind, PoolEnvError, SlotFailure, SpaceMismatchError, StepFate
+from pool_env.fastpath import FAST_RESET, AdaptiveSpin, FastCommand, WorkerPort
 from pool_env.protocol import Op
 from pool_env.shm import BatchBuffers, BatchLayout, attach, build_structure, leaf_value
 from pool_env.supervisor.liveness import HeartbeatBoard, HeartbeatThread
@@ -35,6 +36,8 @@ __all__ = ["WorkerLoop", "run_worker"]
 log = logging.getLogger(__name__)
 
 PARENT_CHECK_MS = 500
+_CLEAN_KEYS = {"op", "seq", "infos", "errors"}  # a reply with nothing else to say
+
 
 # gymnasium.vector.AutoresetMode values (the worker imports no gymnasium): commands carry one.
 NEXT_STEP, SAME_STEP, DISABLED = "NextStep", "SameStep", "Disabled"
@@ -65,6 +68,10 @@ class WorkerLoop:
         self._raised_in_a_row: list[int] = []  # per local slot: env exceptions since its last good step
         self._reply_in_a_row: dict[int, int] = {}  # per command: slot -> _raised_in_a_row after it raised
         self._autoreset = NEXT_STEP  # of the last command (the daemon's leases may differ)
+        self._port: WorkerPort | None = None  # the fast path, when the coordinator offers it
+        self._spin = AdaptiveSpin(0.0)
+        self._poller: zmq.Poller | None = None
+        self._taken: FastCommand | None = None
 
     # -- wire -------------------------------------------------------------------------------
 
@@ -93,6 +100,16 @@ class WorkerLoop:
         # recv with a timeout (RCVTIMEO, set by run_worker) rather than poll + recv: no Poller
         # object per command on the hot path; zmq.Again only when idle, to check the parent.
         while True:
+            if self._port is not None:
+                fast = self._wait_fast()
+                if fast is not None:
+                    self._run_fast(fast)
+                    continue
+                if not int(self._socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                    if not self._parent_alive():
+                        log.warning("coordinator (pid %d) is gone; worker exits", self._parent_pid)
+                        return
+                    continue
             try:
                 data = self._socket.recv()
             except zmq.Again:
@@ -109,6 +126,8 @@ class WorkerLoop:
                     self._init(message)
                     self._send({"op": Op.READY.value})
                 elif op in (Op.RESET.value, Op.STEP.value):
+                    if self._port is not None:
+                        self._port.take(int(message["seq"]))
                     self._send_reply(self._command(message))
                     self._prefetch_resets()
                 elif op == Op.CALL.value:
@@ -120,8 +139,63 @@ class WorkerLoop:
                 if op == Op.INIT.value:
                     return
 
+    # -- the fast path ------------------------------------------------------------------------
+
+    def _take_fast(self) -> bool:
+        assert self._port is not None
+        self._taken = self._port.poll()
+        return self._taken is not None
+
+    def _wait_fast(self) -> FastCommand | None:
+        """The next fast-path command: spin briefly, then block on the bell *and* the socket.
+
+        ``None`` when a zmq message arrived or the wait timed out (to check the parent).
+        """
+        assert self._port is not None and self._poller is not None
+        if self._spin.spin(self._take_fast):
+            return self._taken
+        if int(self._socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            return None
+        events = dict(self._poller.poll(PARENT_CHECK_MS))
+        if self._port.bell.fileno() in events:
+            self._port.bell.drain()
+        return self._port.poll()
+
+    def _run_fast(self, command: FastCommand) -> None:
+        """Run a fast-path command over all our slots; publish it, or answer over zmq if it has news."""
+        assert self._port is not None
+        message: dict[str, Any] = {"op": Op.STEP.value, "seq": command.seq, "slots": self._slots}
+        message["autoreset"] = (NEXT_STEP, SAME_STEP, DISABLED)[command.mode]  # coordinator.AUTORESET_MODES
+        if command.op == FAST_RESET:
+            message["op"] = Op.RESET.value
+            message["seeds"] = [None if command.seed is None else command.seed + s for s in self._slots]
+            message["options"] = None
+        try:
+            reply = self._command(message)
+            if reply.keys() != _CLEAN_KEYS or reply["infos"] or reply["errors"]:
+                self._send_reply(reply)  # errors, infos, counters, anything more travel over zmq, as always
+            else:
+                self._port.publish(command.seq)
+        except PoolEnvError as exc:  # as on the zmq path: the trainer gets it raised
+            self._send(_fatal_message(message, exc))
+            return
+        self._prefetch_resets()
+
+    # -- in-process use (the trainer's own slots, pool_env.trainer_slots) -----------------------
+
+    def init(self, message: dict[str, Any]) -> None:
+        """Take over the slots of an ``init`` message (without the fast path)."""
+        self._init(message)
+
+    def execute(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Run one ``reset``/``step``/``call`` message; its ``done`` reply (not sent anywhere)."""
+        return self._call(message) if message["op"] == Op.CALL.value else self._command(message)
+
     def close(self) -> None:
         """Close the backend and detach from shared memory."""
+        if self._port is not None:
+            self._port.close()
+            self._port = None
         if self._backend is not None:
             with contextlib.suppress(Exception):
                 self._backend.close()
@@ -148,6 +222,13 @@ class WorkerLoop:
         self._flat_obs = len(layout.obs) == 1 and not layout.obs[0].path
         self._flat_act = len(layout.act) == 1 and not layout.act[0].path and not layout.act_tree
         self._backend = spec.make_backend(self._slots)
+        fast = message.get("fast")
+        if fast is not None:
+            self._port = WorkerPort(fast, self._gen, self._buffers)
+            self._spin = AdaptiveSpin(float(fast.get("spin", 0.0)))
+            self._poller = zmq.Poller()
+            self._poller.register(self._socket, zmq.POLLIN)
+            self._poller.register(self._port.bell.fileno(), zmq.POLLIN)
         self._check_spaces(message.get("spaces"))
 
     def _check_spaces(self, pool_spaces: dict[str, Any] | None) -> None:

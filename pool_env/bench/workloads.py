@@ -47,7 +47,7 @@ class Sizes:
         self.quick = quick
         self.per_env_ms = per_env_ms
         self.cartpole = (4,) if quick else (4, 16, 64)
-        self.latencies = (5.0,) if quick else (5.0, 50.0)
+        self.latencies = (5.0,) if quick else (20.0, 50.0)
         self.remote = (16,) if quick else (16, 64, 256)
         self.big_obs = (4,) if quick else (16, 64)
         self.floor = (1,) if quick else (1, 16)
@@ -228,6 +228,22 @@ def _pool_candidate(spec: GymEnvSpec | HttpEnvSpec, num_envs: int, workers: int,
     return candidate
 
 
+def _trainer_slots_candidate(num_envs: int) -> Candidate:
+    """The pool with half the slots stepped in this process (``trainer_slots=num_envs // 2``)."""
+    k = num_envs // 2
+    spec = GymEnvSpec("CartPole-v1")
+    workers = spec.default_num_workers(num_envs - k)
+    candidate = VectorEnvCandidate(
+        f"pool W={workers} trainer_slots={k}",
+        "pool",
+        num_envs,
+        workers,
+        lambda: PoolVectorEnv(spec, num_envs, workers, trainer_slots=k),
+    )
+    candidate.extra = {"default_workers": False, "trainer_slots": k}
+    return candidate
+
+
 # -- the suite ----------------------------------------------------------------------------------
 
 
@@ -295,6 +311,7 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
         default = GymEnvSpec("CartPole-v1").default_num_workers(n)
         candidates = _gym_candidates(lambda: gym.make("CartPole-v1"), n)
         candidates += [_pool_candidate(GymEnvSpec("CartPole-v1"), n, w, default) for w in _worker_counts(n)]
+        candidates.append(_trainer_slots_candidate(n))
         candidates.append(
             VectorEnvCandidate(
                 f"pool via daemon W={default}",

@@ -78,6 +78,7 @@ def bench(
 ) -> None:
     """Benchmark PoolVectorEnv against gymnasium's Sync/AsyncVectorEnv, the challenge client's
     pattern and the raw IPC floor; print a table of medians and ratios."""
+    from pool_env.bench.goals import IDLE_SECONDS, evaluate_goals, measure_idle_cpu
     from pool_env.bench.harness import RunSettings, format_table, host_info, run_case, write_json
     from pool_env.bench.workloads import Sizes, Suite, evaluate_targets
 
@@ -109,6 +110,11 @@ def bench(
                 continue
             cases.append(result.to_json())
     targets = evaluate_targets(cases)
+    idle = None
+    if "a" in chosen:
+        progress("[idle] CPU of a pool the trainer does not call")
+        idle = measure_idle_cpu(seconds=1.0 if quick else IDLE_SECONDS)
+    goals = evaluate_goals(cases, idle)
     report: dict[str, Any] = {
         "meta": {
             "command": _command_line(workload, quick, rounds, chunk_s, per_env_ms),
@@ -128,6 +134,8 @@ def bench(
         "cases": cases,
         "failed_cases": failures,
         "targets": targets,
+        "idle": idle,
+        "goals": goals,
     }
     click.echo("")
     for line in format_table(cases):
@@ -138,6 +146,14 @@ def bench(
             verdict = {True: "met", False: "NOT MET", None: "n/a"}[target["met"]]
             measured = "-" if target["measured"] is None else f"{target['measured']:g}"
             click.echo(f"  {verdict:<8} {target['target']}: {measured} (goal {target['goal']})")
+    click.echo("\nissue-13 goals (ratios measured in this run)")
+    for goal in goals:
+        verdict = {True: "met", False: "NOT MET", None: "n/a"}[goal["met"]]
+        measured = "-" if goal["measured"] is None else f"{goal['measured']:g}"
+        click.echo(f"  {verdict:<8} {goal['goal']}: {measured} (goal {goal['target']})")
+    loaded = max(host["loadavg"][0], report["meta"]["loadavg_end"][0]) >= 0.5
+    if loaded:
+        click.echo("  (measured on a loaded machine: load average ≥ 0.5; ratios are less reliable)")
     click.echo(f"\n{report['meta']['duration_s']} s; load {host['loadavg']} -> {report['meta']['loadavg_end']}")
     for failure in failures:
         click.echo(f"FAILED case {failure['name']}: {failure['error']}")

@@ -242,7 +242,7 @@ class PoolDaemon:
         assert self._socket is not None and self._coordinator is not None
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
-        poller.register(self._coordinator.socket, zmq.POLLIN)
+        self._coordinator.register(poller)  # its socket and the fast path's doorbell
         self._last_tick = self._clock()
         try:
             while not self._stop_requested:

@@ -53,11 +53,14 @@ _REGISTRATION_FIELDS = (
 
 
 def local_num_workers(num_envs: int) -> int:
-    """Workers for local envs: one per core but one, which the coordinator needs for its own
-    share of each step (measured on 2 cores: one worker beats two by 1.6x on CartPole, see
-    the benchmarks)."""
+    """Workers for local envs: one per core. With the fast path (:mod:`pool_env.fastpath`) the
+    coordinator blocks without spinning while the workers step, so every core can step envs;
+    over zmq its share of each step needed a core of its own (one per core but one: measured on
+    2 cores, one zmq worker beat two by 1.6x on CartPole)."""
+    from pool_env import fastpath  # light: no gymnasium, no zmq
+
     cores = os.cpu_count() or 1
-    return max(1, min(num_envs, cores - 1))
+    return max(1, min(num_envs, cores if fastpath.supported() else cores - 1))
 
 
 def extend_sys_path(paths: Sequence[str]) -> None:

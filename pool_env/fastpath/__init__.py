@@ -9,7 +9,7 @@ without a socket round trip. :mod:`~pool_env.fastpath.block` holds the per-worke
 
 from __future__ import annotations
 
-from pool_env.fastpath.bell import Bell, spin_budget, spin_until
+from pool_env.fastpath.bell import AdaptiveSpin, Bell, spin_budget, spin_until, usable_cores
 from pool_env.fastpath.block import (
     FAST_RESET,
     FAST_STEP,
@@ -24,6 +24,7 @@ from pool_env.fastpath.block import (
 __all__ = [
     "FAST_RESET",
     "FAST_STEP",
+    "AdaptiveSpin",
     "Bell",
     "FastCommand",
     "FastLane",
@@ -33,4 +34,5 @@ __all__ = [
     "spin_budget",
     "spin_until",
     "supported",
+    "usable_cores",
 ]

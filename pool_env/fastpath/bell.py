@@ -39,7 +39,7 @@ import select
 import time
 from collections.abc import Callable
 
-__all__ = ["Bell", "spin_budget", "spin_until"]
+__all__ = ["AdaptiveSpin", "Bell", "spin_budget", "spin_until", "usable_cores"]
 
 _DRAIN_BYTES = 65536
 
@@ -128,6 +128,49 @@ def spin_until(ready: Callable[[], bool], budget: float) -> bool:
     return ready()
 
 
+class AdaptiveSpin:
+    """Spin-then-block that stops spinning where spinning does not pay.
+
+    A spin pays when the other side answers within the budget; on a loaded machine it does not
+    (``sched_yield`` hands the core to other processes for a whole time slice, measured here: a
+    one-worker pool at 0.2x ``SyncVectorEnv`` with spinning, 2x without, at load 13). So each
+    waiter keeps a moving score of its recent spins (hit = the answer came within twice the
+    budget) and, while the score is below one half, blocks at once, trying one spin every
+    ``probe_every`` waits to notice when spinning pays again: the adaptive spinning of glibc's
+    adaptive mutexes and the JVM's locks, applied to one waiter.
+
+    Args:
+        budget: seconds to spin per wait (0: never spin).
+        probe_every: waits between two trial spins while spinning does not pay.
+    """
+
+    budget: float
+    probe_every: int
+    score: float
+    _skipped: int
+
+    def __init__(self, budget: float, probe_every: int = 32) -> None:
+        self.budget = budget
+        self.probe_every = probe_every
+        self.score = 1.0
+        self._skipped = 0
+
+    def spin(self, ready: Callable[[], bool]) -> bool:
+        """Spin on ``ready()`` if it pays lately; whether it is true (the caller blocks if not)."""
+        if self.budget <= 0:
+            return ready()
+        if self.score < 0.5:
+            self._skipped += 1
+            if self._skipped < self.probe_every:
+                return ready()
+            self._skipped = 0
+        start = time.perf_counter()
+        done = spin_until(ready, self.budget)
+        hit = done and time.perf_counter() - start <= 2 * self.budget
+        self.score += ((1.0 if hit else 0.0) - self.score) * 0.125
+        return done
+
+
 def spin_budget(busy_processes: int, budget: float = 50e-6, cores: int | None = None) -> float:
     """How long a waiter may spin: ``budget`` seconds if a core is free for it, else 0 (block at once).
 
@@ -135,6 +178,9 @@ def spin_budget(busy_processes: int, budget: float = 50e-6, cores: int | None = 
     On a 2-core machine with two busy workers the coordinator never spins: it would take a core
     from the envs. ``cores`` defaults to the CPUs this process may run on.
     """
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return budget if busy_processes < cores else 0.0
+    return budget if busy_processes < (usable_cores() if cores is None else cores) else 0.0
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

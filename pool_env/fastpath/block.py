@@ -8,6 +8,7 @@ a line) holds::
     word 1  op        FAST_STEP | FAST_RESET
     word 2  flags     bit 0: word 3 holds a reset seed
     word 3  seed      slot ``s`` is reset with ``seed + s`` (gymnasium's rule for ``reset(seed=)``)
+    word 4  mode      a small int the caller gives meaning to (the pool: the autoreset mode)
     word 8  done      (gen << 40) | seq   written by the worker after its result rows
 
 The actions and results themselves stay in the pool's batch segment (:mod:`pool_env.shm`).
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 WORDS = 16
-CMD, OP, FLAGS, SEED, DONE = 0, 1, 2, 3, 8
+CMD, OP, FLAGS, SEED, MODE, DONE = 0, 1, 2, 3, 4, 8
 FAST_STEP, FAST_RESET = 1, 2
 _SEEDED = 1
 SEQ_BITS = 40
@@ -83,6 +84,7 @@ class FastCommand:
     seq: int
     op: int
     seed: int | None
+    mode: int = 0
 
 
 def control_words(num_workers: int) -> int:
@@ -140,7 +142,7 @@ class FastLane:
             "doorbell": self.doorbell.fileno(),
         }
 
-    def post(self, index: int, gen: int, seq: int, op: int, seed: int | None = None) -> None:
+    def post(self, index: int, gen: int, seq: int, op: int, seed: int | None = None, mode: int = 0) -> None:
         """Post command ``seq`` to worker ``index`` (generation ``gen``) and ring its bell.
 
         The actions must already be in the batch segment.
@@ -148,6 +150,7 @@ class FastLane:
         base = index * WORDS
         words = self._words
         words[base + OP] = op
+        words[base + MODE] = mode
         if seed is None:
             words[base + FLAGS] = 0
         else:
@@ -209,7 +212,10 @@ class WorkerPort:
         self._last_seq = seq
         base = self._base
         seeded = self._words[base + FLAGS] & _SEEDED
-        return FastCommand(seq, int(self._words[base + OP]), int(self._words[base + SEED]) if seeded else None)
+        words = self._words
+        return FastCommand(
+            seq, int(words[base + OP]), int(words[base + SEED]) if seeded else None, int(words[base + MODE])
+        )
 
     def take(self, seq: int) -> None:
         """Mark ``seq`` taken (a command that came over zmq), so :meth:`poll` never returns it."""

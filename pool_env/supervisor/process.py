@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import psutil
@@ -199,6 +200,8 @@ class SubprocessLauncher:
         echo_output: the workers share our stdout and get a copy of our stderr (``--echo-fd``),
             so what their envs print reaches our terminal, prefixed (:mod:`workers.output`);
             otherwise their stdout is dropped. Their stderr always goes to their files too.
+        worker_fds: descriptors worker ``i`` inherits besides (the fast path's eventfds,
+            :mod:`pool_env.fastpath`), by worker id.
     """
 
     endpoint: str
@@ -218,7 +221,9 @@ class SubprocessLauncher:
         log_level: str,
         accept_pickle: bool = False,
         echo_output: bool = False,
+        worker_fds: Callable[[int], tuple[int, ...]] | None = None,
     ) -> None:
+        self.worker_fds = worker_fds
         self.endpoint = endpoint
         self.run_dir = run_dir
         self.heartbeat_path = heartbeat_path
@@ -229,6 +234,7 @@ class SubprocessLauncher:
 
     def launch(self, worker_id: int, gen: int) -> SubprocessWorker:
         """Start generation ``gen`` of worker ``worker_id``."""
+        extra_fds = self.worker_fds(worker_id) if self.worker_fds is not None else ()
         stderr_path = os.path.join(self.run_dir, f"worker-{worker_id}.{gen}.stderr")
         command = [
             sys.executable, "-P", "-m", "workers",
@@ -254,7 +260,7 @@ class SubprocessLauncher:
                     stdout=None if echo_fd is not None else subprocess.DEVNULL,
                     stderr=stderr,
                     close_fds=True,
-                    pass_fds=() if echo_fd is None else (echo_fd,),
+                    pass_fds=(() if echo_fd is None else (echo_fd,)) + extra_fds,
                     start_new_session=True,
                     env=environment,
                 )

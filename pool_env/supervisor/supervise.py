@@ -81,13 +81,22 @@ class Supervisor:
         run_dir: str,
         log_level: str = "WARNING",
         accept_pickle: bool = False,
+        worker_fds: Callable[[int], tuple[int, ...]] | None = None,
     ) -> Supervisor:
         """A supervisor of real ``python -P -m workers`` processes with a heartbeat board in
-        ``run_dir``; ``accept_pickle``: they may unpickle env factories (never a daemon's)."""
+        ``run_dir``; ``accept_pickle``: they may unpickle env factories (never a daemon's);
+        ``worker_fds``: descriptors each worker inherits (the fast path's eventfds)."""
         path = os.path.join(run_dir, "heartbeat")
         board = HeartbeatBoard(path, len(slot_groups))
         launcher = SubprocessLauncher(
-            endpoint, run_dir, path, board, log_level, accept_pickle, echo_output=options.worker_output
+            endpoint,
+            run_dir,
+            path,
+            board,
+            log_level,
+            accept_pickle,
+            echo_output=options.worker_output,
+            worker_fds=worker_fds,
         )
         supervisor = cls(slot_groups, options, launcher)
         supervisor.board = board

@@ -14,6 +14,7 @@ from pool_env import shm
 from pool_env.fastpath import (
     FAST_RESET,
     FAST_STEP,
+    AdaptiveSpin,
     Bell,
     FastLane,
     WorkerPort,
@@ -229,3 +230,36 @@ def test_the_floor_probe_completes_every_round_trip_and_leaves_nothing(mode: str
     result = measure(mode, rounds=20)
 
     assert 0 < result["median_us"] <= result["p99_us"]
+
+
+def test_adaptive_spin_stops_spinning_after_misses_and_probes_again() -> None:
+    spinner = AdaptiveSpin(budget=1e-4, probe_every=4)
+    checks = []
+
+    def never() -> bool:
+        checks.append(1)
+        return False
+
+    for _ in range(20):  # misses bring the score below one half
+        assert not spinner.spin(never)
+    assert spinner.score < 0.5
+    spun = []
+    for _ in range(8):
+        checks.clear()
+        spinner.spin(never)
+        spun.append(len(checks) > 1)
+    assert spun.count(True) == 2  # one trial spin every probe_every waits, a single check otherwise
+
+
+def test_adaptive_spin_keeps_spinning_while_answers_come_within_the_budget() -> None:
+    spinner = AdaptiveSpin(budget=0.05)
+    for _ in range(20):
+        calls = []
+        assert spinner.spin(lambda: calls.append(1) or len(calls) >= 3)  # noqa: B023
+    assert spinner.score > 0.9
+
+
+def test_a_zero_budget_never_spins() -> None:
+    calls = []
+    assert not AdaptiveSpin(0.0).spin(lambda: calls.append(1) or False)
+    assert calls == [1]
