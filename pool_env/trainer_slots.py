@@ -17,13 +17,15 @@ with the traceback, or raised with ``on_env_error="raise"``).
 from __future__ import annotations
 
 import os
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
 from pool_env import shm
 from pool_env.envs import EnvSpec
-from workers.loop import WorkerLoop
+
+if TYPE_CHECKING:  # imported when used: a trainer's own ``workers`` module must not shadow it at import
+    from workers.loop import WorkerLoop
 
 __all__ = ["TrainerSlots"]
 
@@ -44,6 +46,8 @@ class TrainerSlots:
     _loop: WorkerLoop
 
     def __init__(self, spec: EnvSpec, slots: list[int], buffers: shm.BatchBuffers) -> None:
+        from workers.loop import WorkerLoop
+
         self.slots = list(slots)
         # No socket: this loop is driven by calls, never by messages, and never sends.
         # Pickled env factories (env_fns) may be rebuilt here: they come from this very process.
