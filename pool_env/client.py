@@ -1,12 +1,14 @@
 """``pool_env.connect``: a gymnasium vector env over slots leased from one or several daemons.
 
 The returned :class:`RemoteVectorEnv` has the interface of
-:class:`~pool_env.vector_env.PoolVectorEnv` (``reset``, ``step``, ``step_async``/``step_wait``,
-``reset_envs``, ``stats``, ``close``, context manager) and the same semantics: NEXT_STEP
-autoreset, failed slots truncated with ``infos["error"]``, the same errors for wrong actions
-and wrong call order. With several endpoints, the slots of each daemon follow each other in
-the order the endpoints are given; every request goes to all daemons before any reply is
-awaited, so the daemons step in parallel.
+:class:`~pool_env.vector_env.PoolVectorEnv` (``reset``/``reset_async``/``reset_wait``, ``step``,
+``step_async``/``step_wait``, ``reset_envs``, ``call``/``call_async``/``call_wait``, ``get_attr``,
+``set_attr``, ``render``, ``np_random``, ``stats``, ``close``, context manager) and the same
+semantics: the lease's autoreset mode, failed slots truncated with ``infos["error"]``, the same
+errors for wrong actions and wrong call order. ``call`` arguments and ``set_attr`` values must be
+plain data (a daemon imports no classes for a network peer); results keep their types. With
+several endpoints, the slots of each daemon follow each other in the order the endpoints are
+given; every request goes to all daemons before any reply is awaited, so they step in parallel.
 
 ```python
 import pool_env
@@ -21,22 +23,32 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from pool_env.batch import assemble_infos, merge_same_step_failures, validate_actions
+from pool_env.commands import split_slots
 from pool_env.daemon import security
-from pool_env.daemon.session import CurveClientKeys, DaemonSession, Outcome
+from pool_env.daemon.session import DaemonSession, Outcome
 from pool_env.errors import NoPendingCallError, SlotFailure, SpecError
-from pool_env.frontend import BatchedVectorEnv, autoreset_mode_of, check_options, reset_mask_of
+from pool_env.frontend import (
+    BatchedVectorEnv,
+    autoreset_mode_of,
+    call_results,
+    check_options,
+    check_sendable,
+    reset_mask_of,
+)
 from pool_env.shm import build_structure
 from pool_env.spaces import leaves_of, structure_of_batch, tree_of
 
 __all__ = ["RemoteVectorEnv", "connect"]
+
+_T = TypeVar("_T")
 
 
 def connect(
@@ -76,37 +88,22 @@ def connect(
     endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
     if not endpoints:
         raise SpecError("endpoint: give at least one")
-    if isinstance(num_envs, int):
+    if isinstance(num_envs, int | np.integer):
         if num_envs < len(endpoints):
             raise SpecError(f"num_envs: at least one per endpoint ({len(endpoints)}), got {num_envs}")
-        base, extra = divmod(num_envs, len(endpoints))
-        counts = [base + (1 if i < extra else 0) for i in range(len(endpoints))]
+        counts = [len(group) for group in split_slots(int(num_envs), len(endpoints))]
     else:
         counts = [int(n) for n in num_envs]
         if len(counts) != len(endpoints) or any(n < 1 for n in counts):
             raise SpecError("num_envs: one positive count per endpoint")
-    curve = None
-    if server_key is not None or client_secret_key is not None:
-        if server_key is None or client_secret_key is None:
-            raise SpecError("server_key and client_secret_key go together (CURVE)")
-        public, secret = security.load_secret_key(client_secret_key)
-        curve = CurveClientKeys(security.load_public_key(server_key), public, secret)
+    curve = security.client_keys(server_key, client_secret_key)
     sessions: list[DaemonSession] = []
     try:
         for address, count in zip(endpoints, counts, strict=True):
             if address.startswith("tcp://") and curve is None:
                 raise SpecError(f"endpoint: {address} needs CURVE keys (server_key= and client_secret_key=)")
-            sessions.append(
-                DaemonSession(
-                    address,
-                    count,
-                    timeout=timeout,
-                    handshake_timeout=handshake_timeout,
-                    curve=curve,
-                    shared_memory=shared_memory,
-                    autoreset=mode.value,
-                )
-            )
+            sessions.append(DaemonSession(address, count, timeout=timeout, handshake_timeout=handshake_timeout,
+                                          curve=curve, shared_memory=shared_memory, autoreset=mode.value))  # fmt: skip
         return RemoteVectorEnv(sessions, mode)
     except BaseException:
         for session in sessions:
@@ -140,6 +137,9 @@ class RemoteVectorEnv(BatchedVectorEnv):
         self._obs_tree = tree_of(self.single_observation_space)
         self._act_leaves = leaves_of(self.single_action_space)
         self._pending: dict[int, int] | None = None  # session index -> request id still unanswered
+        self._pending_op: str | None = None  # "reset", "step", "call" or "set_attr" while pending
+        self._call_replies: dict[int, tuple[dict[int, Any], dict[int, SlotFailure]]] = {}
+        self._reset_chosen: list[int] = []
         self._outcomes: dict[int, Outcome] = {}
         self._was_reset = False
         self._obs = [np.zeros((self.num_envs, *leaf.shape), dtype=leaf.dtype) for leaf in self._obs_leaves]
@@ -149,25 +149,45 @@ class RemoteVectorEnv(BatchedVectorEnv):
 
     # -- gymnasium API ----------------------------------------------------------------------
 
-    def reset(
-        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[Any, dict[str, Any]]:
-        """Reset every slot (seed ``s`` gives slot ``i`` the seed ``s + i``, as gymnasium does).
-
-        ``options["reset_mask"]`` (a bool array) resets only the masked slots.
-        """
-        self._check_idle("reset")
+    def reset_async(
+        self, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> None:
+        """Start :meth:`reset`; collect it with :meth:`reset_wait` (as ``AsyncVectorEnv``)."""
+        self._check_idle("reset_async")
         options = dict(options) if options is not None else None
         seeds = self._seed_list(seed)
+        indices = list(range(self.num_envs))
         if options is not None and "reset_mask" in options:
             indices = np.flatnonzero(reset_mask_of(options, self.num_envs)).tolist()
-            return self.reset_envs(indices, seeds=[seeds[i] for i in indices], options=options)
-        return self.reset_envs(list(range(self.num_envs)), seeds, options)
+            seeds = [seeds[i] for i in indices]
+        self._send_reset(indices, seeds, options)
+
+    def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
+        """Wait for the reset started by :meth:`reset_async`: ``(observations, infos)``.
+
+        Raises:
+            NoPendingCallError: no :meth:`reset_async` before.
+            StepTimeoutError: ``timeout`` passed (the reset stays pending: call again).
+        """
+        self._check_open()
+        if self._pending is None or self._pending_op != "reset":
+            raise NoPendingCallError("reset_wait() without a pending reset_async()", "reset")
+        slot_infos, errors = self._collect(timeout, step=False)
+        if len(self._reset_chosen) == self.num_envs:
+            self._was_reset = True
+        self._track_reset(self._reset_chosen)
+        return self._observations(), self._assemble(slot_infos, errors)
 
     def reset_envs(
         self, indices: Sequence[int], seeds: Sequence[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         """Reset only the slots in ``indices``; the others keep their episodes untouched."""
+        self._send_reset(indices, seeds, options)
+        return self.reset_wait()
+
+    def _send_reset(
+        self, indices: Sequence[int], seeds: Sequence[int | None] | None, options: dict[str, Any] | None
+    ) -> None:
         chosen, chosen_seeds = self._reset_envs_arguments(indices, seeds)
         check_options(options, network=True)
         seed_of = dict(zip(chosen, chosen_seeds, strict=True))
@@ -177,12 +197,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
             positions = [i - offset for i in chosen if offset <= i < offset + session.num_envs]
             if positions:
                 pending[k] = session.send_reset(positions, [seed_of[offset + p] for p in positions], options)
-        self._pending, self._outcomes = pending, {}
-        slot_infos, errors = self._collect(None, step=False)
-        if len(chosen) == self.num_envs:
-            self._was_reset = True
-        self._track_reset(chosen)
-        return self._observations(), self._assemble(slot_infos, errors)
+        self._pending, self._pending_op, self._outcomes, self._reset_chosen = pending, "reset", {}, chosen
 
     def step_async(self, actions: Any) -> None:
         """Validate ``actions`` and send each daemon its share.
@@ -197,7 +212,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
         for k, session in enumerate(self._sessions):
             rows = slice(self._offsets[k], self._offsets[k] + session.num_envs)
             pending[k] = session.send_step([np.ascontiguousarray(a[rows]) for a in arrays])
-        self._pending, self._outcomes = pending, {}
+        self._pending, self._pending_op, self._outcomes = pending, "step", {}
 
     def step_wait(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Wait for the pending step (at most ``timeout`` seconds, if given).
@@ -208,7 +223,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
             DaemonUnavailableError: a daemon stopped answering.
         """
         self._check_open()
-        if self._pending is None:
+        if self._pending is None or self._pending_op != "step":
             raise NoPendingCallError("step_wait() without a pending step_async()", "step")
         reward = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=np.bool_)
@@ -224,6 +239,54 @@ class RemoteVectorEnv(BatchedVectorEnv):
                                      self._last_slot_infos)  # fmt: skip
         self._track_step(terminated, truncated)
         return self._observations(), reward, terminated, truncated, self._assemble(slot_infos, errors)
+
+    def call_async(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Start :meth:`call` on every daemon; collect the results with :meth:`call_wait`.
+
+        Raises:
+            CodecError: an argument that cannot cross to a daemon (a ``TypeError`` naming it: only
+                plain data, no objects of a class); nothing is sent.
+            AlreadyPendingError, ClosedError: wrong call order.
+        """
+        self._check_idle("call_async")
+        for i, arg in enumerate(args):
+            check_sendable(arg, f"call({name!r}) argument {i}", network=True, path=(i,))
+        for key, value in kwargs.items():
+            check_sendable(value, f"call({name!r}) keyword {key!r}", network=True, path=(key,))
+        pending = {k: session.send_call(name, list(args), kwargs) for k, session in enumerate(self._sessions)}
+        self._pending, self._pending_op, self._call_replies = pending, "call", {}
+
+    def call_wait(self, timeout: float | None = None) -> tuple[Any, ...]:
+        """The results of the call started by :meth:`call_async`, one per slot.
+
+        Raises:
+            NoPendingCallError: no :meth:`call_async` before.
+            StepTimeoutError: ``timeout`` passed (the call stays pending: call again).
+            AttributeError, ...: what an env raised (builtin types kept), once every daemon answered.
+            PoolEnvError: a slot's worker failed during the call (its error names the slot).
+        """
+        self._check_open()
+        if self._pending is None or self._pending_op not in ("call", "set_attr"):
+            raise NoPendingCallError("call_wait() without a pending call_async()", "call")
+        what = self._pending_op
+        self._gather(timeout, lambda session, request_id, deadline: session.call_outcome(request_id, deadline),
+                     self._call_replies, drain=True)  # fmt: skip
+        values: dict[int, Any] = {}
+        failures: dict[int, SlotFailure] = {}
+        for k, (by_position, failed) in self._call_replies.items():
+            values.update({self._offsets[k] + p: value for p, value in by_position.items()})
+            failures.update({self._offsets[k] + p: failure for p, failure in failed.items()})
+        return call_results(values, failures, self.num_envs if what == "call" else 0, what)
+
+    def _set_attr(self, name: str, values: list[Any]) -> None:
+        for i, value in enumerate(values):
+            check_sendable(value, f"set_attr({name!r}) value of slot {i}", network=True, path=(i,))
+        pending = {}
+        for k, session in enumerate(self._sessions):
+            offset = self._offsets[k]
+            pending[k] = session.send_set_attr(name, values[offset : offset + session.num_envs])
+        self._pending, self._pending_op, self._call_replies = pending, "set_attr", {}
+        self.call_wait()
 
     def close_extras(self, **kwargs: Any) -> None:
         """Release the leases and close the connections (bounded time, idempotent)."""
@@ -259,24 +322,47 @@ class RemoteVectorEnv(BatchedVectorEnv):
         self, timeout: float | None, step: bool, flags: tuple[np.ndarray, ...] = ()
     ) -> tuple[dict[int, Any], dict[int, SlotFailure]]:
         """Wait for every outstanding outcome, then copy it into the batch; per-slot infos and errors."""
-        assert self._pending is not None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            for k, request_id in list(self._pending.items()):
-                self._outcomes[k] = self._sessions[k].outcome(request_id, deadline, step)
-                del self._pending[k]
-        except TimeoutError:
-            raise  # still pending: call step_wait again
-        except BaseException:
-            self._pending = None
-            raise
-        self._pending = None
+        self._gather(timeout, lambda session, request_id, deadline: session.outcome(request_id, deadline, step),
+                     self._outcomes)  # fmt: skip
         slot_infos: dict[int, Any] = {}
         errors: dict[int, SlotFailure] = {}
         for k, outcome in sorted(self._outcomes.items()):
             self._apply(k, outcome, step, flags, slot_infos, errors)
         self._last_slot_infos = slot_infos
         return slot_infos, errors
+
+    def _gather(
+        self, timeout: float | None, fetch: Callable[[DaemonSession, int, float | None], _T], into: dict[int, _T],
+        drain: bool = False,
+    ) -> None:  # fmt: skip
+        """Wait for every outstanding reply (``fetch``: one session's) into ``into``. ``drain``: an
+        error from one daemon is raised once the others answered too (their leases are idle again).
+
+        Raises:
+            StepTimeoutError: ``timeout`` passed; what is still outstanding stays pending (wait again).
+        """
+        assert self._pending is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        first_error: Exception | None = None
+        try:
+            for k, request_id in list(self._pending.items()):
+                try:
+                    into[k] = fetch(self._sessions[k], request_id, deadline)
+                except TimeoutError:
+                    raise
+                except Exception as exc:
+                    if not drain:
+                        raise
+                    first_error = first_error or exc
+                del self._pending[k]
+        except TimeoutError:
+            raise  # still pending
+        except BaseException:
+            self._pending = self._pending_op = None
+            raise
+        self._pending = self._pending_op = None
+        if first_error is not None:
+            raise first_error
 
     def _assemble(self, slot_infos: dict[int, Any], errors: dict[int, SlotFailure]) -> dict[str, Any]:
         return assemble_infos(slot_infos, errors, self.num_envs, lambda i: self._restarts.get(i, 0))

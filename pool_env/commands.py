@@ -7,13 +7,12 @@ its slots; each worker executes its calls in order. Results accumulate in the co
 
 from __future__ import annotations
 
-import builtins
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pool_env.errors import PoolEnvError, SlotFailure
+from pool_env.errors import SlotFailure
 from pool_env.protocol import Op
 
 if TYPE_CHECKING:  # only an annotation: the supervisor imports merge_counters from here
@@ -24,7 +23,6 @@ __all__ = [
     "CommandResult",
     "PendingCommand",
     "WorkerCall",
-    "error_from_call",
     "merge_counters",
     "split_slots",
 ]
@@ -81,20 +79,6 @@ class PendingCommand:
     def complete(self) -> bool:
         """Whether every worker answered (or was replaced)."""
         return all(call.done for call in self.calls)
-
-
-def error_from_call(error: dict[str, Any], worker_id: int) -> BaseException:
-    """The exception an env raised in a ``call``: a builtin type is raised as itself (as
-    ``AsyncVectorEnv`` re-raises the env's exception), any other as :class:`PoolEnvError`."""
-    kind, text = str(error.get("kind", "Exception")), str(error.get("message", ""))
-    detail = f"{text}\n(in worker {worker_id}; remote traceback:)\n{error.get('traceback', '')}"
-    builtin = getattr(builtins, kind, None)
-    if error.get("builtin") and isinstance(builtin, type) and issubclass(builtin, Exception):
-        try:
-            return builtin(detail)
-        except Exception:  # an exception type with a different constructor
-            pass
-    return PoolEnvError(f"{kind}: {detail}")
 
 
 GAUGE_COUNTERS = frozenset({"server_steps_reported", "server_steps_limit"})

@@ -27,7 +27,7 @@ from typing import Any
 import zmq
 
 from pool_env import errors, fastpath, protocol, shm
-from pool_env.commands import CommandResult, PendingCommand, WorkerCall, error_from_call, split_slots
+from pool_env.commands import CommandResult, PendingCommand, WorkerCall, split_slots
 from pool_env.config import PoolOptions
 from pool_env.envs import EnvSpec
 from pool_env.errors import (
@@ -71,7 +71,7 @@ class Coordinator:
     ) -> None:
         self.spec = spec
         self._spaces = spaces  # the pool's spaces (space_check.describe_pool): workers check their envs'
-        self._start_failure: PoolEnvError | None = None
+        self._start_failure: Exception | None = None
         self.options = options
         self.step_timeout = options.effective_step_timeout(spec)
         self.counters: Counter[str] = Counter()
@@ -523,7 +523,8 @@ class Coordinator:
         if "values" in message:
             result.values.update({int(k): v for k, v in message["values"].items()})
         if "call_error" in message and result.fatal is None:
-            result.fatal = error_from_call(message["call_error"], worker_id)
+            result.fatal = errors.from_wire(message["call_error"])
+            result.fatal.add_note(f"raised in worker {worker_id}")
 
     # -- the fast path and the trainer's own slots -------------------------------------------
 

@@ -54,6 +54,7 @@ which imports ``gymnasium.error``; they are then stored in the module globals, s
 
 from __future__ import annotations
 
+import builtins
 import enum
 import threading
 from collections.abc import Sequence
@@ -546,29 +547,52 @@ def _wire_safe(value: Any) -> Any:
     return _UNSAFE
 
 
-def to_wire(exc: BaseException, traceback: str = "") -> dict[str, Any]:
+def to_wire(exc: BaseException, traceback: str = "", *, builtin: bool = False) -> dict[str, Any]:
     """``exc`` as msgpack-safe data: its class, its bases up to the root, its message and fields.
 
     Args:
         exc: any exception; one outside our tree travels as a :class:`PoolEnvError` whose
             message names its type.
-        traceback: the formatted remote traceback, shown to whoever raises it (optional).
+        traceback: the formatted remote traceback, shown to whoever raises it (default: the one a
+            :func:`from_wire` noted on ``exc``, so it follows the error over the next wire too).
+        builtin: an exception of a builtin type (``AttributeError``, ``ValueError``, ...) keeps its
+            type (``"builtin": true``): what an env raised in ``call``, re-raised as
+            ``AsyncVectorEnv`` does.
 
     Returns:
-        ``{"class", "bases", "message", "fields"[, "traceback"]}``; ``bases`` lists the class's
-        ancestors inside the tree, nearest first, so a receiver that lacks the class can pick one.
+        ``{"class", "bases", "message", "fields"[, "builtin"][, "traceback"]}``; ``bases`` lists the
+        class's ancestors inside the tree, nearest first, so a receiver that lacks the class can pick one.
     """
-    if isinstance(exc, PoolEnvError):
+    traceback = traceback or _noted_traceback(exc)
+    if builtin and type(exc).__module__ == "builtins" and isinstance(exc, Exception):
+        data: dict[str, Any] = {"class": type(exc).__name__, "builtin": True, "bases": [], "message": str(exc),
+                                "fields": {}}  # fmt: skip
+    elif isinstance(exc, PoolEnvError):
         bases = [c.__name__ for c in type(exc).__mro__[1:] if issubclass(c, PoolEnvError) and c.__name__[0] != "_"]
         message = str(exc)
         fields = {k: v.value if isinstance(v, enum.Enum) else v for k, v in exc.wire_fields().items() if k != "message"}
         fields = {k: _wire_safe(v) for k, v in fields.items() if _wire_safe(v) is not _UNSAFE}
-        data: dict[str, Any] = {"class": type(exc).__name__, "bases": bases, "message": message, "fields": fields}
+        data = {"class": type(exc).__name__, "bases": bases, "message": message, "fields": fields}
     else:
         data = {"class": "PoolEnvError", "bases": [], "message": f"{type(exc).__name__}: {exc}", "fields": {}}
     if traceback:
         data["traceback"] = traceback
     return data
+
+
+_TRACEBACK_NOTE = "remote traceback:\n"
+
+
+def _noted_traceback(exc: BaseException) -> str:
+    """The remote traceback :func:`from_wire` noted on ``exc``, or ``""``."""
+    notes = getattr(exc, "__notes__", None) or []
+    return next((n[len(_TRACEBACK_NOTE) :] for n in notes if n.startswith(_TRACEBACK_NOTE)), "")
+
+
+def _builtin_class(name: Any) -> type[Exception] | None:
+    """The builtin exception type called ``name`` (``builtins`` only: nothing is imported)."""
+    cls = getattr(builtins, name, None) if isinstance(name, str) else None
+    return cls if isinstance(cls, type) and issubclass(cls, Exception) else None
 
 
 def _known_class(name: Any) -> type[PoolEnvError] | None:
@@ -579,12 +603,14 @@ def _known_class(name: Any) -> type[PoolEnvError] | None:
     return cls if isinstance(cls, type) and issubclass(cls, PoolEnvError) else None
 
 
-def from_wire(data: Any) -> PoolEnvError:
+def from_wire(data: Any) -> Exception:
     """The error :func:`to_wire` described, of the same class with the same fields.
 
     A class this side does not know (a newer peer's, or one outside the tree) becomes the
     nearest of its ``bases`` that can be made from the message alone, else :class:`PoolEnvError`;
-    the message is kept. A remote traceback becomes a note on the error (PEP 678).
+    the message is kept. A builtin exception sent with ``builtin=True`` is its builtin type again
+    (or a :class:`PoolEnvError` naming it, if the type cannot be made from a message). A remote
+    traceback becomes a note on the error (PEP 678).
 
     Args:
         data: a map made by :func:`to_wire` (from a peer: any value is tolerated).
@@ -594,9 +620,15 @@ def from_wire(data: Any) -> PoolEnvError:
     message = str(data.get("message", ""))
     raw_fields = data.get("fields")
     fields: dict[Any, Any] = raw_fields if isinstance(raw_fields, dict) else {}
-    error: PoolEnvError | None = None
+    error: Exception | None = None
     cls = _known_class(data.get("class"))
-    if cls is not None:
+    builtin = _builtin_class(data.get("class")) if data.get("builtin") is True else None
+    if builtin is not None:
+        try:
+            error = builtin(message)
+        except Exception:  # a builtin type with another constructor (UnicodeDecodeError, ...)
+            error = PoolEnvError(f"{data['class']}: {message}")
+    elif cls is not None:
         try:
             error = cls(*[message if name == "message" else fields[name] for name in cls._wire_args])
         except (KeyError, TypeError, ValueError):
@@ -612,5 +644,5 @@ def from_wire(data: Any) -> PoolEnvError:
             error = PoolEnvError(message)
     traceback = data.get("traceback")
     if isinstance(traceback, str) and traceback:
-        error.add_note(f"remote traceback:\n{traceback.rstrip()}")
+        error.add_note(f"{_TRACEBACK_NOTE}{traceback.rstrip()}")
     return error

@@ -1,15 +1,18 @@
 """What every pool_env vector env shares, whatever is behind it (embedded workers or daemons).
 
 :class:`BatchedVectorEnv` holds the gymnasium conventions and call-order rules once: ``step`` is
-``step_async`` + ``step_wait``; a call on a closed env raises :class:`ClosedError`; a call while a
-step is pending raises :class:`AlreadyPendingError`; seeds follow gymnasium's ``seed + i`` rule;
-the env is a context manager and warns (``ResourceWarning``) when collected unclosed.
+``step_async`` + ``step_wait``, ``reset`` is ``reset_async`` + ``reset_wait``; a call on a closed
+env raises :class:`ClosedError`; a call while a step is pending raises :class:`AlreadyPendingError`;
+seeds follow gymnasium's ``seed + i`` rule; the env is a context manager and warns
+(``ResourceWarning``) when collected unclosed.
 
 It also holds what every front end shares of gymnasium's API: the autoreset mode
 (``AutoresetMode.NEXT_STEP``, ``SAME_STEP`` or ``DISABLED``, in ``metadata["autoreset_mode"]`` and
 ``self.autoreset_mode``), seeds checked as ``SyncVectorEnv`` checks them before anything is sent,
 ``reset(options={"reset_mask": m})`` checked with gymnasium's own errors, reset options checked by
-the codec, and a clear ``TypeError`` for ``pickle``/``copy`` (a pool owns processes).
+the codec, and a clear ``TypeError`` for ``pickle``/``copy`` (a pool owns processes). ``call``,
+``get_attr``, ``set_attr``, ``render`` and ``np_random`` are written once over each front end's
+``call_async``/``call_wait`` and ``_set_attr``, with ``SyncVectorEnv``'s argument checks.
 """
 
 from __future__ import annotations
@@ -24,9 +27,17 @@ from gymnasium.error import Error as GymnasiumError
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from pool_env import codec
-from pool_env.errors import AlreadyPendingError, ClosedError, InvalidSeedError, UsageError
+from pool_env.errors import AlreadyPendingError, ClosedError, InvalidSeedError, PoolEnvError, SlotFailure, UsageError
 
-__all__ = ["BatchedVectorEnv", "autoreset_mode_of", "check_options", "reset_mask_of", "seed_list"]
+__all__ = [
+    "BatchedVectorEnv",
+    "autoreset_mode_of",
+    "call_results",
+    "check_options",
+    "check_sendable",
+    "reset_mask_of",
+    "seed_list",
+]
 
 
 def autoreset_mode_of(value: AutoresetMode | str) -> AutoresetMode:
@@ -70,14 +81,40 @@ def check_options(options: dict[str, Any] | None, network: bool = False) -> None
     codec.pack(options, "options")
     if network:
         for key, value in options.items():
-            try:
-                codec.unpack(codec.pack(value), 1 << 30, classes=False)
-            except codec.CodecError:
-                raise codec.CodecError(
-                    f"options[{key!r}] holds an enum member, object, class or function, which a daemon does not "
-                    "accept from the network: send plain data (numbers, str, tuples, dicts, numpy arrays)",
-                    (key,),
-                ) from None
+            check_sendable(value, f"options[{key!r}]", network=True, path=(key,))
+
+
+def check_sendable(value: Any, what: str, network: bool = False, path: tuple[Any, ...] = ()) -> None:
+    """Raise a ``TypeError`` naming ``what`` if ``value`` cannot reach the workers.
+
+    ``network``: the value goes to a daemon, which rebuilds no objects of a class for a network
+    peer (it would have to import their modules): only plain data may cross.
+
+    Raises:
+        CodecError: a value that cannot cross (names ``what``, where in it, and its type).
+    """
+    data = codec.pack(value, what)
+    if network:
+        try:
+            codec.unpack(data, 1 << 30, classes=False)
+        except codec.CodecError:
+            raise codec.CodecError(
+                f"{what} holds an enum member, object, class or function, which a daemon does not "
+                "accept from the network: send plain data (numbers, str, tuples, dicts, numpy arrays)",
+                path,
+            ) from None
+
+
+def call_results(values: dict[int, Any], failures: dict[int, SlotFailure], num_envs: int, what: str) -> tuple[Any, ...]:
+    """One ``call`` result per slot, in slot order (``set_attr``: ``num_envs=0``, no results).
+
+    Raises:
+        PoolEnvError: a slot's worker failed during the call (names the first such slot).
+    """
+    if failures:
+        slot = min(failures)
+        raise PoolEnvError(f"{what} failed on slot {slot}: {failures[slot].message}")
+    return tuple(values[slot] for slot in range(num_envs))
 
 
 def reset_mask_of(options: dict[str, Any], num_envs: int) -> np.ndarray:
@@ -138,6 +175,33 @@ class BatchedVectorEnv(VectorEnv):
     _was_reset: bool = False
     _ended: np.ndarray | None = None  # DISABLED: slots whose episode ended and await a reset
 
+    def reset(
+        self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset every slot (seed ``s`` gives slot ``i`` the seed ``s + i``, as gymnasium does):
+        ``reset_async`` then ``reset_wait``.
+
+        ``options["reset_mask"]`` (a bool array) resets only the masked slots, each exactly once.
+
+        Raises:
+            gymnasium.error.Error: a negative or non-integer seed (before anything is sent).
+            InvalidSeedError: a seed list of the wrong length.
+            CodecError: an option that cannot reach the workers (a ``TypeError`` naming the key).
+            TypeError, ValueError: a malformed ``reset_mask`` (gymnasium's messages).
+        """
+        self.reset_async(seed=seed, options=options)
+        return self.reset_wait()
+
+    def reset_async(
+        self, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> None:  # pragma: no cover - abstract
+        """Start :meth:`reset`; collect it with :meth:`reset_wait`."""
+        raise NotImplementedError
+
+    def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:  # pragma: no cover - abstract
+        """Wait for the reset started by :meth:`reset_async`: ``(observations, infos)``."""
+        raise NotImplementedError
+
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every slot: ``step_async(actions)`` then ``step_wait()``."""
         self.step_async(actions)
@@ -152,6 +216,76 @@ class BatchedVectorEnv(VectorEnv):
     ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:  # pragma: no cover - abstract
         """Wait for the step started by :meth:`step_async`."""
         raise NotImplementedError
+
+    # -- the rest of gymnasium's VectorEnv API, over call_async/call_wait -------------------
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Call the method ``name`` of every slot's env with ``args``/``kwargs`` (or get the
+        attribute, if it is not callable), as ``SyncVectorEnv.call``: one result per slot.
+
+        Arguments and results cross processes with :mod:`pool_env.codec` (types kept).
+
+        Raises:
+            CodecError: an argument or a result that cannot cross (a ``TypeError`` naming it).
+            AttributeError, ...: what an env raised (builtin exception types are kept).
+        """
+        self.call_async(name, *args, **kwargs)
+        return self.call_wait()
+
+    def call_async(self, name: str, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - abstract
+        """Start :meth:`call`; collect the results with :meth:`call_wait`."""
+        raise NotImplementedError
+
+    def call_wait(self, timeout: float | None = None) -> tuple[Any, ...]:  # pragma: no cover - abstract
+        """The results of the call started by :meth:`call_async`, one per slot."""
+        raise NotImplementedError
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """The attribute ``name`` of every slot's env (``env.get_wrapper_attr``), one per slot."""
+        return self.call(name)
+
+    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
+        """Set the attribute ``name`` of every slot's env: a list or tuple gives one value per
+        slot, anything else is set on all (as ``SyncVectorEnv.set_attr``).
+
+        Raises:
+            ValueError: a list or tuple whose length is not ``num_envs``.
+            CodecError: a value that cannot cross (a ``TypeError`` naming it).
+        """
+        self._check_idle("set_attr")
+        if not isinstance(values, list | tuple):
+            values = [values for _ in range(self.num_envs)]
+        if len(values) != self.num_envs:
+            raise ValueError(
+                "Values must be a list or tuple with length equal to the number of environments. "
+                f"Got `{len(values)}` values for {self.num_envs} environments."
+            )
+        self._set_attr(name, list(values))
+
+    def _set_attr(self, name: str, values: list[Any]) -> None:  # pragma: no cover - abstract
+        """Set ``name`` to ``values[i]`` on slot ``i``'s env (arguments already checked)."""
+        raise NotImplementedError
+
+    def render(self) -> tuple[Any, ...] | None:
+        """Every slot's frame (``env.render()``), as ``SyncVectorEnv.render``; ``None`` if the
+        envs were made without a ``render_mode``... as theirs return."""
+        return self.call("render")
+
+    @property  # type: ignore[override]
+    def np_random(self) -> tuple[np.random.Generator, ...]:
+        """Copies of every slot's env RNG (``env.np_random``), as ``AsyncVectorEnv.np_random``."""
+        return self.get_attr("np_random")
+
+    @np_random.setter
+    def np_random(self, value: Any) -> None:
+        raise AttributeError(
+            f"np_random of a {type(self).__name__} lives in the workers: use set_attr('np_random', ...)"
+        )
+
+    @property
+    def np_random_seed(self) -> tuple[int, ...]:  # type: ignore[override]
+        """Every slot's env RNG seed (``env.np_random_seed``)."""
+        return self.get_attr("np_random_seed")
 
     def __enter__(self) -> Self:
         return self

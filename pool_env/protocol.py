@@ -12,7 +12,7 @@ Every message is a msgpack map with an ``op`` field.  Coordinator → worker:
   attribute ``name`` (``env.get_wrapper_attr``) and call it with ``args``/``kwargs`` if it is
   callable; with ``values`` (one per slot), set the attribute instead (``set_wrapper_attr``).
   Nothing touches shared memory; the ``done`` reply carries ``values`` (slot → result) or
-  ``call_error`` ``{kind, builtin, message, traceback}`` when an env raised.
+  ``call_error`` (:func:`pool_env.errors.to_wire` with ``builtin=True``) when an env raised.
 * ``close`` ``{op}``: close the envs and exit.
 
 Worker → coordinator:

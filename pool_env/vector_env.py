@@ -21,7 +21,6 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from pool_env import codec
 from pool_env.batch import assemble_infos, merge_same_step_failures, validate_actions
 from pool_env.commands import CommandResult, PendingCommand, merge_counters
 from pool_env.config import PoolOptions
@@ -32,11 +31,18 @@ from pool_env.envs.registry import Count, as_count, resolve_spec
 from pool_env.errors import (
     AlreadyPendingError,
     NoPendingCallError,
-    PoolEnvError,
     SpecError,
     UsageError,
 )
-from pool_env.frontend import BatchedVectorEnv, autoreset_mode_of, check_options, reset_mask_of, seed_list
+from pool_env.frontend import (
+    BatchedVectorEnv,
+    autoreset_mode_of,
+    call_results,
+    check_options,
+    check_sendable,
+    reset_mask_of,
+    seed_list,
+)
 from pool_env.partial import PartialBatcher
 from pool_env.protocol import Op
 from pool_env.shm import BatchLayout, build_structure
@@ -170,25 +176,6 @@ class PoolVectorEnv(BatchedVectorEnv):
 
     # -- gymnasium API ----------------------------------------------------------------------
 
-    def reset(
-        self,
-        *,
-        seed: int | Sequence[int | None] | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> tuple[Any, dict[str, Any]]:
-        """Reset every slot (seed ``s`` gives slot ``i`` the seed ``s + i``, as gymnasium does).
-
-        ``options["reset_mask"]`` (a bool array) resets only the masked slots, each exactly once.
-
-        Raises:
-            gymnasium.error.Error: a negative or non-integer seed (before anything is sent).
-            InvalidSeedError: a seed list of the wrong length.
-            CodecError: an option that cannot reach the workers (a ``TypeError`` naming the key).
-            TypeError, ValueError: a malformed ``reset_mask`` (gymnasium's messages).
-        """
-        self.reset_async(seed=seed, options=options)
-        return self.reset_wait()
-
     def reset_async(
         self,
         seed: int | Sequence[int | None] | None = None,
@@ -286,23 +273,15 @@ class PoolVectorEnv(BatchedVectorEnv):
 
     # -- the rest of gymnasium's VectorEnv API ---------------------------------------------------
 
-    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
-        """Call the method ``name`` of every slot's env with ``args``/``kwargs`` (or get the
-        attribute, if it is not callable), as ``SyncVectorEnv.call``: one result per slot.
-
-        Arguments and results cross processes with :mod:`pool_env.codec` (types kept).
+    def call_async(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Start :meth:`call`; collect the results with :meth:`call_wait`.
 
         Raises:
-            CodecError: an argument or a result that cannot cross (a ``TypeError`` naming it).
-            AttributeError, ...: what an env raised (builtin exception types are kept).
+            CodecError: an argument that cannot cross (a ``TypeError`` naming it); nothing is sent.
+            AlreadyPendingError, ClosedError: wrong call order.
         """
-        self.call_async(name, *args, **kwargs)
-        return self.call_wait()
-
-    def call_async(self, name: str, *args: Any, **kwargs: Any) -> None:
-        """Start :meth:`call`; collect the results with :meth:`call_wait`."""
         self._check_idle("call_async")
-        codec.pack([list(args), kwargs], f"call({name!r}) arguments")
+        check_sendable([list(args), kwargs], f"call({name!r}) arguments")
         self._pending = self._coordinator.submit(
             Op.CALL, invocation={"name": name, "args": list(args), "kwargs": kwargs}
         )
@@ -320,39 +299,15 @@ class PoolVectorEnv(BatchedVectorEnv):
         if self._pending is None or self._pending_op != "call":
             raise NoPendingCallError("call_wait() without a pending call_async()", "call")
         result = self._collect(timeout)
-        if result.errors:
-            slot = min(result.errors)
-            raise PoolEnvError(f"call failed on slot {slot}: {result.errors[slot].message}")
-        return tuple(result.values[slot] for slot in range(self.num_envs))
+        return call_results(result.values, result.errors, self.num_envs, "call")
 
-    def get_attr(self, name: str) -> tuple[Any, ...]:
-        """The attribute ``name`` of every slot's env (``env.get_wrapper_attr``), one per slot."""
-        return self.call(name)
-
-    def set_attr(self, name: str, values: list[Any] | tuple[Any, ...] | Any) -> None:
-        """Set the attribute ``name`` of every slot's env: a list or tuple gives one value per
-        slot, anything else is set on all (as ``SyncVectorEnv.set_attr``).
-
-        Raises:
-            ValueError: a list or tuple whose length is not ``num_envs``.
-            CodecError: a value that cannot cross (a ``TypeError`` naming it).
-        """
-        self._check_idle("set_attr")
-        if not isinstance(values, list | tuple):
-            values = [values for _ in range(self.num_envs)]
-        if len(values) != self.num_envs:
-            raise ValueError(
-                "Values must be a list or tuple with length equal to the number of environments. "
-                f"Got `{len(values)}` values for {self.num_envs} environments."
-            )
-        codec.pack(list(values), f"set_attr({name!r}) values")
+    def _set_attr(self, name: str, values: list[Any]) -> None:
+        check_sendable(values, f"set_attr({name!r}) values")
         invocation = {"name": name, "values": dict(enumerate(values))}
         self._pending = self._coordinator.submit(Op.CALL, invocation=invocation)
         self._pending_op = "call"
         result = self._collect(None)
-        if result.errors:
-            slot = min(result.errors)
-            raise PoolEnvError(f"set_attr failed on slot {slot}: {result.errors[slot].message}")
+        call_results(result.values, result.errors, 0, "set_attr")
 
     def call_slots(self, slots: Sequence[int], name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
         """:meth:`call` on the chosen slots only (SB3's ``env_method(..., indices=)``): one result
@@ -364,7 +319,7 @@ class PoolVectorEnv(BatchedVectorEnv):
         """
         self._check_idle("call_slots")
         chosen = [int(s) for s in slots]
-        codec.pack([list(args), kwargs], f"call({name!r}) arguments")
+        check_sendable([list(args), kwargs], f"call({name!r}) arguments")
         invocation = {"name": name, "args": list(args), "kwargs": kwargs}
         return self._call_on(chosen, invocation, "call")
 
@@ -379,7 +334,7 @@ class PoolVectorEnv(BatchedVectorEnv):
         chosen = [int(s) for s in slots]
         if len(values) != len(chosen):
             raise ValueError(f"set_slots_attr: {len(values)} values for {len(chosen)} slots")
-        codec.pack(list(values), f"set_attr({name!r}) values")
+        check_sendable(list(values), f"set_attr({name!r}) values")
         self._call_on(chosen, {"name": name, "values": dict(zip(chosen, values, strict=True))}, "set_attr")
 
     def _call_on(self, slots: list[int], invocation: dict[str, Any], what: str) -> tuple[Any, ...]:
@@ -389,29 +344,8 @@ class PoolVectorEnv(BatchedVectorEnv):
         self._pending = self._coordinator.submit(Op.CALL, slots, invocation=invocation)
         self._pending_op = "call"
         result = self._collect(None)
-        if result.errors:
-            slot = min(result.errors)
-            raise PoolEnvError(f"{what} failed on slot {slot}: {result.errors[slot].message}")
+        call_results(result.values, result.errors, 0, what)
         return tuple(result.values.get(slot) for slot in slots)
-
-    def render(self) -> tuple[Any, ...] | None:
-        """Every slot's frame (``env.render()``), as ``SyncVectorEnv.render``; ``None`` if the
-        envs were made without a ``render_mode``... as theirs return."""
-        return self.call("render")
-
-    @property  # type: ignore[override]
-    def np_random(self) -> tuple[np.random.Generator, ...]:
-        """Copies of every slot's env RNG (``env.np_random``), as ``AsyncVectorEnv.np_random``."""
-        return self.get_attr("np_random")
-
-    @np_random.setter
-    def np_random(self, value: Any) -> None:
-        raise AttributeError("np_random of a PoolVectorEnv lives in the workers: use set_attr('np_random', ...)")
-
-    @property
-    def np_random_seed(self) -> tuple[int, ...]:  # type: ignore[override]
-        """Every slot's env RNG seed (``env.np_random_seed``)."""
-        return self.get_attr("np_random_seed")
 
     # -- EnvPool-style partial batches ------------------------------------------------------
 

@@ -310,12 +310,10 @@ class WorkerLoop:
                     slot, name, message.get("args") or [], message.get("kwargs") or {}
                 )
             except Exception as exc:
-                reply["call_error"] = {
-                    "kind": type(exc).__name__,
-                    "builtin": type(exc).__module__ == "builtins",
-                    "message": f"slot {self._slots[slot]}: {exc}",
-                    "traceback": traceback.format_exc(),
-                }
+                # A builtin type stays itself for the trainer, as AsyncVectorEnv re-raises it.
+                call_error = errors.to_wire(exc, traceback.format_exc(), builtin=True)
+                call_error["message"] = f"slot {self._slots[slot]}: {call_error['message']}"
+                reply["call_error"] = call_error
                 return reply
         reply["values"] = results
         return reply

@@ -115,6 +115,24 @@ def _step(daemon: DaemonView, identity: bytes, request: Request) -> None:
     daemon.submit(identity, request, lease, Op.STEP)
 
 
+def _call(daemon: DaemonView, identity: bytes, request: Request) -> None:
+    lease = _idle_lease(daemon, request)
+    header = request.header
+    name = field(header, "name", str)
+    values = field(header, "values", list, optional=True)
+    if values is not None:
+        if len(values) != len(lease.slots):
+            raise UsageError(f"values must be one per slot of the lease ({len(lease.slots)}), got {len(values)}")
+        invocation: dict[str, Any] = {"name": name, "values": dict(zip(lease.slots, values, strict=True))}
+    else:
+        args = field(header, "args", list, optional=True) or []
+        kwargs = field(header, "kwargs", dict, optional=True) or {}
+        if any(not isinstance(key, str) for key in kwargs):
+            raise UsageError("kwargs keys must be str")
+        invocation = {"name": name, "args": args, "kwargs": kwargs}
+    daemon.submit(identity, request, lease, Op.CALL, invocation=invocation)
+
+
 def _heartbeat(daemon: DaemonView, identity: bytes, request: Request) -> None:
     daemon.leases.get(field(request.header, "lease", str))
     daemon.reply(identity, request.request_id, {})
@@ -136,6 +154,7 @@ _HANDLERS = {
     ClientOp.LEASE: _lease,
     ClientOp.RESET: _reset,
     ClientOp.STEP: _step,
+    ClientOp.CALL: _call,
     ClientOp.HEARTBEAT: _heartbeat,
     ClientOp.RELEASE: _release,
     ClientOp.STATUS: _status,
@@ -145,14 +164,20 @@ _HANDLERS = {
 def reply_to_command(
     daemon: DaemonView, identity: bytes, request: Request, lease: Lease, result: CommandResult
 ) -> None:
-    """Answer a finished reset/step: infos and errors by the client's positions, arrays as frames
-    unless the client reads its rows from shared memory."""
-    if result.fatal is not None:
-        daemon.send(identity, wire.error_header(request.request_id, result.fatal))
+    """Answer a finished reset/step/call: infos (or call results) and errors by the client's
+    positions, arrays as frames unless the client reads its rows from shared memory."""
+    is_call = request.op is ClientOp.CALL
+    if result.fatal is not None:  # what an env raised in a call keeps its builtin type
+        daemon.send(identity, wire.error_header(request.request_id, result.fatal, builtin=is_call))
         return
     coordinator = daemon.coordinator
     position = {slot: i for i, slot in enumerate(lease.slots)}
     errors = {position[s]: failure.to_wire() for s, failure in result.errors.items() if s in position}
+    if is_call:
+        values = {position[s]: value for s, value in result.values.items() if s in position}
+        restarts = {p: coordinator.restarts_of(lease.slots[p]) for p in errors}
+        daemon.reply(identity, request.request_id, {"values": values, "errors": errors, "restarts": restarts})
+        return
     # A slot whose worker was replaced while serving another lease gets its "episode lost" error
     # (and truncation) from the coordinator on its next step.
     is_step = request.op is ClientOp.STEP

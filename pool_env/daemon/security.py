@@ -17,6 +17,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import zmq
 import zmq.auth
@@ -26,7 +27,9 @@ from pool_env.errors import SpecError, TransportError
 
 __all__ = [
     "AllowList",
+    "CurveClientKeys",
     "IpcSocket",
+    "client_keys",
     "keygen",
     "load_public_key",
     "load_secret_key",
@@ -75,6 +78,36 @@ def load_secret_key(path: str) -> tuple[bytes, bytes]:
     if secret is None:
         raise SpecError(f"curve key: {path} holds no secret key (use the .key_secret file)")
     return public, secret
+
+
+@dataclass(frozen=True)
+class CurveClientKeys:
+    """CURVE keys of a client: the daemon's public key and this client's key pair (z85)."""
+
+    server_public: bytes
+    public: bytes
+    secret: bytes
+
+    def apply(self, sock: zmq.Socket[bytes]) -> None:
+        """Configure ``sock`` as a CURVE client."""
+        sock.curve_serverkey = self.server_public
+        sock.curve_publickey = self.public
+        sock.curve_secretkey = self.secret
+
+
+def client_keys(server_key: str | None, client_secret_key: str | None) -> CurveClientKeys | None:
+    """A client's CURVE keys from the daemon's public key file and this client's secret key file
+    (``None`` when neither is given).
+
+    Raises:
+        SpecError: only one of the two, or a key file that cannot be read.
+    """
+    if server_key is None and client_secret_key is None:
+        return None
+    if server_key is None or client_secret_key is None:
+        raise SpecError("server_key and client_secret_key go together (CURVE)")
+    public, secret = load_secret_key(client_secret_key)
+    return CurveClientKeys(load_public_key(server_key), public, secret)
 
 
 class AllowList:

@@ -74,7 +74,7 @@ outbound, whatever it does (zmq's default is 1000 messages each way)."""
 
 @dataclass
 class _Command:
-    """A client's reset or step, in flight in the coordinator."""
+    """A client's reset, step or call, in flight in the coordinator."""
 
     identity: bytes
     request: wire.Request
@@ -405,14 +405,15 @@ class PoolDaemon:
     # -- commands ---------------------------------------------------------------------------
 
     def submit(self, identity: bytes, request: wire.Request, lease: Lease, op: Op, **kwargs: Any) -> None:
-        """Start a reset/step for ``lease`` and remember where its reply goes."""
+        """Start a reset/step/call for ``lease`` and remember where its reply goes."""
         assert self._coordinator is not None
         seeds: dict[int, int | None] = kwargs.get("seeds", {})
         options = kwargs.get("options")
         slots = kwargs.get("slots", lease.slots)
         pending = self._coordinator.submit(
-            op, slots, [seeds.get(s) for s in slots] if seeds else None, options, lease.autoreset
-        )
+            op, slots, [seeds.get(s) for s in slots] if seeds else None, options, lease.autoreset,
+            invocation=kwargs.get("invocation"),
+        )  # fmt: skip
         lease.busy = True
         self._commands.append(_Command(identity, request, lease, pending, seeds, options))
 

@@ -30,11 +30,12 @@ import zmq
 from pool_env import errors, protocol, shm
 from pool_env.daemon import wire
 from pool_env.daemon.heartbeat import Heartbeat
+from pool_env.daemon.security import CurveClientKeys, client_keys
 from pool_env.daemon.wire import ClientOp
 from pool_env.errors import SlotFailure
 from pool_env.spaces import leaves_of
 
-__all__ = ["CurveClientKeys", "DaemonSession", "Outcome", "fetch_status"]
+__all__ = ["DaemonSession", "Outcome", "fetch_status"]
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +59,6 @@ def _close_open_sessions() -> None:
     for session in list(_OPEN_SESSIONS):
         with contextlib.suppress(Exception):
             session.close(release_timeout=0.5)
-
-
-@dataclass(frozen=True)
-class CurveClientKeys:
-    """CURVE keys of a client: the daemon's public key and this client's key pair (z85)."""
-
-    server_public: bytes
-    public: bytes
-    secret: bytes
-
-    def apply(self, sock: zmq.Socket[bytes]) -> None:
-        """Configure ``sock`` as a CURVE client."""
-        sock.curve_serverkey = self.server_public
-        sock.curve_publickey = self.public
-        sock.curve_secretkey = self.secret
 
 
 @dataclass
@@ -307,6 +293,27 @@ class DaemonSession:
             target[self.slots] = value
         return self.send(ClientOp.STEP, {"lease": self.lease_id})
 
+    def send_call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> int:
+        """Ask every slot of the lease to call (or get) ``name``; the request id."""
+        return self.send(ClientOp.CALL, {"lease": self.lease_id, "name": name, "args": args, "kwargs": kwargs})
+
+    def send_set_attr(self, name: str, values: list[Any]) -> int:
+        """Ask the lease's slots to set ``name``, position ``i`` to ``values[i]``; the request id."""
+        return self.send(ClientOp.CALL, {"lease": self.lease_id, "name": name, "values": values})
+
+    def call_outcome(self, request_id: int, deadline: float | None) -> tuple[dict[int, Any], dict[int, SlotFailure]]:
+        """Wait for the call ``request_id``: results and failures by position.
+
+        Raises:
+            StepTimeoutError: ``deadline`` passed; the request stays outstanding.
+            DaemonUnavailableError: the daemon is gone or said goodbye.
+            AttributeError, ...: what an env raised (builtin types kept), else our errors.
+        """
+        header = self.wait(request_id, deadline).header
+        values = {int(p): value for p, value in dict(header.get("values") or {}).items()}
+        failures = {int(p): SlotFailure.from_wire(f) for p, f in dict(header.get("errors") or {}).items()}
+        return values, failures
+
     def outcome(self, request_id: int, deadline: float | None, step: bool) -> Outcome:
         """Wait for the reset/step ``request_id`` and decode it.
 
@@ -392,12 +399,7 @@ def fetch_status(
     Raises:
         DaemonUnavailableError: no answer within ``timeout`` (not running, unreachable, refused).
     """
-    from pool_env.daemon import security
-
-    curve = None
-    if server_key is not None and client_secret_key is not None:
-        public, secret = security.load_secret_key(client_secret_key)
-        curve = CurveClientKeys(security.load_public_key(server_key), public, secret)
+    curve = client_keys(server_key, client_secret_key)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sock = context.socket(zmq.DEALER)
     try:

@@ -85,7 +85,7 @@ class DaemonView(Protocol):
         """Send a success reply."""
 
     def submit(self, identity: bytes, request: Request, lease: Lease, op: Op, **kwargs: Any) -> None:
-        """Start a reset/step for ``lease``; its reply is sent when it completes."""
+        """Start a reset/step/call for ``lease``; its reply is sent when it completes."""
 
     def end_lease(self, lease: Lease, why: str) -> None:
         """A released lease: its slots drain."""

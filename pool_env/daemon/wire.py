@@ -17,6 +17,9 @@ op             header fields                                          array fram
                ``options`` (map|nil), ``positions`` (list|nil: subset)
 ``step``       ``lease``                                              one per action leaf
                                                                       (frames mode only)
+``call``       ``lease``, ``name``, ``args`` (list), ``kwargs`` (map)  —
+               or ``lease``, ``name``, ``values`` (one per slot:
+               ``set_attr``); plain data only (no classes)
 ``heartbeat``  ``lease``                                              —
 ``release``    ``lease``                                              —
 ``status``     —                                                      —
@@ -31,7 +34,9 @@ answer ``{infos, errors, restarts}`` keyed by the client's positions (``errors``
 message]``, :meth:`pool_env.errors.SlotFailure.to_wire`), plus — in frames mode — one frame per
 observation leaf and, for ``step``, ``reward``, ``terminated``, ``truncated``. In shm mode (same
 host) the client reads its rows of the daemon's shared-memory segment instead and writes its
-action rows there before ``step``.
+action rows there before ``step``. ``call`` answers ``{values, errors, restarts}`` (``values``:
+position → result, types kept by :mod:`pool_env.codec`), or — when an env raised — an error reply
+whose builtin exception type is kept (``to_wire(..., builtin=True)``).
 
 A stopping daemon sends each trainer's sockets one unsolicited ``{v, id: nil, op: goodbye,
 reason}``; the client raises :class:`~pool_env.errors.DaemonUnavailableError` on its next call.
@@ -93,6 +98,7 @@ class ClientOp(enum.StrEnum):
     LEASE = "lease"
     RESET = "reset"
     STEP = "step"
+    CALL = "call"
     HEARTBEAT = "heartbeat"
     RELEASE = "release"
     STATUS = "status"
@@ -213,9 +219,10 @@ def goodbye_header(reason: str) -> bytes:
     return protocol.encode({"v": PROTOCOL_VERSION, "id": None, "op": GOODBYE, "reason": reason})
 
 
-def error_header(request_id: int | None, error: BaseException) -> bytes:
-    """An error reply header: ``{ok: false, error: errors.to_wire(error)}``."""
-    body = {"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "op": "reply", "error": errors.to_wire(error)}
+def error_header(request_id: int | None, error: BaseException, builtin: bool = False) -> bytes:
+    """An error reply header: ``{ok: false, error: errors.to_wire(error, builtin=builtin)}``."""
+    wired = errors.to_wire(error, builtin=builtin)
+    body = {"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "op": "reply", "error": wired}
     return protocol.encode(body)
 
 

@@ -109,6 +109,12 @@ class FrameEnv(gym.Env[np.ndarray, int]):
         return self.gain * factor + offset, self.t
 
 
+def rgb_frame_env() -> FrameEnv:
+    """``FrameEnv(render_mode="rgb_array")`` from an import path alone (a daemon's spec string
+    carries no keyword arguments)."""
+    return FrameEnv(render_mode="rgb_array")
+
+
 class NestedEnv(gym.Env[dict[str, Any], tuple[Any, ...]]):
     """Dict obs with Tuple(Discrete, Discrete), Tuple(Box, Dict(MultiBinary)) and an empty nested
     Dict; Tuple actions; ends after 4 steps."""

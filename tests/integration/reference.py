@@ -1,18 +1,29 @@
-"""Serial references (``gymnasium.vector.SyncVectorEnv``) and bit-for-bit batch comparisons."""
+"""Serial references (``gymnasium.vector.SyncVectorEnv``) and bit-for-bit batch comparisons, shared by
+the pool, daemon and drop-in tests (one home: ``test_dropin*`` import them from here)."""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import SyncVectorEnv
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import pool_env
 
-__all__ = ["assert_same", "make_reference", "make_single", "take"]
+__all__ = [
+    "FIELDS",
+    "assert_same",
+    "assert_values_same",
+    "cartpole",
+    "make_reference",
+    "make_single",
+    "run_trace",
+    "sync",
+    "take",
+]
 
 
 def make_single(spec: pool_env.GymEnvSpec) -> gym.Env[Any, Any]:
@@ -57,3 +68,55 @@ def assert_same(actual: Any, expected: Any, where: str = "") -> None:
     else:
         equal = np.array_equal(actual_array, expected_array)
     assert equal, f"{where}: values differ\nactual:   {actual_array!r}\nexpected: {expected_array!r}"
+
+
+FIELDS = ("obs", "reward", "terminated", "truncated", "infos")
+"""The names of a step's five results."""
+
+
+def assert_values_same(actual: Any, expected: Any, where: str = "") -> None:
+    """:func:`assert_same`, also for object arrays (compared element by element, types included)."""
+    if isinstance(expected, np.ndarray) and expected.dtype == object:
+        assert isinstance(actual, np.ndarray) and actual.dtype == object, f"{where}: not an object array"
+        assert actual.shape == expected.shape, f"{where}: shape"
+        for i, (a, e) in enumerate(zip(actual.tolist(), expected.tolist(), strict=True)):
+            assert type(a) is type(e), f"{where}[{i}]: {type(a)} != {type(e)}"
+            if isinstance(e, np.ndarray | dict | tuple):
+                assert_values_same(a, e, f"{where}[{i}]")
+            else:
+                assert a == e, f"{where}[{i}]: {a!r} != {e!r}"
+        return
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and actual.keys() == expected.keys(), f"{where}: keys {actual.keys()}"
+        for key in expected:
+            assert_values_same(actual[key], expected[key], f"{where}[{key!r}]")
+        return
+    if isinstance(expected, tuple):
+        assert isinstance(actual, tuple) and len(actual) == len(expected), f"{where}: tuple differs"
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            assert_values_same(a, e, f"{where}[{i}]")
+        return
+    assert_same(actual, expected, where)
+
+
+def sync(make: Callable[[], gym.Env[Any, Any]], num_envs: int, **kwargs: Any) -> SyncVectorEnv:
+    """``SyncVectorEnv`` of ``num_envs`` envs made by ``make`` (gymnasium's keyword arguments)."""
+    return SyncVectorEnv([make for _ in range(num_envs)], **kwargs)
+
+
+def cartpole() -> gym.Env[Any, Any]:
+    """One ``CartPole-v1``."""
+    return gym.make("CartPole-v1")
+
+
+def run_trace(env: Any, mode: AutoresetMode, steps: int, seed: int = 3) -> list[tuple[Any, ...]]:
+    """Reset, then ``steps`` seeded random steps; under DISABLED the ended slots are reset with a mask."""
+    trace: list[tuple[Any, ...]] = [env.reset(seed=seed)]
+    actions = np.random.default_rng(seed)
+    for _ in range(steps):
+        batch = env.step(actions.integers(0, 2, env.num_envs))
+        trace.append(batch)
+        done = batch[2] | batch[3]
+        if mode is AutoresetMode.DISABLED and done.any():
+            trace.append(env.reset(options={"reset_mask": done}))
+    return trace

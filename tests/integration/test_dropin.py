@@ -1,6 +1,8 @@
 """PoolVectorEnv as a drop-in for gymnasium's AsyncVectorEnv: the whole VectorEnv API and the same
 values as SyncVectorEnv (infos and options with their types, spaces, seeds, autoreset modes,
-reset masks, actions outside the bounds, pickling), compared value for value."""
+reset masks, actions outside the bounds, pickling), compared value for value. The rest of the
+VectorEnv API (call, get_attr, set_attr, render, np_random, reset_async, close(terminate=)) runs
+both embedded and through a daemon (``open_pool``)."""
 
 from __future__ import annotations
 
@@ -9,71 +11,22 @@ import copy
 import os
 import pickle
 import signal
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.vector import AutoresetMode
 
+import pool_env
 from pool_env import CodecError, GymEnvSpec, PoolOptions, PoolVectorEnv
 from pool_env.errors import InvalidSeedError, UsageError
 from tests.envs import dropin
-from tests.integration.reference import assert_same
+from tests.integration.daemon_process import DaemonProcess
+from tests.integration.reference import FIELDS, assert_same, assert_values_same, cartpole, run_trace, sync
 
 pytestmark = pytest.mark.timeout(90)
-
-FIELDS = ("obs", "reward", "terminated", "truncated", "infos")
-
-
-def assert_values_same(actual: Any, expected: Any, where: str = "") -> None:
-    """:func:`assert_same`, also for object arrays (compared element by element, types included)."""
-    if isinstance(expected, np.ndarray) and expected.dtype == object:
-        assert isinstance(actual, np.ndarray) and actual.dtype == object, f"{where}: not an object array"
-        assert actual.shape == expected.shape, f"{where}: shape"
-        for i, (a, e) in enumerate(zip(actual.tolist(), expected.tolist(), strict=True)):
-            assert type(a) is type(e), f"{where}[{i}]: {type(a)} != {type(e)}"
-            if isinstance(e, np.ndarray | dict | tuple):
-                assert_values_same(a, e, f"{where}[{i}]")
-            else:
-                assert a == e, f"{where}[{i}]: {a!r} != {e!r}"
-        return
-    if isinstance(expected, dict):
-        assert isinstance(actual, dict) and actual.keys() == expected.keys(), f"{where}: keys {actual.keys()}"
-        for key in expected:
-            assert_values_same(actual[key], expected[key], f"{where}[{key!r}]")
-        return
-    if isinstance(expected, tuple):
-        assert isinstance(actual, tuple) and len(actual) == len(expected), f"{where}: tuple differs"
-        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            assert_values_same(a, e, f"{where}[{i}]")
-        return
-    assert_same(actual, expected, where)
-
-
-def sync(make: Callable[[], gym.Env[Any, Any]], num_envs: int, **kwargs: Any) -> SyncVectorEnv:
-    return SyncVectorEnv([make for _ in range(num_envs)], **kwargs)
-
-
-def cartpole() -> gym.Env[Any, Any]:
-    return gym.make("CartPole-v1")
-
-
-# -- autoreset modes ------------------------------------------------------------------------
-
-
-def run_trace(env: Any, mode: AutoresetMode, steps: int, seed: int = 3) -> list[tuple[Any, ...]]:
-    """Reset, then ``steps`` seeded random steps; under DISABLED the ended slots are reset with a mask."""
-    trace: list[tuple[Any, ...]] = [env.reset(seed=seed)]
-    actions = np.random.default_rng(seed)
-    for _ in range(steps):
-        batch = env.step(actions.integers(0, 2, env.num_envs))
-        trace.append(batch)
-        done = batch[2] | batch[3]
-        if mode is AutoresetMode.DISABLED and done.any():
-            trace.append(env.reset(options={"reset_mask": done}))
-    return trace
 
 
 @pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda m: m.name)
@@ -143,9 +96,34 @@ def test_a_killed_worker_fails_its_slots_as_the_mode_says(mode: AutoresetMode) -
 # -- the rest of the VectorEnv API ----------------------------------------------------------
 
 
-def test_get_attr_set_attr_and_call_equal_sync_per_slot() -> None:
+@contextlib.contextmanager
+def _embedded(env_id: str, num_envs: int, num_workers: int) -> Iterator[Any]:
+    with PoolVectorEnv(GymEnvSpec(env_id), num_envs, num_workers) as env:
+        yield env
+
+
+@contextlib.contextmanager
+def _through_a_daemon(env_id: str, num_envs: int, num_workers: int) -> Iterator[Any]:
+    with (
+        DaemonProcess(f"gym:{env_id}", envs=num_envs, workers=num_workers) as daemon,
+        pool_env.connect(daemon.endpoint, num_envs) as env,
+    ):
+        yield env
+
+
+OpenPool = Callable[[str, int, int], contextlib.AbstractContextManager[Any]]
+
+
+@pytest.fixture(params=[_embedded, _through_a_daemon], ids=["embedded", "daemon"])
+def open_pool(request: pytest.FixtureRequest) -> OpenPool:
+    """``open_pool(env_id, num_envs, num_workers)``: a PoolVectorEnv, or pool_env.connect to a
+    ``pool-env serve`` of that env (``RemoteVectorEnv``), as a context manager."""
+    return cast(OpenPool, request.param)
+
+
+def test_get_attr_set_attr_and_call_equal_sync_per_slot(open_pool: OpenPool) -> None:
     reference = sync(lambda: gym.make("CartPole-v1"), 2)
-    with contextlib.closing(reference), PoolVectorEnv(GymEnvSpec("CartPole-v1"), 2, 2) as env:
+    with contextlib.closing(reference), open_pool("CartPole-v1", 2, 2) as env:
         for target in (reference, env):
             target.reset(seed=0)
             target.set_attr("gravity", [9.8, 20.0])
@@ -155,15 +133,14 @@ def test_get_attr_set_attr_and_call_equal_sync_per_slot() -> None:
         assert env.get_attr("gravity") == (3.5, 3.5)
         with pytest.raises(ValueError, match="length equal to the number of environments"):
             env.set_attr("gravity", [1.0])
-        with pytest.raises(AttributeError, match="no_such_thing"):
+        with pytest.raises(AttributeError, match="no_such_thing"):  # the env's own exception type
             env.get_attr("no_such_thing")
         assert env.get_attr("gravity") == (3.5, 3.5), "the pool works after an env raised"
 
 
-def test_call_with_arguments_call_async_wait_and_render_frames() -> None:
-    spec = GymEnvSpec("tests.envs.dropin:FrameEnv", render_mode="rgb_array")
-    reference = sync(lambda: dropin.FrameEnv(render_mode="rgb_array"), 3)
-    with contextlib.closing(reference), PoolVectorEnv(spec, 3, 2) as env:
+def test_call_with_arguments_call_async_wait_and_render_frames(open_pool: OpenPool) -> None:
+    reference = sync(dropin.rgb_frame_env, 3)
+    with contextlib.closing(reference), open_pool("tests.envs.dropin:rgb_frame_env", 3, 2) as env:
         assert env.render_mode == reference.render_mode == "rgb_array"
         for target in (reference, env):
             target.reset(seed=0)
@@ -175,14 +152,16 @@ def test_call_with_arguments_call_async_wait_and_render_frames() -> None:
         env.call_async("scaled", 3.0)
         with pytest.raises(UsageError):
             env.step(np.zeros(3, np.int64))  # a call is pending
+        with pytest.raises(UsageError):
+            env.step_wait()  # ... and it is no step
         assert env.call_wait(timeout=30) == reference.call("scaled", 3.0)
         with pytest.raises(UsageError):
             env.call_wait()
 
 
-def test_np_random_spec_and_reset_async_wait() -> None:
+def test_np_random_spec_and_reset_async_wait(open_pool: OpenPool) -> None:
     reference = sync(cartpole, 2)
-    with contextlib.closing(reference), PoolVectorEnv(GymEnvSpec("CartPole-v1"), 2, 1) as env:
+    with contextlib.closing(reference), open_pool("CartPole-v1", 2, 1) as env:
         env.reset_async(seed=5)
         obs, _ = env.reset_wait(timeout=30)
         assert_values_same(obs, reference.reset(seed=5)[0])
@@ -196,12 +175,12 @@ def test_np_random_spec_and_reset_async_wait() -> None:
             env.reset_wait()
 
 
-def test_close_with_a_pending_call_waits_or_terminates() -> None:
-    env = PoolVectorEnv(GymEnvSpec("CartPole-v1"), 2, 1)
-    env.reset(seed=0)
-    env.step_async(np.zeros(2, np.int64))
-    env.close(terminate=True)
-    assert env.closed
+def test_close_with_a_pending_call_waits_or_terminates(open_pool: OpenPool) -> None:
+    with open_pool("CartPole-v1", 2, 1) as env:
+        env.reset(seed=0)
+        env.step_async(np.zeros(2, np.int64))
+        env.close(terminate=True)
+        assert env.closed
 
 
 # -- the same values: infos, options, spaces, seeds, actions --------------------------------

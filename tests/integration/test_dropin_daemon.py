@@ -20,8 +20,7 @@ import pool_env
 from pool_env.errors import UsageError
 from tests.envs import dropin
 from tests.integration.daemon_process import DaemonProcess
-from tests.integration.reference import assert_same
-from tests.integration.test_dropin import FIELDS, assert_values_same, cartpole, run_trace, sync
+from tests.integration.reference import FIELDS, assert_same, assert_values_same, cartpole, run_trace, sync
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -139,3 +138,51 @@ def test_a_killed_worker_fails_its_slots_as_the_mode_says_through_the_daemon(mod
             env.reset(options={"reset_mask": truncated | terminated})
         obs, reward, terminated, truncated, infos = env.step(np.zeros(4, np.int64))
         assert "_error" not in infos or not infos["_error"].any()
+
+
+def test_call_values_a_daemon_cannot_take_or_give_are_type_errors_naming_them() -> None:
+    reference = sync(dropin.rgb_frame_env, 2)
+    with (
+        DaemonProcess("gym:tests.envs.dropin:rgb_frame_env", envs=2, workers=1) as daemon,
+        contextlib.closing(reference),
+        pool_env.connect(daemon.endpoint, 2) as env,
+    ):
+        env.reset(seed=0)
+        # A daemon rebuilds no objects of a class for a network peer: refused before sending.
+        with pytest.raises(TypeError, match=r"call\('scaled'\) argument 0 holds an enum member, object"):
+            env.call("scaled", dropin.Tag("x"))
+        with pytest.raises(TypeError, match=r"call\('scaled'\) keyword 'offset' is a builtins.function"):
+            env.call("scaled", 1.0, offset=lambda: None)
+        with pytest.raises(TypeError, match=r"set_attr\('gain'\) value of slot 1 holds an enum member"):
+            env.set_attr("gain", [1.0, dropin.Tag("x")])
+        # A result that cannot cross back: named, with its slot and where it sits.
+        with pytest.raises(TypeError, match=r"the call result of slot 0 at \['dtype'\] is a numpy.dtypes"):
+            env.get_attr("observation_space")
+        # The lease goes on, and values keep their types both ways (numpy scalars, tuples).
+        reference.reset(seed=0)
+        reference.set_attr("gain", [np.float32(2.0), 0.5])
+        env.set_attr("gain", [np.float32(2.0), 0.5])
+        assert_values_same(env.get_attr("gain"), reference.get_attr("gain"))
+        assert_values_same(env.call("scaled", 3.0, offset=np.int8(1)), reference.call("scaled", 3.0, offset=np.int8(1)))
+
+
+def test_set_attr_per_slot_and_calls_across_two_daemons_equal_sync() -> None:
+    reference = sync(cartpole, 3)
+    with (
+        DaemonProcess(envs=2, workers=1) as first,
+        DaemonProcess(envs=1, workers=1) as second,
+        contextlib.closing(reference),
+        pool_env.connect([first.endpoint, second.endpoint], [2, 1]) as env,
+    ):
+        for target in (reference, env):
+            target.reset(seed=4)
+            target.set_attr("gravity", [1.0, 20.0, 3.0])  # one value per slot, over both daemons
+        assert env.get_attr("gravity") == reference.get_attr("gravity") == (1.0, 20.0, 3.0)
+        assert env.call("get_wrapper_attr", "gravity") == (1.0, 20.0, 3.0)
+        with pytest.raises(AttributeError, match="no_such_thing"):
+            env.get_attr("no_such_thing")  # raised once both daemons answered: both leases stay usable
+        actions = np.random.default_rng(4)
+        for t in range(6):  # each slot steps with its own gravity, as in SyncVectorEnv
+            action = actions.integers(0, 2, 3)
+            for name, got, want in zip(FIELDS, env.step(action), reference.step(action), strict=True):
+                assert_values_same(got, want, f"t={t} {name}")

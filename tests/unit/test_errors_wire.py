@@ -129,6 +129,32 @@ def test_a_foreign_exception_travels_as_the_root_naming_its_type() -> None:
     assert type(copy) is errors.PoolEnvError and str(copy) == "KeyError: 'k'"
 
 
+def test_a_builtin_exception_sent_as_builtin_keeps_its_type_and_its_traceback_over_two_wires() -> None:
+    error = AttributeError("'Env' object has no attribute 'x'")
+    sent = errors.to_wire(error, "Traceback (most recent ...)", builtin=True)
+    copy = errors.from_wire(over_msgpack(sent))
+    assert type(copy) is AttributeError and str(copy) == "'Env' object has no attribute 'x'"
+    assert copy.__notes__ == ["remote traceback:\nTraceback (most recent ...)"]
+    again = errors.from_wire(over_msgpack(errors.to_wire(copy, builtin=True)))  # worker -> daemon -> trainer
+    assert type(again) is AttributeError and again.__notes__ == copy.__notes__
+    plain = errors.from_wire(over_msgpack(errors.to_wire(AttributeError("x"))))  # not asked: the root, as before
+    assert type(plain) is errors.PoolEnvError and str(plain) == "AttributeError: x"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"class": "SystemExit", "builtin": True, "message": "0"},  # not an Exception: never raised for a peer
+        {"class": "KeyboardInterrupt", "builtin": True, "message": ""},
+        {"class": "open", "builtin": True, "message": "m"},
+        {"class": "UnicodeDecodeError", "builtin": True, "message": "needs five arguments"},
+    ],
+)
+def test_a_builtin_a_peer_names_is_an_exception_type_of_builtins_or_the_root(data: dict[str, Any]) -> None:
+    error = errors.from_wire(data)
+    assert type(error) is errors.PoolEnvError and data["message"] in str(error)
+
+
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
