@@ -128,28 +128,24 @@ class RequestError(ProtocolError):
 
     Attributes:
         request_id: the request's id when it could be read (``None`` otherwise).
-        kind: the error class name the client raises (``ProtocolError``, ``VersionMismatchError``…).
-        extra: more reply fields (e.g. both protocol versions).
+        reply: the error the client is to raise (sent with :func:`~pool_env.errors.to_wire`);
+            ``None``: a :class:`ProtocolError` with this message.
     """
 
-    def __init__(self, message: str, request_id: int | None = None, kind: str = "ProtocolError", **extra: Any) -> None:
+    request_id: int | None
+    reply: PoolEnvError | None
+
+    def __init__(self, message: str, request_id: int | None = None, reply: PoolEnvError | None = None) -> None:
         super().__init__(message)
         self.request_id = request_id
-        self.kind = kind
-        self.extra = extra
+        self.reply = reply
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_request_error, (str(self), self.request_id, self.kind, self.extra))
+        return (type(self), (str(self), self.request_id, self.reply))
 
     def reply_error(self) -> PoolEnvError:
-        """The error the client is to raise: a :class:`VersionMismatchError` or a :class:`ProtocolError`."""
-        if self.kind == "VersionMismatchError":
-            return VersionMismatchError(int(self.extra.get("client_version", -1)), PROTOCOL_VERSION)
-        return ProtocolError(str(self))
-
-
-def _rebuild_request_error(message: str, request_id: int | None, kind: str, extra: dict[str, Any]) -> RequestError:
-    return RequestError(message, request_id, kind, **extra)
+        """The error the client is to raise: :attr:`reply`, or a :class:`ProtocolError` with this message."""
+        return self.reply if self.reply is not None else ProtocolError(str(self))
 
 
 def parse_request(frames: Sequence[bytes]) -> Request:
@@ -175,9 +171,7 @@ def parse_request(frames: Sequence[bytes]) -> Request:
             f"protocol version mismatch: the client speaks version {version!r}, "
             f"this daemon speaks version {PROTOCOL_VERSION}",
             request_id,
-            "VersionMismatchError",
-            client_version=version if isinstance(version, int) else -1,
-            server_version=PROTOCOL_VERSION,
+            VersionMismatchError(version if isinstance(version, int) else -1, PROTOCOL_VERSION),
         )
     try:
         op = ClientOp(header["op"])

@@ -43,8 +43,9 @@ def test_malformed_requests_are_refused_with_a_clear_message(
 def test_another_protocol_version_is_refused_naming_both_versions() -> None:
     with pytest.raises(RequestError, match="client speaks version 999, this daemon speaks version 2") as info:
         parse_request([header(v=999)])
-    assert info.value.kind == "VersionMismatchError"
-    assert info.value.extra == {"client_version": 999, "server_version": wire.PROTOCOL_VERSION}
+    reply = info.value.reply_error()
+    assert isinstance(reply, errors.VersionMismatchError)
+    assert (reply.client_version, reply.server_version) == (999, wire.PROTOCOL_VERSION)
 
 
 def test_fields_are_type_checked_and_bool_is_not_an_int() -> None:
@@ -112,7 +113,7 @@ def test_spec_strings_and_config_files(tmp_path: object) -> None:
         errors.LeaseError("no"),
         errors.VersionMismatchError(1, 2, "ipc:///x"),
         errors.DaemonUnavailableError("gone"),
-        RequestError("bad", 3, "VersionMismatchError", server_version=1),
+        RequestError("bad", 3, errors.VersionMismatchError(999, 1)),
     ],
 )
 def test_daemon_errors_survive_pickling(error: Exception) -> None:
