@@ -23,7 +23,6 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
@@ -32,11 +31,12 @@ import zmq
 
 from pool_env import __version__, protocol
 from pool_env.batch import validate_actions
-from pool_env.commands import CommandResult, PendingCommand, split_slots
+from pool_env.commands import split_slots
 from pool_env.coordinator import Coordinator
 from pool_env.daemon import security, wire
 from pool_env.daemon.config import DaemonConfig, default_runtime_dir
 from pool_env.daemon.handlers import handle, reply_to_command
+from pool_env.daemon.inflight import InFlight
 from pool_env.daemon.leases import Lease, LeaseTable, describe_slots
 from pool_env.daemon.peers import Peers
 from pool_env.daemon.status import RateMeter, start_metrics_server, status_document
@@ -72,27 +72,6 @@ frames of at most :meth:`PoolDaemon.max_frame_bytes` inbound and ``MAX_QUEUED_ME
 outbound, whatever it does (zmq's default is 1000 messages each way)."""
 
 
-@dataclass
-class _Command:
-    """A client's reset, step or call, in flight in the coordinator."""
-
-    identity: bytes
-    request: wire.Request
-    lease: Lease
-    pending: PendingCommand
-    seeds: dict[int, int | None] = field(default_factory=dict)
-    options: dict[str, Any] | None = None
-    first: CommandResult | None = None  # a reset's first try, when failed slots are retried
-
-
-@dataclass
-class _Drain:
-    """Slots of an ended lease that wait for its in-flight command before they are free."""
-
-    slots: list[int]
-    wait_for: PendingCommand | None
-
-
 class PoolDaemon:
     """A pool (coordinator + workers) served to trainers over ZeroMQ. Use as a context manager."""
 
@@ -110,8 +89,7 @@ class PoolDaemon:
     _clock: Callable[[], float]
     _stop_requested: bool
     _force_stop: bool
-    _commands: list[_Command]
-    _drains: list[_Drain]
+    _inflight: InFlight
     _rates: RateMeter
     _latest_status: dict[str, Any]
     _status_at: float
@@ -136,8 +114,7 @@ class PoolDaemon:
         self._clock = clock
         self._stop_requested = False
         self._force_stop = False
-        self._commands = []
-        self._drains = []
+        self._inflight = InFlight(self.leases)
         self._rates = RateMeter()
         self._latest_status = {}
         self._status_at = 0.0
@@ -250,7 +227,7 @@ class PoolDaemon:
                 if self._socket in events:
                     self._read_clients()
                 self._tick()
-            busy = {command.identity for command in self._commands}
+            busy = {command.identity for command in self._inflight.commands}
             self._say_goodbye([peer for peer in self._peers if peer not in busy])
             self._finish_in_flight()
             self._say_goodbye([peer for peer in self._peers if peer in busy])
@@ -291,8 +268,7 @@ class PoolDaemon:
         coordinator = self._coordinator
         assert coordinator is not None
         coordinator.progress(0)
-        for command in [c for c in self._commands if c.pending.complete]:
-            self._complete(command)
+        self._reply_finished()
         now = self._clock()
         stalled, self._last_tick = now - self._last_tick, now
         if stalled > STALL_SECONDS:
@@ -311,24 +287,21 @@ class PoolDaemon:
                 self.config.lease_timeout,
                 describe_slots(lease.slots),
             )
-            self._drain(lease)
-        for drain in list(self._drains):
-            self._advance(drain)
+            self._inflight.drain(lease)
+        self._inflight.advance()
         self._refresh_status()
 
     def _finish_in_flight(self) -> None:
         assert self._coordinator is not None
         deadline = time.monotonic() + self.config.stop_timeout
-        log.info("stopping: %d command(s) in flight", len(self._commands))
-        while self._commands and time.monotonic() < deadline and not self._force_stop:
+        log.info("stopping: %d command(s) in flight", len(self._inflight.commands))
+        while self._inflight.commands and time.monotonic() < deadline and not self._force_stop:
             self._coordinator.progress(POLL_MS / 1000)
-            for command in [c for c in self._commands if c.pending.complete]:
-                self._complete(command)
-        for command in self._commands:
+            self._reply_finished()
+        for command in self._inflight.abandon():
             self._reply_error(
                 command.identity, command.request.request_id, DaemonUnavailableError("the daemon is stopping")
             )
-        self._commands.clear()
 
     def _say_goodbye(self, peers: list[bytes]) -> None:
         """Tell trainers' sockets that the daemon stops; a peer that is gone or not reading is skipped."""
@@ -405,56 +378,17 @@ class PoolDaemon:
     # -- commands ---------------------------------------------------------------------------
 
     def submit(self, identity: bytes, request: wire.Request, lease: Lease, op: Op, **kwargs: Any) -> None:
-        """Start a reset/step/call for ``lease`` and remember where its reply goes."""
-        assert self._coordinator is not None
-        seeds: dict[int, int | None] = kwargs.get("seeds", {})
-        options = kwargs.get("options")
-        slots = kwargs.get("slots", lease.slots)
-        pending = self._coordinator.submit(
-            op, slots, [seeds.get(s) for s in slots] if seeds else None, options, lease.autoreset,
-            invocation=kwargs.get("invocation"),
-        )  # fmt: skip
-        lease.busy = True
-        self._commands.append(_Command(identity, request, lease, pending, seeds, options))
+        """Start a reset/step/call for ``lease`` and remember where its reply goes (see :class:`InFlight`)."""
+        self._inflight.submit(self.coordinator, identity, request, lease, op, **kwargs)
 
-    def _complete(self, command: _Command) -> None:
-        assert self._coordinator is not None
-        result = command.pending.result
-        if command.pending.op is Op.RESET and result.errors and command.first is None and result.fatal is None:
-            failed = sorted(result.errors)  # a reset is safe to repeat: one more try for failed slots
-            command.first = result
-            command.pending = self._coordinator.submit(
-                Op.RESET, failed, [command.seeds.get(s) for s in failed], command.options, command.lease.autoreset
-            )
-            return
-        if command.first is not None:
-            merged = command.first
-            for slot in result.errors.keys() | merged.errors.keys():
-                merged.infos.pop(slot, None)
-            merged.errors = dict(result.errors)
-            merged.infos.update(result.infos)
-            merged.fatal = result.fatal
-            result = merged
-        self._commands.remove(command)
-        lease = command.lease
-        lease.busy = False
-        reply_to_command(self, command.identity, command.request, lease, result)
+    def _reply_finished(self) -> None:
+        for command, result in self._inflight.finished(self.coordinator):
+            reply_to_command(self, command.identity, command.request, command.lease, result)
 
     def end_lease(self, lease: Lease, why: str) -> None:
         """A lease was released: its slots drain."""
         log.info("lease %s %s: slots %s return to the pool", lease.short_id, why, describe_slots(lease.slots))
-        self._drain(lease)
-
-    def _drain(self, lease: Lease) -> None:
-        wait_for = next((c.pending for c in self._commands if c.lease is lease), None)
-        self._drains.append(_Drain(list(lease.slots), wait_for))
-
-    def _advance(self, drain: _Drain) -> None:
-        if drain.wait_for is not None and any(c.pending is drain.wait_for for c in self._commands):
-            return  # the (possibly retried) command is still running
-        self._drains.remove(drain)
-        self.leases.drained(drain.slots)
-        log.info("slots %s are free (the next lease resets them before its first step)", describe_slots(drain.slots))
+        self._inflight.drain(lease)
 
     # -- views for handlers and status ------------------------------------------------------
 
