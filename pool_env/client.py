@@ -32,7 +32,7 @@ from gymnasium.vector.utils import batch_space
 
 from pool_env.batch import assemble_infos, merge_same_step_failures, validate_actions
 from pool_env.commands import split_slots
-from pool_env.daemon import security
+from pool_env.daemon import security, wire
 from pool_env.daemon.session import DaemonSession, Outcome
 from pool_env.errors import NoPendingCallError, SlotFailure, SpecError
 from pool_env.frontend import (
@@ -133,6 +133,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.metadata = {**first.get("metadata", {}), "autoreset_mode": autoreset_mode}
         self.render_mode = first.get("render_mode")
+        self.spec = wire.env_spec_from_wire(first.get("env_spec"), self.num_envs)  # as gymnasium.make_vec sets
         self._obs_leaves = leaves_of(self.single_observation_space)
         self._obs_tree = tree_of(self.single_observation_space)
         self._act_leaves = leaves_of(self.single_action_space)

@@ -154,6 +154,7 @@ class PoolDaemon:
                 "action_space": wire.space_to_wire(act_space),
                 "metadata": protocol.to_plain({k: v for k, v in metadata.items() if k != "autoreset_mode"}),
                 "render_mode": render_mode,
+                "env_spec": wire.env_spec_to_wire(spec),
                 "num_envs": config.num_envs,
                 "lease_timeout": config.lease_timeout,
             }

@@ -28,7 +28,7 @@ op             header fields                                          array fram
 Replies (daemon → client): ``{v, id, ok: true, ...}`` or ``{v, id, ok: false, error}`` where
 ``error`` is :func:`pool_env.errors.to_wire` of the error (the client raises
 :func:`pool_env.errors.from_wire` of it: the same class with the same fields). ``hello`` answers
-``{version, server, observation_space, action_space, metadata, render_mode, num_envs}``;
+``{version, server, observation_space, action_space, metadata, render_mode, num_envs, env_spec}``;
 ``lease`` answers ``{lease, slots, heartbeat, shm: {name, layout}|nil}``; ``reset``/``step``
 answer ``{infos, errors, restarts}`` keyed by the client's positions (``errors``: ``[kind, fate,
 message]``, :meth:`pool_env.errors.SlotFailure.to_wire`), plus — in frames mode — one frame per
@@ -67,6 +67,8 @@ __all__ = [
     "RequestError",
     "arrays_from_frames",
     "encode_header",
+    "env_spec_from_wire",
+    "env_spec_to_wire",
     "error_header",
     "field",
     "goodbye_header",
@@ -284,3 +286,34 @@ def space_from_wire(data: Any) -> spaces.Space[Any]:
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"bad space description: {exc}") from exc
     raise ProtocolError(f"unknown space type {data.get('type') if isinstance(data, dict) else data!r}")
+
+
+def env_spec_to_wire(spec: Any) -> str | None:
+    """The gymnasium registry entry of a daemon's env, as gymnasium's own JSON
+    (``EnvSpec.to_json``), for ``env.spec`` on the trainer's side: ``None`` unless the daemon serves
+    a registered gym id (an import string, an HTTP env or an entry gymnasium cannot write as JSON)."""
+    if getattr(spec, "kind", None) != "gym":
+        return None
+    from gymnasium.envs.registration import spec as registered
+
+    try:
+        return registered(spec.env_id).to_json()
+    except Exception:  # not registered, or a callable entry point / kwargs JSON cannot hold
+        return None
+
+
+def env_spec_from_wire(text: Any, num_envs: int) -> Any:
+    """``env.spec`` of a :class:`~pool_env.RemoteVectorEnv` of ``num_envs`` slots, from
+    :func:`env_spec_to_wire`: what ``gymnasium.make_vec(id, num_envs, vectorization_mode="async")``
+    sets (the registry entry, its kwargs plus ``num_envs`` and ``vectorization_mode``), else ``None``.
+    Parsed by ``EnvSpec.from_json`` (JSON only: nothing is imported)."""
+    if not isinstance(text, str):
+        return None
+    from gymnasium.envs.registration import EnvSpec
+
+    try:
+        env_spec = EnvSpec.from_json(text)
+    except Exception:  # a daemon of another gymnasium version: no spec rather than no env
+        return None
+    env_spec.kwargs = {**env_spec.kwargs, "num_envs": num_envs, "vectorization_mode": "async"}
+    return env_spec

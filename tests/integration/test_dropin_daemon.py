@@ -186,3 +186,21 @@ def test_set_attr_per_slot_and_calls_across_two_daemons_equal_sync() -> None:
             action = actions.integers(0, 2, 3)
             for name, got, want in zip(FIELDS, env.step(action), reference.step(action), strict=True):
                 assert_values_same(got, want, f"t={t} {name}")
+
+
+@pytest.mark.parametrize(
+    ("served", "registered"), [("gym:CartPole-v1", True), ("gym:tests.envs.dropin:OptionsEchoEnv", False)]
+)
+def test_env_spec_through_the_daemon_is_what_make_vec_sets(served: str, registered: bool) -> None:
+    with DaemonProcess(served, envs=3, workers=1) as daemon, pool_env.connect(daemon.endpoint, 2) as env:
+        if not registered:  # an import string names no registry entry: None, as AsyncVectorEnv(env_fns)
+            assert env.spec is None
+            return
+        entry = gym.spec("CartPole-v1")
+        assert env.spec is not None and env.spec is not entry
+        assert env.spec.kwargs == {"num_envs": 2, "vectorization_mode": "async"}  # this env's slots
+        for name in ("id", "entry_point", "max_episode_steps", "reward_threshold", "vector_entry_point"):
+            assert getattr(env.spec, name) == getattr(entry, name), name
+        with contextlib.closing(gym.make_vec("CartPole-v1", 2, vectorization_mode="sync")) as reference:
+            sync_spec = reference.spec
+        assert sync_spec is not None and {**sync_spec.kwargs, "vectorization_mode": "async"} == env.spec.kwargs
