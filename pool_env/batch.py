@@ -39,6 +39,9 @@ class _LeafBounds:
             self.low, self.high = 0, 1
 
     def holds(self, values: np.ndarray) -> bool:
+        if values.dtype.kind in "iub" and values.size and np.ndim(self.low) == 0 and np.ndim(self.high) == 0:
+            # Integers hold no NaN: one min and one max, no temporary boolean arrays (the hot path).
+            return bool(values.min() >= self.low and values.max() <= self.high)
         # NaN compares false both ways, so it is refused too.
         return bool(np.all(values >= self.low) and np.all(values <= self.high))
 

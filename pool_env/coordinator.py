@@ -100,6 +100,8 @@ class Coordinator:
         # The fast path (pool_env.fastpath): clean steps/resets through sequence words in the segment.
         self._fast: fastpath.FastLane | None = None
         self._fast_calls: dict[int, tuple[WorkerCall, int]] = {}  # worker id -> its call on the fast path
+        # While submit() posts a command: the workers whose bells to ring once all are posted.
+        self._rings: list[int] | None = None
         self._cores = fastpath.usable_cores()
         # Spin while waiting for workers only if a core is free for it (never take one from the envs).
         self._spin = fastpath.AdaptiveSpin(fastpath.spin_budget(num_workers, cores=self._cores))
@@ -130,6 +132,8 @@ class Coordinator:
         self._lost: dict[int, str] = {}  # slot -> why its episode ended without being reported yet
         self._last_check = 0.0
         self._all_by_worker = {w.worker_id: list(w.slots) for w in self.workers}
+        self._all_slots = list(range(self.num_envs))  # built once: submit() of every slot is the hot path
+        self._server_steps_counted = getattr(spec, "kind", None) == "http"  # max_server_steps applies
         self._slot_worker = {slot: w for w in self.workers for slot in w.slots}
 
     # -- life cycle -------------------------------------------------------------------------
@@ -205,12 +209,12 @@ class Coordinator:
             QuotaExceededError: a step that would pass ``HttpEnvSpec.max_server_steps`` (nothing sent).
         """
         slots = None if slots is None else list(slots)
-        if op is Op.STEP:
+        if op is Op.STEP and self._server_steps_counted:
             self._charge_server_steps(self.num_envs if slots is None else len(slots))
         self._seq += 1
         mine: list[int] = []  # the trainer's own slots (trainer_slots)
         if slots is None:
-            chosen = list(range(self.num_envs))
+            chosen = self._all_slots
             by_worker = self._all_by_worker
             mine = self.trainer_slots
         else:
@@ -224,6 +228,10 @@ class Coordinator:
                     by_worker.setdefault(owner.worker_id, []).append(slot)
         seed_of = dict(zip(chosen, seeds, strict=True)) if seeds is not None else {}
         pending = PendingCommand(op, self._seq)
+        # Post every worker's command before ringing any bell: a woken worker may take this core
+        # from us (wake-up preemption), and the next worker's command would wait for it.
+        rings: list[int] = []
+        self._rings = rings
         if mine:
             pending.local = self._message(op, mine, seed_of, options, autoreset, invocation)
         for worker_id, worker_slots in by_worker.items():
@@ -253,6 +261,11 @@ class Coordinator:
                 continue
             self._queues[worker_id].append(call)
             self._send_head(handle)
+        if rings:
+            assert self._fast is not None
+            for index in rings:
+                self._fast.ring(index)
+        self._rings = None
         return pending
 
     def _message(
@@ -346,7 +359,10 @@ class Coordinator:
             return
         if call.fast is not None and self._fast is not None:
             seq = call.pending.seq
-            self._fast.post(handle.worker_id, handle.gen, seq, *call.fast)
+            rings = self._rings
+            self._fast.post(handle.worker_id, handle.gen, seq, *call.fast, ring=rings is None)
+            if rings is not None:
+                rings.append(handle.worker_id)
             self._fast_calls[handle.worker_id] = (call, fastpath.pack(handle.gen, seq))
             call.sent_at = time.monotonic()
             return
@@ -420,7 +436,7 @@ class Coordinator:
         Raises:
             QuotaExceededError: the budget would be passed (nothing counted).
         """
-        if getattr(self.spec, "kind", None) != "http":
+        if not self._server_steps_counted:
             return
         budget: int | None = getattr(self.spec, "max_server_steps", None)
         used = self.counters["server_steps"]

@@ -142,8 +142,11 @@ class FastLane:
             "doorbell": self.doorbell.fileno(),
         }
 
-    def post(self, index: int, gen: int, seq: int, op: int, seed: int | None = None, mode: int = 0) -> None:
-        """Post command ``seq`` to worker ``index`` (generation ``gen``) and ring its bell.
+    def post(
+        self, index: int, gen: int, seq: int, op: int, seed: int | None = None, mode: int = 0, ring: bool = True
+    ) -> None:
+        """Post command ``seq`` to worker ``index`` (generation ``gen``) and ring its bell (unless not
+        ``ring``: the caller rings it with :meth:`ring` once every worker's command is posted).
 
         The actions must already be in the batch segment.
         """
@@ -157,6 +160,11 @@ class FastLane:
             words[base + FLAGS] = _SEEDED
             words[base + SEED] = seed
         words[base + CMD] = pack(gen, seq)
+        if ring:
+            self._bells[index].ring()
+
+    def ring(self, index: int) -> None:
+        """Ring worker ``index``'s bell (after a :meth:`post` with ``ring=False``)."""
         self._bells[index].ring()
 
     def finished(self, index: int, word: int) -> bool:
