@@ -2,9 +2,10 @@
 
 (a) ``CartPole-v1``, N ∈ {4, 16, 64}: PoolVectorEnv (num_workers 1, 2 and the default) against
     gymnasium ``SyncVectorEnv`` and ``AsyncVectorEnv(shared_memory=True)``.
-(b) The reference server with latency L ∈ {5, 50} ms per request and a per-env cost, N ∈ {16, 64,
+(b) The reference server with latency L ∈ {20, 50} ms per request and a per-env cost, N ∈ {16, 64,
     256}: PoolVectorEnv(HttpEnvSpec) against the challenge client's pattern
-    (:mod:`pool_env.bench.remote_baseline`) and the ideal bound ``slots per request x per-env cost + L``.
+    (:mod:`pool_env.bench.remote_baseline`), issue 13's ideal asyncio client with the same W concurrent
+    requests (:mod:`pool_env.bench.remote_ideal`) and the formula bound ``slots per request x per-env cost + L``.
     Every env always flies (action 0), so episodes end by engine failure after 6-14 steps.
 (c) A local env with 84x84x4 uint8 observations (:mod:`pool_env.bench.envs`) against Sync/Async.
 (d) The raw floor (:mod:`pool_env.bench.floor`): a bare zmq ipc round trip plus a shared-memory write
@@ -31,6 +32,7 @@ from pool_env.bench.envs import BIG_OBS_SHAPE, make_big_obs_env, make_null_env
 from pool_env.bench.floor import FloorLink
 from pool_env.bench.harness import Candidate, Case, Memory, process_memory
 from pool_env.bench.remote_baseline import ChallengeClient
+from pool_env.bench.remote_ideal import IdealClient
 
 __all__ = ["WORKLOADS", "Sizes", "Suite", "evaluate_targets"]
 
@@ -119,6 +121,28 @@ class ClientCandidate(Candidate):
     def step(self) -> None:
         assert self.client is not None
         self.client.step(self._actions)
+
+    def close(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
+
+
+class IdealClientCandidate(Candidate):
+    """Issue 13's ideal remote client (:class:`IdealClient`): W concurrent requests from one asyncio loop."""
+
+    def __init__(self, name: str, server_url: str, token: str, num_envs: int, num_groups: int) -> None:
+        super().__init__(name, "ideal", num_envs, 0)
+        self._args = (server_url, token, num_envs, num_groups)
+        self.client: IdealClient | None = None
+
+    def _open(self) -> None:
+        self.client = IdealClient(*self._args)
+        self.client.reset(seed=0)
+
+    def step(self) -> None:
+        assert self.client is not None
+        self.client.step(0)
 
     def close(self) -> None:
         client, self.client = self.client, None
@@ -332,7 +356,7 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
                     f"refserver L={latency:g}ms N={n}",
                     n,
                     self._remote_candidates,
-                    references=[("client", "client pattern")],
+                    references=[("client", "client pattern"), ("ideal_client", "ideal client")],
                     params={"latency_ms": latency, "per_env_ms": self.sizes.per_env_ms, "step_size": 10},
                     chunk_scale=2.0 if self.sizes.quick else 4.0,
                     ratio_to_ideal=True,
@@ -350,7 +374,9 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
         client = ClientCandidate("client pattern", url, f"bench-client-{os.getpid()}-{n}-{latency:g}", n)
         client.ideal_step_s = (n * per_env + latency) / 1e3
         case.params["pool_ideal_steps_per_s"] = round(n / pool.ideal_step_s, 1)
-        return [client, pool]
+        ideal = IdealClientCandidate("ideal client", url, f"bench-ideal-{os.getpid()}-{n}-{latency:g}", n, workers)
+        ideal.ideal_step_s = pool.ideal_step_s
+        return [client, ideal, pool]
 
     # (c)
     def _big_obs(self) -> Iterator[Case]:

@@ -32,7 +32,7 @@ def test_quick_bench_writes_a_row_per_candidate_of_every_workload(tmp_path: Path
         for row in case["results"]:
             assert row["steps_per_s"] > 0 and math.isfinite(row["steps_per_s"])
             assert row["step_us_p50"] <= row["step_us_p99"]
-            assert set(row["ratios"]) <= {"sync", "async", "client", "floor", "ideal"}
+            assert set(row["ratios"]) <= {"sync", "async", "client", "ideal_client", "floor", "ideal"}
             if row["kind"] == "pool":
                 assert row["workers"] == row["num_workers"] and row["rss_total_mib"] > 0
     assert all(target["met"] in (True, False) for target in report["targets"])
