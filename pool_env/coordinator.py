@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import zmq
@@ -90,8 +90,6 @@ class Coordinator:
         self._socket: zmq.Socket[bytes] = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self._poller = zmq.Poller()  # one, reused: socket.poll() would build a Poller per call
-        self._poller.register(self._socket, zmq.POLLIN)
         self.buffers: shm.BatchBuffers | None = None
         self.supervisor: Supervisor | None = None
         groups = split_slots(self.num_envs - trainer_slots, num_workers)
@@ -104,7 +102,8 @@ class Coordinator:
         self._rings: list[int] | None = None
         self._cores = fastpath.usable_cores()
         # Spin while waiting for workers only if a core is free for it (never take one from the envs).
-        self._spin = fastpath.AdaptiveSpin(fastpath.spin_budget(num_workers, cores=self._cores))
+        spin = fastpath.spin_budget(num_workers, cores=self._cores)
+        self._waiter = fastpath.Waiter(self._socket, None, spin)  # for the fast path, remade with its doorbell
         try:
             self._socket.bind(self.endpoint)
             if options.fast_path and fastpath.supported():
@@ -112,7 +111,7 @@ class Coordinator:
             self.buffers = shm.create(layout)
             if layout.control_words:
                 self._fast = fastpath.FastLane(self.buffers, num_workers)
-                self._poller.register(self._fast.doorbell.fileno(), zmq.POLLIN)
+                self._waiter = fastpath.Waiter(self._socket, self._fast.doorbell, spin)
             fast = self._fast
             # Only an env_fns pool's own workers may unpickle (its factories, in init).
             self.supervisor = Supervisor.of_subprocesses(
@@ -315,9 +314,7 @@ class Coordinator:
                     busy = sum(not call.done for call in pending.calls)
                     raise StepTimeoutError(f"{busy} worker(s) still busy after {timeout} s; the call stays pending")
                 wait = min(wait, left)
-            if self._fast_calls and self._spin.spin(self._any_fast_done):
-                continue
-            if not self._pump(wait):
+            if not self._pump(wait, self._any_fast_done if self._fast_calls else None):
                 self._last_check = 0.0  # a quiet poll: check the workers' health now
         if pending.result.fatal is not None:
             raise pending.result.fatal
@@ -478,17 +475,14 @@ class Coordinator:
 
     # -- messages ---------------------------------------------------------------------------
 
-    def _pump(self, wait: float) -> bool:
-        """Handle every message that arrives within ``wait`` seconds; whether there was any."""
-        socket = self._socket
-        events = self._poller.poll(max(0, int(wait * 1000)))
-        if not events:
+    def _pump(self, wait: float, ready: Callable[[], bool] | None = None) -> bool:
+        """Wait up to ``wait`` seconds (spinning on ``ready`` first, if given, while spinning pays)
+        and handle every message that arrived; whether anything happened (a message, the doorbell,
+        ``ready``). The fast calls a doorbell announces are reaped by the caller."""
+        if self._waiter.wait(ready, wait) is fastpath.Wake.TIMEOUT:
             return False
-        if self._fast is not None and any(item is not socket for item, _ in events):
-            self._fast.doorbell.drain()  # the doorbell rang: the fast calls are reaped by the caller
-        # Ask for readiness instead of catching zmq.Again: the exception costs more than a step.
-        while int(socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            self._handle(socket.recv_multipart(zmq.NOBLOCK))
+        while self._waiter.has_message():
+            self._handle(self._socket.recv_multipart(zmq.NOBLOCK))
         return True
 
     def _handle(self, frames: list[bytes]) -> None:

@@ -24,7 +24,7 @@ import zmq
 from pool_env import codec, errors, protocol
 from pool_env.envs.registry import spec_from_wire
 from pool_env.errors import ErrorKind, PoolEnvError, SlotFailure, SpaceMismatchError, StepFate
-from pool_env.fastpath import FAST_RESET, AdaptiveSpin, FastCommand, WorkerPort
+from pool_env.fastpath import FAST_RESET, FastCommand, Waiter, Wake, WorkerPort
 from pool_env.protocol import Op
 from pool_env.shm import BatchBuffers, BatchLayout, attach, build_structure, leaf_value
 from pool_env.supervisor.liveness import HeartbeatBoard, HeartbeatThread
@@ -59,6 +59,8 @@ class WorkerLoop:
         self._buffers: BatchBuffers | None = None
         self._slots: list[int] = []  # global slot ids, local id = position
         self._local: dict[int, int] = {}
+        self._every: list[int] = []  # every local index, in order (a command for all our slots)
+        self._rows: slice | None = None  # our rows as one slice, when they are contiguous (they are, unless moved)
         self._needs_reset: list[bool] = []
         self._episode: list[int] = []
         self._episode_step: list[int] = []
@@ -69,8 +71,7 @@ class WorkerLoop:
         self._reply_in_a_row: dict[int, int] = {}  # per command: slot -> _raised_in_a_row after it raised
         self._autoreset = NEXT_STEP  # of the last command (the daemon's leases may differ)
         self._port: WorkerPort | None = None  # the fast path, when the coordinator offers it
-        self._spin = AdaptiveSpin(0.0)
-        self._poller: zmq.Poller | None = None
+        self._waiter: Waiter | None = None  # spin on the record, then block on the bell and the socket
         self._taken: FastCommand | None = None
 
     # -- wire -------------------------------------------------------------------------------
@@ -151,19 +152,18 @@ class WorkerLoop:
 
         ``None`` when a zmq message arrived or the wait timed out (to check the parent).
         """
-        assert self._port is not None and self._poller is not None
-        if self._spin.spin(self._take_fast):
+        assert self._port is not None and self._waiter is not None
+        wake = self._waiter.wait(self._take_fast, PARENT_CHECK_MS / 1000)
+        if wake is Wake.READY:
             return self._taken
-        if int(self._socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        if wake is Wake.MESSAGE:
             return None
-        events = dict(self._poller.poll(PARENT_CHECK_MS))
-        if self._port.bell.fileno() in events:
-            self._port.bell.drain()
         return self._port.poll()
 
     def _run_fast(self, command: FastCommand) -> None:
         """Run a fast-path command over all our slots; publish it, or answer over zmq if it has news."""
         assert self._port is not None
+        # Our own slot list itself: _command() knows it by identity and maps no slot ids.
         message: dict[str, Any] = {"op": Op.STEP.value, "seq": command.seq, "slots": self._slots}
         message["autoreset"] = (NEXT_STEP, SAME_STEP, DISABLED)[command.mode]  # coordinator.AUTORESET_MODES
         if command.op == FAST_RESET:
@@ -211,6 +211,10 @@ class WorkerLoop:
         layout = BatchLayout.from_wire(message["layout"])
         self._slots = [int(s) for s in message["slots"]]
         self._local = {slot: i for i, slot in enumerate(self._slots)}
+        self._every = list(range(len(self._slots)))
+        first = self._slots[0] if self._slots else 0
+        contiguous = self._slots == list(range(first, first + len(self._slots)))
+        self._rows = slice(first, first + len(self._slots)) if contiguous and self._slots else None
         # Plain lists, not numpy arrays: they are read per slot on the hot path.
         self._needs_reset = [True] * len(self._slots)
         # Where each slot is, for error messages: episodes started here, steps in the current one.
@@ -225,10 +229,7 @@ class WorkerLoop:
         fast = message.get("fast")
         if fast is not None:
             self._port = WorkerPort(fast, self._gen, self._buffers)
-            self._spin = AdaptiveSpin(float(fast.get("spin", 0.0)))
-            self._poller = zmq.Poller()
-            self._poller.register(self._socket, zmq.POLLIN)
-            self._poller.register(self._port.bell.fileno(), zmq.POLLIN)
+            self._waiter = Waiter(self._socket, self._port.bell, float(fast.get("spin", 0.0)))
         self._check_spaces(message.get("spaces"))
 
     def _check_spaces(self, pool_spaces: dict[str, Any] | None) -> None:
@@ -249,7 +250,8 @@ class WorkerLoop:
 
     def _command(self, message: dict[str, Any]) -> dict[str, Any]:
         assert self._backend is not None and self._buffers is not None
-        slots = [self._local[int(s)] for s in message["slots"]]
+        named = message["slots"]
+        slots = self._every if named is self._slots else [self._local[int(s)] for s in named]
         self._autoreset = str(message.get("autoreset", NEXT_STEP))
         infos: dict[int, Any] = {}
         failures: dict[int, list[str]] = {}
@@ -402,13 +404,14 @@ class WorkerLoop:
 
     def _read_actions(self, slots: Sequence[int]) -> list[Any]:
         assert self._buffers is not None
-        rows = [self._slots[s] for s in slots]
         arrays = self._buffers.act
+        # Every slot: one slice of contiguous rows instead of a fancy index (a view, no gather).
+        rows: Any = self._rows if self._rows is not None and slots == self._every else [self._slots[s] for s in slots]
         if self._flat_act:
             return list(arrays[0][rows])
         layout = self._buffers.layout
         columns = [list(a[rows]) for a in arrays]
-        return [build_structure(layout.act, [c[i] for c in columns], layout.act_tree) for i in range(len(rows))]
+        return [build_structure(layout.act, [c[i] for c in columns], layout.act_tree) for i in range(len(slots))]
 
     def _write(
         self,
@@ -473,9 +476,11 @@ class WorkerLoop:
                 failures[row] = SlotFailure(kind, fate, f"{where}: {error}").to_wire()
             if outcome.info and isinstance(outcome.info, dict):
                 infos[row] = outcome.info
-        buffers.reward[rows] = rewards
-        buffers.terminated[rows] = terminated
-        buffers.truncated[rows] = truncated
+        # Every slot: one slice assignment per array (≈ 4x cheaper than a fancy index at 32 rows).
+        written: Any = self._rows if self._rows is not None and slots == self._every else rows
+        buffers.reward[written] = rewards
+        buffers.terminated[written] = terminated
+        buffers.truncated[written] = truncated
 
     def _write_obs(self, row: int, obs: Any) -> None:
         buffers = self._buffers

@@ -9,7 +9,7 @@ without a socket round trip. :mod:`~pool_env.fastpath.block` holds the per-worke
 
 from __future__ import annotations
 
-from pool_env.fastpath.bell import AdaptiveSpin, Bell, spin_budget, spin_until, usable_cores
+from pool_env.fastpath.bell import AdaptiveSpin, Bell, Waiter, Wake, spin_budget, spin_until, usable_cores
 from pool_env.fastpath.block import (
     FAST_RESET,
     FAST_STEP,
@@ -28,6 +28,8 @@ __all__ = [
     "Bell",
     "FastCommand",
     "FastLane",
+    "Waiter",
+    "Wake",
     "WorkerPort",
     "control_words",
     "pack",

@@ -34,12 +34,15 @@ that costs one extra poll and drain, only on the blocking path.
 
 from __future__ import annotations
 
+import enum
 import os
 import select
 import time
 from collections.abc import Callable
 
-__all__ = ["AdaptiveSpin", "Bell", "spin_budget", "spin_until", "usable_cores"]
+import zmq
+
+__all__ = ["AdaptiveSpin", "Bell", "Waiter", "Wake", "spin_budget", "spin_until", "usable_cores"]
 
 _DRAIN_BYTES = 65536
 
@@ -169,6 +172,72 @@ class AdaptiveSpin:
         hit = done and time.perf_counter() - start <= 2 * self.budget
         self.score += ((1.0 if hit else 0.0) - self.score) * 0.125
         return done
+
+
+class Wake(enum.Enum):
+    """Why :meth:`Waiter.wait` returned."""
+
+    READY = "ready"  # the condition came true while spinning
+    MESSAGE = "message"  # the zmq socket has a message
+    BELL = "bell"  # the bell rang (drained)
+    TIMEOUT = "timeout"  # nothing within the timeout
+
+
+class Waiter:
+    """One side's wait for the other, the same on both sides of the fast path.
+
+    Spin on a condition while spinning pays (:class:`AdaptiveSpin`), then block in *one* poll on
+    the side's bell and its zmq socket, so a wait ends on a posted/published word, a ring or a
+    message, whichever comes first. The coordinator waits for its workers with one (its bell is
+    the doorbell every worker rings), each worker waits for its next command with one.
+
+    Args:
+        socket: the zmq socket whose messages end a wait (the coordinator's ROUTER, a worker's DEALER).
+        bell: the bell that ends a wait (``None``: no fast path, the socket only).
+        budget: seconds to spin per wait (0: never spin).
+    """
+
+    spin: AdaptiveSpin
+    _socket: zmq.Socket[bytes]
+    _bell: Bell | None
+    _bell_fd: int
+    _poller: zmq.Poller
+
+    def __init__(self, socket: zmq.Socket[bytes], bell: Bell | None, budget: float) -> None:
+        self.spin = AdaptiveSpin(budget)
+        self._socket = socket
+        self._bell = bell
+        self._bell_fd = -1 if bell is None else bell.fileno()
+        self._poller = zmq.Poller()  # one, reused: socket.poll() would build a Poller per call
+        self._poller.register(socket, zmq.POLLIN)
+        if bell is not None:
+            self._poller.register(self._bell_fd, zmq.POLLIN)
+
+    def has_message(self) -> bool:
+        """Whether a message waits on the socket (asked, not caught as ``zmq.Again``: cheaper)."""
+        return bool(int(self._socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+
+    def wait(self, ready: Callable[[], bool] | None, timeout: float) -> Wake:
+        """Spin on ``ready`` (if given), then block up to ``timeout`` seconds; why it returned.
+
+        A message already queued returns at once (zmq's descriptor only signals new ones). A ring
+        is drained here; the caller then checks its words.
+        """
+        if ready is not None and self.spin.spin(ready):
+            return Wake.READY
+        if self.has_message():
+            return Wake.MESSAGE
+        events = self._poller.poll(max(0, int(timeout * 1000)))
+        if not events:
+            return Wake.TIMEOUT
+        rang = False
+        for item, _ in events:
+            if item == self._bell_fd:
+                rang = True
+        if rang:
+            assert self._bell is not None
+            self._bell.drain()
+        return Wake.MESSAGE if self.has_message() else Wake.BELL
 
 
 def spin_budget(busy_processes: int, budget: float = 50e-6, cores: int | None = None) -> float:
