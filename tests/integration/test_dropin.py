@@ -1,8 +1,9 @@
 """PoolVectorEnv as a drop-in for gymnasium's AsyncVectorEnv: the whole VectorEnv API and the same
 values as SyncVectorEnv (infos and options with their types, spaces, seeds, autoreset modes,
 reset masks, actions outside the bounds, pickling), compared value for value. The rest of the
-VectorEnv API (call, get_attr, set_attr, render, np_random, reset_async, close(terminate=)) runs
-both embedded and through a daemon (``open_pool``)."""
+VectorEnv API (call, get_attr, set_attr, render, np_random, reset_async, close(terminate=)), big
+infos, reset masks, seeds and pickling run both embedded and through a daemon (``open_pool``);
+``test_dropin_daemon`` holds what only a daemon has (autoreset modes per lease, plain-data args)."""
 
 from __future__ import annotations
 
@@ -214,16 +215,16 @@ def test_an_info_that_cannot_cross_names_the_slot_and_key() -> None:
             env.step(np.zeros(2, np.int64))
 
 
-def test_megabytes_of_infos_per_step_arrive_whole() -> None:
+def test_megabytes_of_infos_per_step_arrive_whole(open_pool: OpenPool) -> None:
     reference = sync(dropin.BigInfoEnv, 16)
-    with contextlib.closing(reference), PoolVectorEnv(GymEnvSpec("tests.envs.dropin:BigInfoEnv"), 16, 1) as env:
+    with contextlib.closing(reference), open_pool("tests.envs.dropin:BigInfoEnv", 16, 1) as env:
         env.reset(seed=0), reference.reset(seed=0)
         for _ in range(2):
             got, want = env.step(np.zeros(16, np.int64)), reference.step(np.zeros(16, np.int64))
             assert_values_same(got[-1], want[-1])
 
 
-def test_reset_mask_resets_each_masked_slot_once_like_sync() -> None:
+def test_reset_mask_resets_each_masked_slot_once_like_sync(open_pool: OpenPool) -> None:
     def trace(env: Any) -> list[Any]:
         obs, _ = env.reset(seed=[0, 1, 2, 3])
         rng, out = np.random.default_rng(0), []
@@ -236,7 +237,8 @@ def test_reset_mask_resets_each_masked_slot_once_like_sync() -> None:
         return out
 
     want = trace(gym.make_vec("CartPole-v1", 4, vectorization_mode="sync"))
-    got = trace(PoolVectorEnv(GymEnvSpec("CartPole-v1"), 4, 1))
+    with open_pool("CartPole-v1", 4, 1) as env:
+        got = trace(env)
     for t, (g, w) in enumerate(zip(got, want, strict=True)):
         assert_same(g, w, f"step {t}")
 
@@ -250,8 +252,10 @@ def test_reset_mask_resets_each_masked_slot_once_like_sync() -> None:
         (np.array([False, False]), ValueError, "at least one True"),
     ],
 )
-def test_a_bad_reset_mask_raises_what_sync_raises(mask: Any, error: type[Exception], text: str) -> None:
-    with PoolVectorEnv(GymEnvSpec("CartPole-v1"), 2, 1) as env:
+def test_a_bad_reset_mask_raises_what_sync_raises(
+    open_pool: OpenPool, mask: Any, error: type[Exception], text: str
+) -> None:
+    with open_pool("CartPole-v1", 2, 1) as env:
         env.reset(seed=0)
         with pytest.raises(error, match=text):
             sync(cartpole, 2).reset(options={"reset_mask": mask})
@@ -260,9 +264,9 @@ def test_a_bad_reset_mask_raises_what_sync_raises(mask: Any, error: type[Excepti
 
 
 @pytest.mark.parametrize("seed", [-5, 1.5, "7", [0, -1, 2]])
-def test_invalid_seeds_raise_as_sync_before_anything_is_sent(seed: Any) -> None:
+def test_invalid_seeds_raise_as_sync_before_anything_is_sent(open_pool: OpenPool, seed: Any) -> None:
     reference = sync(cartpole, 3)
-    with contextlib.closing(reference), PoolVectorEnv(GymEnvSpec("CartPole-v1"), 3, 2) as env:
+    with contextlib.closing(reference), open_pool("CartPole-v1", 3, 2) as env:
         env.reset(seed=5)
         with pytest.raises((gym.error.Error, TypeError, ValueError)) as want:
             reference.reset(seed=seed)
@@ -279,9 +283,9 @@ def test_invalid_seeds_raise_as_sync_before_anything_is_sent(seed: Any) -> None:
         fresh.close()
 
 
-def test_numpy_int_seeds_work() -> None:
+def test_numpy_int_seeds_work(open_pool: OpenPool) -> None:
     reference = sync(cartpole, 2)
-    with contextlib.closing(reference), PoolVectorEnv(GymEnvSpec("CartPole-v1"), 2, 1) as env:
+    with contextlib.closing(reference), open_pool("CartPole-v1", 2, 1) as env:
         assert_same(env.reset(seed=np.int64(4))[0], reference.reset(seed=4)[0])
         assert_same(env.reset(seed=[np.uint8(1), None])[0][0], reference.reset(seed=[1, None])[0][0])
 
@@ -324,11 +328,11 @@ def test_nested_and_int_keyed_dict_spaces_round_trip_like_sync(make: Any, spec: 
                 assert_values_same(a, e, f"t={t} {name}")
 
 
-def test_pickle_and_deepcopy_are_one_clear_type_error(capfd: pytest.CaptureFixture[str]) -> None:
-    with PoolVectorEnv(GymEnvSpec("CartPole-v1"), 2, 1) as env:
+def test_pickle_and_deepcopy_are_one_clear_type_error(open_pool: OpenPool, capfd: pytest.CaptureFixture[str]) -> None:
+    with open_pool("CartPole-v1", 2, 1) as env:
         env.reset(seed=0)
         for attempt in (pickle.dumps, copy.deepcopy, copy.copy):
-            with pytest.raises(TypeError, match="PoolVectorEnv"):
+            with pytest.raises(TypeError, match=f"a {type(env).__name__}"):
                 attempt(env)
         env.step(np.zeros(2, np.int64))  # still usable
     assert capfd.readouterr().err == ""
