@@ -21,8 +21,7 @@ __all__ = ["status"]
 @click.option("--client-secret-key", default=None, type=click.Path(exists=True, dir_okay=False), help="CURVE key")
 def status(endpoint: str, as_json: bool, timeout: float, server_key: str | None, client_secret_key: str | None) -> None:
     """Show a daemon's workers, leases, uptime and faults recovered (ENDPOINT: ipc://PATH or tcp://HOST:PORT)."""
-    from pool_env.daemon.session import fetch_status
-    from pool_env.daemon.status import format_status
+    from pool_env.daemon.status import fetch_status, format_status
 
     if endpoint.startswith("tcp://") and (server_key is None or client_secret_key is None):
         raise CliError(

@@ -30,12 +30,12 @@ import zmq
 from pool_env import errors, protocol, shm
 from pool_env.daemon import wire
 from pool_env.daemon.heartbeat import Heartbeat
-from pool_env.daemon.security import CurveClientKeys, client_keys
+from pool_env.daemon.security import CurveClientKeys
 from pool_env.daemon.wire import ClientOp
 from pool_env.errors import SlotFailure
 from pool_env.spaces import leaves_of
 
-__all__ = ["DaemonSession", "Outcome", "fetch_status"]
+__all__ = ["DaemonSession", "Outcome"]
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +88,6 @@ class Outcome:
     reward: np.ndarray | None = None
     terminated: np.ndarray | None = None
     truncated: np.ndarray | None = None
-
-
-def raise_error(header: dict[str, Any], endpoint: str) -> None:
-    """Raise the error an error reply describes (:func:`pool_env.errors.from_wire`: its own class and
-    fields), its message prefixed with ``daemon at <endpoint>: ``."""
-    error = errors.from_wire(header.get("error"))
-    error.args = (f"daemon at {endpoint}: {error}",)
-    raise error
 
 
 class DaemonSession:
@@ -270,7 +262,7 @@ class DaemonSession:
             if header.get("id") != request_id:
                 continue  # a late reply to a request that timed out
             if header.get("ok") is not True:
-                raise_error(header, self.endpoint)
+                wire.raise_reply_error(header, self.endpoint)
             return Reply(header, list(frames[1:]))
 
     def request(self, op: ClientOp, body: dict[str, Any], arrays: list[np.ndarray] | None = None) -> Reply:
@@ -353,7 +345,7 @@ class DaemonSession:
 
     def status(self) -> dict[str, Any]:
         """The daemon's status document (see :mod:`pool_env.daemon.status`)."""
-        return _document(self.request(ClientOp.STATUS, {}).header)
+        return wire.reply_document(self.request(ClientOp.STATUS, {}).header)
 
     def _reset_socket(self) -> None:
         self._socket.close(linger=0)
@@ -384,38 +376,3 @@ class DaemonSession:
         if not self._socket.closed:
             self._socket.close(linger=0)
         self._context.term()
-
-
-def _document(header: dict[str, Any]) -> dict[str, Any]:
-    """A reply header without the envelope fields: the document it carries."""
-    return {k: v for k, v in header.items() if k not in ("v", "id", "ok", "op")}
-
-
-def fetch_status(
-    endpoint: str, timeout: float = 5.0, server_key: str | None = None, client_secret_key: str | None = None
-) -> dict[str, Any]:
-    """One ``status`` request, no lease (what ``pool-env status`` runs).
-
-    Raises:
-        DaemonUnavailableError: no answer within ``timeout`` (not running, unreachable, refused).
-    """
-    curve = client_keys(server_key, client_secret_key)
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    try:
-        sock.setsockopt(zmq.LINGER, 0)
-        if curve is not None:
-            curve.apply(sock)
-        sock.connect(endpoint)
-        sock.send(protocol.encode({"v": wire.PROTOCOL_VERSION, "id": 1, "op": ClientOp.STATUS.value}))
-        if not sock.poll(int(timeout * 1000)):
-            raise errors.DaemonUnavailableError(
-                f"no answer from the daemon at {endpoint} within {timeout} s (not running, unreachable, or refused)"
-            )
-        header = protocol.decode(sock.recv_multipart()[0], wire.MAX_HEADER_BYTES)
-        if header.get("ok") is not True:
-            raise_error(header, endpoint)
-        return _document(header)
-    finally:
-        sock.close(linger=0)
-        context.term()

@@ -1,4 +1,5 @@
-"""What ``pool-env status`` shows: the status document, its table form, steps/s, Prometheus.
+"""What ``pool-env status`` shows: the status document, its table form, steps/s, Prometheus, and
+the one request that fetches it (:func:`fetch_status`, no lease).
 
 The daemon builds one status document (a plain dict, the ``status`` reply and the ``--json``
 output) from the coordinator's worker stats and counters and its lease table. The Prometheus
@@ -12,12 +13,16 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pool_env.daemon.leases import describe_slots
-from pool_env.daemon.view import DaemonView
-from pool_env.daemon.wire import PROTOCOL_VERSION
-from pool_env.errors import TransportError
+import zmq
 
-__all__ = ["RateMeter", "format_status", "start_metrics_server", "status_document"]
+from pool_env import protocol
+from pool_env.daemon.leases import describe_slots
+from pool_env.daemon.security import client_keys
+from pool_env.daemon.view import DaemonView
+from pool_env.daemon.wire import MAX_HEADER_BYTES, PROTOCOL_VERSION, ClientOp, raise_reply_error, reply_document
+from pool_env.errors import DaemonUnavailableError, TransportError
+
+__all__ = ["RateMeter", "fetch_status", "format_status", "start_metrics_server", "status_document"]
 
 
 def status_document(daemon: DaemonView, rates: dict[int, float], uptime: float, now: float) -> dict[str, Any]:
@@ -193,3 +198,33 @@ def start_metrics_server(port: int, host: str, latest: Callable[[], dict[str, An
         thread.join(timeout=5)
 
     return stop
+
+
+def fetch_status(
+    endpoint: str, timeout: float = 5.0, server_key: str | None = None, client_secret_key: str | None = None
+) -> dict[str, Any]:
+    """One ``status`` request, no lease (what ``pool-env status`` runs).
+
+    Raises:
+        DaemonUnavailableError: no answer within ``timeout`` (not running, unreachable, refused).
+    """
+    curve = client_keys(server_key, client_secret_key)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.apply(sock)
+        sock.connect(endpoint)
+        sock.send(protocol.encode({"v": PROTOCOL_VERSION, "id": 1, "op": ClientOp.STATUS.value}))
+        if not sock.poll(int(timeout * 1000)):
+            raise DaemonUnavailableError(
+                f"no answer from the daemon at {endpoint} within {timeout} s (not running, unreachable, or refused)"
+            )
+        header = protocol.decode(sock.recv_multipart()[0], MAX_HEADER_BYTES)
+        if header.get("ok") is not True:
+            raise_reply_error(header, endpoint)
+        return reply_document(header)
+    finally:
+        sock.close(linger=0)
+        context.term()

@@ -73,6 +73,8 @@ __all__ = [
     "field",
     "goodbye_header",
     "parse_request",
+    "raise_reply_error",
+    "reply_document",
     "space_from_wire",
     "space_to_wire",
 ]
@@ -208,6 +210,19 @@ def _names(kinds: tuple[type, ...]) -> str:
 def encode_header(request_id: int | None, body: dict[str, Any]) -> bytes:
     """A success reply header."""
     return protocol.encode({"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "op": "reply", **body})
+
+
+def raise_reply_error(header: dict[str, Any], endpoint: str) -> None:
+    """Raise the error an error reply describes (:func:`pool_env.errors.from_wire`: its own class and
+    fields), its message prefixed with ``daemon at <endpoint>: ``."""
+    error = errors.from_wire(header.get("error"))
+    error.args = (f"daemon at {endpoint}: {error}",)
+    raise error
+
+
+def reply_document(header: dict[str, Any]) -> dict[str, Any]:
+    """A reply header without the envelope fields: the document it carries."""
+    return {k: v for k, v in header.items() if k not in ("v", "id", "ok", "op")}
 
 
 def goodbye_header(reason: str) -> bytes:

@@ -45,7 +45,7 @@ def daemon() -> Iterator[DaemonProcess]:
 
 
 def free_slots(endpoint: str) -> int:
-    from pool_env.daemon.session import fetch_status
+    from pool_env.daemon.status import fetch_status
 
     return int(fetch_status(endpoint)["free_slots"])
 
