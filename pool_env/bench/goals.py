@@ -100,9 +100,12 @@ def evaluate_goals(cases: Sequence[dict[str, Any]], idle: dict[str, Any] | None)
     trip = None if pool is None or spin is None else pool["step_us_mean"] / spin["step_us_mean"]
     goals.append(_goal("no-op env N=1: pool round trip / shared-memory spin floor", trip, 10.0, False))
     a64 = _case(cases, "a", 64)
-    daemon, embedded = _pick(a64, kind="daemon"), _pick(a64, kind="pool", default_workers=True)
+    daemon, embedded = _pick(a64, kind="daemon", trainers=None), _pick(a64, kind="pool", default_workers=True)
     through = None if daemon is None or embedded is None else daemon["steps_per_s"] / embedded["steps_per_s"]
     goals.append(_goal("CartPole N=64 through the daemon (ipc) vs embedded", through, 0.8, True))
+    shared = _pick(a64, kind="daemon", trainers=2)
+    each = None if shared is None or embedded is None else shared["steps_per_s"] / embedded["steps_per_s"]
+    goals.append(_goal("CartPole N=64, one of two trainers on one daemon vs embedded", each, 0.45, True))
     for latency in (20.0, 50.0):
         remote = _case(cases, "b", 64, latency_ms=latency)
         row = _pick(remote, kind="pool")

@@ -345,6 +345,17 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
                 lambda: DaemonVectorEnv("gym:CartPole-v1", n, default),  # type: ignore[arg-type,return-value]
             )
         )
+        if n == 64 or self.sizes.quick:  # issue 13: two trainers sharing one daemon, each at N
+            shared = GymEnvSpec("CartPole-v1").default_num_workers(2 * n)  # the daemon's default for 2N slots
+            two = VectorEnvCandidate(
+                f"daemon, 1 of 2 trainers W={shared}",
+                "daemon",
+                n,
+                shared,
+                lambda: DaemonVectorEnv("gym:CartPole-v1", n, shared, other_trainers=1),  # type: ignore[arg-type,return-value]
+            )
+            two.extra = {"trainers": 2}
+            candidates.append(two)
         return _local_ideal(candidates, case.params["env_cost_us"] / 1e6)
 
     # (b)
