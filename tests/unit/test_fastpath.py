@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import zmq
 
 from pool_env import shm
 from pool_env.fastpath import (
@@ -17,6 +18,8 @@ from pool_env.fastpath import (
     AdaptiveSpin,
     Bell,
     FastLane,
+    Waiter,
+    Wake,
     WorkerPort,
     control_words,
     pack,
@@ -156,6 +159,19 @@ def test_post_rings_the_workers_bell_and_publish_rings_the_doorbell(lane: FastLa
         port.close()
 
 
+def test_a_post_without_ring_is_visible_but_silent_until_rung(lane: FastLane) -> None:
+    port = _port(lane, 0, gen=1)
+    try:
+        lane.post(0, 1, 1, FAST_STEP, ring=False)
+        assert not port.bell.wait(0.0)  # nobody woken yet: the coordinator posts to every worker first
+        lane.ring(0)
+        assert port.bell.wait(1.0)
+        command = port.poll()
+        assert command is not None and command.seq == 1
+    finally:
+        port.close()
+
+
 def test_a_blocked_waiter_wakes_when_rung_from_another_thread() -> None:
     with Bell() as bell:
         ringer = threading.Timer(0.05, bell.ring)
@@ -263,3 +279,50 @@ def test_a_zero_budget_never_spins() -> None:
     calls = []
     assert not AdaptiveSpin(0.0).spin(lambda: calls.append(1) or False)
     assert calls == [1]
+
+
+@pytest.fixture
+def socket_pair() -> Iterator[tuple[zmq.Socket[bytes], zmq.Socket[bytes]]]:
+    context = zmq.Context()
+    sender, receiver = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    receiver.bind("inproc://waiter")
+    sender.connect("inproc://waiter")
+    try:
+        yield sender, receiver
+    finally:
+        sender.close(linger=0)
+        receiver.close(linger=0)
+        context.term()
+
+
+def test_the_waiter_says_why_it_returned(socket_pair: tuple[zmq.Socket[bytes], zmq.Socket[bytes]]) -> None:
+    sender, receiver = socket_pair
+    with Bell() as bell:
+        waiter = Waiter(receiver, bell, budget=0.0)
+
+        assert waiter.wait(lambda: True, 0.01) is Wake.READY
+        assert waiter.wait(lambda: False, 0.01) is Wake.TIMEOUT
+        bell.ring()
+        assert waiter.wait(lambda: False, 1.0) is Wake.BELL
+        assert bell.drain() == 0  # the waiter drained the ring
+        sender.send(b"x")
+        assert waiter.wait(None, 1.0) is Wake.MESSAGE
+        assert waiter.wait(None, 0.01) is Wake.MESSAGE  # still queued: returns at once, without polling
+        assert receiver.recv() == b"x"
+        assert waiter.wait(None, 0.01) is Wake.TIMEOUT
+
+
+def test_a_waiter_blocked_on_its_bell_wakes_when_rung_from_another_thread(
+    socket_pair: tuple[zmq.Socket[bytes], zmq.Socket[bytes]],
+) -> None:
+    _, receiver = socket_pair
+    with Bell() as bell:
+        waiter = Waiter(receiver, bell, budget=0.0)
+        ringer = threading.Timer(0.05, bell.ring)
+        ringer.start()
+        start = time.monotonic()
+        woke = waiter.wait(lambda: False, 10.0)
+        ringer.join()
+
+    assert woke is Wake.BELL
+    assert time.monotonic() - start < 5.0  # woken by the ring, not by the 10 s timeout
