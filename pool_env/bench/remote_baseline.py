@@ -1,4 +1,5 @@
-"""The challenge client's own pattern: one process, one vectorized HTTP request per step for all envs.
+"""The challenge client's own pattern: one process, one vectorized HTTP request per step for all envs
+(one after another per 64 episodes beyond 64: the server's ``max_num_envs``).
 
 This is what a trainer does without pool_env: a ``requests.Session`` (keep-alive), the episodes
 created in groups of at most 64, then per step one ``/episode/vectorized_step`` carrying every
@@ -67,15 +68,20 @@ class ChallengeClient:
         return self._obs.copy()
 
     def _reset(self, indices: list[int], seeds: list[int] | None) -> None:
-        reply = self._post(
-            "/api/v1/episode/vectorized_reset",
-            {"episode_ids": [self._episode_ids[i] for i in indices], "seeds": seeds},
-        )
-        for j, i in enumerate(indices):
-            new_id = reply["new_episode_ids"][j]
-            if new_id:
-                self._episode_ids[i] = new_id
-            self._obs[i] = _last_row(reply["observations"][j])
+        for start in range(0, len(indices), MAX_GROUP):  # the server takes at most 64 episodes a request
+            chunk = indices[start : start + MAX_GROUP]
+            reply = self._post(
+                "/api/v1/episode/vectorized_reset",
+                {
+                    "episode_ids": [self._episode_ids[i] for i in chunk],
+                    "seeds": None if seeds is None else seeds[start : start + MAX_GROUP],
+                },
+            )
+            for j, i in enumerate(chunk):
+                new_id = reply["new_episode_ids"][j]
+                if new_id:
+                    self._episode_ids[i] = new_id
+                self._obs[i] = _last_row(reply["observations"][j])
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One vectorized step of every env (plus one reset request if some episode ended).
@@ -83,13 +89,16 @@ class ChallengeClient:
         Returns ``(obs, rewards, terminated, truncated)``; ended envs already hold their new first
         observation (gymnasium's SAME_STEP convention).
         """
-        body = {
-            "episode_actions": [
-                {"episode_id": eid, "action": int(a), "step_size": self._step_size, "return_all_states": True}
-                for eid, a in zip(self._episode_ids, actions, strict=True)
-            ]
-        }
-        reply = self._post("/api/v1/episode/vectorized_step", body)
+        entries = [
+            {"episode_id": eid, "action": int(a), "step_size": self._step_size, "return_all_states": True}
+            for eid, a in zip(self._episode_ids, actions, strict=True)
+        ]
+        reply: dict[str, list[Any]] = {"rewards": [], "terminateds": [], "truncateds": [], "observations": []}
+        for start in range(0, len(entries), MAX_GROUP):  # one request, or one per 64 episodes beyond that
+            body = {"episode_actions": entries[start : start + MAX_GROUP]}
+            part = self._post("/api/v1/episode/vectorized_step", body)
+            for key, values in reply.items():
+                values.extend(part[key])
         rewards = np.asarray(reply["rewards"], dtype=np.float64)
         terminated = np.asarray(reply["terminateds"], dtype=bool)
         truncated = np.asarray(reply["truncateds"], dtype=bool)
