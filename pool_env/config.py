@@ -62,6 +62,12 @@ class PoolOptions:
         fast_path: carry clean steps and resets through shared-memory sequence words instead of a
             zmq round trip (Linux x86-64; :mod:`pool_env.fastpath`). ``False`` keeps every command
             on zmq.
+        max_episodes_per_worker: recycle a worker process after it finished this many episodes
+            (``None``: never). A new process takes the worker's slots over one by one, each at its
+            own episode boundary, with each env's RNG state handed over (:mod:`pool_env.recycle`):
+            no episode is cut and seeded runs give the same trajectories.
+        max_worker_rss_mb: recycle a worker process whose resident memory passed this many MiB
+            (checked about once a second; ``None``: never), the same way.
     """
 
     step_timeout: float | None = None
@@ -76,6 +82,8 @@ class PoolOptions:
     env_failure_limit: int = 5
     freeze_timeout: float | None = 5.0
     fast_path: bool = True
+    max_episodes_per_worker: int | None = None
+    max_worker_rss_mb: float | None = None
 
     def __post_init__(self) -> None:
         require(self.step_timeout is None or self.step_timeout > 0, "step_timeout", "must be > 0")
@@ -96,6 +104,17 @@ class PoolOptions:
             f"must be an int >= 1, got {self.env_failure_limit!r}",
         )
         require(self.freeze_timeout is None or self.freeze_timeout >= 1, "freeze_timeout", "must be >= 1 s or None")
+        require(
+            self.max_episodes_per_worker is None
+            or (isinstance(self.max_episodes_per_worker, int) and self.max_episodes_per_worker >= 1),
+            "max_episodes_per_worker",
+            f"must be an int >= 1 or None, got {self.max_episodes_per_worker!r}",
+        )
+        require(
+            self.max_worker_rss_mb is None or self.max_worker_rss_mb > 0,
+            "max_worker_rss_mb",
+            f"must be > 0 MiB or None, got {self.max_worker_rss_mb!r}",
+        )
 
     def effective_step_timeout(self, spec: EnvSpec) -> float:
         """The step timeout to use for ``spec``."""

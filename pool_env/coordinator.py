@@ -45,6 +45,7 @@ from pool_env.errors import (
     StepTimeoutError,
 )
 from pool_env.protocol import Op
+from pool_env.recycle import Handover, Recycler
 from pool_env.supervisor import ALIVE, Supervisor, WorkerHandle, WorkerState
 from pool_env.supervisor.rundir import RunDir
 from pool_env.trainer_slots import TrainerSlots
@@ -134,6 +135,8 @@ class Coordinator:
         self._all_slots = list(range(self.num_envs))  # built once: submit() of every slot is the hot path
         self._server_steps_counted = getattr(spec, "kind", None) == "http"  # max_server_steps applies
         self._slot_worker = {slot: w for w in self.workers for slot in w.slots}
+        self._recycler = Recycler.from_options(options)  # None unless recycling is asked for
+        self._successor_queues: dict[WorkerHandle, deque[WorkerCall]] = {}
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -210,21 +213,23 @@ class Coordinator:
         slots = None if slots is None else list(slots)
         if op is Op.STEP and self._server_steps_counted:
             self._charge_server_steps(self.num_envs if slots is None else len(slots))
+        if self._recycler is not None:
+            self._recycle_tick(start=autoreset != "SameStep")
         self._seq += 1
         mine: list[int] = []  # the trainer's own slots (trainer_slots)
-        if slots is None:
+        by_worker: dict[WorkerHandle, list[int]] = {}
+        if slots is None and not (self._recycler is not None and self._recycler.handovers):
             chosen = self._all_slots
-            by_worker = self._all_by_worker
+            by_worker = {self.workers[w]: group for w, group in self._all_by_worker.items()}
             mine = self.trainer_slots
         else:
-            chosen = list(slots)
-            by_worker = {}
+            chosen = self._all_slots if slots is None else list(slots)
             for slot in chosen:
                 owner = self._slot_worker.get(slot)
                 if owner is None:
                     mine.append(slot)
                 else:
-                    by_worker.setdefault(owner.worker_id, []).append(slot)
+                    by_worker.setdefault(owner, []).append(slot)
         seed_of = dict(zip(chosen, seeds, strict=True)) if seeds is not None else {}
         pending = PendingCommand(op, self._seq)
         # Post every worker's command before ringing any bell: a woken worker may take this core
@@ -233,8 +238,7 @@ class Coordinator:
         self._rings = rings
         if mine:
             pending.local = self._message(op, mine, seed_of, options, autoreset, invocation)
-        for worker_id, worker_slots in by_worker.items():
-            handle = self.workers[worker_id]
+        for handle, worker_slots in by_worker.items():
             self._supervisor.restart_if_due(handle)
             if self._lost and op is Op.STEP and any(s in self._lost for s in worker_slots):
                 # Slots whose episode died with a worker while another command was running:
@@ -250,15 +254,18 @@ class Coordinator:
                 for slot in worker_slots:
                     self._lost.pop(slot, None)  # a reset starts a new episode anyway
             message = self._message(op, worker_slots, seed_of, options, autoreset, invocation)
+            handover = None if self._recycler is None else self._handover_of(handle)
+            if handover is not None:
+                self._mark_handover(handover, handle, message)
             call = WorkerCall(pending, handle, handle.gen, message, worker_slots)
-            if self._fast is not None and invocation is None:
+            if self._fast is not None and invocation is None and handover is None:
                 call.fast = _fast_plan(op, worker_slots, len(handle.slots), message.get("seeds"), options, autoreset)
             pending.calls.append(call)
             if handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):
                 kind = ErrorKind.GAVE_UP if handle.state is WorkerState.FATAL else ErrorKind.WORKER_RESTARTING
                 self._fail_call(call, kind, handle.last_error or "worker restarting")
                 continue
-            self._queues[worker_id].append(call)
+            self._queue(handle).append(call)
             self._send_head(handle)
         if rings:
             assert self._fast is not None
@@ -345,7 +352,7 @@ class Coordinator:
 
     def _send_head(self, handle: WorkerHandle) -> None:
         """Send the oldest unsent call of ``handle`` if the worker is ready and idle."""
-        queue = self._queues[handle.worker_id]
+        queue = self._queue(handle)
         if not queue or handle.state is not WorkerState.RUNNING:
             return
         call = queue[0]
@@ -377,8 +384,11 @@ class Coordinator:
         self._last_check = now
         for handle in self._supervisor.check():
             self._after_failure(handle)
-        for handle in self.workers:
-            queue = self._queues[handle.worker_id]
+        handles = self.workers
+        if self._recycler is not None and self._recycler.handovers:
+            handles = handles + [h.new for h in self._recycler.handovers.values()]
+        for handle in handles:
+            queue = self._queue(handle)
             if not queue or handle.state not in ALIVE:
                 continue
             head = queue[0]
@@ -423,7 +433,7 @@ class Coordinator:
             )
 
     def _fail_queue(self, handle: WorkerHandle, kind: ErrorKind, reason: str) -> None:
-        queue = self._queues[handle.worker_id]
+        queue = self._queue(handle)
         while queue:
             self._fail_call(queue.popleft(), kind, reason)
 
@@ -454,7 +464,11 @@ class Coordinator:
         return self.supervisor
 
     def _fail(self, handle: WorkerHandle, reason: str, kind: ErrorKind) -> None:
-        """Have the supervisor kill (and maybe restart) ``handle``; fail what it was doing."""
+        """Have the supervisor kill (and maybe restart) ``handle``; fail what it was doing.
+
+        A successor that fails during a handover fails its worker (both processes are stopped).
+        """
+        handle = handle.takes_over or handle
         if self._supervisor.fail(handle, reason, kind):
             self._after_failure(handle)
 
@@ -466,6 +480,8 @@ class Coordinator:
         reason = handle.last_error or "worker failed"
         self._lost.update({slot: reason for slot in handle.slots})
         self._fail_queue(handle, handle.last_kind or ErrorKind.WORKER_DIED, reason)
+        if self._recycler is not None:
+            self._end_handover(handle, reason)
 
     def _restart_seeds(self, handle: WorkerHandle) -> list[int | None]:
         """Seed schedule of a restarted worker: ``base_seed + slot + num_envs * restarts``."""
@@ -513,6 +529,8 @@ class Coordinator:
             call = self._answered_call(handle, message)
             if call is None:
                 return  # a reply to an abandoned command
+            if self._recycler is not None:
+                self._recycled_reply(handle, call, message)
             handle.steps += len(call.slots)
             if "counters" in message:
                 handle.backend_counters = {str(k): int(v) for k, v in message["counters"].items()}
@@ -551,6 +569,8 @@ class Coordinator:
                     queue.popleft()
                 call.done = True
                 call.handle.steps += len(call.slots)
+                if self._recycler is not None and call.pending.op is Op.STEP:
+                    self._recycler.count_episodes(call.handle, call.slots, *self._ended_flags())
                 self.counters["fast_path_calls"] += 1
                 self._send_head(call.handle)
 
@@ -615,6 +635,8 @@ class Coordinator:
         }
         if self._spaces is not None:
             init["spaces"] = self._spaces
+        if handle.takes_over is not None:
+            init["successor"] = True  # it adopts the slots one by one (pool_env.recycle)
         if self._fast is not None:
             # A worker waiting for the next step spins only if the others and the trainer keep a core each.
             spin = fastpath.spin_budget(len(self.workers), cores=self._cores)
@@ -623,7 +645,7 @@ class Coordinator:
 
     def _answered_call(self, handle: WorkerHandle, message: dict[str, Any]) -> WorkerCall | None:
         """Pop and return the in-flight call that ``message`` answers, if it answers one."""
-        queue = self._queues[handle.worker_id]
+        queue = self._queue(handle)
         if not queue or queue[0].sent_at is None or queue[0].message["seq"] != message.get("seq"):
             return None
         call = queue.popleft()
@@ -633,6 +655,10 @@ class Coordinator:
     def _on_fatal(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
         error = errors.from_wire(message.get("error"))
         error.add_note(f"raised in worker {handle.worker_id} (pid {handle.pid})")
+        if handle.takes_over is not None:  # a successor that could not start: its worker failed
+            self._fail(handle, f"while recycling worker {handle.worker_id}, its new process failed: {error}",
+                       ErrorKind.WORKER_DIED)  # fmt: skip
+            return
         if handle.state is WorkerState.STARTING:
             # The worker could not create its envs and exits; at start-up this is raised.
             self._start_failure = self._start_failure or error
@@ -643,6 +669,85 @@ class Coordinator:
         if call is not None and call.pending.result.fatal is None:
             call.pending.result.fatal = error
         self._send_head(handle)
+
+    # -- recycling (pool_env.recycle) -----------------------------------------------------------
+
+    def _queue(self, handle: WorkerHandle) -> deque[WorkerCall]:
+        """The calls of ``handle`` in order (a successor has its own queue during a handover)."""
+        if handle.takes_over is not None:
+            return self._successor_queues.setdefault(handle, deque())
+        return self._queues[handle.worker_id]
+
+    def _handover_of(self, handle: WorkerHandle) -> Handover | None:
+        assert self._recycler is not None
+        handover = self._recycler.handovers.get(handle.worker_id)
+        return handover if handover is not None and handle in (handover.old, handover.new) else None
+
+    def _mark_handover(self, handover: Handover, handle: WorkerHandle, message: dict[str, Any]) -> None:
+        """The old process hands over ended slots; the successor gets the states not yet sent."""
+        if handle is handover.old:
+            if handover.releasing:
+                message["release"] = True
+        elif handover.to_adopt:
+            message["adopt"], handover.to_adopt = handover.to_adopt, {}
+
+    def _ended_flags(self) -> tuple[Any, Any]:
+        assert self.buffers is not None
+        return self.buffers.terminated, self.buffers.truncated
+
+    def _recycled_reply(self, handle: WorkerHandle, call: WorkerCall, message: dict[str, Any]) -> None:
+        """Count the episodes a step ended; move the slots the old process handed over."""
+        assert self._recycler is not None
+        if call.pending.op is Op.STEP:
+            self._recycler.count_episodes(handle, call.slots, *self._ended_flags())
+        released = message.get("released")
+        handover = self._recycler.handovers.get(handle.worker_id)
+        if not released or handover is None or handle is not handover.old:
+            return
+        log.debug("worker %d hands slots %s over (seq %s)", handle.worker_id, sorted(released), message.get("seq"))
+        for slot, state in released.items():
+            slot = int(slot)
+            self._slot_worker[slot] = handover.new
+            handover.to_adopt[slot] = state
+            handover.moved.add(slot)
+
+    def _recycle_tick(self, start: bool) -> None:
+        """Start the recycles that are due (if ``start``: under SAME_STEP autoreset no slot is ever
+        between episodes after a step, see pool_env.recycle); finish the complete, idle handovers."""
+        recycler = self._recycler
+        assert recycler is not None
+        for handle, reason in recycler.due(self.workers) if start else ():
+            log.info("recycling worker %d (pid %s): %s", handle.worker_id, handle.pid, reason)
+            successor = self._supervisor.spawn_successor(handle, reason)
+            recycler.handovers[handle.worker_id] = Handover(handle, successor, reason)
+        for handover in list(recycler.handovers.values()):
+            idle = not self._queue(handover.old) and not self._queue(handover.new)
+            if handover.complete and not handover.to_adopt and idle:  # every state reached the successor
+                self._promote(handover)
+
+    def _promote(self, handover: Handover) -> None:
+        """The successor owns every slot: it becomes the worker's process; the old one closes."""
+        assert self._recycler is not None
+        old = handover.old
+        del self._recycler.handovers[old.worker_id]
+        self._successor_queues.pop(handover.new, None)
+        self._supervisor.promote_successor(old, ask=self._ask_to_close)
+        for slot in old.slots:
+            self._slot_worker[slot] = old
+        self.counters["worker_recycles"] += 1
+
+    def _end_handover(self, handle: WorkerHandle, reason: str) -> None:
+        """``handle`` failed during a handover: its successor was stopped with it (supervisor);
+        fail the successor's calls, and the slots it held come back to the worker's record."""
+        assert self._recycler is not None
+        handover = self._recycler.handovers.pop(handle.worker_id, None)
+        if handover is None:
+            return
+        queue = self._successor_queues.pop(handover.new, deque())
+        while queue:
+            self._fail_call(queue.popleft(), handle.last_kind or ErrorKind.WORKER_DIED, reason)
+        for slot in handle.slots:
+            self._slot_worker[slot] = handle
 
     # -- observability ----------------------------------------------------------------------
 
@@ -662,7 +767,7 @@ class Coordinator:
     def restarts_of(self, slot: int) -> int:
         """How many times the worker owning ``slot`` was restarted (0 for the trainer's own slots)."""
         owner = self._slot_worker.get(slot)
-        return 0 if owner is None else owner.restarts
+        return 0 if owner is None else (owner.takes_over or owner).restarts
 
     def uptime(self) -> float:
         """Seconds since this coordinator was created."""

@@ -28,6 +28,7 @@ from pool_env.fastpath import FAST_RESET, FastCommand, Waiter, Wake, WorkerPort
 from pool_env.protocol import Op
 from pool_env.shm import BatchBuffers, BatchLayout, attach, build_structure, leaf_value
 from pool_env.supervisor.liveness import HeartbeatBoard, HeartbeatThread
+from workers import handover
 from workers.backends.base import Backend, Outcome
 from workers.contract import ContractViolation, check_outcome
 
@@ -73,6 +74,11 @@ class WorkerLoop:
         self._port: WorkerPort | None = None  # the fast path, when the coordinator offers it
         self._waiter: Waiter | None = None  # spin on the record, then block on the bell and the socket
         self._taken: FastCommand | None = None
+        # Recycling (workers/handover.py): slots this retiring process released to its successor,
+        # and, in a successor, slots it has not adopted yet (they are still its predecessor's).
+        self._releasing = False
+        self._released: set[int] = set()
+        self._not_adopted: set[int] = set()
 
     # -- wire -------------------------------------------------------------------------------
 
@@ -127,11 +133,15 @@ class WorkerLoop:
                     self._init(message)
                     self._send({"op": Op.READY.value})
                 elif op in (Op.RESET.value, Op.STEP.value):
+                    if "adopt" in message:
+                        self._adopt(message["adopt"])
                     if self._port is not None:
                         self._port.take(int(message["seq"]))
                     self._send_reply(self._command(message))
                     self._prefetch_resets()
                 elif op == Op.CALL.value:
+                    if "adopt" in message:
+                        self._adopt(message["adopt"])
                     self._send_reply(self._call(message))
                 else:
                     raise PoolEnvError(f"unknown op {op!r}")
@@ -231,6 +241,8 @@ class WorkerLoop:
             self._port = WorkerPort(fast, self._gen, self._buffers)
             self._waiter = Waiter(self._socket, self._port.bell, float(fast.get("spin", 0.0)))
         self._check_spaces(message.get("spaces"))
+        if message.get("successor"):  # recycling: the slots arrive one by one, each with its state
+            self._not_adopted = set(range(len(self._slots)))
 
     def _check_spaces(self, pool_spaces: dict[str, Any] | None) -> None:
         """Compare the spaces each env declares with the pool's (only backends of envs that declare
@@ -293,7 +305,41 @@ class WorkerLoop:
             current = counters()
             if current != self._reported_counters:  # only when something changed: replies stay tiny
                 reply["counters"] = self._reported_counters = current
+        if message.get("release"):
+            reply["released"] = self._release()
         return reply
+
+    # -- recycling (workers/handover.py) ------------------------------------------------------
+
+    def _release(self) -> dict[int, dict[str, Any]]:
+        """Hand over every slot at an episode boundary (ended, failed, or never started) that was
+        not handed over yet: its state, by global slot. Such a slot is no longer this process's."""
+        self._releasing = True  # no more prefetched resets: the successor resets released slots
+        released: dict[int, dict[str, Any]] = {}
+        for i, ended in enumerate(self._needs_reset):
+            if not ended or i in self._released:
+                continue
+            self._released.add(i)
+            self._prefetched.pop(i, None)
+            released[self._slots[i]] = {
+                "rng": handover.release_rng(self._backend, i),
+                "seed": self._next_seeds[i],
+                "episode": self._episode[i],
+                "in_a_row": self._raised_in_a_row[i],
+            }
+        return released
+
+    def _adopt(self, states: dict[int, dict[str, Any]]) -> None:
+        """Take over the slots a retiring process released, each with the state it handed over."""
+        for slot, state in states.items():
+            i = self._local[int(slot)]
+            self._not_adopted.discard(i)
+            self._prefetched.pop(i, None)
+            handover.adopt_rng(self._backend, i, state.get("rng"))
+            self._next_seeds[i] = state.get("seed")
+            self._episode[i] = int(state.get("episode", 0))
+            self._raised_in_a_row[i] = int(state.get("in_a_row", 0))
+            self._needs_reset[i] = True
 
     def _call(self, message: dict[str, Any]) -> dict[str, Any]:
         """``call``/``get_attr``/``set_attr`` on each slot's env; the first exception is reported."""
@@ -359,7 +405,13 @@ class WorkerLoop:
             # Only NEXT_STEP makes the next reset certain. Local envs reset in microseconds and
             # gain nothing; resetting them when SyncVectorEnv does keeps their RNG in step.
             return
-        slots = [s for s, ended in enumerate(self._needs_reset) if ended and s not in self._prefetched]
+        if self._releasing:
+            return
+        slots = [
+            s
+            for s, ended in enumerate(self._needs_reset)
+            if ended and s not in self._prefetched and s not in self._not_adopted
+        ]
         if not slots:
             return
         seeds = [self._take_scheduled_seed(s, None) for s in slots]

@@ -175,6 +175,15 @@ class SubprocessWorker:
         except psutil.Error:
             return {"cpu_percent": None, "rss": None}
 
+    def rss(self) -> int | None:
+        """Resident memory of the worker process in bytes (``None`` if unknown); for recycling."""
+        if self.popen.poll() is not None:
+            return None
+        try:
+            return int(self._process().memory_info().rss)
+        except psutil.Error:
+            return None
+
     def stderr_tail(self, limit: int = 2000) -> str:
         """The last ``limit`` characters of the process's stderr file."""
         try:

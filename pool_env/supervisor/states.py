@@ -96,13 +96,17 @@ class RestartPolicy:
         return rng.uniform(0.0, min(self.cap, self.backoff * 2 ** (recent - 2)))
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity: the coordinator keys its routing by handle
 class WorkerHandle:
     """The supervisor's record of one worker id and its current process.
 
     Each worker id keeps its slots for the pool's life; every (re)start gets a new
     *generation*, part of its zmq identity, so a late reply of a replaced process is
     recognised. ``state`` is assigned by ``Supervisor.change_state`` only.
+
+    While a worker is recycled (:mod:`pool_env.recycle`), ``successor`` is a second record of the
+    same worker id: the new process, which takes the slots over one by one (its ``takes_over``
+    is this record); once it has them all, its process becomes this record's.
     """
 
     worker_id: int
@@ -124,6 +128,11 @@ class WorkerHandle:
     # Backend counters (HTTP requests, retries, ...) of the current process and of earlier ones.
     backend_counters: dict[str, int] = field(default_factory=dict)
     carried_counters: Counter[str] = field(default_factory=Counter)
+    # Recycling: episodes the current process finished, processes replaced so, the new process.
+    episodes: int = 0
+    recycles: int = 0
+    successor: WorkerHandle | None = None
+    takes_over: WorkerHandle | None = None
 
     @property
     def identity(self) -> bytes:

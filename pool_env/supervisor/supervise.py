@@ -134,6 +134,7 @@ class Supervisor:
         handle.backend_counters = {}
         self._by_identity.pop(handle.identity, None)
         handle.gen += 1
+        handle.episodes = 0
         handle.process = self._launcher.launch(handle.worker_id, handle.gen)
         now = self._clock()
         handle.started_at = handle.progress_at = now
@@ -185,6 +186,7 @@ class Supervisor:
         """
         if handle.state not in ALIVE:
             return False
+        self.drop_successor(handle)
         self._kill(handle)
         handle.last_kind = kind
         handle.restarts += 1
@@ -224,6 +226,11 @@ class Supervisor:
             if handle.state not in ALIVE:
                 continue
             problem = self._problem(handle, now)
+            successor = handle.successor
+            if problem is None and successor is not None:
+                problem = self._problem(successor, now)
+                if problem is not None:
+                    problem = (f"while recycling worker {handle.worker_id}, its new process: {problem[0]}", problem[1])
             if problem is not None and self.fail(handle, *problem):
                 failed.append(handle)
         return failed
@@ -289,6 +296,53 @@ class Supervisor:
         if handle.process is not None:
             handle.process.kill_tree()
 
+    # -- recycling (pool_env.recycle) --------------------------------------------------------
+
+    def spawn_successor(self, handle: WorkerHandle, reason: str) -> WorkerHandle:
+        """Start a new process for ``handle``'s slots beside the running one; its record."""
+        successor = WorkerHandle(handle.worker_id, list(handle.slots), gen=handle.gen, takes_over=handle)
+        handle.successor = successor
+        self._spawn(successor, f"recycling: {reason}")
+        self._by_identity[handle.identity] = handle  # _spawn forgot the identity of gen - 1: the old one's
+        return successor
+
+    def promote_successor(self, handle: WorkerHandle, ask: Callable[[WorkerHandle], None]) -> None:
+        """The successor has every slot: stop the old process (``ask`` it to exit, one
+        ``kill_grace``, then its tree is killed) and make the new one ``handle``'s own."""
+        successor = handle.successor
+        assert successor is not None and handle.process is not None
+        ask(handle)
+        handle.process.remember_tree()
+        handle.process.wait(self.options.kill_grace)
+        self._kill(handle)  # also what its envs left running
+        self._by_identity.pop(handle.identity, None)
+        self._by_identity.pop(successor.identity, None)
+        merge_counters(handle.carried_counters, handle.backend_counters)
+        handle.backend_counters = successor.backend_counters
+        handle.process, handle.gen, handle.started_at = successor.process, successor.gen, successor.started_at
+        handle.progress_at, handle.last_beat, handle.last_cpu = successor.progress_at, -1, None
+        handle.steps += successor.steps
+        handle.episodes = successor.episodes
+        handle.recycles += 1
+        handle.successor = None
+        self._by_identity[handle.identity] = handle
+        log.info("worker %d recycled: pid %s now serves slots %s", handle.worker_id, handle.pid, handle.slots)
+
+    def drop_successor(self, handle: WorkerHandle) -> None:
+        """Kill ``handle``'s successor, if any (the worker failed during a handover)."""
+        successor, handle.successor = handle.successor, None
+        if successor is None:
+            return
+        self._kill(successor)
+        self._by_identity.pop(successor.identity, None)
+        self._by_identity.pop(handle.identity, None)
+        handle.gen = max(handle.gen, successor.gen)  # never reuse the successor's identity
+        self._by_identity[handle.identity] = handle
+        self.change_state(successor, WorkerState.STOPPED, "its worker failed during the handover")
+
+    def _with_successors(self) -> list[WorkerHandle]:
+        return self.workers + [h.successor for h in self.workers if h.successor is not None]
+
     # -- stop -------------------------------------------------------------------------------
 
     def stop_all(self, ask: Callable[[WorkerHandle], None] | None = None) -> None:
@@ -298,7 +352,8 @@ class Supervisor:
         envs started are killed too, also after a clean exit. Bounded by about one
         ``kill_grace`` whatever the number of frozen workers.
         """
-        live = [h for h in self.workers if h.process is not None and h.process.poll() is None]
+        everyone = self._with_successors()
+        live = [h for h in everyone if h.process is not None and h.process.poll() is None]
         for handle in live:
             assert handle.process is not None
             handle.process.remember_tree()
@@ -308,14 +363,14 @@ class Supervisor:
         for handle in live:
             assert handle.process is not None
             handle.process.wait(deadline - self._clock())
-        for handle in self.workers:  # also after a clean exit: what its envs left in its group
+        for handle in everyone:  # also after a clean exit: what its envs left in its group
             if handle.process is not None:
                 handle.process.kill_tree()
         for handle in live:
             assert handle.process is not None
             if handle.process.wait(REAP_TIMEOUT) is None:  # pragma: no cover - uninterruptible sleep
                 log.error("worker %d (pid %d) did not exit after SIGKILL", handle.worker_id, handle.pid)
-        for handle in self.workers:
+        for handle in everyone:
             if handle.state is not WorkerState.STOPPED:
                 self.change_state(handle, WorkerState.STOPPED, "pool closed")
         if self.board is not None:
@@ -337,6 +392,8 @@ class Supervisor:
                     "slots": list(handle.slots),
                     "state": handle.state.value,
                     "restarts": handle.restarts,
+                    "recycles": handle.recycles,
+                    "successor_pid": handle.successor.pid if handle.successor is not None else None,
                     "steps": handle.steps,
                     "uptime": now - handle.started_at if handle.state is WorkerState.RUNNING else 0.0,
                     "last_error": handle.last_error,
@@ -352,4 +409,4 @@ class Supervisor:
 
     def live_pids(self) -> list[int]:
         """Pids of worker processes that are still running."""
-        return [h.pid for h in self.workers if h.pid is not None and h.exit_code() is None]
+        return [h.pid for h in self._with_successors() if h.pid is not None and h.exit_code() is None]

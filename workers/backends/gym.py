@@ -109,6 +109,25 @@ class GymBackend:
         """``env.set_wrapper_attr(name, value)`` (as ``SyncVectorEnv.set_attr`` does)."""
         self._env(slot).set_wrapper_attr(name, value)
 
+    def rng_state(self, slot: int) -> dict[str, Any] | None:
+        """The RNG of ``slot``'s env: gymnasium's ``np_random`` generator and ``np_random_seed``
+        (``None`` when the env drew none yet, or was broken and will be made anew)."""
+        env = self._envs[slot]
+        if env is None:
+            return None
+        unwrapped = env.unwrapped
+        generator = getattr(unwrapped, "_np_random", None)  # not the property: it would seed one
+        if generator is None:
+            return None
+        return {"np_random": generator, "np_random_seed": getattr(unwrapped, "_np_random_seed", None)}
+
+    def set_rng_state(self, slot: int, state: dict[str, Any]) -> None:
+        """Continue ``slot``'s env from the RNG :meth:`rng_state` returned in another process."""
+        unwrapped = self._env(slot).unwrapped
+        unwrapped.np_random = state["np_random"]  # gymnasium's setter (it marks the seed unknown)
+        if state.get("np_random_seed") is not None:
+            unwrapped._np_random_seed = state["np_random_seed"]
+
     def close(self) -> None:
         """Close every env, ignoring errors from env.close()."""
         for env in self._envs:
