@@ -63,8 +63,10 @@ def validate_actions(
     single_action_space: spaces.Space[Any],
     num_envs: int,
     check_bounds: bool = False,
-) -> list[np.ndarray]:
-    """One array per action leaf, shaped ``(num_envs, *leaf.shape)`` in the leaf's dtype.
+) -> list[Any]:
+    """One array per action leaf, shaped ``(num_envs, *leaf.shape)`` in the leaf's dtype; for a
+    leaf without a fixed shape (:data:`pool_env.shm.MESSAGE_DTYPE`) the list of its ``num_envs``
+    values, as gymnasium's ``iterate`` splits a batch of a Text, Sequence, Graph or custom space.
 
     Checks structure, shape, dtype (``same_kind`` casting) and values, leaf by leaf with numpy:
     the rules of ``batch_space(single_action_space, num_envs).contains`` at a fraction of its
@@ -74,11 +76,15 @@ def validate_actions(
     Raises:
         InvalidActionError: a missing part, a wrong shape or dtype, or values outside the space.
     """
-    arrays = []
+    arrays: list[Any] = []
     for leaf, bounds in zip(leaves, _bounds_of(single_action_space, leaves), strict=True):
         where = "".join(f"[{key!r}]" for key in leaf.path)
         try:
-            value = np.asarray(leaf_value(actions, leaf.path))
+            part = leaf_value(actions, leaf.path)
+            if leaf.by_message:
+                arrays.append(_message_values(part, where, num_envs))
+                continue
+            value = np.asarray(part)
         except (KeyError, IndexError, TypeError) as exc:
             raise InvalidActionError(f"actions have no part {where or 'at the top'} ({exc})") from exc
         expected = (num_envs, *leaf.shape)
@@ -91,6 +97,17 @@ def validate_actions(
             raise InvalidActionError(f"actions{where} are outside the action space {space}")
         arrays.append(value.astype(leaf.dtype, copy=False))
     return arrays
+
+
+def _message_values(part: Any, where: str, num_envs: int) -> list[Any]:
+    """The per-slot values of an action part without a fixed shape (a tuple or list of ``num_envs``).
+
+    Raises:
+        InvalidActionError: not a sequence of ``num_envs`` values.
+    """
+    if isinstance(part, str | bytes) or not hasattr(part, "__len__") or len(part) != num_envs:
+        raise InvalidActionError(f"actions{where} must be a tuple of {num_envs} values (one per env), got {part!r:.80}")
+    return list(part)
 
 
 def add_info(infos: dict[str, Any], info: Mapping[str, Any], slot: int, num_envs: int) -> dict[str, Any]:

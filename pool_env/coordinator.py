@@ -79,6 +79,11 @@ class Coordinator:
         self.error_kinds: Counter[ErrorKind] = Counter()  # every slot failure reported, by kind
         self.base_seed: int | None = None
         self.num_envs = layout.num_envs
+        # Observation leaves without a fixed shape (shm.MESSAGE_DTYPE): their last value per slot,
+        # from the workers' replies (their place in the segment is unused).
+        self.message_obs: dict[int, list[Any]] = {
+            i: [None] * layout.num_envs for i, leaf in enumerate(layout.obs) if leaf.by_message
+        }
         self._env_name = _env_name(spec)
         self._seq = 0
         self._closed = False
@@ -194,8 +199,13 @@ class Coordinator:
         options: dict[str, Any] | None = None,
         autoreset: str = "NextStep",
         invocation: dict[str, Any] | None = None,
+        actions: dict[int, list[Any]] | None = None,
     ) -> PendingCommand:
         """Send ``op`` for ``slots`` (all when ``None``) to their workers.
+
+        ``actions``: action leaf index -> its value per slot, for the leaves without a fixed shape
+        (:data:`pool_env.shm.MESSAGE_DTYPE`; the others are in shared memory). They travel in the
+        commands (never on the fast path).
 
         ``autoreset`` is the value of a ``gymnasium.vector.AutoresetMode`` (the workers follow
         it for this command: reset ended slots on the next step, within the step, or never).
@@ -237,7 +247,7 @@ class Coordinator:
         rings: list[int] = []
         self._rings = rings
         if mine:
-            pending.local = self._message(op, mine, seed_of, options, autoreset, invocation)
+            pending.local = self._message(op, mine, seed_of, options, autoreset, invocation, actions)
         for handle, worker_slots in by_worker.items():
             self._supervisor.restart_if_due(handle)
             if self._lost and op is Op.STEP and any(s in self._lost for s in worker_slots):
@@ -253,12 +263,12 @@ class Coordinator:
             if self._lost:
                 for slot in worker_slots:
                     self._lost.pop(slot, None)  # a reset starts a new episode anyway
-            message = self._message(op, worker_slots, seed_of, options, autoreset, invocation)
+            message = self._message(op, worker_slots, seed_of, options, autoreset, invocation, actions)
             handover = None if self._recycler is None else self._handover_of(handle)
             if handover is not None:
                 self._mark_handover(handover, handle, message)
             call = WorkerCall(pending, handle, handle.gen, message, worker_slots)
-            if self._fast is not None and invocation is None and handover is None:
+            if self._fast is not None and invocation is None and handover is None and actions is None:
                 call.fast = _fast_plan(op, worker_slots, len(handle.slots), message.get("seeds"), options, autoreset)
             pending.calls.append(call)
             if handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):
@@ -282,6 +292,7 @@ class Coordinator:
         options: dict[str, Any] | None,
         autoreset: str,
         invocation: dict[str, Any] | None,
+        actions: dict[int, list[Any]] | None = None,
     ) -> dict[str, Any]:
         """The command message for ``slots`` (one worker's, or the trainer's own)."""
         message: dict[str, Any] = {"op": op.value, "seq": self._seq, "slots": slots}
@@ -294,6 +305,8 @@ class Coordinator:
         if op is Op.RESET:
             message["seeds"] = [seed_of.get(s) for s in slots]
             message["options"] = options
+        if actions:
+            message["actions"] = {s: [values[s] for values in actions.values()] for s in slots}
         return message
 
     def collect(self, pending: PendingCommand, timeout: float | None = None) -> CommandResult:
@@ -544,6 +557,11 @@ class Coordinator:
     ) -> None:
         """Add a ``done`` reply's infos, failures and call values to ``result``."""
         result.infos.update({int(k): v for k, v in message.get("infos", {}).items()})
+        if "obs" in message:
+            for row, parts in message["obs"].items():
+                if int(row) not in failures:  # a failed slot keeps its previous observation
+                    for i, value in zip(self.message_obs, parts, strict=True):
+                        self.message_obs[i][int(row)] = value
         result.errors.update(failures)
         self.counters["slot_errors"] += len(failures)
         self.error_kinds.update(failure.kind for failure in failures.values())

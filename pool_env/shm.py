@@ -50,6 +50,7 @@ from pool_env import ownership
 from pool_env.errors import SharedMemoryError
 
 __all__ = [
+    "MESSAGE_DTYPE",
     "SEGMENT_PREFIX",
     "SHM_DIR",
     "BatchBuffers",
@@ -73,6 +74,11 @@ _MIB = 1 << 20
 
 PathKey = str | int
 
+MESSAGE_DTYPE = "|O"
+"""The dtype of a leaf without a fixed-size array form (Text, Sequence, Graph, custom spaces): its
+values travel in the worker's messages, not in shared memory (``AsyncVectorEnv(shared_memory=False)``
+sends everything so); the segment keeps one unused byte per slot in its place."""
+
 
 @dataclass(frozen=True)
 class Leaf:
@@ -81,6 +87,11 @@ class Leaf:
     path: tuple[PathKey, ...]
     dtype: str
     shape: tuple[int, ...]
+
+    @property
+    def by_message(self) -> bool:
+        """Whether this leaf's values travel in messages (:data:`MESSAGE_DTYPE`)."""
+        return self.dtype == MESSAGE_DTYPE
 
     def to_wire(self) -> list[Any]:
         """``[path, dtype, shape]`` for msgpack."""
@@ -113,9 +124,9 @@ class BatchLayout:
         """``(name, dtype, full shape)`` of every array, in segment order."""
         n = self.num_envs
         for i, leaf in enumerate(self.obs):
-            yield f"obs/{i}", np.dtype(leaf.dtype), (n, *leaf.shape)
+            yield f"obs/{i}", *_array_of(leaf, n)
         for i, leaf in enumerate(self.act):
-            yield f"act/{i}", np.dtype(leaf.dtype), (n, *leaf.shape)
+            yield f"act/{i}", *_array_of(leaf, n)
         yield "reward", np.dtype(np.float64), (n,)
         yield "terminated", np.dtype(np.bool_), (n,)
         yield "truncated", np.dtype(np.bool_), (n,)
@@ -154,6 +165,13 @@ class BatchLayout:
             data.get("act_tree"),
             control_words=int(data.get("control_words", 0)),
         )
+
+
+def _array_of(leaf: Leaf, n: int) -> tuple[np.dtype[Any], tuple[int, ...]]:
+    """The dtype and shape of ``leaf``'s batch array (a one-byte placeholder for a message leaf)."""
+    if leaf.by_message:
+        return np.dtype(np.uint8), (n,)
+    return np.dtype(leaf.dtype), (n, *leaf.shape)
 
 
 class BatchBuffers:

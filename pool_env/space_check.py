@@ -34,7 +34,10 @@ def describe(space: spaces.Space[Any]) -> Any:
         return ["Dict", [[key, describe(sub)] for key, sub in space.spaces.items()]]
     if isinstance(space, spaces.Tuple):
         return ["Tuple", [describe(sub) for sub in space.spaces]]
-    return [type(space).__name__, repr(space)]
+    kind = f"{type(space).__module__}.{type(space).__qualname__}"
+    if type(space).__repr__ is object.__repr__:  # a custom space without a repr: its address says nothing
+        return [kind]
+    return [kind, repr(space)]
 
 
 def describe_pool(observation_space: spaces.Space[Any], action_space: spaces.Space[Any]) -> dict[str, Any]:

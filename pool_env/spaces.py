@@ -1,8 +1,12 @@
 """Gymnasium spaces ↔ shared-memory leaves (coordinator side; each env kind gives its spaces).
 
 Box, Discrete, MultiDiscrete and MultiBinary are leaves; Dict and Tuple recurse (as gymnasium's
-``vector/utils/shared_memory.py`` does with ``singledispatch``). Anything else (Text, Graph,
-Sequence, ...) has no fixed-size array form and is refused when the pool is built.
+``vector/utils/shared_memory.py`` does with ``singledispatch``). Any other space (Text, Graph,
+Sequence, OneOf, a custom ``Space``) has no fixed-size array form: it becomes a *message leaf*
+(:data:`pool_env.shm.MESSAGE_DTYPE`) whose values travel in the workers' replies through
+:mod:`pool_env.codec`, and whose batch is a tuple with one value per slot, as gymnasium's
+``concatenate`` gives with ``AsyncVectorEnv(shared_memory=False)``. What gymnasium cannot batch at
+all (an object that is not a ``Space``) fails in ``batch_space`` with gymnasium's own ``TypeError``.
 """
 
 from __future__ import annotations
@@ -14,8 +18,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from pool_env.errors import SpecError
-from pool_env.shm import Leaf, PathKey, build_structure
+from pool_env.shm import MESSAGE_DTYPE, Leaf, PathKey, build_structure
 
 __all__ = [
     "leaves_of",
@@ -25,11 +28,8 @@ __all__ = [
 
 
 def leaves_of(space: spaces.Space[Any], path: tuple[PathKey, ...] = ()) -> list[Leaf]:
-    """Flatten ``space`` into its array leaves, in a stable order.
-
-    Raises:
-        SpecError: the space (or a part of it) cannot live in shared memory.
-    """
+    """Flatten ``space`` into its leaves, in a stable order (message leaves for spaces without a
+    fixed-size array form)."""
     if isinstance(space, spaces.Box | spaces.MultiDiscrete | spaces.MultiBinary):
         return [Leaf(path, np.dtype(space.dtype).str, tuple(space.shape))]
     if isinstance(space, spaces.Discrete):
@@ -38,11 +38,7 @@ def leaves_of(space: spaces.Space[Any], path: tuple[PathKey, ...] = ()) -> list[
         return [leaf for key, sub in space.spaces.items() for leaf in leaves_of(sub, (*path, key))]
     if isinstance(space, spaces.Tuple):
         return [leaf for i, sub in enumerate(space.spaces) for leaf in leaves_of(sub, (*path, i))]
-    where = "/".join(map(str, path)) or "the space"
-    raise SpecError(
-        f"space: {type(space).__name__} at {where} has no fixed-size array form; pool_env supports "
-        "Box, Discrete, MultiDiscrete, MultiBinary and Dict/Tuple of those"
-    )
+    return [Leaf(path, MESSAGE_DTYPE, ())]
 
 
 def tree_of(space: spaces.Space[Any], counter: Iterator[int] | None = None) -> Any:

@@ -27,6 +27,7 @@ from pool_env.config import PoolOptions
 from pool_env.coordinator import Coordinator
 from pool_env.envs import EnvSpec
 from pool_env.envs.base import refuse_inside_worker
+from pool_env.envs.gym import vector_env_spec
 from pool_env.envs.registry import Count, as_count, resolve_spec
 from pool_env.errors import (
     AlreadyPendingError,
@@ -145,10 +146,17 @@ class PoolVectorEnv(BatchedVectorEnv):
         self.action_space = batch_space(act_space, num_envs)
         self.metadata = {**env_metadata, "autoreset_mode": self.autoreset_mode}
         self.render_mode = render_mode
+        self.spec = vector_env_spec(spec, num_envs)  # what gymnasium.make_vec sets (None for env_fns)
         self.check_action_bounds = check_action_bounds
         self._obs_leaves = leaves_of(obs_space)
         self._act_leaves = leaves_of(act_space)
         self._obs_tree = tree_of(obs_space)
+        self._message_actions: dict[int, list[Any]] | None = None  # action parts without a fixed shape
+        if batch_size != num_envs and any(leaf.by_message for leaf in (*self._obs_leaves, *self._act_leaves)):
+            raise SpecError(
+                f"batch_size: partial batches need spaces of fixed shape; {obs_space} or {act_space} has a part "
+                "without one (Text, Sequence, Graph, a custom space): use batch_size=num_envs"
+            )
         layout = BatchLayout(
             num_envs, tuple(self._obs_leaves), tuple(self._act_leaves), self._obs_tree, tree_of(act_space)
         )
@@ -248,7 +256,9 @@ class PoolVectorEnv(BatchedVectorEnv):
         """
         self._check_can_step()
         self._write_actions(actions)
-        self._pending = self._coordinator.submit(Op.STEP, autoreset=self.autoreset_mode.value)
+        self._pending = self._coordinator.submit(
+            Op.STEP, autoreset=self.autoreset_mode.value, actions=self._message_actions
+        )
         self._pending_op = "step"
 
     def step_wait(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -508,8 +518,13 @@ class PoolVectorEnv(BatchedVectorEnv):
         arrays = validate_actions(
             actions, self._act_leaves, self.single_action_space, self.num_envs, self.check_action_bounds
         )
-        for target, value in zip(self._buffers.act, arrays, strict=True):
-            target[...] = value
+        self._message_actions = None
+        for i, (target, value) in enumerate(zip(self._buffers.act, arrays, strict=True)):
+            if self._act_leaves[i].by_message:  # no fixed shape: it travels in the step commands
+                self._message_actions = self._message_actions or {}
+                self._message_actions[i] = value
+            else:
+                target[...] = value
 
     def _observations(self, failed: Sequence[int] = ()) -> Any:
         """Copies of the observations; ``failed`` slots keep the ones returned last.
@@ -531,7 +546,12 @@ class PoolVectorEnv(BatchedVectorEnv):
         else:
             for kept, leaf in zip(self._last_obs, leaves, strict=True):
                 np.copyto(kept, leaf)
-        return structure_of_batch(self._obs_leaves, leaves, self._obs_tree)
+        # Leaves without a fixed shape: a tuple of one value per slot, as gymnasium's concatenate
+        # gives for Text, Sequence, Graph and custom spaces (AsyncVectorEnv(shared_memory=False)).
+        parts: list[Any] = list(leaves)
+        for i, values in self._coordinator.message_obs.items():
+            parts[i] = tuple(values)
+        return structure_of_batch(self._obs_leaves, parts, self._obs_tree)
 
     def _infos(self, result: CommandResult) -> dict[str, Any]:
         return assemble_infos(result.infos, result.errors, self.num_envs, self._coordinator.restarts_of)

@@ -100,6 +100,8 @@ def _observation(obs: Any, leaves: Sequence[Leaf], flat: bool) -> None:
             except (KeyError, IndexError, TypeError) as exc:
                 got = f"none ({exc!r})"
                 raise ContractViolation(_where(leaf), "a part the observation space declares", got) from exc
+        if leaf.by_message:
+            continue  # no fixed shape to check: it travels as it is (SyncVectorEnv checks nothing)
         dtype = _dtype(leaf.dtype)
         if type(value) is np.ndarray and value.shape == leaf.shape and value.dtype == dtype:
             continue  # the common case: nothing more to look at

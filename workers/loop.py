@@ -57,6 +57,10 @@ class WorkerLoop:
         self._gen = gen
         self._backend: Backend | None = None
         self._flat_obs = self._flat_act = False  # a single leaf with an empty path: no nesting
+        self._obs_by_message = False  # some observation leaf has no fixed shape (pool_env.shm.MESSAGE_DTYPE)
+        self._obs_out: dict[int, list[Any]] = {}  # row -> its message leaves' values, for the reply
+        self._act_by_message = False  # some action leaf has no fixed shape: its values come in commands
+        self._sent_actions: dict[int, list[Any]] = {}  # row -> those values, of the current command
         self._buffers: BatchBuffers | None = None
         self._slots: list[int] = []  # global slot ids, local id = position
         self._local: dict[int, int] = {}
@@ -234,6 +238,8 @@ class WorkerLoop:
         self._next_seeds = list(message.get("seeds") or [None] * len(self._slots))
         self._buffers = attach(message["shm_name"], layout)
         self._flat_obs = len(layout.obs) == 1 and not layout.obs[0].path
+        self._obs_by_message = any(leaf.by_message for leaf in layout.obs)
+        self._act_by_message = any(leaf.by_message for leaf in layout.act)
         self._flat_act = len(layout.act) == 1 and not layout.act[0].path and not layout.act_tree
         self._backend = spec.make_backend(self._slots)
         fast = message.get("fast")
@@ -265,6 +271,8 @@ class WorkerLoop:
         named = message["slots"]
         slots = self._every if named is self._slots else [self._local[int(s)] for s in named]
         self._autoreset = str(message.get("autoreset", NEXT_STEP))
+        if self._act_by_message:
+            self._sent_actions = {int(row): parts for row, parts in (message.get("actions") or {}).items()}
         infos: dict[int, Any] = {}
         failures: dict[int, list[str]] = {}
         self._reply_in_a_row = {}
@@ -298,6 +306,8 @@ class WorkerLoop:
                     outcomes = self._reset_same_step(to_step, outcomes)
                 self._write("step", to_step, outcomes, infos, failures)
         reply: dict[str, Any] = {"op": Op.DONE.value, "seq": message["seq"], "infos": infos, "errors": failures}
+        if self._obs_out:  # observations without a fixed shape travel here, not in shared memory
+            reply["obs"], self._obs_out = self._obs_out, {}
         if self._reply_in_a_row:  # only when an env raised: replies stay tiny
             reply["in_a_row"] = self._reply_in_a_row
         counters = getattr(self._backend, "counters", None)
@@ -457,6 +467,8 @@ class WorkerLoop:
     def _read_actions(self, slots: Sequence[int]) -> list[Any]:
         assert self._buffers is not None
         arrays = self._buffers.act
+        if self._act_by_message:
+            return [self._action_of(self._slots[s]) for s in slots]
         # Every slot: one slice of contiguous rows instead of a fancy index (a view, no gather).
         rows: Any = self._rows if self._rows is not None and slots == self._every else [self._slots[s] for s in slots]
         if self._flat_act:
@@ -464,6 +476,17 @@ class WorkerLoop:
         layout = self._buffers.layout
         columns = [list(a[rows]) for a in arrays]
         return [build_structure(layout.act, [c[i] for c in columns], layout.act_tree) for i in range(len(slots))]
+
+    def _action_of(self, row: int) -> Any:
+        """Slot ``row``'s action: parts without a fixed shape from the command, the rest from shared memory."""
+        buffers = self._buffers
+        assert buffers is not None
+        layout = buffers.layout
+        sent = iter(self._sent_actions[row])
+        parts = [
+            next(sent) if leaf.by_message else array[row] for leaf, array in zip(layout.act, buffers.act, strict=True)
+        ]
+        return parts[0] if self._flat_act else build_structure(layout.act, parts, layout.act_tree)
 
     def _write(
         self,
@@ -539,11 +562,26 @@ class WorkerLoop:
         assert buffers is not None
         if obs is None:
             return
-        if self._flat_obs:
+        if self._obs_by_message:
+            self._write_obs_parts(row, obs)
+        elif self._flat_obs:
             buffers.obs[0][row] = obs
         else:
             for leaf, array in zip(buffers.layout.obs, buffers.obs, strict=True):
                 array[row] = leaf_value(obs, leaf.path)
+
+    def _write_obs_parts(self, row: int, obs: Any) -> None:
+        """Array leaves into shared memory, the others (no fixed shape) into the reply."""
+        buffers = self._buffers
+        assert buffers is not None
+        parts: list[Any] = []
+        for leaf, array in zip(buffers.layout.obs, buffers.obs, strict=True):
+            value = obs if self._flat_obs else leaf_value(obs, leaf.path)
+            if leaf.by_message:
+                parts.append(value)
+            else:
+                array[row] = value
+        self._obs_out[row] = parts
 
 
 def _fatal_message(message: dict[str, Any], exc: PoolEnvError) -> dict[str, Any]:

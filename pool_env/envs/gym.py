@@ -41,7 +41,14 @@ if TYPE_CHECKING:
 
     from workers.backends.base import Backend
 
-__all__ = ["GymEnvSpec", "extend_sys_path", "import_user_module", "local_num_workers", "make_gym_env"]
+__all__ = [
+    "GymEnvSpec",
+    "extend_sys_path",
+    "import_user_module",
+    "local_num_workers",
+    "make_gym_env",
+    "vector_env_spec",
+]
 
 _REGISTRATION_FIELDS = (
     "reward_threshold",
@@ -291,3 +298,25 @@ def make_gym_env(spec: GymEnvSpec) -> gym.Env[Any, Any]:
     if not isinstance(env, gym.Env):
         raise EnvCreationError(f"{spec.env_id!r} returned {type(env).__name__}, not a gymnasium.Env")
     return env
+
+
+def vector_env_spec(spec: Any, num_envs: int) -> Any:
+    """``env.spec`` of a pool, as gymnasium's vector envs expose it: for a registered id, what
+    ``gymnasium.make_vec(id, num_envs, vectorization_mode="async", **kwargs)`` sets (a copy of the
+    registry entry whose kwargs add the env's kwargs, ``num_envs`` and ``vectorization_mode``, so
+    ``gymnasium.make_vec(pool.spec)`` makes the equivalent ``AsyncVectorEnv``); ``None`` otherwise,
+    as ``AsyncVectorEnv(env_fns)`` has none (callables, import strings, HTTP envs).
+    """
+    if getattr(spec, "kind", None) != "gym":
+        return None
+    import copy
+
+    import gymnasium as gym
+
+    try:
+        registered = gym.spec(spec.env_id)
+    except Exception:  # an import string "package.module:make_env" names no registered id
+        return None
+    copied = copy.deepcopy(registered)
+    copied.kwargs = {**registered.kwargs, **spec.kwargs, "num_envs": num_envs, "vectorization_mode": "async"}
+    return copied

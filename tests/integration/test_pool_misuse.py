@@ -204,7 +204,3 @@ def test_num_envs_must_be_a_positive_int(num_envs: Any) -> None:
     with pytest.raises(pool_env.SpecError, match="num_envs"):
         PoolVectorEnv(CARTPOLE, num_envs, num_workers=1)
 
-
-def test_unsupported_space_is_a_spec_error_naming_it() -> None:
-    with pytest.raises(pool_env.SpecError, match="Text"):
-        PoolVectorEnv(GymEnvSpec("tests.envs.faulty:make_text_env"), NUM_ENVS, num_workers=1)

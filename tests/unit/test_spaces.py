@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from gymnasium import spaces
 
 from pool_env.envs import HttpEnvSpec
-from pool_env.errors import SpecError
+from pool_env.shm import BatchLayout
 from pool_env.spaces import leaves_of
 
 
@@ -26,9 +25,14 @@ def test_nested_spaces_flatten_into_named_leaves() -> None:
     assert leaves[3].dtype == np.dtype(np.float32).str
 
 
-def test_unsupported_space_is_refused_naming_it() -> None:
-    with pytest.raises(SpecError, match="Text at note"):
-        leaves_of(spaces.Dict({"note": spaces.Text(5)}))
+def test_a_space_without_a_fixed_shape_is_a_message_leaf_with_no_room_in_shared_memory() -> None:
+    leaves = leaves_of(spaces.Dict({"note": spaces.Text(5), "pos": spaces.Box(0, 1, (2,))}))
+    assert [(leaf.path, leaf.by_message) for leaf in leaves] == [(("note",), True), (("pos",), False)]
+    layout = BatchLayout(3, tuple(leaves), (), None, None)
+    assert [(name, dtype.itemsize, shape) for name, dtype, shape in layout.arrays()][:2] == [
+        ("obs/0", 1, (3,)),  # one placeholder byte per slot: the values travel in messages
+        ("obs/1", 4, (3, 2)),
+    ]
 
 
 def test_http_spaces_offer_last_row_or_padded_chunk() -> None:
