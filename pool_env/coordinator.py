@@ -224,7 +224,7 @@ class Coordinator:
         if op is Op.STEP and self._server_steps_counted:
             self._charge_server_steps(self.num_envs if slots is None else len(slots))
         if self._recycler is not None:
-            self._recycle_tick(start=autoreset != "SameStep")
+            self._recycle_tick()
         self._seq += 1
         mine: list[int] = []  # the trainer's own slots (trainer_slots)
         by_worker: dict[WorkerHandle, list[int]] = {}
@@ -723,18 +723,42 @@ class Coordinator:
         if not released or handover is None or handle is not handover.old:
             return
         log.debug("worker %d hands slots %s over (seq %s)", handle.worker_id, sorted(released), message.get("seq"))
+        finals: dict[int, Any] = {}
         for slot, state in released.items():
             slot = int(slot)
             self._slot_worker[slot] = handover.new
+            if "final" in state:
+                finals[slot] = state.pop("final")
             handover.to_adopt[slot] = state
             handover.moved.add(slot)
+        if finals:
+            self._finish_same_step(handover, call, finals)
 
-    def _recycle_tick(self, start: bool) -> None:
-        """Start the recycles that are due (if ``start``: under SAME_STEP autoreset no slot is ever
-        between episodes after a step, see pool_env.recycle); finish the complete, idle handovers."""
+    def _finish_same_step(self, handover: Handover, call: WorkerCall, finals: dict[int, Any]) -> None:
+        """SAME_STEP: slots the old process ended in this step (and handed over without resetting
+        them) are reset by the successor as part of the same command, which completes only then."""
+        rows = sorted(finals)
+        message = {
+            "op": Op.RESET.value,
+            "seq": call.pending.seq,
+            "slots": rows,
+            "seeds": [None] * len(rows),
+            "options": None,
+            "autoreset": "SameStep",
+            "finish": finals,
+        }
+        message["adopt"], handover.to_adopt = handover.to_adopt, {}
+        follow = WorkerCall(call.pending, handover.new, handover.new.gen, message, rows)
+        call.slots = [slot for slot in call.slots if slot not in finals]  # partial batches hand them out later
+        call.pending.calls.append(follow)
+        self._queue(handover.new).append(follow)
+        self._send_head(handover.new)
+
+    def _recycle_tick(self) -> None:
+        """Start the recycles that are due; finish the handovers that are complete and idle."""
         recycler = self._recycler
         assert recycler is not None
-        for handle, reason in recycler.due(self.workers) if start else ():
+        for handle, reason in recycler.due(self.workers):
             log.info("recycling worker %d (pid %s): %s", handle.worker_id, handle.pid, reason)
             successor = self._supervisor.spawn_successor(handle, reason)
             recycler.handovers[handle.worker_id] = Handover(handle, successor, reason)

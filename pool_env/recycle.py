@@ -19,9 +19,11 @@ and ``max_worker_rss_mb`` make the pool do it by itself, invisibly to the traine
 
 A failure of either process during a handover is a failure of the worker, as always: both are
 stopped and the worker restarts (its slots come back truncated, README failure table).
-Autoreset modes: NEXT_STEP and DISABLED hand a slot over when it ended; under SAME_STEP a slot's
-reset happens inside the step that ended it, so no step leaves it between episodes: commands in
-that mode start no recycle (the due worker goes on serving) — see the README.
+Autoreset modes: NEXT_STEP and DISABLED hand a slot over once its episode ended (its reset is in a
+later command). Under SAME_STEP the reset belongs to the step that ended the episode: the old
+process hands the slot over with the episode's last observation and info instead of resetting it,
+and the coordinator adds the successor's reset to the same command, which completes only then
+(``infos["final_obs"]``/``["final_info"]`` laid out as gymnasium does).
 """
 
 from __future__ import annotations

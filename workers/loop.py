@@ -83,6 +83,7 @@ class WorkerLoop:
         self._releasing = False
         self._released: set[int] = set()
         self._not_adopted: set[int] = set()
+        self._finals: dict[int, tuple[Any, Any]] = {}  # SAME_STEP: ended slots' last obs and info, to hand over
 
     # -- wire -------------------------------------------------------------------------------
 
@@ -288,7 +289,11 @@ class WorkerLoop:
             for slot, _ in rest:
                 self._prefetched.pop(slot, None)
             if rest:
+                finish = message.get("finish")
+                flags = None if not finish else self._saved_flags(finish)
                 self._reset([s for s, _ in rest], [seed for _, seed in rest], options, infos, failures)
+                if finish:
+                    self._finish_same_step(finish, flags, infos, failures)
         else:
             to_reset = [s for s in slots if self._needs_reset[s]]
             to_step = [s for s in slots if not self._needs_reset[s]]
@@ -302,7 +307,9 @@ class WorkerLoop:
                 for slot in to_step:
                     self._episode_step[slot] += 1
                 outcomes = self._backend.step(to_step, actions)
-                if self._autoreset == SAME_STEP:
+                if self._autoreset == SAME_STEP and message.get("release"):
+                    self._keep_finals(to_step, outcomes)  # the successor resets them (workers/handover.py)
+                elif self._autoreset == SAME_STEP:
                     outcomes = self._reset_same_step(to_step, outcomes)
                 self._write("step", to_step, outcomes, infos, failures)
         reply: dict[str, Any] = {"op": Op.DONE.value, "seq": message["seq"], "infos": infos, "errors": failures}
@@ -316,14 +323,18 @@ class WorkerLoop:
             if current != self._reported_counters:  # only when something changed: replies stay tiny
                 reply["counters"] = self._reported_counters = current
         if message.get("release"):
-            reply["released"] = self._release()
+            reply["released"] = self._release(infos)
         return reply
 
     # -- recycling (workers/handover.py) ------------------------------------------------------
 
-    def _release(self) -> dict[int, dict[str, Any]]:
+    def _release(self, infos: dict[int, Any]) -> dict[int, dict[str, Any]]:
         """Hand over every slot at an episode boundary (ended, failed, or never started) that was
-        not handed over yet: its state, by global slot. Such a slot is no longer this process's."""
+        not handed over yet: its state, by global slot. Such a slot is no longer this process's.
+
+        Under SAME_STEP a slot that ended in this step also hands over its last observation and
+        info (``final``; its info leaves ``infos``): the successor resets it within the same step.
+        """
         self._releasing = True  # no more prefetched resets: the successor resets released slots
         released: dict[int, dict[str, Any]] = {}
         for i, ended in enumerate(self._needs_reset):
@@ -337,7 +348,45 @@ class WorkerLoop:
                 "episode": self._episode[i],
                 "in_a_row": self._raised_in_a_row[i],
             }
+            if i in self._finals:
+                obs, info = self._finals.pop(i)
+                infos.pop(self._slots[i], None)
+                released[self._slots[i]]["final"] = {"obs": obs, "info": info}
+        self._finals.clear()
         return released
+
+    def _keep_finals(self, slots: Sequence[int], outcomes: list[Outcome]) -> None:
+        """SAME_STEP while releasing: keep the last obs and info of the slots this step ended."""
+        for slot, outcome in zip(slots, outcomes, strict=True):
+            if outcome.error is None and (outcome.terminated or outcome.truncated):
+                self._finals[slot] = (outcome.obs, outcome.info)
+
+    def _saved_flags(self, finish: dict[int, Any]) -> dict[int, tuple[float, bool, bool]]:
+        """The reward and flags the old process wrote for the slots whose step it ended (SAME_STEP)."""
+        buffers = self._buffers
+        assert buffers is not None
+        return {
+            int(row): (float(buffers.reward[row]), bool(buffers.terminated[row]), bool(buffers.truncated[row]))
+            for row in finish
+        }
+
+    def _finish_same_step(
+        self,
+        finish: dict[int, Any],
+        flags: dict[int, tuple[float, bool, bool]] | None,
+        infos: dict[int, Any],
+        failures: dict[int, list[str]],
+    ) -> None:
+        """Complete a SAME_STEP step the old process ended: the step's reward and flags with the new
+        episode's observation, and ``{"final_obs", "final_info", **reset info}`` as gymnasium lays out."""
+        buffers = self._buffers
+        assert buffers is not None and flags is not None
+        for row, final in finish.items():
+            row = int(row)
+            if row in failures:
+                continue
+            infos[row] = {"final_obs": final["obs"], "final_info": final["info"], **infos.get(row, {})}
+            buffers.reward[row], buffers.terminated[row], buffers.truncated[row] = flags[row]
 
     def _adopt(self, states: dict[int, dict[str, Any]]) -> None:
         """Take over the slots a retiring process released, each with the state it handed over."""

@@ -50,7 +50,7 @@ def recycles(pool: PoolVectorEnv) -> int:
     return int(pool.stats()["counters"].get("worker_recycles", 0))
 
 
-@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED], ids=lambda m: m.name)
+@pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda m: m.name)
 def test_recycled_workers_give_the_same_values_as_sync_vector_env(mode: AutoresetMode, no_leaks: Any) -> None:
     # 4 slots per worker whose episodes end at different steps (lengths drawn from each env's RNG).
     make = partial(RandomLengthEnv, max_length=7)
