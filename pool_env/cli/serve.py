@@ -57,6 +57,10 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="seconds without heartbeat before a lease ends")  # fmt: skip
 @click.option("--step-timeout", default=None, type=click.FloatRange(min=0.0, min_open=True),
               help="seconds before a hung worker is replaced")  # fmt: skip
+@click.option("--max-episodes-per-worker", default=None, type=click.IntRange(min=1),
+              help="recycle a worker process after this many episodes, none cut (PoolOptions)")  # fmt: skip
+@click.option("--max-worker-rss-mb", default=None, type=click.FloatRange(min=0.0, min_open=True),
+              help="recycle a worker process above this RSS in MiB, no episode cut (PoolOptions)")  # fmt: skip
 @click.option("--stop-timeout", type=click.FloatRange(min=0.0), default=10.0, show_default=True,
               help="seconds to finish in-flight steps on stop")  # fmt: skip
 @click.option(
@@ -84,6 +88,8 @@ def serve(
     bind: str | None,
     lease_timeout: float,
     step_timeout: float | None,
+    max_episodes_per_worker: int | None,
+    max_worker_rss_mb: float | None,
     stop_timeout: float,
     curve_secret_key: str | None,
     allow_client_key: tuple[str, ...],
@@ -101,7 +107,9 @@ def serve(
         config = DaemonConfig(
             parse_spec(spec, token, step_size), envs, workers, bind, lease_timeout, stop_timeout,
             curve_secret_key, tuple(allow_client_key), metrics_port, metrics_host,
-            PoolOptions(step_timeout=step_timeout), worker_log_level.upper(),
+            PoolOptions(step_timeout=step_timeout, max_episodes_per_worker=max_episodes_per_worker,
+                        max_worker_rss_mb=max_worker_rss_mb),
+            worker_log_level.upper(),
         )  # fmt: skip
         daemon = PoolDaemon(config)
         daemon.start()

@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+import pool_env
 from pool_env import PoolOptions, PoolVectorEnv
 from tests.envs.recycling import MemoryGrowingEnv, RandomLengthEnv
+from tests.integration.daemon_process import DaemonProcess
+from tests.integration.test_daemon_lifecycle import status_of
 from tests.integration.test_dropin import assert_values_same
 
 pytestmark = pytest.mark.timeout(120)
@@ -132,4 +135,27 @@ def test_a_successor_killed_during_the_handover_fails_its_worker_as_usual(no_lea
         assert successor not in pool.worker_pids
         for _ in range(20):  # and it goes on
             pool.step(actions.integers(0, 3, 4))
+    assert not no_leaks.wait_for_no_leaks()
+
+
+def test_daemon_served_workers_recycle_with_the_same_values(no_leaks: Any) -> None:
+    # The handover crosses as plain data (codec), never pickle: a daemon's workers recycle too.
+    spec = "gym:tests.envs.recycling:RandomLengthEnv"
+    extra = ("--max-episodes-per-worker", "4")
+    with (
+        DaemonProcess(spec, envs=4, workers=1, lease_timeout=10.0, extra=extra) as daemon,
+        pool_env.connect(daemon.endpoint, num_envs=4) as env,
+    ):
+        reference = SyncVectorEnv([RandomLengthEnv] * 4)
+        assert_values_same(env.reset(seed=2), reference.reset(seed=2), "reset")
+        actions = np.random.default_rng(3)
+        deadline = time.monotonic() + 60
+        step = 0
+        while status_of(daemon.endpoint)["workers"][0].get("recycles", 0) < 2:
+            assert time.monotonic() < deadline, status_of(daemon.endpoint)["workers"]
+            step += 1
+            action = actions.integers(0, 3, 4)
+            for name, got, want in zip(FIELDS, env.step(action), reference.step(action), strict=True):
+                assert_values_same(got, want, f"step {step} {name}")
+        reference.close()
     assert not no_leaks.wait_for_no_leaks()
