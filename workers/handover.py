@@ -13,8 +13,9 @@ next episode depends on and the old process alone knows:
 
 The record travels in the worker's ``done`` reply and the successor's next command as plain data
 through :mod:`pool_env.codec` (a generator crosses as its bit generator's state), never pickle, so
-workers that serve a daemon recycle the same way. Backends without local RNGs (HTTP: the server
-seeds its episodes) hand over ``None`` for the RNG.
+workers that serve a daemon recycle the same way. The HTTP backend hands over its per-slot seed
+stream (the ``random.Random`` that draws the server's seed for a seedless reset), so seeded HTTP
+runs stay reproducible too.
 """
 
 from __future__ import annotations

@@ -16,9 +16,11 @@ import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import pool_env
-from pool_env import PoolOptions, PoolVectorEnv
+from pool_env import HttpEnvSpec, PoolOptions, PoolVectorEnv
+from pool_env.refserver.process import RefServer
 from tests.envs.recycling import MemoryGrowingEnv, RandomLengthEnv
 from tests.integration.daemon_process import DaemonProcess
+from tests.integration.refserver_helpers import NO_FAULTS
 from tests.integration.test_daemon_lifecycle import status_of
 from tests.integration.test_dropin import assert_values_same
 
@@ -158,4 +160,28 @@ def test_daemon_served_workers_recycle_with_the_same_values(no_leaks: Any) -> No
             for name, got, want in zip(FIELDS, env.step(action), reference.step(action), strict=True):
                 assert_values_same(got, want, f"step {step} {name}")
         reference.close()
+    assert not no_leaks.wait_for_no_leaks()
+
+
+def test_http_workers_recycle_with_the_same_trajectories_as_without(no_leaks: Any) -> None:
+    # HTTP slots hand over their seed streams: a seeded run against the reference server gives the
+    # same observations, rewards and flags with recycling as without.
+    def run(server: RefServer, options: PoolOptions) -> tuple[list[Any], int]:
+        spec = HttpEnvSpec(server.url, f"recycle-{options.max_episodes_per_worker}", step_size=5)
+        with PoolVectorEnv(spec, 6, 2, options=options) as pool:
+            trace: list[Any] = [pool.reset(seed=4)[0]]
+            actions = np.random.default_rng(0)
+            for _ in range(150):
+                obs, rewards, terminated, truncated, infos = pool.step(actions.choice([0, 0, 2], 6))
+                assert "_error" not in infos, infos["error"]
+                trace += [obs, rewards, terminated, truncated]
+            return trace, int(pool.stats()["counters"].get("worker_recycles", 0))
+
+    with RefServer() as server:
+        server.set_faults(**NO_FAULTS)
+        plain, none = run(server, PoolOptions())
+        recycled, count = run(server, PoolOptions(max_episodes_per_worker=5))
+    assert none == 0 and count >= 2
+    for i, (a, b) in enumerate(zip(recycled, plain, strict=True)):
+        np.testing.assert_array_equal(a, b, err_msg=f"entry {i}")
     assert not no_leaks.wait_for_no_leaks()

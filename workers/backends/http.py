@@ -156,6 +156,17 @@ class HttpBackend:
         """The server episode id of each slot (None: made at the slot's next reset)."""
         return list(self._episodes.episode_ids)
 
+    def rng_state(self, slot: int) -> dict[str, Any] | None:
+        """The slot's seed stream (``random.Random`` state), for recycling (workers/handover.py)."""
+        stream = self._seed_streams[slot]
+        return None if stream is None else {"seed_stream": stream.getstate()}
+
+    def set_rng_state(self, slot: int, state: dict[str, Any]) -> None:
+        """Continue the seed stream :meth:`rng_state` returned in another process."""
+        stream = random.Random()
+        stream.setstate(state["seed_stream"])
+        self._seed_streams[slot] = stream
+
     def reset(
         self, slots: Sequence[int], seeds: Sequence[int | None], options: dict[str, Any] | None = None
     ) -> list[Outcome]:
