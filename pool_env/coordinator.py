@@ -136,7 +136,7 @@ class Coordinator:
         self._queues: dict[int, deque[WorkerCall]] = {w.worker_id: deque() for w in self.workers}
         self._lost: dict[int, str] = {}  # slot -> why its episode ended without being reported yet
         self._last_check = 0.0
-        self._all_by_worker = {w.worker_id: list(w.slots) for w in self.workers}
+        self._all_by_worker = {w: list(w.slots) for w in self.workers}  # records stay (recycling too)
         self._all_slots = list(range(self.num_envs))  # built once: submit() of every slot is the hot path
         self._server_steps_counted = getattr(spec, "kind", None) == "http"  # max_server_steps applies
         self._slot_worker = {slot: w for w in self.workers for slot in w.slots}
@@ -230,7 +230,7 @@ class Coordinator:
         by_worker: dict[WorkerHandle, list[int]] = {}
         if slots is None and not (self._recycler is not None and self._recycler.handovers):
             chosen = self._all_slots
-            by_worker = {self.workers[w]: group for w, group in self._all_by_worker.items()}
+            by_worker = self._all_by_worker
             mine = self.trainer_slots
         else:
             chosen = self._all_slots if slots is None else list(slots)
