@@ -268,7 +268,11 @@ class Coordinator:
             if handover is not None:
                 self._mark_handover(handover, handle, message)
             call = WorkerCall(pending, handle, handle.gen, message, worker_slots)
-            if self._fast is not None and invocation is None and handover is None and actions is None:
+            # During a handover, and until a recycled process is gone (it shares the bell), zmq only.
+            recycling = self._recycler is not None and (
+                handover is not None or self._supervisor.has_retired(handle.worker_id)
+            )
+            if self._fast is not None and invocation is None and actions is None and not recycling:
                 call.fast = _fast_plan(op, worker_slots, len(handle.slots), message.get("seeds"), options, autoreset)
             pending.calls.append(call)
             if handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):

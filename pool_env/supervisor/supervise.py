@@ -23,7 +23,7 @@ from pool_env.commands import merge_counters
 from pool_env.config import PoolOptions
 from pool_env.errors import EnvCreationError, ErrorKind, PoolEnvError, WorkerStartError
 from pool_env.supervisor.liveness import HEARTBEAT_INTERVAL, HeartbeatBoard
-from pool_env.supervisor.process import Launcher, SubprocessLauncher
+from pool_env.supervisor.process import Launcher, SubprocessLauncher, WorkerProcess
 from pool_env.supervisor.states import ALIVE, TRANSITIONS, RestartPolicy, WorkerHandle, WorkerState
 
 __all__ = ["Supervisor"]
@@ -54,6 +54,7 @@ class Supervisor:
     _clock: Callable[[], float]
     _rng: random.Random
     _by_identity: dict[bytes, WorkerHandle]
+    retired: list[tuple[int, WorkerProcess, float]]
 
     def __init__(
         self,
@@ -71,6 +72,7 @@ class Supervisor:
         self._clock = clock
         self._rng = rng or random.Random()
         self._by_identity = {}
+        self.retired = []  # recycled processes told to close: (worker id, process, kill deadline)
 
     @classmethod
     def of_subprocesses(
@@ -221,6 +223,8 @@ class Supervisor:
         """
         now = self._clock()
         failed = []
+        if self.retired:
+            self._reap_retired(now)
         for handle in self.workers:
             self.restart_if_due(handle)
             if handle.state not in ALIVE:
@@ -307,14 +311,16 @@ class Supervisor:
         return successor
 
     def promote_successor(self, handle: WorkerHandle, ask: Callable[[WorkerHandle], None]) -> None:
-        """The successor has every slot: stop the old process (``ask`` it to exit, one
-        ``kill_grace``, then its tree is killed) and make the new one ``handle``'s own."""
+        """The successor has every slot: make it ``handle``'s process and ``ask`` the old one to exit.
+
+        Nobody waits for that exit: :meth:`check` reaps the old process (and kills what its envs
+        left), or kills its tree after one ``kill_grace``.
+        """
         successor = handle.successor
         assert successor is not None and handle.process is not None
         ask(handle)
         handle.process.remember_tree()
-        handle.process.wait(self.options.kill_grace)
-        self._kill(handle)  # also what its envs left running
+        self.retired.append((handle.worker_id, handle.process, self._clock() + self.options.kill_grace))
         self._by_identity.pop(handle.identity, None)
         self._by_identity.pop(successor.identity, None)
         merge_counters(handle.carried_counters, handle.backend_counters)
@@ -340,6 +346,23 @@ class Supervisor:
         self._by_identity[handle.identity] = handle
         self.change_state(successor, WorkerState.STOPPED, "its worker failed during the handover")
 
+    def has_retired(self, worker_id: int) -> bool:
+        """Whether a recycled process of ``worker_id`` may still run (it shares the worker's fast-path
+        bell: the fast path waits until it is gone)."""
+        return any(w == worker_id for w, _, _ in self.retired)
+
+    def _reap_retired(self, now: float) -> None:
+        """Forget recycled processes that exited (killing what their envs left); kill late ones."""
+        keep = []
+        for worker_id, process, deadline in self.retired:
+            if process.poll() is None and now < deadline:
+                keep.append((worker_id, process, deadline))
+                continue
+            process.kill_tree()  # a clean exit leaves its group's leftovers; a late one is killed
+            if process.wait(REAP_TIMEOUT) is None:  # pragma: no cover - uninterruptible sleep
+                log.error("recycled worker %d (pid %d) did not exit after SIGKILL", worker_id, process.pid)
+        self.retired = keep
+
     def _with_successors(self) -> list[WorkerHandle]:
         return self.workers + [h.successor for h in self.workers if h.successor is not None]
 
@@ -354,6 +377,7 @@ class Supervisor:
         """
         everyone = self._with_successors()
         live = [h for h in everyone if h.process is not None and h.process.poll() is None]
+        self._reap_retired(self._clock() + self.options.kill_grace)  # told to close long ago: no waiting
         for handle in live:
             assert handle.process is not None
             handle.process.remember_tree()
@@ -409,4 +433,5 @@ class Supervisor:
 
     def live_pids(self) -> list[int]:
         """Pids of worker processes that are still running."""
-        return [h.pid for h in self._with_successors() if h.pid is not None and h.exit_code() is None]
+        pids = [h.pid for h in self._with_successors() if h.pid is not None and h.exit_code() is None]
+        return pids + [process.pid for _, process, _ in self.retired if process.poll() is None]

@@ -27,7 +27,7 @@ def test_promotion_closes_the_old_process_and_keeps_the_workers_record() -> None
     supervisor.ready(successor)
     asked = []
     supervisor.promote_successor(handle, ask=asked.append)
-    assert asked == [handle] and old.killed >= 1 and old.code is not None
+    assert asked == [handle] and old.killed == 0 and supervisor.has_retired(0)  # nobody waits for its exit
     assert handle.process is successor.process and handle.gen == 2 and handle.recycles == 1
     assert handle.successor is None and handle.restarts == 0
     assert supervisor.handle_of(b"w0.2") is handle and supervisor.handle_of(b"w0.1") is None
@@ -47,3 +47,21 @@ def test_a_dead_successor_fails_its_worker_and_never_reuses_its_identity() -> No
     assert old.killed >= 1 and handle.successor is None and handle.restarts == 1
     assert handle.gen == 3  # after the successor's 2: a late message of either is dropped
     assert supervisor.handle_of(b"w0.2") is None and supervisor.handle_of(b"w0.3") is handle
+
+
+def test_a_recycled_process_is_reaped_when_it_exits_or_killed_after_kill_grace() -> None:
+    supervisor, launcher, clock = make()
+    for exits in (True, False):
+        handle = supervisor.workers[0]
+        old = launcher.of(handle)
+        successor = supervisor.spawn_successor(handle, "test")
+        supervisor.ready(successor)
+        supervisor.promote_successor(handle, ask=lambda h: None)
+        assert old.pid in supervisor.live_pids()
+        if exits:
+            old.code = 0
+        else:
+            clock.advance(2.5)  # past kill_grace=2.0: it did not exit when asked
+        assert supervisor.check() == []
+        assert old.killed == 1 and old.code is not None and not supervisor.has_retired(0)
+        assert old.pid not in supervisor.live_pids()
