@@ -34,14 +34,15 @@ class RandomLengthEnv(gym.Env[np.ndarray, int]):
 
 
 class MemoryGrowingEnv(RandomLengthEnv):
-    """A :class:`RandomLengthEnv` that leaks ``mib_per_step`` MiB of touched memory on every step
-    (a simulator's cache that is never freed), so its worker's RSS grows."""
+    """A :class:`RandomLengthEnv` that leaks ``mib_per_step`` MiB of touched memory on every step,
+    up to ``limit_mib`` (a simulator's cache that is never freed), so its worker's RSS grows."""
 
-    def __init__(self, max_length: int = 6, mib_per_step: float = 2.0) -> None:
+    def __init__(self, max_length: int = 6, mib_per_step: float = 2.0, limit_mib: float = 96.0) -> None:
         super().__init__(max_length)
-        self.mib_per_step = mib_per_step
+        self.mib_per_step, self.limit_mib = mib_per_step, limit_mib
         self.leak: list[np.ndarray] = []
 
     def step(self, action: int) -> Any:
-        self.leak.append(np.ones(int(self.mib_per_step * 2**20) // 8))  # written: counts in RSS
+        if len(self.leak) * self.mib_per_step < self.limit_mib:
+            self.leak.append(np.ones(int(self.mib_per_step * 2**20) // 8))  # written: counts in RSS
         return super().step(action)
