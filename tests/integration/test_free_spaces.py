@@ -16,7 +16,7 @@ from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 from pool_env import GymEnvSpec, PoolVectorEnv
 from pool_env.errors import InvalidActionError, SpecError
 from tests.envs.free_spaces import EchoTextEnv, FreeShapeEnv, NotASpaceEnv
-from tests.integration.test_dropin import FIELDS, assert_values_same
+from tests.integration.reference import FIELDS, assert_values_same
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -20,13 +20,11 @@ from pool_env import HttpEnvSpec, PoolOptions, PoolVectorEnv
 from pool_env.refserver.process import RefServer
 from tests.envs.recycling import MemoryGrowingEnv, RandomLengthEnv
 from tests.integration.daemon_process import DaemonProcess
+from tests.integration.reference import FIELDS, assert_values_same
 from tests.integration.refserver_helpers import NO_FAULTS
 from tests.integration.test_daemon_lifecycle import status_of
-from tests.integration.test_dropin import assert_values_same
 
 pytestmark = pytest.mark.timeout(120)
-
-FIELDS = ("obs", "reward", "terminated", "truncated", "infos")
 
 
 def step_both(
