@@ -45,13 +45,19 @@ def make_gil_sleeping_env(flag_path: str, target_worker: int) -> gym.Env[Any, An
 
 
 def _hold_gil(seconds: float) -> bool:
-    """Burn CPU in one C call holding the GIL for about ``seconds``; whether no other thread ran."""
-    ticks = [0]
+    """Burn CPU in one C call holding the GIL for about ``seconds``; whether no other thread ran.
+
+    A ticking thread stamps the time each time it runs. It may run just before the call starts
+    or just after it ends (the interpreter hands the GIL over between bytecodes, under load even
+    twice), so only a stamp well inside the call, more than ``_EDGE_S`` from both ends, proves
+    the GIL was released during it.
+    """
+    stamps: list[float] = []
     stop = threading.Event()
 
     def tick() -> None:
         while not stop.is_set():
-            ticks[0] += 1
+            stamps.append(time.perf_counter())
             time.sleep(0.01)
 
     n = 1_000_000
@@ -65,12 +71,15 @@ def _hold_gil(seconds: float) -> bool:
     thread = threading.Thread(target=tick, daemon=True)
     thread.start()
     time.sleep(0.05)
-    before = ticks[0]
+    began = time.perf_counter()
     sum(range(int(n * seconds / elapsed)))
-    after = ticks[0]
+    ended = time.perf_counter()
     stop.set()
     thread.join()
-    return after - before <= 1  # at most the tick that was running when the call began
+    return not any(began + _EDGE_S < stamp < ended - _EDGE_S for stamp in stamps)
+
+
+_EDGE_S = 0.2
 
 
 class _GilBurningEnv(_Fault):
