@@ -7,6 +7,11 @@ period for them to go back to the snapshot. Whatever is still there fails the te
 cleaned up, so one leak does not cascade into the next test. ``tests/integration`` applies it
 to every test.
 
+``tests/integrations`` (SB3, RLlib/Ray, TorchRL) needs packages the core test env does not have:
+it is collected only when the ``-m`` expression selects the ``integrations`` marker (``tox -e
+integrations`` runs ``-m integrations``); the default ``-m 'not integrations'`` skips collecting it,
+so its modules may import ``ray`` at the top and an import failure there fails, never skips.
+
 Other test sessions may run on the same machine at the same time: the session gets a private
 temp dir (``TMPDIR``, inherited by workers), and only segments whose owner pid (part of the
 name) is this process or one of its children count, so we never blame or delete theirs.
@@ -21,6 +26,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 import pytest
@@ -30,6 +36,45 @@ from pool_env.shm import SEGMENT_PREFIX, list_segments
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEAK_GRACE_SECONDS = 5.0
 SHM_DIR = "/dev/shm"
+INTEGRATIONS_DIR = Path(REPO_ROOT, "tests", "integrations")
+INTEGRATIONS_MARK = "integrations"
+
+
+def _selects_integrations(config: pytest.Config) -> bool:
+    """Whether the ``-m`` expression keeps a test marked only ``integrations`` (no ``-m``: yes)."""
+    from _pytest.mark.expression import Expression  # pytest's own parser of -m, as its deselection uses
+
+    markexpr = config.getoption("markexpr") or ""
+    if not markexpr.strip():
+        return True
+    return Expression.compile(markexpr).evaluate(lambda name, **_: name == INTEGRATIONS_MARK)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Do not import ``tests/integrations`` (ray, torch, SB3) when its tests are deselected anyway."""
+    if collection_path == INTEGRATIONS_DIR or INTEGRATIONS_DIR in collection_path.parents:
+        return None if _selects_integrations(config) else True
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """A module of ``tests/integrations`` that skips itself (``importorskip`` of a missing stack) fails:
+    where those tests are selected, a missing integration is a broken install, never a skip."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and (collector.path == INTEGRATIONS_DIR or INTEGRATIONS_DIR in collector.path.parents):
+        report.outcome = "failed"
+        report.longrepr = f"{collector.path}: skipped at import ({report.longrepr}); the integrations must not skip"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test under ``tests/integrations`` is marked ``integrations`` (before ``-m`` selects), so
+    none is dropped by ``-m integrations`` for a forgotten marker."""
+    for item in items:
+        if INTEGRATIONS_DIR in item.path.parents:
+            item.add_marker(INTEGRATIONS_MARK)
 
 
 @pytest.fixture(scope="session", autouse=True)
