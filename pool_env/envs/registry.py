@@ -8,7 +8,7 @@ embedded pool), never in a daemon's workers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,6 +97,13 @@ def resolve_spec(
         if count is not None and count != fns.num_envs:
             raise SpecError(f"num_envs: {count} given with {fns.num_envs} env_fns; one slot per callable")
         return fns, fns.num_envs
+    if isinstance(spec, Mapping):  # RLlib calls `.environment(env=PoolVectorEnv)` with its env_config dict
+        raise SpecError(
+            f"spec: got a {type(spec).__name__} ({dict(spec)!r:.80}), as RLlib passes its env_config to "
+            "`.environment(env=PoolVectorEnv)`; for RLlib use "
+            "`.environment(pool_env.ray.register_pool_env(name, spec))` with "
+            "`.env_runners(gym_env_vectorize_mode='vector_entry_point')`, else pass an env spec or env_fns"
+        )
     raise SpecError(
         f"spec: expected an env spec (HttpEnvSpec, GymEnvSpec) or a list of env factories, got {type(spec).__name__}"
     )
