@@ -138,6 +138,8 @@ class PoolVecEnv(VecEnv):
         Raises:
             AttributeError: an env has no such attribute.
         """
+        if attr_name == "render_mode":  # the pool knows it (HTTP slots have no env object to ask)
+            return [self.pool.render_mode for _ in self._get_indices(indices)]
         return self._call(attr_name, indices, getter=True)
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:

@@ -17,8 +17,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from pool_env import GymEnvSpec
-from pool_env.sb3 import PoolVecEnv
+from pool_env import GymEnvSpec, HttpEnvSpec
+from pool_env.refserver.process import RefServer
+from pool_env.sb3 import PoolVecEnv, PoolVecMonitor
 
 pytestmark = [pytest.mark.integrations, pytest.mark.timeout(120)]
 
@@ -121,3 +122,16 @@ def test_ppo_trains_cartpole_through_the_pool() -> None:
         assert any(not torch.equal(b, p) for b, p in zip(before, model.policy.parameters(), strict=True))
     finally:
         venv.close()
+
+
+def test_ppo_trains_on_degradation_env_slots_from_an_http_spec() -> None:
+    with RefServer(p_episode_error=0.02, fault_seed=0) as server:  # failures on: some episodes are cut
+        spec = HttpEnvSpec(server.url, user_token="sb3", step_size=10, request_timeout=5.0)
+        with PoolVecEnv(spec, num_envs=4, num_workers=2) as pool:
+            venv = PoolVecMonitor(pool)
+            assert pool.render_mode is None and venv.observation_space.shape == (9,)
+            model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
+            model.learn(total_timesteps=2 * 32 * 4)
+            assert model.num_timesteps == 2 * 32 * 4
+            assert venv.episode_count > 0  # episodes that ended on their own reached SB3's logger
+            assert len(model.ep_info_buffer) == min(venv.episode_count, model.ep_info_buffer.maxlen)
