@@ -121,7 +121,8 @@ def serve(
                  "num_workers": workers}  # fmt: skip
         click.echo(json.dumps(ready))
     else:
-        click.echo(f"pool-env daemon serving {daemon.endpoint} (pid {os.getpid()}, {envs} slots, {workers} workers)")
+        slots, processes = _plural(envs, "slot"), _plural(workers, "worker")
+        click.echo(f"pool-env daemon serving {daemon.endpoint} (pid {os.getpid()}, {slots}, {processes})")
     try:
         daemon.serve_forever()
     finally:
@@ -129,6 +130,11 @@ def serve(
             signal.signal(signum, handler)
     click.echo(json.dumps({"event": "stopped"}) if ready_json else "pool-env daemon stopped")
     raise SystemExit(ExitCode.OK)
+
+
+def _plural(count: int, noun: str) -> str:
+    """``1 worker``, ``2 workers``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _install_signal_handlers(daemon: Any) -> dict[int, Any]:

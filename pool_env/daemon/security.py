@@ -167,7 +167,7 @@ def prepare_ipc(endpoint: str | None, runtime_dir: str) -> IpcSocket:
     daemon's socket; so probe the path first: if something accepts a connection there, refuse.
 
     Raises:
-        TransportError: another daemon is serving on the path.
+        TransportError: another daemon is serving on the path, or its directory cannot be created.
         SpecError: the path is too long for a Unix socket.
     """
     if endpoint is None:
@@ -179,7 +179,13 @@ def prepare_ipc(endpoint: str | None, runtime_dir: str) -> IpcSocket:
     directory = os.path.dirname(os.path.abspath(path))
     created = None
     if not os.path.isdir(directory):
-        os.makedirs(directory, mode=0o700)
+        try:
+            os.makedirs(directory, mode=0o700)
+        except OSError as exc:
+            raise TransportError(
+                f"cannot use {endpoint}: cannot create its directory {directory} ({exc.strerror}); "
+                "choose an ipc path in a directory you can write to"
+            ) from exc
         created = directory
     if os.path.exists(path):
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

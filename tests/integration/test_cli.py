@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,9 @@ BAD_ARGUMENTS = [
     (("serve", "--spec", "gym:CartPole-v1", "--envs", "2", "--workers", "3"), ("workers", "must be 1..envs=2")),
     (("status", "tcp://127.0.0.1:5555"), ("needs CURVE keys", "--server-key", "--client-secret-key")),
     (("soak", "--envs", "2", "--workers", "3"), ("--workers 3 is more than --envs 2",)),
+    (("serve", "--spec", "gym:CartPole-v1", "--bind", "ipc:///proc/nope/x.sock"), ("/proc/nope", "choose an ipc path")),
+    (("ref-server", "--port", "99999"), ("--port", "99999 is not in the range 0<=x<=65535")),
+    (("ref-server", "--p-http-500", "1.5"), ("--p-http-500", "0.0<=x<=1.0")),
 ]
 
 
@@ -54,6 +59,39 @@ def test_a_busy_metrics_port_is_one_line_and_the_pool_it_started_is_gone() -> No
         port = holder.getsockname()[1]
         result = cli("serve", "--spec", "gym:CartPole-v1", "--envs", "2", "--workers", "1", "--metrics-port", str(port))
     assert_one_line_error(result, f"127.0.0.1:{port}", "--metrics-port")  # no_leaks: no worker, segment or socket
+
+
+def test_a_busy_ref_server_port_is_one_line_and_exit_code_2() -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = cli("ref-server", "--port", str(port))
+    assert_one_line_error(result, f"cannot listen on 127.0.0.1:{port}", "Address already in use", "--port")
+
+
+@pytest.mark.parametrize("command", ["demo", "serve", "status", "keygen", "ref-server", "bench", "soak"])
+def test_every_command_help_has_the_same_click_usage_line(command: str) -> None:
+    result = cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Usage: python -m pool_env.cli {command} [OPTIONS]"), result.stdout[:200]
+    assert "-h, --help" in result.stdout
+
+
+def test_serve_banner_says_1_worker_not_1_workers(tmp_path: Path) -> None:
+    bind = f"ipc://{tmp_path}/pool.sock"
+    args = ["--spec", "gym:CartPole-v1", "--envs", "1", "--workers", "1", "--bind", bind, "--stop-timeout", "2"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "pool_env.cli", "serve", *args], stdout=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            banner = proc.stdout.readline()  # the banner is printed once the daemon serves
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    assert banner.startswith(f"pool-env daemon serving {bind} "), banner
+    assert banner.rstrip().endswith("1 slot, 1 worker)"), banner
 
 
 def test_serve_config_file_is_honoured_under_the_flags_names(tmp_path: Path) -> None:
