@@ -29,13 +29,11 @@ import zmq
 from pool_env import errors, fastpath, protocol, shm
 from pool_env.commands import CommandResult, PendingCommand, WorkerCall, split_slots
 from pool_env.config import PoolOptions
+from pool_env.env_failures import env_name, judge_env_failures
 from pool_env.envs import EnvSpec
 from pool_env.errors import (
     EnvCreationError,
-    EnvFailingError,
-    EnvRaisedError,
     ErrorKind,
-    InvalidEnvReturnError,
     PoolEnvError,
     PoolGaveUpError,
     ProtocolError,
@@ -44,8 +42,9 @@ from pool_env.errors import (
     StepFate,
     StepTimeoutError,
 )
+from pool_env.fastpath.route import FastCalls, fast_plan
 from pool_env.protocol import Op
-from pool_env.recycle import Handover, Recycler
+from pool_env.recycle import Handovers, Recycler
 from pool_env.supervisor import ALIVE, Supervisor, WorkerHandle, WorkerState
 from pool_env.supervisor.rundir import RunDir
 from pool_env.trainer_slots import TrainerSlots
@@ -84,7 +83,7 @@ class Coordinator:
         self.message_obs: dict[int, list[Any]] = {
             i: [None] * layout.num_envs for i, leaf in enumerate(layout.obs) if leaf.by_message
         }
-        self._env_name = _env_name(spec)
+        self._env_name = env_name(spec)
         self._seq = 0
         self._closed = False
         self._created_at = time.monotonic()
@@ -103,9 +102,7 @@ class Coordinator:
         self._trainer: TrainerSlots | None = None
         # The fast path (pool_env.fastpath): clean steps/resets through sequence words in the segment.
         self._fast: fastpath.FastLane | None = None
-        self._fast_calls: dict[int, tuple[WorkerCall, int]] = {}  # worker id -> its call on the fast path
-        # While submit() posts a command: the workers whose bells to ring once all are posted.
-        self._rings: list[int] | None = None
+        self._fast_calls: FastCalls | None = None  # the calls on the fast path (pool_env.fastpath.route)
         self._cores = fastpath.usable_cores()
         # Spin while waiting for workers only if a core is free for it (never take one from the envs).
         spin = fastpath.spin_budget(num_workers, cores=self._cores)
@@ -117,6 +114,7 @@ class Coordinator:
             self.buffers = shm.create(layout)
             if layout.control_words:
                 self._fast = fastpath.FastLane(self.buffers, num_workers)
+                self._fast_calls = FastCalls(self._fast)
                 self._waiter = fastpath.Waiter(self._socket, self._fast.doorbell, spin)
             fast = self._fast
             # Only an env_fns pool's own workers may unpickle (its factories, in init).
@@ -140,8 +138,13 @@ class Coordinator:
         self._all_slots = list(range(self.num_envs))  # built once: submit() of every slot is the hot path
         self._server_steps_counted = getattr(spec, "kind", None) == "http"  # max_server_steps applies
         self._slot_worker = {slot: w for w in self.workers for slot in w.slots}
-        self._recycler = Recycler.from_options(options)  # None unless recycling is asked for
-        self._successor_queues: dict[WorkerHandle, deque[WorkerCall]] = {}
+        recycler = Recycler.from_options(options)  # None unless recycling is asked for
+        self._handovers: Handovers | None = None  # the recycling handovers (pool_env.recycle)
+        if recycler is not None:
+            self._handovers = Handovers(
+                recycler, self.supervisor, self.buffers, self._slot_worker, self.counters,
+                self._send_head, self._fail_call, self._ask_to_close,
+            )  # fmt: skip
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -223,12 +226,13 @@ class Coordinator:
         slots = None if slots is None else list(slots)
         if op is Op.STEP and self._server_steps_counted:
             self._charge_server_steps(self.num_envs if slots is None else len(slots))
-        if self._recycler is not None:
-            self._recycle_tick()
+        handovers = self._handovers
+        if handovers is not None:
+            handovers.tick(self.workers, self._queue)
         self._seq += 1
         mine: list[int] = []  # the trainer's own slots (trainer_slots)
         by_worker: dict[WorkerHandle, list[int]] = {}
-        if slots is None and not (self._recycler is not None and self._recycler.handovers):
+        if slots is None and not (handovers is not None and handovers.active):
             chosen = self._all_slots
             by_worker = self._all_by_worker
             mine = self.trainer_slots
@@ -244,8 +248,9 @@ class Coordinator:
         pending = PendingCommand(op, self._seq)
         # Post every worker's command before ringing any bell: a woken worker may take this core
         # from us (wake-up preemption), and the next worker's command would wait for it.
-        rings: list[int] = []
-        self._rings = rings
+        fast_calls = self._fast_calls
+        if fast_calls is not None:
+            fast_calls.rings = []
         if mine:
             pending.local = self._message(op, mine, seed_of, options, autoreset, invocation, actions)
         for handle, worker_slots in by_worker.items():
@@ -264,16 +269,17 @@ class Coordinator:
                 for slot in worker_slots:
                     self._lost.pop(slot, None)  # a reset starts a new episode anyway
             message = self._message(op, worker_slots, seed_of, options, autoreset, invocation, actions)
-            handover = None if self._recycler is None else self._handover_of(handle)
+            handover = None if handovers is None else handovers.of(handle)
             if handover is not None:
-                self._mark_handover(handover, handle, message)
+                assert handovers is not None
+                handovers.mark(handover, handle, message)
             call = WorkerCall(pending, handle, handle.gen, message, worker_slots)
             # During a handover, and until a recycled process is gone (it shares the bell), zmq only.
-            recycling = self._recycler is not None and (
+            recycling = handovers is not None and (
                 handover is not None or self._supervisor.has_retired(handle.worker_id)
             )
-            if self._fast is not None and invocation is None and actions is None and not recycling:
-                call.fast = _fast_plan(op, worker_slots, len(handle.slots), message.get("seeds"), options, autoreset)
+            if fast_calls is not None and invocation is None and actions is None and not recycling:
+                call.fast = fast_plan(op, worker_slots, len(handle.slots), message.get("seeds"), options, autoreset)
             pending.calls.append(call)
             if handle.state in (WorkerState.BACKOFF, WorkerState.FATAL):
                 kind = ErrorKind.GAVE_UP if handle.state is WorkerState.FATAL else ErrorKind.WORKER_RESTARTING
@@ -281,11 +287,8 @@ class Coordinator:
                 continue
             self._queue(handle).append(call)
             self._send_head(handle)
-        if rings:
-            assert self._fast is not None
-            for index in rings:
-                self._fast.ring(index)
-        self._rings = None
+        if fast_calls is not None:
+            fast_calls.ring_all()
         return pending
 
     def _message(
@@ -327,7 +330,7 @@ class Coordinator:
             now = time.monotonic()
             if now - self._last_check >= LIVENESS_POLL_MS / 1000:  # not on every message: it costs waitpids
                 self._check_workers(now)
-            if self._fast_calls:
+            if self._fast_calls is not None and self._fast_calls.calls:
                 self._reap_fast()
             if pending.complete:
                 break
@@ -338,7 +341,8 @@ class Coordinator:
                     busy = sum(not call.done for call in pending.calls)
                     raise StepTimeoutError(f"{busy} worker(s) still busy after {timeout} s; the call stays pending")
                 wait = min(wait, left)
-            if not self._pump(wait, self._any_fast_done if self._fast_calls else None):
+            fast_calls = self._fast_calls
+            if not self._pump(wait, fast_calls.any_done if fast_calls is not None and fast_calls.calls else None):
                 self._last_check = 0.0  # a quiet poll: check the workers' health now
         if pending.result.fatal is not None:
             raise pending.result.fatal
@@ -346,10 +350,11 @@ class Coordinator:
 
     def progress(self, wait: float) -> None:
         """Handle worker messages for up to ``wait`` seconds and heal failed workers (non-blocking use)."""
-        if self._fast_calls:
+        fast_calls = self._fast_calls
+        if fast_calls is not None and fast_calls.calls:
             self._reap_fast()
         quiet = not self._pump(wait)
-        if self._fast_calls:
+        if fast_calls is not None and fast_calls.calls:
             self._reap_fast()
         now = time.monotonic()
         if quiet or now - self._last_check >= LIVENESS_POLL_MS / 1000:
@@ -378,14 +383,8 @@ class Coordinator:
         if call.gen != handle.gen:  # queued for a process that was replaced meanwhile
             self._fail_queue(handle, ErrorKind.WORKER_RESTARTING, handle.last_error or "worker restarted")
             return
-        if call.fast is not None and self._fast is not None:
-            seq = call.pending.seq
-            rings = self._rings
-            self._fast.post(handle.worker_id, handle.gen, seq, *call.fast, ring=rings is None)
-            if rings is not None:
-                rings.append(handle.worker_id)
-            self._fast_calls[handle.worker_id] = (call, fastpath.pack(handle.gen, seq))
-            call.sent_at = time.monotonic()
+        if call.fast is not None and self._fast_calls is not None:
+            self._fast_calls.post(call)
             return
         try:
             self._socket.send_multipart([handle.identity, protocol.encode(call.message)])
@@ -402,8 +401,8 @@ class Coordinator:
         for handle in self._supervisor.check():
             self._after_failure(handle)
         handles = self.workers
-        if self._recycler is not None and self._recycler.handovers:
-            handles = handles + [h.new for h in self._recycler.handovers.values()]
+        if self._handovers is not None and self._handovers.active:
+            handles = handles + self._handovers.successors()
         for handle in handles:
             queue = self._queue(handle)
             if not queue or handle.state not in ALIVE:
@@ -497,8 +496,8 @@ class Coordinator:
         reason = handle.last_error or "worker failed"
         self._lost.update({slot: reason for slot in handle.slots})
         self._fail_queue(handle, handle.last_kind or ErrorKind.WORKER_DIED, reason)
-        if self._recycler is not None:
-            self._end_handover(handle, reason)
+        if self._handovers is not None:
+            self._handovers.end(handle, reason)
 
     def _restart_seeds(self, handle: WorkerHandle) -> list[int | None]:
         """Seed schedule of a restarted worker: ``base_seed + slot + num_envs * restarts``."""
@@ -546,8 +545,8 @@ class Coordinator:
             call = self._answered_call(handle, message)
             if call is None:
                 return  # a reply to an abandoned command
-            if self._recycler is not None:
-                self._recycled_reply(handle, call, message)
+            if self._handovers is not None:
+                self._handovers.on_reply(handle, call, message)
             handle.steps += len(call.slots)
             if "counters" in message:
                 handle.backend_counters = {str(k): int(v) for k, v in message["counters"].items()}
@@ -569,7 +568,7 @@ class Coordinator:
         result.errors.update(failures)
         self.counters["slot_errors"] += len(failures)
         self.error_kinds.update(failure.kind for failure in failures.values())
-        self._judge_env_failures(result, message, failures)
+        judge_env_failures(result, message, failures, self.options, self.counters, self._env_name)
         if "values" in message:
             result.values.update({int(k): v for k, v in message["values"].items()})
         if "call_error" in message and result.fatal is None:
@@ -580,26 +579,14 @@ class Coordinator:
 
     def _reap_fast(self) -> None:
         """Finish the calls whose worker published them on the fast path."""
-        assert self._fast is not None
-        for worker_id, (call, word) in list(self._fast_calls.items()):
-            if call.done:  # answered over zmq (it had news), or failed with its worker
-                del self._fast_calls[worker_id]
-            elif self._fast.finished(worker_id, word):
-                del self._fast_calls[worker_id]
-                queue = self._queues[worker_id]
-                if queue and queue[0] is call:
-                    queue.popleft()
-                call.done = True
-                call.handle.steps += len(call.slots)
-                if self._recycler is not None and call.pending.op is Op.STEP:
-                    self._recycler.count_episodes(call.handle, call.slots, *self._ended_flags())
-                self.counters["fast_path_calls"] += 1
-                self._send_head(call.handle)
+        assert self._fast_calls is not None
+        self._fast_calls.reap(self._queues, self._fast_finished)
 
-    def _any_fast_done(self) -> bool:
-        fast = self._fast
-        assert fast is not None
-        return any(call.done or fast.finished(w, word) for w, (call, word) in self._fast_calls.items())
+    def _fast_finished(self, call: WorkerCall) -> None:
+        if self._handovers is not None and call.pending.op is Op.STEP:
+            self._handovers.count_episodes(call)
+        self.counters["fast_path_calls"] += 1
+        self._send_head(call.handle)
 
     def _run_trainer_slots(self, pending: PendingCommand) -> None:
         """Step, reset or call the trainer's own slots in this process (``trainer_slots``)."""
@@ -613,37 +600,6 @@ class Coordinator:
             return
         failures = {int(k): SlotFailure.from_wire(v) for k, v in reply.get("errors", {}).items()}
         self._merge_done(pending.result, reply, failures, -1)
-
-    def _judge_env_failures(
-        self, result: CommandResult, message: dict[str, Any], failures: dict[int, SlotFailure]
-    ) -> None:
-        """Decide which failures of users' envs the trainer must see raised (README failure table).
-
-        An invalid return always raises (a bug, never transient); an exception raised in the env
-        raises with ``on_env_error="raise"`` or once a slot reached ``env_failure_limit`` raises in
-        a row; otherwise the slot is reported truncated. The first error (by slot) wins.
-        """
-        in_a_row = {int(k): int(v) for k, v in message.get("in_a_row", {}).items()}
-        for slot, failure in sorted(failures.items()):
-            kind, text = failure.kind, failure.message
-            error: PoolEnvError | None = None
-            if kind is ErrorKind.INVALID_ENV_RETURN:
-                self.counters["invalid_env_returns"] += 1
-                error = InvalidEnvReturnError(text, slot)
-            elif kind is ErrorKind.ENV_RAISED:
-                self.counters["env_exceptions"] += 1
-                count = in_a_row.get(slot, 1)
-                if self.options.on_env_error == "raise":
-                    error = EnvRaisedError(f"the env raised (on_env_error='raise'): {text}", slot)
-                elif count >= self.options.env_failure_limit:
-                    error = EnvFailingError(
-                        f"slot {slot}: env {self._env_name} raised {count} times in a row without one "
-                        f"successful step (env_failure_limit={self.options.env_failure_limit}): a bug in the "
-                        f"env, not bad luck. Last cause: {text}",
-                        slot,
-                    )
-            if error is not None and result.fatal is None:
-                result.fatal = error
 
     def _send_init(self, handle: WorkerHandle) -> None:
         assert self.buffers is not None
@@ -692,108 +648,12 @@ class Coordinator:
             call.pending.result.fatal = error
         self._send_head(handle)
 
-    # -- recycling (pool_env.recycle) -----------------------------------------------------------
-
     def _queue(self, handle: WorkerHandle) -> deque[WorkerCall]:
         """The calls of ``handle`` in order (a successor has its own queue during a handover)."""
         if handle.takes_over is not None:
-            return self._successor_queues.setdefault(handle, deque())
+            assert self._handovers is not None
+            return self._handovers.queue_of(handle)
         return self._queues[handle.worker_id]
-
-    def _handover_of(self, handle: WorkerHandle) -> Handover | None:
-        assert self._recycler is not None
-        handover = self._recycler.handovers.get(handle.worker_id)
-        return handover if handover is not None and handle in (handover.old, handover.new) else None
-
-    def _mark_handover(self, handover: Handover, handle: WorkerHandle, message: dict[str, Any]) -> None:
-        """The old process hands over ended slots; the successor gets the states not yet sent."""
-        if handle is handover.old:
-            if handover.releasing:
-                message["release"] = True
-        elif handover.to_adopt:
-            message["adopt"], handover.to_adopt = handover.to_adopt, {}
-
-    def _ended_flags(self) -> tuple[Any, Any]:
-        assert self.buffers is not None
-        return self.buffers.terminated, self.buffers.truncated
-
-    def _recycled_reply(self, handle: WorkerHandle, call: WorkerCall, message: dict[str, Any]) -> None:
-        """Count the episodes a step ended; move the slots the old process handed over."""
-        assert self._recycler is not None
-        if call.pending.op is Op.STEP:
-            self._recycler.count_episodes(handle, call.slots, *self._ended_flags())
-        released = message.get("released")
-        handover = self._recycler.handovers.get(handle.worker_id)
-        if not released or handover is None or handle is not handover.old:
-            return
-        log.debug("worker %d hands slots %s over (seq %s)", handle.worker_id, sorted(released), message.get("seq"))
-        finals: dict[int, Any] = {}
-        for slot, state in released.items():
-            slot = int(slot)
-            self._slot_worker[slot] = handover.new
-            if "final" in state:
-                finals[slot] = state.pop("final")
-            handover.to_adopt[slot] = state
-            handover.moved.add(slot)
-        if finals:
-            self._finish_same_step(handover, call, finals)
-
-    def _finish_same_step(self, handover: Handover, call: WorkerCall, finals: dict[int, Any]) -> None:
-        """SAME_STEP: slots the old process ended in this step (and handed over without resetting
-        them) are reset by the successor as part of the same command, which completes only then."""
-        rows = sorted(finals)
-        message = {
-            "op": Op.RESET.value,
-            "seq": call.pending.seq,
-            "slots": rows,
-            "seeds": [None] * len(rows),
-            "options": None,
-            "autoreset": "SameStep",
-            "finish": finals,
-        }
-        message["adopt"], handover.to_adopt = handover.to_adopt, {}
-        follow = WorkerCall(call.pending, handover.new, handover.new.gen, message, rows)
-        call.slots = [slot for slot in call.slots if slot not in finals]  # partial batches hand them out later
-        call.pending.calls.append(follow)
-        self._queue(handover.new).append(follow)
-        self._send_head(handover.new)
-
-    def _recycle_tick(self) -> None:
-        """Start the recycles that are due; finish the handovers that are complete and idle."""
-        recycler = self._recycler
-        assert recycler is not None
-        for handle, reason in recycler.due(self.workers):
-            log.info("recycling worker %d (pid %s): %s", handle.worker_id, handle.pid, reason)
-            successor = self._supervisor.spawn_successor(handle, reason)
-            recycler.handovers[handle.worker_id] = Handover(handle, successor, reason)
-        for handover in list(recycler.handovers.values()):
-            idle = not self._queue(handover.old) and not self._queue(handover.new)
-            if handover.complete and not handover.to_adopt and idle:  # every state reached the successor
-                self._promote(handover)
-
-    def _promote(self, handover: Handover) -> None:
-        """The successor owns every slot: it becomes the worker's process; the old one closes."""
-        assert self._recycler is not None
-        old = handover.old
-        del self._recycler.handovers[old.worker_id]
-        self._successor_queues.pop(handover.new, None)
-        self._supervisor.promote_successor(old, ask=self._ask_to_close)
-        for slot in old.slots:
-            self._slot_worker[slot] = old
-        self.counters["worker_recycles"] += 1
-
-    def _end_handover(self, handle: WorkerHandle, reason: str) -> None:
-        """``handle`` failed during a handover: its successor was stopped with it (supervisor);
-        fail the successor's calls, and the slots it held come back to the worker's record."""
-        assert self._recycler is not None
-        handover = self._recycler.handovers.pop(handle.worker_id, None)
-        if handover is None:
-            return
-        queue = self._successor_queues.pop(handover.new, deque())
-        while queue:
-            self._fail_call(queue.popleft(), handle.last_kind or ErrorKind.WORKER_DIED, reason)
-        for slot in handle.slots:
-            self._slot_worker[slot] = handle
 
     # -- observability ----------------------------------------------------------------------
 
@@ -819,39 +679,3 @@ class Coordinator:
         """Seconds since this coordinator was created."""
         return time.monotonic() - self._created_at
 
-
-def _env_name(spec: EnvSpec) -> str:
-    """How error messages name the env of ``spec``."""
-    name = getattr(spec, "env_id", None) or getattr(spec, "server_url", None)
-    return repr(name) if name else type(spec).__name__
-
-
-AUTORESET_MODES = ("NextStep", "SameStep", "Disabled")
-"""``gymnasium.vector.AutoresetMode`` values by their number in a fast-path record's ``mode`` word."""
-
-
-def _fast_plan(
-    op: Op,
-    slots: list[int],
-    owned: int,
-    seeds: list[int | None] | None,
-    options: dict[str, Any] | None,
-    autoreset: str,
-) -> tuple[int, int | None, int] | None:
-    """``(fast op, seed base, mode)`` when the fast path can carry this call (all the worker's slots,
-    a step, or a reset without options whose seeds are all ``None`` or ``base + slot``); else ``None``."""
-    if len(slots) != owned or autoreset not in AUTORESET_MODES:
-        return None
-    mode = AUTORESET_MODES.index(autoreset)
-    if op is Op.STEP:
-        return (fastpath.FAST_STEP, None, mode)
-    if op is not Op.RESET or options is not None or seeds is None:
-        return None
-    if all(seed is None for seed in seeds):
-        return (fastpath.FAST_RESET, None, mode)
-    if any(seed is None for seed in seeds):
-        return None
-    base = int(seeds[0]) - slots[0]  # type: ignore[arg-type]
-    if all(seed == base + slot for seed, slot in zip(seeds, slots, strict=True)):
-        return (fastpath.FAST_RESET, base, mode)
-    return None

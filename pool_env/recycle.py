@@ -30,16 +30,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from pool_env.commands import WorkerCall
 from pool_env.config import PoolOptions
-from pool_env.supervisor import WorkerHandle, WorkerState
+from pool_env.errors import ErrorKind
+from pool_env.protocol import Op
+from pool_env.shm import BatchBuffers
+from pool_env.supervisor import Supervisor, WorkerHandle, WorkerState
 
-__all__ = ["Handover", "Recycler"]
+__all__ = ["Handover", "Handovers", "Recycler"]
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +131,166 @@ class Recycler:
                     mib = self.max_rss_bytes / 2**20
                     found.append((handle, f"RSS {rss / 2**20:.0f} MiB > max_worker_rss_mb={mib:g}"))
         return found
+
+
+class Handovers:
+    """The coordinator's side of recycling: the commands and slots of the handovers under way.
+
+    The coordinator owns one when recycling is asked for (:meth:`Recycler.from_options`) and calls
+    it where a command meets a worker being recycled: what to add to a command (``release`` /
+    ``adopt``), what a reply hands over, when to start and finish handovers, and what a failure
+    during one ends.
+
+    Args:
+        recycler: when to recycle which worker.
+        supervisor: starts and promotes successors.
+        buffers: the pool's batch segment (a step's ended flags count episodes).
+        slot_worker: the coordinator's slot -> worker record routing table (updated as slots move).
+        counters: the coordinator's counters (``worker_recycles``).
+        send_head: sends a worker's oldest unsent call if it is idle.
+        fail_call: reports every slot of a call failed (kind, reason).
+        ask_to_close: asks a worker process to exit.
+
+    Attributes:
+        recycler: as given.
+        successor_queues: a successor's calls in order, during its handover.
+    """
+
+    recycler: Recycler
+    successor_queues: dict[WorkerHandle, deque[WorkerCall]]
+    _supervisor: Supervisor
+    _buffers: BatchBuffers
+    _slot_worker: dict[int, WorkerHandle]
+    _counters: Counter[str]
+    _send_head: Callable[[WorkerHandle], None]
+    _fail_call: Callable[[WorkerCall, ErrorKind, str], None]
+    _ask_to_close: Callable[[WorkerHandle], None]
+
+    def __init__(
+        self,
+        recycler: Recycler,
+        supervisor: Supervisor,
+        buffers: BatchBuffers,
+        slot_worker: dict[int, WorkerHandle],
+        counters: Counter[str],
+        send_head: Callable[[WorkerHandle], None],
+        fail_call: Callable[[WorkerCall, ErrorKind, str], None],
+        ask_to_close: Callable[[WorkerHandle], None],
+    ) -> None:
+        self.recycler = recycler
+        self.successor_queues = {}
+        self._supervisor = supervisor
+        self._buffers = buffers
+        self._slot_worker = slot_worker
+        self._counters = counters
+        self._send_head = send_head
+        self._fail_call = fail_call
+        self._ask_to_close = ask_to_close
+
+    @property
+    def active(self) -> bool:
+        """Whether some handover is under way."""
+        return bool(self.recycler.handovers)
+
+    def successors(self) -> list[WorkerHandle]:
+        """The records of the successors of the handovers under way."""
+        return [h.new for h in self.recycler.handovers.values()]
+
+    def queue_of(self, successor: WorkerHandle) -> deque[WorkerCall]:
+        """The calls of ``successor`` in order (it has its own queue during its handover)."""
+        return self.successor_queues.setdefault(successor, deque())
+
+    def of(self, handle: WorkerHandle) -> Handover | None:
+        """The handover ``handle`` (the old process or its successor) takes part in, if any."""
+        handover = self.recycler.handovers.get(handle.worker_id)
+        return handover if handover is not None and handle in (handover.old, handover.new) else None
+
+    def mark(self, handover: Handover, handle: WorkerHandle, message: dict[str, Any]) -> None:
+        """The old process hands over ended slots; the successor gets the states not yet sent."""
+        if handle is handover.old:
+            if handover.releasing:
+                message["release"] = True
+        elif handover.to_adopt:
+            message["adopt"], handover.to_adopt = handover.to_adopt, {}
+
+    def count_episodes(self, call: WorkerCall) -> None:
+        """Count the episodes a finished step call ended."""
+        self.recycler.count_episodes(call.handle, call.slots, self._buffers.terminated, self._buffers.truncated)
+
+    def on_reply(self, handle: WorkerHandle, call: WorkerCall, message: dict[str, Any]) -> None:
+        """Count the episodes a step ended; move the slots the old process handed over."""
+        if call.pending.op is Op.STEP:
+            self.recycler.count_episodes(handle, call.slots, self._buffers.terminated, self._buffers.truncated)
+        released = message.get("released")
+        handover = self.recycler.handovers.get(handle.worker_id)
+        if not released or handover is None or handle is not handover.old:
+            return
+        log.debug("worker %d hands slots %s over (seq %s)", handle.worker_id, sorted(released), message.get("seq"))
+        finals: dict[int, Any] = {}
+        for slot, state in released.items():
+            slot = int(slot)
+            self._slot_worker[slot] = handover.new
+            if "final" in state:
+                finals[slot] = state.pop("final")
+            handover.to_adopt[slot] = state
+            handover.moved.add(slot)
+        if finals:
+            self._finish_same_step(handover, call, finals)
+
+    def _finish_same_step(self, handover: Handover, call: WorkerCall, finals: dict[int, Any]) -> None:
+        """SAME_STEP: slots the old process ended in this step (and handed over without resetting
+        them) are reset by the successor as part of the same command, which completes only then."""
+        rows = sorted(finals)
+        message = {
+            "op": Op.RESET.value,
+            "seq": call.pending.seq,
+            "slots": rows,
+            "seeds": [None] * len(rows),
+            "options": None,
+            "autoreset": "SameStep",
+            "finish": finals,
+        }
+        message["adopt"], handover.to_adopt = handover.to_adopt, {}
+        follow = WorkerCall(call.pending, handover.new, handover.new.gen, message, rows)
+        call.slots = [slot for slot in call.slots if slot not in finals]  # partial batches hand them out later
+        call.pending.calls.append(follow)
+        self.queue_of(handover.new).append(follow)
+        self._send_head(handover.new)
+
+    def tick(self, workers: list[WorkerHandle], queue: Callable[[WorkerHandle], deque[WorkerCall]]) -> None:
+        """Start the recycles that are due; finish the handovers that are complete and idle
+        (``queue``: a record's calls in order)."""
+        recycler = self.recycler
+        for handle, reason in recycler.due(workers):
+            log.info("recycling worker %d (pid %s): %s", handle.worker_id, handle.pid, reason)
+            successor = self._supervisor.spawn_successor(handle, reason)
+            recycler.handovers[handle.worker_id] = Handover(handle, successor, reason)
+        for handover in list(recycler.handovers.values()):
+            idle = not queue(handover.old) and not queue(handover.new)
+            if handover.complete and not handover.to_adopt and idle:  # every state reached the successor
+                self._promote(handover)
+
+    def _promote(self, handover: Handover) -> None:
+        """The successor owns every slot: it becomes the worker's process; the old one closes."""
+        old = handover.old
+        del self.recycler.handovers[old.worker_id]
+        self.successor_queues.pop(handover.new, None)
+        self._supervisor.promote_successor(old, ask=self._ask_to_close)
+        for slot in old.slots:
+            self._slot_worker[slot] = old
+        self._counters["worker_recycles"] += 1
+
+    def end(self, handle: WorkerHandle, reason: str) -> None:
+        """``handle`` failed during a handover: its successor was stopped with it (supervisor);
+        fail the successor's calls, and the slots it held come back to the worker's record."""
+        handover = self.recycler.handovers.pop(handle.worker_id, None)
+        if handover is None:
+            return
+        queue = self.successor_queues.pop(handover.new, deque())
+        while queue:
+            self._fail_call(queue.popleft(), handle.last_kind or ErrorKind.WORKER_DIED, reason)
+        for slot in handle.slots:
+            self._slot_worker[slot] = handle
 
 
 def _rss(handle: WorkerHandle) -> int | None:
