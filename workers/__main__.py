@@ -14,8 +14,8 @@ import sys
 
 from pool_env.envs.base import WORKER_PID_VARIABLE
 from pool_env.supervisor.process import SYS_PATH_VARIABLE
-from workers.loop import run_worker
 from workers.output import configure_logging, forward_output
+from workers.process import run_worker
 
 
 def adopt_trainer_sys_path(environ: dict[str, str] | os._Environ[str] = os.environ) -> None:

@@ -20,9 +20,13 @@ runs stay reproducible too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["adopt_rng", "release_rng"]
+from pool_env.shm import BatchBuffers
+from workers.backends.base import Outcome
+
+__all__ = ["adopt_rng", "finish_same_step", "keep_finals", "release_rng", "saved_flags"]
 
 
 def release_rng(backend: Any, i: int) -> dict[str, Any] | None:
@@ -36,3 +40,37 @@ def adopt_rng(backend: Any, i: int, state: dict[str, Any] | None) -> None:
     set_rng_state = getattr(backend, "set_rng_state", None)
     if state is not None and set_rng_state is not None:
         set_rng_state(i, state)
+
+
+def keep_finals(finals: dict[int, tuple[Any, Any]], slots: Sequence[int], outcomes: list[Outcome]) -> None:
+    """SAME_STEP while releasing: keep in ``finals`` (local slot -> (obs, info)) the last obs and
+    info of the slots this step ended."""
+    for slot, outcome in zip(slots, outcomes, strict=True):
+        if outcome.error is None and (outcome.terminated or outcome.truncated):
+            finals[slot] = (outcome.obs, outcome.info)
+
+
+def saved_flags(buffers: BatchBuffers, finish: dict[int, Any]) -> dict[int, tuple[float, bool, bool]]:
+    """The reward and flags the old process wrote for the slots whose step it ended (SAME_STEP)."""
+    return {
+        int(row): (float(buffers.reward[row]), bool(buffers.terminated[row]), bool(buffers.truncated[row]))
+        for row in finish
+    }
+
+
+def finish_same_step(
+    buffers: BatchBuffers,
+    finish: dict[int, Any],
+    flags: dict[int, tuple[float, bool, bool]] | None,
+    infos: dict[int, Any],
+    failures: dict[int, list[str]],
+) -> None:
+    """Complete a SAME_STEP step the old process ended: the step's reward and flags with the new
+    episode's observation, and ``{"final_obs", "final_info", **reset info}`` as gymnasium lays out."""
+    assert flags is not None
+    for row, final in finish.items():
+        row = int(row)
+        if row in failures:
+            continue
+        infos[row] = {"final_obs": final["obs"], "final_info": final["info"], **infos.get(row, {})}
+        buffers.reward[row], buffers.terminated[row], buffers.truncated[row] = flags[row]

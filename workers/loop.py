@@ -3,18 +3,16 @@
 Each command covers all the slots it names at once; results go straight into shared memory and
 one small ``done`` message answers the command. The loop exits by itself when the coordinator
 process is gone (its parent pid changes), so a ``kill -9`` of the trainer leaves no worker.
-A heartbeat thread (:mod:`pool_env.supervisor.liveness`) proves the worker alive while its main
-thread is busy, and stops the worker's process tree if the trainer died while a step hangs.
+The process around the loop (socket, heartbeat thread, last-resort cleanup) is
+:mod:`workers.process`; the fast path's wait and publish are :mod:`workers.fast`, and what a slot
+carries from a recycled process to its successor is :mod:`workers.handover`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
-import shutil
-import signal
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -24,15 +22,15 @@ import zmq
 from pool_env import codec, errors, protocol
 from pool_env.envs.registry import spec_from_wire
 from pool_env.errors import ErrorKind, PoolEnvError, SlotFailure, SpaceMismatchError, StepFate
-from pool_env.fastpath import FAST_RESET, FastCommand, Waiter, Wake, WorkerPort
+from pool_env.fastpath import FastCommand
 from pool_env.protocol import Op
 from pool_env.shm import BatchBuffers, BatchLayout, attach, build_structure, leaf_value
-from pool_env.supervisor.liveness import HeartbeatBoard, HeartbeatThread
 from workers import handover
 from workers.backends.base import Backend, Outcome
 from workers.contract import ContractViolation, check_outcome
+from workers.fast import FastPath
 
-__all__ = ["WorkerLoop", "run_worker"]
+__all__ = ["WorkerLoop"]
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +73,7 @@ class WorkerLoop:
         self._raised_in_a_row: list[int] = []  # per local slot: env exceptions since its last good step
         self._reply_in_a_row: dict[int, int] = {}  # per command: slot -> _raised_in_a_row after it raised
         self._autoreset = NEXT_STEP  # of the last command (the daemon's leases may differ)
-        self._port: WorkerPort | None = None  # the fast path, when the coordinator offers it
-        self._waiter: Waiter | None = None  # spin on the record, then block on the bell and the socket
-        self._taken: FastCommand | None = None
+        self._fast: FastPath | None = None  # the fast path, when the coordinator offers it (workers/fast.py)
         # Recycling (workers/handover.py): slots this retiring process released to its successor,
         # and, in a successor, slots it has not adopted yet (they are still its predecessor's).
         self._releasing = False
@@ -112,8 +108,8 @@ class WorkerLoop:
         # recv with a timeout (RCVTIMEO, set by run_worker) rather than poll + recv: no Poller
         # object per command on the hot path; zmq.Again only when idle, to check the parent.
         while True:
-            if self._port is not None:
-                fast = self._wait_fast()
+            if self._fast is not None:
+                fast = self._fast.wait(PARENT_CHECK_MS / 1000)
                 if fast is not None:
                     self._run_fast(fast)
                     continue
@@ -140,8 +136,8 @@ class WorkerLoop:
                 elif op in (Op.RESET.value, Op.STEP.value):
                     if "adopt" in message:
                         self._adopt(message["adopt"])
-                    if self._port is not None:
-                        self._port.take(int(message["seq"]))
+                    if self._fast is not None:
+                        self._fast.take(int(message["seq"]))
                     self._send_reply(self._command(message))
                     self._prefetch_resets()
                 elif op == Op.CALL.value:
@@ -157,40 +153,17 @@ class WorkerLoop:
 
     # -- the fast path ------------------------------------------------------------------------
 
-    def _take_fast(self) -> bool:
-        assert self._port is not None
-        self._taken = self._port.poll()
-        return self._taken is not None
-
-    def _wait_fast(self) -> FastCommand | None:
-        """The next fast-path command: spin briefly, then block on the bell *and* the socket.
-
-        ``None`` when a zmq message arrived or the wait timed out (to check the parent).
-        """
-        assert self._port is not None and self._waiter is not None
-        wake = self._waiter.wait(self._take_fast, PARENT_CHECK_MS / 1000)
-        if wake is Wake.READY:
-            return self._taken
-        if wake is Wake.MESSAGE:
-            return None
-        return self._port.poll()
-
     def _run_fast(self, command: FastCommand) -> None:
         """Run a fast-path command over all our slots; publish it, or answer over zmq if it has news."""
-        assert self._port is not None
+        assert self._fast is not None
         # Our own slot list itself: _command() knows it by identity and maps no slot ids.
-        message: dict[str, Any] = {"op": Op.STEP.value, "seq": command.seq, "slots": self._slots}
-        message["autoreset"] = (NEXT_STEP, SAME_STEP, DISABLED)[command.mode]  # coordinator.AUTORESET_MODES
-        if command.op == FAST_RESET:
-            message["op"] = Op.RESET.value
-            message["seeds"] = [None if command.seed is None else command.seed + s for s in self._slots]
-            message["options"] = None
+        message = self._fast.message(command, self._slots)
         try:
             reply = self._command(message)
             if reply.keys() != _CLEAN_KEYS or reply["infos"] or reply["errors"]:
                 self._send_reply(reply)  # errors, infos, counters, anything more travel over zmq, as always
             else:
-                self._port.publish(command.seq)
+                self._fast.publish(command.seq)
         except PoolEnvError as exc:  # as on the zmq path: the trainer gets it raised
             self._send(_fatal_message(message, exc))
             return
@@ -208,9 +181,9 @@ class WorkerLoop:
 
     def close(self) -> None:
         """Close the backend and detach from shared memory."""
-        if self._port is not None:
-            self._port.close()
-            self._port = None
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
         if self._backend is not None:
             with contextlib.suppress(Exception):
                 self._backend.close()
@@ -245,8 +218,7 @@ class WorkerLoop:
         self._backend = spec.make_backend(self._slots)
         fast = message.get("fast")
         if fast is not None:
-            self._port = WorkerPort(fast, self._gen, self._buffers)
-            self._waiter = Waiter(self._socket, self._port.bell, float(fast.get("spin", 0.0)))
+            self._fast = FastPath(fast, self._gen, self._buffers, self._socket)
         self._check_spaces(message.get("spaces"))
         if message.get("successor"):  # recycling: the slots arrive one by one, each with its state
             self._not_adopted = set(range(len(self._slots)))
@@ -290,10 +262,10 @@ class WorkerLoop:
                 self._prefetched.pop(slot, None)
             if rest:
                 finish = message.get("finish")
-                flags = None if not finish else self._saved_flags(finish)
+                flags = None if not finish else handover.saved_flags(self._buffers, finish)
                 self._reset([s for s, _ in rest], [seed for _, seed in rest], options, infos, failures)
                 if finish:
-                    self._finish_same_step(finish, flags, infos, failures)
+                    handover.finish_same_step(self._buffers, finish, flags, infos, failures)
         else:
             to_reset = [s for s in slots if self._needs_reset[s]]
             to_step = [s for s in slots if not self._needs_reset[s]]
@@ -308,7 +280,7 @@ class WorkerLoop:
                     self._episode_step[slot] += 1
                 outcomes = self._backend.step(to_step, actions)
                 if self._autoreset == SAME_STEP and message.get("release"):
-                    self._keep_finals(to_step, outcomes)  # the successor resets them (workers/handover.py)
+                    handover.keep_finals(self._finals, to_step, outcomes)  # the successor resets them
                 elif self._autoreset == SAME_STEP:
                     outcomes = self._reset_same_step(to_step, outcomes)
                 self._write("step", to_step, outcomes, infos, failures)
@@ -354,39 +326,6 @@ class WorkerLoop:
                 released[self._slots[i]]["final"] = {"obs": obs, "info": info}
         self._finals.clear()
         return released
-
-    def _keep_finals(self, slots: Sequence[int], outcomes: list[Outcome]) -> None:
-        """SAME_STEP while releasing: keep the last obs and info of the slots this step ended."""
-        for slot, outcome in zip(slots, outcomes, strict=True):
-            if outcome.error is None and (outcome.terminated or outcome.truncated):
-                self._finals[slot] = (outcome.obs, outcome.info)
-
-    def _saved_flags(self, finish: dict[int, Any]) -> dict[int, tuple[float, bool, bool]]:
-        """The reward and flags the old process wrote for the slots whose step it ended (SAME_STEP)."""
-        buffers = self._buffers
-        assert buffers is not None
-        return {
-            int(row): (float(buffers.reward[row]), bool(buffers.terminated[row]), bool(buffers.truncated[row]))
-            for row in finish
-        }
-
-    def _finish_same_step(
-        self,
-        finish: dict[int, Any],
-        flags: dict[int, tuple[float, bool, bool]] | None,
-        infos: dict[int, Any],
-        failures: dict[int, list[str]],
-    ) -> None:
-        """Complete a SAME_STEP step the old process ended: the step's reward and flags with the new
-        episode's observation, and ``{"final_obs", "final_info", **reset info}`` as gymnasium lays out."""
-        buffers = self._buffers
-        assert buffers is not None and flags is not None
-        for row, final in finish.items():
-            row = int(row)
-            if row in failures:
-                continue
-            infos[row] = {"final_obs": final["obs"], "final_info": final["info"], **infos.get(row, {})}
-            buffers.reward[row], buffers.terminated[row], buffers.truncated[row] = flags[row]
 
     def _adopt(self, states: dict[int, dict[str, Any]]) -> None:
         """Take over the slots a retiring process released, each with the state it handed over."""
@@ -639,67 +578,3 @@ def _fatal_message(message: dict[str, Any], exc: PoolEnvError) -> dict[str, Any]
         "seq": message.get("seq", -1),
         "error": errors.to_wire(exc, traceback.format_exc()),
     }
-
-
-def _stop_orphaned_tree(socket_dir: str | None) -> None:
-    """Last resort when the trainer died while this worker is stuck: remove the dead trainer's
-    socket directory and SIGKILL what its envs started (descendants, also those that left our
-    process group) and this worker's process group (itself included)."""
-    if socket_dir:
-        shutil.rmtree(socket_dir, ignore_errors=True)
-    with contextlib.suppress(Exception):
-        import psutil  # already imported by pool_env.shm
-
-        for child in psutil.Process().children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-    if os.getpgrp() == os.getpid():  # a session of our own (the supervisor starts us so)
-        os.killpg(os.getpgrp(), signal.SIGKILL)
-    os._exit(1)
-
-
-def run_worker(
-    endpoint: str,
-    worker_id: int,
-    gen: int,
-    parent_pid: int,
-    socket_dir: str | None,
-    accept_pickle: bool = False,
-    heartbeat_path: str | None = None,
-) -> int:
-    """Connect to the coordinator at ``endpoint`` and serve until told to stop; the exit code.
-
-    ``accept_pickle``: whether an ``init`` may carry pickled env factories (``env_fns``).
-    ``heartbeat_path``: the pool's heartbeat board (a heartbeat thread beats there).
-    """
-    heartbeat = None
-    if heartbeat_path:
-        heartbeat = HeartbeatThread(
-            HeartbeatBoard(heartbeat_path),
-            worker_id,
-            on_orphaned=functools.partial(_stop_orphaned_tree, socket_dir),
-            parent_alive=lambda: os.getppid() == parent_pid,
-        )
-        heartbeat.start()
-    context = zmq.Context()
-    socket = context.socket(zmq.DEALER)
-    socket.setsockopt(zmq.IDENTITY, f"w{worker_id}.{gen}".encode())
-    socket.setsockopt(zmq.LINGER, 1000)
-    socket.setsockopt(zmq.RCVTIMEO, PARENT_CHECK_MS)
-    socket.connect(endpoint)
-    loop = WorkerLoop(socket, parent_pid, gen, worker_id, accept_pickle)
-    orphaned = False
-    try:
-        loop.serve()
-        orphaned = not loop._parent_alive()
-    finally:
-        loop.close()
-        socket.close(linger=0 if orphaned else 1000)
-        context.term()
-        if heartbeat is not None:
-            heartbeat.stop()
-    if orphaned:
-        # The coordinator died without cleaning up: remove its socket directory and whatever
-        # our envs left running in our process group.
-        _stop_orphaned_tree(socket_dir)
-    return 0
