@@ -34,7 +34,7 @@ from pool_env.batch import assemble_infos, merge_same_step_failures, validate_ac
 from pool_env.commands import split_slots
 from pool_env.daemon import security, wire
 from pool_env.daemon.session import DaemonSession, Outcome
-from pool_env.errors import NoPendingCallError, SlotFailure, SpecError
+from pool_env.errors import SlotFailure, SpecError
 from pool_env.frontend import (
     BatchedVectorEnv,
     autoreset_mode_of,
@@ -170,9 +170,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
             NoPendingCallError: no :meth:`reset_async` before.
             StepTimeoutError: ``timeout`` passed (the reset stays pending: call again).
         """
-        self._check_open()
-        if self._pending is None or self._pending_op != "reset":
-            raise NoPendingCallError("reset_wait() without a pending reset_async()", "reset")
+        self._check_pending("reset")
         slot_infos, errors = self._collect(timeout, step=False)
         if len(self._reset_chosen) == self.num_envs:
             self._was_reset = True
@@ -223,9 +221,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
             NoPendingCallError: no ``step_async`` before.
             DaemonUnavailableError: a daemon stopped answering.
         """
-        self._check_open()
-        if self._pending is None or self._pending_op != "step":
-            raise NoPendingCallError("step_wait() without a pending step_async()", "step")
+        self._check_pending("step")
         reward = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=np.bool_)
         truncated = np.zeros(self.num_envs, dtype=np.bool_)
@@ -266,10 +262,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
             AttributeError, ...: what an env raised (builtin types kept), once every daemon answered.
             PoolEnvError: a slot's worker failed during the call (its error names the slot).
         """
-        self._check_open()
-        if self._pending is None or self._pending_op not in ("call", "set_attr"):
-            raise NoPendingCallError("call_wait() without a pending call_async()", "call")
-        what = self._pending_op
+        what = self._check_pending("call", "set_attr")
         self._gather(timeout, lambda session, request_id, deadline: session.call_outcome(request_id, deadline),
                      self._call_replies, drain=True)  # fmt: skip
         values: dict[int, Any] = {}

@@ -27,7 +27,15 @@ from gymnasium.error import Error as GymnasiumError
 from gymnasium.vector import AutoresetMode, VectorEnv
 
 from pool_env import codec
-from pool_env.errors import AlreadyPendingError, ClosedError, InvalidSeedError, PoolEnvError, SlotFailure, UsageError
+from pool_env.errors import (
+    AlreadyPendingError,
+    ClosedError,
+    InvalidSeedError,
+    NoPendingCallError,
+    PoolEnvError,
+    SlotFailure,
+    UsageError,
+)
 
 __all__ = [
     "BatchedVectorEnv",
@@ -172,6 +180,7 @@ class BatchedVectorEnv(VectorEnv):
     num_envs: int
     autoreset_mode: AutoresetMode = AutoresetMode.NEXT_STEP
     _pending: Any = None
+    _pending_op: str | None = None  # "reset", "step", "call" (or "set_attr" through a daemon) while pending
     _was_reset: bool = False
     _ended: np.ndarray | None = None  # DISABLED: slots whose episode ended and await a reset
 
@@ -314,6 +323,14 @@ class BatchedVectorEnv(VectorEnv):
     def _check_open(self) -> None:
         if self.closed:
             raise ClosedError(f"this {type(self).__name__} is closed")
+
+    def _check_pending(self, *ops: str) -> str:
+        """The op in flight; raise unless the env is open and a ``<op>_async`` of one of ``ops`` is
+        in flight (the error names the first: ``reset``, ``step`` or ``call``)."""
+        self._check_open()
+        if self._pending is None or self._pending_op not in ops:
+            raise NoPendingCallError(f"{ops[0]}_wait() without a pending {ops[0]}_async()", ops[0])
+        return self._pending_op
 
     def _check_idle(self, name: str) -> None:
         """Raise unless the env is open and nothing is in flight."""

@@ -31,7 +31,6 @@ from pool_env.envs.gym import vector_env_spec
 from pool_env.envs.registry import Count, as_count, resolve_spec
 from pool_env.errors import (
     AlreadyPendingError,
-    NoPendingCallError,
     SpecError,
     UsageError,
 )
@@ -217,9 +216,7 @@ class PoolVectorEnv(BatchedVectorEnv):
             NoPendingCallError: no :meth:`reset_async` before.
             StepTimeoutError: ``timeout`` passed (the reset stays pending: call again).
         """
-        self._check_open()
-        if self._pending is None or self._pending_op != "reset":
-            raise NoPendingCallError("reset_wait() without a pending reset_async()", "reset")
+        self._check_pending("reset")
         result = self._collect(timeout)
         slots, seeds, options = self._reset_retry
         result = self._retry_failed_resets(result, slots, seeds, options)
@@ -269,9 +266,7 @@ class PoolVectorEnv(BatchedVectorEnv):
             NoPendingCallError: no ``step_async`` before.
             HttpStatusError: the env server refused the request (4xx).
         """
-        self._check_open()
-        if self._pending is None or self._pending_op != "step":
-            raise NoPendingCallError("step_wait() without a pending step_async()", "step")
+        self._check_pending("step")
         result = self._collect(timeout)
         buffers = self._buffers
         reward, terminated, truncated = buffers.reward.copy(), buffers.terminated.copy(), buffers.truncated.copy()
@@ -305,9 +300,7 @@ class PoolVectorEnv(BatchedVectorEnv):
             StepTimeoutError: ``timeout`` passed (the call stays pending: call again).
             PoolEnvError: a slot's worker failed during the call (its error names the slot).
         """
-        self._check_open()
-        if self._pending is None or self._pending_op != "call":
-            raise NoPendingCallError("call_wait() without a pending call_async()", "call")
+        self._check_pending("call")
         result = self._collect(timeout)
         return call_results(result.values, result.errors, self.num_envs, "call")
 
