@@ -117,6 +117,9 @@ def evaluate_goals(cases: Sequence[dict[str, Any]], idle: dict[str, Any] | None)
     http = [r for c in cases if c["workload"] == "b" for r in c["results"] if r["kind"] == "pool"]
     rss = [r["rss_max_worker_mib"] for r in http if r.get("rss_max_worker_mib")]
     goals.append(_goal("HTTP worker RSS (max)", max(rss) if rss else None, 50.0, False, " MiB"))
+    pools = [r for c in cases for r in _rows(c) if r["kind"] == "pool"]
+    every = [r["rss_max_worker_mib"] for r in pools if r.get("rss_max_worker_mib")]
+    goals.append(_goal("pool worker RSS, every workload (max)", max(every) if every else None, 50.0, False, " MiB"))
     total = [r["rss_total_mib"] for c in cases if c["workload"] == "b" and c["num_envs"] == 256 for r in _rows(c)]
     total = [t for t in total if t]
     goals.append(_goal("256 HTTP slots: workers' total RSS", max(total) if total else None, 400.0, False, " MiB"))

@@ -40,6 +40,7 @@ WORKLOADS = ("a", "b", "c", "d")
 ACTION_CYCLE = 64
 BIG_OBS_ENV = "pool_env.bench.envs:make_big_obs_env"
 NULL_ENV = "pool_env.bench.envs:make_null_env"
+GYM_REFERENCES = (("sync", "gym sync"), ("async", "gym async (shm)"))
 
 
 class Sizes:
@@ -105,71 +106,70 @@ class VectorEnvCandidate(Candidate):
             env.close()
 
 
-class ClientCandidate(Candidate):
+class HandleCandidate(Candidate):
+    """A candidate over one object with ``step(action)`` and ``close()`` (a client, the floor link).
+
+    Subclasses build the object in :meth:`_make`; every step sends the same ``action``.
+    """
+
+    handle: Any
+
+    def __init__(self, name: str, kind: str, num_envs: int, num_workers: int, action: Any) -> None:
+        super().__init__(name, kind, num_envs, num_workers)
+        self.handle = None
+        self._action = action
+
+    def _make(self) -> Any:
+        raise NotImplementedError
+
+    def _open(self) -> None:
+        self.handle = self._make()
+
+    def step(self) -> None:
+        assert self.handle is not None
+        self.handle.step(self._action)
+
+    def close(self) -> None:
+        handle, self.handle = self.handle, None
+        if handle is not None:
+            handle.close()
+
+
+class ClientCandidate(HandleCandidate):
     """The challenge client's pattern (:class:`ChallengeClient`), always flying (action 0)."""
 
     def __init__(self, name: str, server_url: str, token: str, num_envs: int) -> None:
-        super().__init__(name, "client", num_envs, 0)
+        super().__init__(name, "client", num_envs, 0, np.zeros(num_envs, dtype=np.int64))
         self._args = (server_url, token, num_envs)
-        self.client: ChallengeClient | None = None
-        self._actions = np.zeros(num_envs, dtype=np.int64)
 
-    def _open(self) -> None:
-        self.client = ChallengeClient(*self._args)
-        self.client.reset(seed=0)
-
-    def step(self) -> None:
-        assert self.client is not None
-        self.client.step(self._actions)
-
-    def close(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            client.close()
+    def _make(self) -> ChallengeClient:
+        client = ChallengeClient(*self._args)
+        client.reset(seed=0)
+        return client
 
 
-class IdealClientCandidate(Candidate):
+class IdealClientCandidate(HandleCandidate):
     """Issue 13's ideal remote client (:class:`IdealClient`): W concurrent requests from one asyncio loop."""
 
     def __init__(self, name: str, server_url: str, token: str, num_envs: int, num_groups: int) -> None:
-        super().__init__(name, "ideal", num_envs, 0)
+        super().__init__(name, "ideal", num_envs, 0, 0)
         self._args = (server_url, token, num_envs, num_groups)
-        self.client: IdealClient | None = None
 
-    def _open(self) -> None:
-        self.client = IdealClient(*self._args)
-        self.client.reset(seed=0)
-
-    def step(self) -> None:
-        assert self.client is not None
-        self.client.step(0)
-
-    def close(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            client.close()
+    def _make(self) -> IdealClient:
+        client = IdealClient(*self._args)
+        client.reset(seed=0)
+        return client
 
 
-class FloorCandidate(Candidate):
+class FloorCandidate(HandleCandidate):
     """The raw floor: :class:`FloorLink` with ``num_envs`` rows per step."""
 
     def __init__(self, name: str, mode: str, num_envs: int, obs_shape: tuple[int, ...], obs_dtype: str) -> None:
-        super().__init__(name, "floor", num_envs, 1)
+        super().__init__(name, "floor", num_envs, 1, np.zeros(num_envs, dtype=np.int64))
         self._args = (mode, num_envs, obs_shape, obs_dtype)
-        self.link: FloorLink | None = None
-        self._actions = np.zeros(num_envs, dtype=np.int64)
 
-    def _open(self) -> None:
-        self.link = FloorLink(*self._args)
-
-    def step(self) -> None:
-        assert self.link is not None
-        self.link.step(self._actions)
-
-    def close(self) -> None:
-        link, self.link = self.link, None
-        if link is not None:
-            link.close()
+    def _make(self) -> FloorLink:
+        return FloorLink(*self._args)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -313,22 +313,49 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
         for workload in self.workloads:
             yield from builders[workload]()
 
-    # (a)
-    def _cartpole(self) -> Iterator[Case]:
-        def setup(case: Case) -> None:
-            cost = measure_env_cost(lambda: gym.make("CartPole-v1"), self.sizes.env_cost_s)
-            case.params["env_cost_us"] = round(cost * 1e6, 2)
+    def _local_cases(
+        self,
+        workload: str,
+        label: str,
+        sizes: Sequence[int],
+        make_candidates: Callable[[Case], list[Candidate]],
+        make_env: Callable[[], gym.Env[Any, Any]],
+        references: Sequence[tuple[str, str]],
+        params: dict[str, Any],
+        memcpy_bytes: int | None = None,
+    ) -> Iterator[Case]:
+        """One case ``"{label} N={n}"`` per size of a local env, each measuring the env's own cost first.
 
-        for n in self.sizes.cartpole:
+        The setup stores ``env_cost_us`` (and ``memcpy_us`` for ``memcpy_bytes``) in the case's params.
+        """
+
+        def setup(case: Case) -> None:
+            case.params["env_cost_us"] = round(measure_env_cost(make_env, self.sizes.env_cost_s) * 1e6, 2)
+            if memcpy_bytes is not None:
+                case.params["memcpy_us"] = round(measure_memcpy(memcpy_bytes) * 1e6, 3)
+
+        for n in sizes:
             yield Case(
-                "a",
-                f"CartPole-v1 N={n}",
+                workload,
+                f"{label} N={n}",
                 n,
-                self._cartpole_candidates,
-                references=[("sync", "gym sync"), ("async", "gym async (shm)")],
-                params={"env": "CartPole-v1"},
+                make_candidates,
+                references=list(references),
+                params=dict(params),
                 setup=setup,
             )
+
+    # (a)
+    def _cartpole(self) -> Iterator[Case]:
+        return self._local_cases(
+            "a",
+            "CartPole-v1",
+            self.sizes.cartpole,
+            self._cartpole_candidates,
+            lambda: gym.make("CartPole-v1"),
+            GYM_REFERENCES,
+            {"env": "CartPole-v1"},
+        )
 
     def _cartpole_candidates(self, case: Case) -> list[Candidate]:
         n = case.num_envs
@@ -391,21 +418,17 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
 
     # (c)
     def _big_obs(self) -> Iterator[Case]:
-        def setup(case: Case) -> None:
-            cost = measure_env_cost(make_big_obs_env, self.sizes.env_cost_s)
-            case.params["env_cost_us"] = round(cost * 1e6, 2)
-            case.params["memcpy_us"] = round(measure_memcpy(int(np.prod(BIG_OBS_SHAPE))) * 1e6, 3)
-
-        for n in self.sizes.big_obs:
-            yield Case(
-                "c",
-                f"84x84x4 uint8 N={n}",
-                n,
-                self._big_obs_candidates,
-                references=[("sync", "gym sync"), ("async", "gym async (shm)")],
-                params={"env": BIG_OBS_ENV, "obs_bytes": int(np.prod(BIG_OBS_SHAPE))},
-                setup=setup,
-            )
+        obs_bytes = int(np.prod(BIG_OBS_SHAPE))
+        return self._local_cases(
+            "c",
+            "84x84x4 uint8",
+            self.sizes.big_obs,
+            self._big_obs_candidates,
+            make_big_obs_env,
+            GYM_REFERENCES,
+            {"env": BIG_OBS_ENV, "obs_bytes": obs_bytes},
+            memcpy_bytes=obs_bytes,
+        )
 
     def _big_obs_candidates(self, case: Case) -> list[Candidate]:
         n = case.num_envs
@@ -416,20 +439,15 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
 
     # (d)
     def _floor(self) -> Iterator[Case]:
-        def setup(case: Case) -> None:
-            cost = measure_env_cost(make_null_env, self.sizes.env_cost_s)
-            case.params["env_cost_us"] = round(cost * 1e6, 2)
-
-        for n in self.sizes.floor:
-            yield Case(
-                "d",
-                f"floor N={n}",
-                n,
-                self._floor_candidates,
-                references=[("floor", "floor zmq+shm")],
-                params={"env": NULL_ENV, "obs": "float32 (4,)"},
-                setup=setup,
-            )
+        return self._local_cases(
+            "d",
+            "floor",
+            self.sizes.floor,
+            self._floor_candidates,
+            make_null_env,
+            [("floor", "floor zmq+shm")],
+            {"env": NULL_ENV, "obs": "float32 (4,)"},
+        )
 
     def _floor_candidates(self, case: Case) -> list[Candidate]:
         n = case.num_envs
@@ -480,7 +498,7 @@ def _target(name: str, measured: float | None, goal: float, higher_is_better: bo
 
 
 def evaluate_targets(cases: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Issue 5's targets, checked against the measured cases (only those that ran)."""
+    """Issue 5's targets, checked against the measured cases (only those that ran); JSON ``targets`` only."""
     targets = []
     a16 = _find(cases, "a", 16)
     pool = _row(a16, kind="pool", default=True)

@@ -140,12 +140,6 @@ def bench(
     click.echo("")
     for line in format_table(cases):
         click.echo(line)
-    if targets:
-        click.echo("\nissue-5 targets")
-        for target in targets:
-            verdict = {True: "met", False: "NOT MET", None: "n/a"}[target["met"]]
-            measured = "-" if target["measured"] is None else f"{target['measured']:g}"
-            click.echo(f"  {verdict:<8} {target['target']}: {measured} (goal {target['goal']})")
     click.echo("\nissue-13 goals (ratios measured in this run)")
     for goal in goals:
         verdict = {True: "met", False: "NOT MET", None: "n/a"}[goal["met"]]
