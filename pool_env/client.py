@@ -32,7 +32,7 @@ from gymnasium.vector.utils import batch_space
 
 from pool_env.batch import assemble_infos, merge_same_step_failures, validate_actions
 from pool_env.commands import split_slots
-from pool_env.daemon import security, wire
+from pool_env.daemon import security, space_wire, wire
 from pool_env.daemon.session import DaemonSession, Outcome
 from pool_env.errors import SlotFailure, SpecError
 from pool_env.frontend import (
@@ -43,7 +43,7 @@ from pool_env.frontend import (
     check_sendable,
     reset_mask_of,
 )
-from pool_env.shm import build_structure
+from pool_env.shm import build_structure, leaf_value
 from pool_env.spaces import leaves_of, structure_of_batch, tree_of
 
 __all__ = ["RemoteVectorEnv", "connect"]
@@ -143,7 +143,12 @@ class RemoteVectorEnv(BatchedVectorEnv):
         self._reset_chosen: list[int] = []
         self._outcomes: dict[int, Outcome] = {}
         self._was_reset = False
-        self._obs = [np.zeros((self.num_envs, *leaf.shape), dtype=leaf.dtype) for leaf in self._obs_leaves]
+        # One array per observation leaf; a list of one value per slot for a leaf without a fixed shape.
+        self._obs: list[Any] = [
+            [None] * self.num_envs if leaf.by_message else np.zeros((self.num_envs, *leaf.shape), dtype=leaf.dtype)
+            for leaf in self._obs_leaves
+        ]
+        self._act_parts = [leaf_value(self.single_action_space, leaf.path) for leaf in self._act_leaves]
         self._restarts: dict[int, int] = {}
         self._last_slot_infos: dict[int, Any] = {}
         self.closed = False
@@ -207,10 +212,17 @@ class RemoteVectorEnv(BatchedVectorEnv):
         """
         self._check_can_step()
         arrays = validate_actions(actions, self._act_leaves, self.single_action_space, self.num_envs)
+        for i, leaf in enumerate(self._act_leaves):
+            if leaf.by_message:  # no fixed shape: plain values in the request's header
+                arrays[i] = [space_wire.to_plain(self._act_parts[i], value) for value in arrays[i]]
+                where = "".join(f"[{key!r}]" for key in leaf.path)
+                check_sendable(arrays[i], f"actions{where}", network=True)
         pending = {}
         for k, session in enumerate(self._sessions):
             rows = slice(self._offsets[k], self._offsets[k] + session.num_envs)
-            pending[k] = session.send_step([np.ascontiguousarray(a[rows]) for a in arrays])
+            pending[k] = session.send_step(
+                [a[rows] if isinstance(a, list) else np.ascontiguousarray(a[rows]) for a in arrays]
+            )
         self._pending, self._pending_op, self._outcomes = pending, "step", {}
 
     def step_wait(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -228,7 +240,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
         slot_infos, errors = self._collect(timeout, step=True, flags=(reward, terminated, truncated))
         if errors and self.autoreset_mode is AutoresetMode.SAME_STEP:
             # Failed slots kept their last valid observation in self._obs; reset them now.
-            finals = {i: build_structure(self._obs_leaves, [leaf[i].copy() for leaf in self._obs], self._obs_tree)
+            finals = {i: build_structure(self._obs_leaves, [_row(leaf, i) for leaf in self._obs], self._obs_tree)
                       for i in errors}  # fmt: skip
             _, reset_infos = self.reset_envs(sorted(errors))
             del reset_infos  # per-slot reset infos are kept by _collect in self._last_slot_infos
@@ -378,15 +390,27 @@ class RemoteVectorEnv(BatchedVectorEnv):
         # A failed slot keeps its previous observation, even if its worker wrote a new one
         # before it died or hung.
         failed = [offset + position for position in outcome.errors] if step else []
-        kept = [target[failed].copy() for target in self._obs]
         for target, value in zip(self._obs, outcome.obs, strict=True):
+            if isinstance(target, list):  # no fixed shape: one value per slot
+                for position, item in enumerate(value):
+                    if offset + position not in failed:
+                        target[offset + position] = item
+                continue
+            kept = target[failed].copy()
             target[rows] = value
-        for target, previous in zip(self._obs, kept, strict=True):
-            target[failed] = previous
+            target[failed] = kept
         if step:
             assert outcome.reward is not None and outcome.terminated is not None and outcome.truncated is not None
             for target, value in zip(flags, (outcome.reward, outcome.terminated, outcome.truncated), strict=True):
                 target[rows] = value
 
     def _observations(self) -> Any:
-        return structure_of_batch(self._obs_leaves, [array.copy() for array in self._obs], self._obs_tree)
+        # A leaf without a fixed shape: a tuple of one value per slot, as gymnasium's concatenate
+        # gives for Text, Sequence, Graph, OneOf and custom spaces (AsyncVectorEnv(shared_memory=False)).
+        parts: list[Any] = [tuple(part) if isinstance(part, list) else part.copy() for part in self._obs]
+        return structure_of_batch(self._obs_leaves, parts, self._obs_tree)
+
+
+def _row(part: Any, i: int) -> Any:
+    """Slot ``i``'s value of one observation leaf (a copy for an array row)."""
+    return part[i] if isinstance(part, list) else part[i].copy()

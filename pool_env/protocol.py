@@ -48,6 +48,7 @@ from pool_env import codec
 from pool_env.errors import ProtocolError
 
 __all__ = [
+    "AUTORESET_MODES",
     "MAX_MESSAGE_BYTES",
     "Op",
     "decode",
@@ -58,6 +59,11 @@ __all__ = [
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 """The largest message accepted. Observations go through shared memory, but infos may carry
 megabytes per step (a depth map per env): 16 envs x 1.2 MB fit many times over."""
+
+
+AUTORESET_MODES = ("NextStep", "SameStep", "Disabled")
+"""The values of ``gymnasium.vector.AutoresetMode`` (a command's ``autoreset``, a daemon lease's mode;
+the fast path numbers them in this order), here so a worker needs no gymnasium to know them."""
 
 
 class Op(enum.StrEnum):

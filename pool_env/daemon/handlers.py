@@ -16,11 +16,9 @@ from pool_env.daemon import wire
 from pool_env.daemon.leases import Lease, describe_slots
 from pool_env.daemon.view import DaemonView
 from pool_env.daemon.wire import ClientOp, Request, RequestError, field
-from pool_env.errors import LeaseError, UsageError
-from pool_env.protocol import Op
-
-AUTORESET_MODES = ("NextStep", "SameStep", "Disabled")
-"""``gymnasium.vector.AutoresetMode`` values a lease may ask for."""
+from pool_env.errors import LeaseError, ProtocolError, UsageError
+from pool_env.protocol import AUTORESET_MODES, Op
+from pool_env.shm import Leaf
 
 __all__ = ["handle", "reply_to_command"]
 
@@ -105,14 +103,44 @@ def _step(daemon: DaemonView, identity: bytes, request: Request) -> None:
     buffers = daemon.coordinator.buffers
     assert buffers is not None
     rows = len(lease.slots)
-    if lease.shared_memory and not request.arrays:
-        arrays = [array[lease.slots] for array in buffers.act]
-        daemon.check_actions(arrays, rows)
+    leaves = daemon.act_leaves
+    fixed = [i for i, leaf in enumerate(leaves) if not leaf.by_message]
+    in_shm = lease.shared_memory and not request.arrays
+    if in_shm:
+        fixed_arrays = [buffers.act[i][lease.slots] for i in fixed]
     else:
-        arrays = wire.arrays_from_frames(request.arrays, daemon.act_leaves, rows, "actions")
-        for target, value in zip(buffers.act, daemon.check_actions(arrays, rows), strict=True):
-            target[lease.slots] = value
-    daemon.submit(identity, request, lease, Op.STEP)
+        fixed_arrays = wire.arrays_from_frames(request.arrays, [leaves[i] for i in fixed], rows, "actions")
+    sent = _message_actions(request.header, leaves, rows)
+    parts = iter(fixed_arrays)
+    arrays = [sent[i] if leaf.by_message else next(parts) for i, leaf in enumerate(leaves)]
+    actions: dict[int, list[Any]] = {}
+    for i, value in enumerate(daemon.check_actions(arrays, rows)):
+        if leaves[i].by_message:  # no fixed shape: to the workers in the step command
+            actions[i] = [None] * daemon.config.num_envs
+            for slot, item in zip(lease.slots, value, strict=True):
+                actions[i][slot] = item
+        elif not in_shm:
+            buffers.act[i][lease.slots] = value
+    daemon.submit(identity, request, lease, Op.STEP, actions=actions or None)
+
+
+def _message_actions(header: dict[str, Any], leaves: list[Leaf], rows: int) -> dict[int, list[Any]]:
+    """The ``actions`` header field: one list of ``rows`` values per action leaf without a fixed shape.
+
+    Raises:
+        ProtocolError: other leaves than those, or not one value per slot.
+    """
+    wanted = {i for i, leaf in enumerate(leaves) if leaf.by_message}
+    sent = field(header, "actions", dict, optional=True) or {}
+    if set(sent) != wanted:
+        raise ProtocolError(
+            f"header field 'actions' must hold the action leaves without a fixed shape {sorted(wanted)}, "
+            f"got {sorted(map(repr, sent))}"
+        )
+    for i, values in sent.items():
+        if not isinstance(values, list) or len(values) != rows:
+            raise ProtocolError(f"header field 'actions' [{i}] must be a list of {rows} values (one per slot)")
+    return sent
 
 
 def _call(daemon: DaemonView, identity: bytes, request: Request) -> None:
@@ -188,11 +216,14 @@ def reply_to_command(
         "errors": errors,
         "restarts": {p: coordinator.restarts_of(lease.slots[p]) for p in errors},
     }
+    if coordinator.message_obs:  # observation parts without a fixed shape: one value per position
+        body["obs"] = {i: [values[s] for s in lease.slots] for i, values in coordinator.message_obs.items()}
     arrays: list[Any] = []
     if not lease.shared_memory:
         buffers = coordinator.buffers
         assert buffers is not None
-        arrays = [array[lease.slots] for array in buffers.obs]
+        leaves = buffers.layout.obs
+        arrays = [array[lease.slots] for leaf, array in zip(leaves, buffers.obs, strict=True) if not leaf.by_message]
         if is_step:
             arrays += [buffers.reward[lease.slots], buffers.terminated[lease.slots], buffers.truncated[lease.slots]]
     daemon.reply(identity, request.request_id, body, arrays)

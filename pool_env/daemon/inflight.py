@@ -76,13 +76,15 @@ class InFlight:
         seeds: dict[int, int | None] | None = None,
         options: dict[str, Any] | None = None,
         invocation: dict[str, Any] | None = None,
+        actions: dict[int, list[Any]] | None = None,
     ) -> None:
-        """Start ``op`` for ``lease`` (its ``slots``, all by default); the lease is busy until it is done."""
+        """Start ``op`` for ``lease`` (its ``slots``, all by default); the lease is busy until it is done.
+        ``actions``: the step's action parts without a fixed shape (see :meth:`Coordinator.submit`)."""
         chosen = lease.slots if slots is None else slots
         seeds = seeds or {}
         pending = coordinator.submit(
             op, chosen, [seeds.get(s) for s in chosen] if seeds else None, options, lease.autoreset,
-            invocation=invocation,
+            invocation=invocation, actions=actions,
         )  # fmt: skip
         lease.busy = True
         self.commands.append(Command(identity, request, lease, pending, seeds, options))

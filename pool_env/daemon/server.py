@@ -31,9 +31,10 @@ import zmq
 
 from pool_env import __version__, protocol
 from pool_env.batch import validate_actions
+from pool_env.codec import render_path
 from pool_env.commands import split_slots
 from pool_env.coordinator import Coordinator
-from pool_env.daemon import security, wire
+from pool_env.daemon import security, space_wire, wire
 from pool_env.daemon.config import DaemonConfig, default_runtime_dir
 from pool_env.daemon.handlers import handle, reply_to_command
 from pool_env.daemon.inflight import InFlight
@@ -43,7 +44,7 @@ from pool_env.daemon.status import RateMeter, start_metrics_server, status_docum
 from pool_env.daemon.wire import ClientOp
 from pool_env.errors import DaemonUnavailableError, LeaseError, PoolEnvError, ProtocolError, TransportError, UsageError
 from pool_env.protocol import Op
-from pool_env.shm import BatchLayout, Leaf, build_structure
+from pool_env.shm import BatchLayout, Leaf, build_structure, leaf_value
 from pool_env.space_check import describe_pool
 from pool_env.spaces import leaves_of, tree_of
 
@@ -148,6 +149,8 @@ class PoolDaemon:
             spec.check()
             obs_space, act_space, metadata, render_mode = spec.probe()
             self.spaces = (obs_space, act_space)
+            space_wire.check_crosses(obs_space, "observation")
+            space_wire.check_crosses(act_space, "action", from_network=True)
             self._hello = {
                 "server": f"pool_env {__version__}",
                 "observation_space": wire.space_to_wire(obs_space),
@@ -405,12 +408,23 @@ class PoolDaemon:
         return self._hello
 
     def check_actions(self, arrays: list[Any], rows: int) -> list[Any]:
-        """Validate one lease's actions against the batched action space.
+        """Validate one lease's actions against the batched action space; the parts without a
+        fixed shape (one list of plain values per leaf) rebuilt first (:func:`space_wire.from_plain`).
 
         Raises:
             InvalidActionError: shape, dtype or values outside the space.
+            ProtocolError: a part without a fixed shape that is not a value of its space's plain form.
         """
-        structure = build_structure(self.act_leaves, arrays, tree_of(self.spaces[1]))
+        action_space = self.spaces[1]
+        arrays = list(arrays)
+        for i, leaf in enumerate(self.act_leaves):
+            if leaf.by_message:
+                part = leaf_value(action_space, leaf.path)
+                try:
+                    arrays[i] = [space_wire.from_plain(part, value) for value in arrays[i]]
+                except ProtocolError as exc:
+                    raise ProtocolError(f"actions{render_path(leaf.path)}: {exc}") from None
+        structure = build_structure(self.act_leaves, arrays, tree_of(action_space))
         return validate_actions(structure, self.act_leaves, self.spaces[1], rows)
 
     def status(self) -> dict[str, Any]:

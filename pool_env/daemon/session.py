@@ -77,14 +77,15 @@ class Outcome:
         infos: per position, the slot's info dict (only positions that have one).
         errors: per position, why the slot failed (typed: kind, fate, message; it is truncated).
         restarts: per failed position, the restarts of its worker so far.
-        obs: one array per observation leaf, shape ``(num_envs, *leaf.shape)``.
+        obs: one array per observation leaf, shape ``(num_envs, *leaf.shape)``; for a leaf without
+            a fixed shape, the list of its ``num_envs`` values.
         reward, terminated, truncated: shape ``(num_envs,)`` (``None`` for a reset).
     """
 
     infos: dict[int, Any]
     errors: dict[int, SlotFailure]
     restarts: dict[int, int]
-    obs: list[np.ndarray]
+    obs: list[Any]
     reward: np.ndarray | None = None
     terminated: np.ndarray | None = None
     truncated: np.ndarray | None = None
@@ -116,6 +117,7 @@ class DaemonSession:
     action_space: gym.Space[Any]
     """One slot's action space, as the daemon declared it."""
     _obs_leaves: list[shm.Leaf]
+    _act_leaves: list[shm.Leaf]
     _sent_at: float
     _closed: bool
     _context: zmq.Context[zmq.Socket[bytes]]
@@ -156,6 +158,7 @@ class DaemonSession:
             self.observation_space = wire.space_from_wire(self.hello["observation_space"])
             self.action_space = wire.space_from_wire(self.hello["action_space"])
             self._obs_leaves = leaves_of(self.observation_space)
+            self._act_leaves = leaves_of(self.action_space)
             self._lease(num_envs, endpoint.startswith("ipc://") if shared_memory is None else shared_memory)
         except BaseException:
             self.close()
@@ -276,14 +279,22 @@ class DaemonSession:
         body = {"lease": self.lease_id, "positions": positions, "seeds": seeds, "options": options}
         return self.send(ClientOp.RESET, body)
 
-    def send_step(self, actions: list[np.ndarray]) -> int:
+    def send_step(self, actions: list[Any]) -> int:
         """Send one step of validated ``actions`` (one array per action leaf, this lease's rows
-        only): written to shared memory on one host, as frames otherwise; the request id."""
+        only): written to shared memory on one host, as frames otherwise; the request id. A leaf
+        without a fixed shape is a list of plain values (:func:`space_wire.to_plain`): in the header."""
+        body: dict[str, Any] = {"lease": self.lease_id}
+        leaves = self._act_leaves
+        sent = {i: value for i, (leaf, value) in enumerate(zip(leaves, actions, strict=True)) if leaf.by_message}
+        if sent:
+            body["actions"] = sent
+        arrays = [value for leaf, value in zip(self._act_leaves, actions, strict=True) if not leaf.by_message]
         if self.buffers is None:
-            return self.send(ClientOp.STEP, {"lease": self.lease_id}, actions)
-        for target, value in zip(self.buffers.act, actions, strict=True):
+            return self.send(ClientOp.STEP, body, arrays)
+        targets = [array for leaf, array in zip(self._act_leaves, self.buffers.act, strict=True) if not leaf.by_message]
+        for target, value in zip(targets, arrays, strict=True):
             target[self.slots] = value
-        return self.send(ClientOp.STEP, {"lease": self.lease_id})
+        return self.send(ClientOp.STEP, body)
 
     def send_call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> int:
         """Ask every slot of the lease to call (or get) ``name``; the request id."""
@@ -322,26 +333,50 @@ class DaemonSession:
             restarts={int(p): int(n) for p, n in dict(header.get("restarts") or {}).items()},
             obs=[],
         )
+        fixed = [leaf for leaf in self._obs_leaves if not leaf.by_message]
         if self.buffers is not None:
-            outcome.obs = [source[self.slots] for source in self.buffers.obs]
+            arrays = [source[self.slots] for leaf, source in zip(self._obs_leaves, self.buffers.obs, strict=True)
+                      if not leaf.by_message]  # fmt: skip
             if step:
                 buffers = self.buffers
                 outcome.reward, outcome.terminated, outcome.truncated = (
                     buffers.reward[self.slots], buffers.terminated[self.slots], buffers.truncated[self.slots]
                 )  # fmt: skip
-            return outcome
-        frames: list[Any] = [frame.buffer for frame in reply.frames]
-        count = len(self._obs_leaves)
-        if len(frames) != count + (3 if step else 0):
-            raise errors.ProtocolError(
-                f"daemon at {self.endpoint}: a {'step' if step else 'reset'} reply needs "
-                f"{count + (3 if step else 0)} array frames, got {len(frames)}"
-            )
-        outcome.obs = wire.arrays_from_frames(frames[:count], self._obs_leaves, self.num_envs, "observations")
-        if step:
-            flags = wire.arrays_from_frames(frames[count:], _FLAG_LEAVES, self.num_envs, "flags")
-            outcome.reward, outcome.terminated, outcome.truncated = flags
+        else:
+            frames: list[Any] = [frame.buffer for frame in reply.frames]
+            count = len(fixed)
+            if len(frames) != count + (3 if step else 0):
+                raise errors.ProtocolError(
+                    f"daemon at {self.endpoint}: a {'step' if step else 'reset'} reply needs "
+                    f"{count + (3 if step else 0)} array frames, got {len(frames)}"
+                )
+            arrays = wire.arrays_from_frames(frames[:count], fixed, self.num_envs, "observations")
+            if step:
+                flags = wire.arrays_from_frames(frames[count:], _FLAG_LEAVES, self.num_envs, "flags")
+                outcome.reward, outcome.terminated, outcome.truncated = flags
+        outcome.obs = self._with_message_obs(arrays, header.get("obs"))
         return outcome
+
+    def _with_message_obs(self, arrays: list[np.ndarray], sent: Any) -> list[Any]:
+        """The observation leaves in order: ``arrays`` for those of fixed shape, the reply's ``obs``
+        lists (one value per position) for the others.
+
+        Raises:
+            ProtocolError: the reply lacks a leaf's values or has not one per position.
+        """
+        parts = iter(arrays)
+        obs: list[Any] = []
+        for i, leaf in enumerate(self._obs_leaves):
+            if not leaf.by_message:
+                obs.append(next(parts))
+                continue
+            values = sent.get(i) if isinstance(sent, dict) else None
+            if not isinstance(values, list) or len(values) != self.num_envs:
+                raise errors.ProtocolError(
+                    f"daemon at {self.endpoint}: a reply needs {self.num_envs} values of observation leaf {i} in 'obs'"
+                )
+            obs.append(values)
+        return obs
 
     def status(self) -> dict[str, Any]:
         """The daemon's status document (see :mod:`pool_env.daemon.status`)."""

@@ -37,6 +37,10 @@ class PoolView(Protocol):
     def error_kinds(self) -> Counter[ErrorKind]:
         """Every slot failure reported, by kind."""
 
+    @property
+    def message_obs(self) -> dict[int, list[Any]]:
+        """Observation leaves without a fixed shape: leaf index → the last value of every slot."""
+
     def restarts_of(self, slot: int) -> int:
         """How often the worker of ``slot`` was restarted."""
 

@@ -15,11 +15,12 @@ op             header fields                                          array fram
                ``autoreset`` (an AutoresetMode value; default NextStep)
 ``reset``      ``lease``, ``seeds`` (list, one per slot, int|nil),     —
                ``options`` (map|nil), ``positions`` (list|nil: subset)
-``step``       ``lease``                                              one per action leaf
-                                                                      (frames mode only)
+``step``       ``lease``, ``actions`` (map: action leaf index → one       one per action leaf of
+               value per slot, for the leaves without a fixed shape)   fixed shape (frames mode)
 ``call``       ``lease``, ``name``, ``args`` (list), ``kwargs`` (map)  —
                or ``lease``, ``name``, ``values`` (one per slot:
-               ``set_attr``); plain data only (no classes)
+               ``set_attr``); plain data only (no classes);
+               ``positions`` (list|nil: a subset, ``call_slots``)
 ``heartbeat``  ``lease``                                              —
 ``release``    ``lease``                                              —
 ``status``     —                                                      —
@@ -32,10 +33,13 @@ Replies (daemon → client): ``{v, id, ok: true, ...}`` or ``{v, id, ok: false, 
 ``lease`` answers ``{lease, slots, heartbeat, shm: {name, layout}|nil}``; ``reset``/``step``
 answer ``{infos, errors, restarts}`` keyed by the client's positions (``errors``: ``[kind, fate,
 message]``, :meth:`pool_env.errors.SlotFailure.to_wire`), plus — in frames mode — one frame per
-observation leaf and, for ``step``, ``reward``, ``terminated``, ``truncated``. In shm mode (same
-host) the client reads its rows of the daemon's shared-memory segment instead and writes its
-action rows there before ``step``. ``call`` answers ``{values, errors, restarts}`` (``values``:
-position → result, types kept by :mod:`pool_env.codec`), or — when an env raised — an error reply
+observation leaf of fixed shape and, for ``step``, ``reward``, ``terminated``, ``truncated``. In shm
+mode (same host) the client reads its rows of the daemon's shared-memory segment instead and writes
+its action rows there before ``step``. Leaves without a fixed shape (Text, Sequence, Graph, OneOf,
+custom spaces: :mod:`pool_env.daemon.space_wire`) travel in the headers in both modes: ``obs``
+(map: observation leaf index → one value per position) in the replies, ``actions`` in ``step``.
+``call`` answers ``{values, errors, restarts}`` (``values``: position → result, types kept by
+:mod:`pool_env.codec`), or — when an env raised — an error reply
 whose builtin exception type is kept (``to_wire(..., builtin=True)``).
 
 A stopping daemon sends each trainer's sockets one unsolicited ``{v, id: nil, op: goodbye,
@@ -50,9 +54,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 
 from pool_env import errors, protocol
+from pool_env.daemon.space_wire import space_from_wire, space_to_wire
 from pool_env.errors import PoolEnvError, ProtocolError, VersionMismatchError
 from pool_env.shm import Leaf
 
@@ -256,51 +260,6 @@ def arrays_from_frames(frames: Sequence[bytes], leaves: Sequence[Leaf], rows: in
             )
         arrays.append(np.frombuffer(frame, dtype=dtype).reshape(shape))
     return arrays
-
-
-# -- spaces -------------------------------------------------------------------------------------
-
-
-def space_to_wire(space: spaces.Space[Any]) -> dict[str, Any]:
-    """A msgpack-able description of a Box/Discrete/MultiDiscrete/MultiBinary/Dict/Tuple space."""
-    if isinstance(space, spaces.Box):
-        return {"type": "Box", "low": space.low, "high": space.high, "dtype": np.dtype(space.dtype).str}
-    if isinstance(space, spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start), "dtype": np.dtype(space.dtype).str}
-    if isinstance(space, spaces.MultiDiscrete):
-        return {"type": "MultiDiscrete", "nvec": space.nvec, "start": space.start, "dtype": np.dtype(space.dtype).str}
-    if isinstance(space, spaces.MultiBinary):
-        return {"type": "MultiBinary", "n": np.asarray(space.n).tolist()}
-    if isinstance(space, spaces.Dict):
-        return {"type": "Dict", "spaces": [[key, space_to_wire(sub)] for key, sub in space.spaces.items()]}
-    if isinstance(space, spaces.Tuple):
-        return {"type": "Tuple", "spaces": [space_to_wire(sub) for sub in space.spaces]}
-    raise ProtocolError(f"space {type(space).__name__} cannot cross the daemon wire")
-
-
-def space_from_wire(data: Any) -> spaces.Space[Any]:
-    """Inverse of :func:`space_to_wire`.
-
-    Raises:
-        ProtocolError: not a space description.
-    """
-    try:
-        kind = data["type"]
-        if kind == "Box":
-            return spaces.Box(data["low"], data["high"], dtype=np.dtype(data["dtype"]))
-        if kind == "Discrete":
-            return spaces.Discrete(int(data["n"]), start=int(data["start"]), dtype=np.dtype(data["dtype"]))
-        if kind == "MultiDiscrete":
-            return spaces.MultiDiscrete(data["nvec"], dtype=np.dtype(data["dtype"]), start=data["start"])
-        if kind == "MultiBinary":
-            return spaces.MultiBinary(data["n"])
-        if kind == "Dict":
-            return spaces.Dict({key: space_from_wire(sub) for key, sub in data["spaces"]})
-        if kind == "Tuple":
-            return spaces.Tuple([space_from_wire(sub) for sub in data["spaces"]])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"bad space description: {exc}") from exc
-    raise ProtocolError(f"unknown space type {data.get('type') if isinstance(data, dict) else data!r}")
 
 
 def env_spec_to_wire(spec: Any) -> str | None:

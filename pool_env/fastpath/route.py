@@ -16,12 +16,11 @@ from typing import Any
 
 from pool_env.commands import WorkerCall
 from pool_env.fastpath.block import FAST_RESET, FAST_STEP, FastLane, pack
-from pool_env.protocol import Op
+from pool_env.protocol import AUTORESET_MODES, Op
 
 __all__ = ["AUTORESET_MODES", "FastCalls", "fast_plan"]
 
-AUTORESET_MODES = ("NextStep", "SameStep", "Disabled")
-"""``gymnasium.vector.AutoresetMode`` values by their number in a fast-path record's ``mode`` word."""
+# AUTORESET_MODES (pool_env.protocol): a fast-path record's ``mode`` word is an index into it.
 
 
 def fast_plan(

@@ -1,19 +1,30 @@
-"""The trainer ↔ daemon wire: request validation, spaces round trip, array frames, config, errors."""
+"""The trainer ↔ daemon wire: request validation, spaces round trip (those without a fixed shape and
+their seeded generators too), malformed space descriptions, array frames, config, errors."""
 
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import msgpack
 import numpy as np
 import pytest
 from gymnasium import spaces
+from gymnasium.spaces.graph import GraphInstance
 
 from pool_env import GymEnvSpec, errors
-from pool_env.daemon import wire
+from pool_env.daemon import space_wire, wire
 from pool_env.daemon.config import DaemonConfig, load_config_file, parse_spec
 from pool_env.daemon.wire import RequestError, parse_request
 from pool_env.shm import Leaf
+from tests.envs.free_spaces import Parity
+
+
+def nested_tuple(depth: int) -> dict[str, Any]:
+    data: dict[str, Any] = {"type": "Discrete", "n": 2, "start": 0, "dtype": "<i8"}
+    for _ in range(depth):
+        data = {"type": "Tuple", "spaces": [data]}
+    return data
 
 
 def header(**fields: object) -> bytes:
@@ -63,15 +74,71 @@ SPACES = [
     spaces.MultiDiscrete([3, 4]),
     spaces.MultiBinary(4),
     spaces.Dict({"b": spaces.Discrete(2), "a": spaces.Tuple([spaces.Box(0, 1, (2,)), spaces.MultiBinary(2)])}),
+    spaces.Text(6, min_length=2, charset="zyx01"),
+    spaces.Sequence(spaces.Box(-1, 1, (2,), np.float32), stack=True),
+    spaces.Sequence(spaces.Dict({"t": spaces.Text(3)})),
+    spaces.Graph(spaces.Box(0, 1, (3,), np.float32), spaces.Discrete(4)),
+    spaces.Graph(spaces.Discrete(3), None),
+    spaces.OneOf([spaces.Text(4), spaces.Graph(spaces.Discrete(3), None), spaces.Discrete(5)]),
+    spaces.Dict({7: spaces.Sequence(spaces.Discrete(3)), "none": spaces.Dict()}),
+    Parity(1),
 ]
+
+
+def crossed(space: spaces.Space[Any]) -> spaces.Space[Any]:
+    """``space`` after the daemon's hello reply carried it to a client."""
+    from pool_env.protocol import decode, encode
+
+    return wire.space_from_wire(decode(encode({"op": "x", "space": wire.space_to_wire(space)}))["space"])
 
 
 @pytest.mark.parametrize("space", SPACES, ids=lambda s: type(s).__name__)
 def test_spaces_cross_the_wire_unchanged(space: spaces.Space[object]) -> None:
-    from pool_env.protocol import decode, encode
+    assert crossed(space) == space
 
-    data = decode(encode({"op": "x", "space": wire.space_to_wire(space)}))["space"]
-    assert wire.space_from_wire(data) == space
+
+@pytest.mark.parametrize("space", SPACES, ids=lambda s: type(s).__name__)
+def test_a_seeded_space_samples_the_same_values_after_crossing(space: spaces.Space[Any]) -> None:
+    space.seed(5)
+    copy = crossed(space)
+    for _ in range(3):
+        assert repr(copy.sample()) == repr(space.sample())
+
+
+def test_text_keeps_the_order_of_its_characters() -> None:
+    assert crossed(spaces.Text(4, charset="zyx"))._char_list == ("z", "y", "x")  # its sampling order
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([1, 2], "expected a map"),
+        ({"type": "Hyperbox"}, "unknown space type 'Hyperbox'"),
+        ({"type": "Text", "max_length": 4, "min_length": 1, "charset": 7}, "charset must be a str"),
+        ({"type": "Text", "max_length": 4, "min_length": 9, "charset": "ab"}, "min_length must be less"),
+        ({"type": "Sequence", "stack": False}, "KeyError"),
+        ({"type": "Graph", "node_space": [], "edge_space": None}, "expected a map"),
+        ({"type": "Discrete", "n": 2, "start": 0, "dtype": "<i8", "rng": "not a generator"}, "numpy Generator"),
+        ({"type": "Custom", "class": "os:path", "state": msgpack.packb({}), "spaces": [], "dtype": None}, "Space"),
+        ({"type": "Custom", "class": 3, "state": b"", "spaces": [], "dtype": None}, "class must be a str"),
+        (nested_tuple(40), "nested deeper than 32"),
+    ],
+)
+def test_a_malformed_space_description_is_one_protocol_error(data: Any, message: str) -> None:
+    with pytest.raises(errors.ProtocolError, match=message):
+        wire.space_from_wire(data)
+
+
+def test_graph_actions_cross_as_plain_lists_and_come_back_as_graph_instances() -> None:
+    space = spaces.Tuple([spaces.OneOf([spaces.Graph(spaces.Discrete(3), None)]), spaces.Sequence(spaces.Text(2))])
+    space.seed(2)
+    value = space.sample()
+    plain = space_wire.to_plain(space, value)
+    assert not isinstance(plain[0][1], GraphInstance) and isinstance(plain[0][1], list)
+    back = space_wire.from_plain(space, plain)
+    assert isinstance(back[0][1], GraphInstance) and repr(back) == repr(value)
+    with pytest.raises(errors.ProtocolError, match="Graph value must be"):
+        space_wire.from_plain(space, ((0, [1, 2]), ()))
 
 
 def test_array_frames_are_checked_for_count_and_byte_size() -> None:

@@ -52,3 +52,9 @@ def test_an_oversized_message_names_its_largest_parts_and_the_limit() -> None:
     expected = r"limit of 2000 bytes; largest parts: \['infos'\]\[3\]\['depth'\] 8000 bytes"
     with pytest.raises(ProtocolError, match=expected):
         protocol.encode(message, max_bytes=2000)
+
+
+def test_the_autoreset_modes_are_gymnasiums_in_the_fast_paths_order() -> None:
+    from gymnasium.vector import AutoresetMode
+
+    assert tuple(mode.value for mode in AutoresetMode) == protocol.AUTORESET_MODES
