@@ -294,6 +294,70 @@ class RemoteVectorEnv(BatchedVectorEnv):
         self._pending, self._pending_op, self._call_replies = pending, "set_attr", {}
         self.call_wait()
 
+    def call_slots(self, slots: Sequence[int], name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """:meth:`call` on the chosen slots only (SB3's ``env_method(..., indices=)``): one result
+        per slot, in the order of ``slots``; the other slots' envs are not touched.
+
+        Raises:
+            ValueError: a slot out of range.
+            CodecError, AttributeError, ...: as :meth:`call`.
+            PoolEnvError: a slot's worker failed during the call.
+        """
+        self._check_idle("call_slots")
+        chosen = [int(s) for s in slots]
+        for i, arg in enumerate(args):
+            check_sendable(arg, f"call({name!r}) argument {i}", network=True, path=(i,))
+        for key, value in kwargs.items():
+            check_sendable(value, f"call({name!r}) keyword {key!r}", network=True, path=(key,))
+        return self._call_on(
+            chosen, lambda session, _, positions: session.send_call(name, list(args), kwargs, positions), "call"
+        )
+
+    def set_slots_attr(self, slots: Sequence[int], name: str, values: Sequence[Any]) -> None:
+        """:meth:`set_attr` on the chosen slots only: ``values[k]`` goes to ``slots[k]``.
+
+        Raises:
+            ValueError: ``values`` and ``slots`` differ in length, or a slot out of range.
+            CodecError: a value that cannot cross to a daemon (a ``TypeError`` naming it).
+        """
+        self._check_idle("set_slots_attr")
+        chosen = [int(s) for s in slots]
+        if len(values) != len(chosen):
+            raise ValueError(f"set_slots_attr: {len(values)} values for {len(chosen)} slots")
+        for i, value in enumerate(values):
+            check_sendable(value, f"set_attr({name!r}) value of slot {chosen[i]}", network=True, path=(i,))
+        value_of = dict(zip(chosen, values, strict=True))
+
+        def send(session: DaemonSession, offset: int, positions: list[int]) -> int:
+            return session.send_set_attr(name, [value_of[offset + p] for p in positions], positions)
+
+        self._call_on(chosen, send, "set_attr")
+
+    def _call_on(
+        self, slots: list[int], send: Callable[[DaemonSession, int, list[int]], int], what: str
+    ) -> tuple[Any, ...]:
+        """Send each daemon its share of ``slots`` (``send(session, offset, positions)``), wait for
+        all of them; the results in the order of ``slots``."""
+        bad = [s for s in slots if not 0 <= s < self.num_envs]
+        if bad:
+            raise ValueError(f"{what}: slot {bad[0]} out of range 0..{self.num_envs - 1}")
+        pending = {}
+        for k, session in enumerate(self._sessions):
+            offset = self._offsets[k]
+            positions = sorted({s - offset for s in slots if offset <= s < offset + session.num_envs})
+            if positions:
+                pending[k] = send(session, offset, positions)
+        self._pending, self._pending_op, self._call_replies = pending, what, {}
+        self._gather(None, lambda session, request_id, deadline: session.call_outcome(request_id, deadline),
+                     self._call_replies, drain=True)  # fmt: skip
+        values: dict[int, Any] = {}
+        failures: dict[int, SlotFailure] = {}
+        for k, (by_position, failed) in self._call_replies.items():
+            values.update({self._offsets[k] + p: value for p, value in by_position.items()})
+            failures.update({self._offsets[k] + p: failure for p, failure in failed.items()})
+        call_results(values, failures, 0, what)
+        return tuple(values.get(slot) for slot in slots)
+
     def close_extras(self, **kwargs: Any) -> None:
         """Release the leases and close the connections (bounded time, idempotent)."""
         self._pending = None

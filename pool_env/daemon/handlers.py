@@ -76,15 +76,7 @@ def _idle_lease(daemon: DaemonView, request: Request) -> Lease:
 def _reset(daemon: DaemonView, identity: bytes, request: Request) -> None:
     lease = _idle_lease(daemon, request)
     header = request.header
-    positions = field(header, "positions", list, optional=True)
-    if positions is None:
-        positions = list(range(len(lease.slots)))
-    elif (
-        not positions
-        or any(not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < len(lease.slots) for p in positions)
-        or len(set(positions)) != len(positions)
-    ):
-        raise UsageError(f"positions must be distinct ints in 0..{len(lease.slots) - 1}")
+    positions = _positions(header, lease)
     seeds = field(header, "seeds", list, optional=True) or [None] * len(positions)
     if len(seeds) != len(positions) or any(
         s is not None and (not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= MAX_SEED) for s in seeds
@@ -94,6 +86,24 @@ def _reset(daemon: DaemonView, identity: bytes, request: Request) -> None:
     slots = [lease.slots[p] for p in positions]
     daemon.submit(identity, request, lease, Op.RESET, slots=slots, seeds=dict(zip(slots, seeds, strict=True)),
                   options=options)  # fmt: skip
+
+
+def _positions(header: dict[str, Any], lease: Lease) -> list[int]:
+    """The ``positions`` field (a subset of the lease's rows), or all of them.
+
+    Raises:
+        UsageError: not distinct ints in range, or empty.
+    """
+    positions = field(header, "positions", list, optional=True)
+    if positions is None:
+        return list(range(len(lease.slots)))
+    if (
+        not positions
+        or any(not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < len(lease.slots) for p in positions)
+        or len(set(positions)) != len(positions)
+    ):
+        raise UsageError(f"positions must be distinct ints in 0..{len(lease.slots) - 1}")
+    return positions
 
 
 def _step(daemon: DaemonView, identity: bytes, request: Request) -> None:
@@ -147,18 +157,19 @@ def _call(daemon: DaemonView, identity: bytes, request: Request) -> None:
     lease = _idle_lease(daemon, request)
     header = request.header
     name = field(header, "name", str)
+    slots = [lease.slots[p] for p in _positions(header, lease)]
     values = field(header, "values", list, optional=True)
     if values is not None:
-        if len(values) != len(lease.slots):
-            raise UsageError(f"values must be one per slot of the lease ({len(lease.slots)}), got {len(values)}")
-        invocation: dict[str, Any] = {"name": name, "values": dict(zip(lease.slots, values, strict=True))}
+        if len(values) != len(slots):
+            raise UsageError(f"values must be one per chosen slot of the lease ({len(slots)}), got {len(values)}")
+        invocation: dict[str, Any] = {"name": name, "values": dict(zip(slots, values, strict=True))}
     else:
         args = field(header, "args", list, optional=True) or []
         kwargs = field(header, "kwargs", dict, optional=True) or {}
         if any(not isinstance(key, str) for key in kwargs):
             raise UsageError("kwargs keys must be str")
         invocation = {"name": name, "args": args, "kwargs": kwargs}
-    daemon.submit(identity, request, lease, Op.CALL, invocation=invocation)
+    daemon.submit(identity, request, lease, Op.CALL, slots=slots, invocation=invocation)
 
 
 def _heartbeat(daemon: DaemonView, identity: bytes, request: Request) -> None:

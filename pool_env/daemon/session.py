@@ -296,13 +296,16 @@ class DaemonSession:
             target[self.slots] = value
         return self.send(ClientOp.STEP, body)
 
-    def send_call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> int:
-        """Ask every slot of the lease to call (or get) ``name``; the request id."""
-        return self.send(ClientOp.CALL, {"lease": self.lease_id, "name": name, "args": args, "kwargs": kwargs})
+    def send_call(self, name: str, args: list[Any], kwargs: dict[str, Any], positions: list[int] | None = None) -> int:
+        """Ask every slot of the lease (or those at ``positions``) to call (or get) ``name``; the request id."""
+        body = {"lease": self.lease_id, "name": name, "args": args, "kwargs": kwargs}
+        return self.send(ClientOp.CALL, body if positions is None else {**body, "positions": positions})
 
-    def send_set_attr(self, name: str, values: list[Any]) -> int:
-        """Ask the lease's slots to set ``name``, position ``i`` to ``values[i]``; the request id."""
-        return self.send(ClientOp.CALL, {"lease": self.lease_id, "name": name, "values": values})
+    def send_set_attr(self, name: str, values: list[Any], positions: list[int] | None = None) -> int:
+        """Ask the lease's slots (or those at ``positions``) to set ``name``, the ``i``-th to
+        ``values[i]``; the request id."""
+        body = {"lease": self.lease_id, "name": name, "values": values}
+        return self.send(ClientOp.CALL, body if positions is None else {**body, "positions": positions})
 
     def call_outcome(self, request_id: int, deadline: float | None) -> tuple[dict[int, Any], dict[int, SlotFailure]]:
         """Wait for the call ``request_id``: results and failures by position.
