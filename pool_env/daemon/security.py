@@ -2,6 +2,9 @@
 
 * ``ipc://`` sockets live in a directory only the owner can enter (0700) and are chmod 0600:
   the OS user is the trust boundary (same-host clients also share the pool's shared memory).
+* A default ``ipc://`` directory is ``<runtime dir>/pool_env_daemon_<pid>_<random>``, locked by
+  its daemon for its whole life; a daemon killed with ``kill -9`` leaves it behind, and the next
+  daemon to start removes it (only this user's, only once its owner pid is gone and its lock free).
 * ``tcp://`` requires CURVE: the daemon has a secret key, clients know its public key, and a
   ZAP handler (:class:`zmq.auth.thread.ThreadAuthenticator`) admits only the public keys on the
   allow-list. A refused client gets no reply at all (that is how CURVE refuses), so the client
@@ -14,8 +17,8 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import socket
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,9 +26,13 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from pool_env import ownership
 from pool_env.errors import SpecError, TransportError
+from pool_env.supervisor.rundir import make_locked, sweep_stale_run_dirs
 
 __all__ = [
+    "DAEMON_DIR_PREFIX",
+    "DAEMON_DIR_RE",
     "AllowList",
     "CurveClientKeys",
     "IpcSocket",
@@ -38,6 +45,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+DAEMON_DIR_PREFIX = "pool_env_daemon_"
+"""The name of a daemon's default ipc directory: this, its pid, ``_``, 8 hex digits."""
+DAEMON_DIR_RE = re.compile(rf"^{DAEMON_DIR_PREFIX}(\d+)_[0-9a-f]{{8}}$")
 
 
 def keygen(directory: str, name: str) -> tuple[str, str]:
@@ -138,9 +149,10 @@ def start_authenticator(
 class IpcSocket:
     """An ``ipc://`` path prepared for binding: its directory (0700) and stale-file handling."""
 
-    def __init__(self, path: str, created_dir: str | None) -> None:
+    def __init__(self, path: str, created_dir: str | None, lock_fd: int | None = None) -> None:
         self.path = path
         self.created_dir = created_dir
+        self._lock_fd = lock_fd  # held while we live: our directory is never swept as stale
 
     @property
     def endpoint(self) -> str:
@@ -158,6 +170,8 @@ class IpcSocket:
         if self.created_dir is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(self.created_dir)
+        ownership.release(self._lock_fd)
+        self._lock_fd = None
 
 
 def prepare_ipc(endpoint: str | None, runtime_dir: str) -> IpcSocket:
@@ -171,8 +185,12 @@ def prepare_ipc(endpoint: str | None, runtime_dir: str) -> IpcSocket:
         SpecError: the path is too long for a Unix socket.
     """
     if endpoint is None:
-        directory = tempfile.mkdtemp(prefix="pool_env_daemon_", dir=runtime_dir)
-        return IpcSocket(os.path.join(directory, "pool.sock"), directory)
+        # A daemon killed with kill -9 cannot remove its directory: the next one sweeps those
+        # proven abandoned (this user's, owner pid gone and its lock free: supervisor.rundir).
+        for stale in sweep_stale_run_dirs([runtime_dir], DAEMON_DIR_RE):
+            log.info("removed the directory of a daemon that is gone: %s", stale)
+        directory, lock_fd = make_locked(runtime_dir, f"{DAEMON_DIR_PREFIX}{os.getpid()}_")
+        return IpcSocket(os.path.join(directory, "pool.sock"), directory, lock_fd)
     path = endpoint[len("ipc://") :]
     if len(path.encode()) > 107:
         raise SpecError(f"bind: the ipc path {path!r} is longer than the 107 bytes a Unix socket allows")

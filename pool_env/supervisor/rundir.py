@@ -28,7 +28,7 @@ import psutil
 from pool_env import ownership
 from pool_env.errors import PoolEnvError
 
-__all__ = ["FALLBACK_DIR", "IPC_PATH_MAX", "RUN_DIR_PREFIX", "RunDir", "sweep_stale_run_dirs"]
+__all__ = ["FALLBACK_DIR", "IPC_PATH_MAX", "RUN_DIR_PREFIX", "RunDir", "make_locked", "sweep_stale_run_dirs"]
 
 RUN_DIR_PREFIX = "pool_env_"
 #: The longest ipc socket path (``sizeof(sockaddr_un.sun_path) - 1`` on Linux).
@@ -65,7 +65,7 @@ class RunDir:
                 errors.append(f"{base!r} gives a {len(os.fsencode(socket_path))}-byte socket path")
                 continue
             try:
-                self.path, self._lock_fd = _make_locked(base, prefix)
+                self.path, self._lock_fd = make_locked(base, prefix)
             except OSError as exc:
                 errors.append(f"{base!r}: {exc}")
                 continue
@@ -88,8 +88,9 @@ def _default_bases() -> list[str]:
     return [base] if os.path.realpath(base) == os.path.realpath(FALLBACK_DIR) else [base, FALLBACK_DIR]
 
 
-def _make_locked(base: str, prefix: str) -> tuple[str, int]:
-    """A new 0700 directory ``base/prefix<random>``, already locked when it gets that name."""
+def make_locked(base: str, prefix: str) -> tuple[str, int]:
+    """A new 0700 directory ``base/prefix<8 hex digits>``, already locked when it gets that name;
+    its path and the lock's descriptor (release it with :func:`pool_env.ownership.release`)."""
     staging = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}new_", dir=base)  # never matches a sweep
     fd = ownership.hold(staging)
     for _ in range(100):
@@ -106,10 +107,11 @@ def _make_locked(base: str, prefix: str) -> tuple[str, int]:
     raise FileExistsError(f"no free directory name in {base}")
 
 
-def is_stale(path: str) -> int | None:
+def is_stale(path: str, pattern: re.Pattern[str] = _NAME_RE) -> int | None:
     """A locked descriptor of run directory ``path`` if it is proven abandoned (owner pid gone
-    and its lock free), else ``None``; the caller removes it, then releases the descriptor."""
-    match = _NAME_RE.match(os.path.basename(path))
+    and its lock free), else ``None``; the caller removes it, then releases the descriptor.
+    ``pattern`` matches the directory's name, its group 1 the owner's pid."""
+    match = pattern.match(os.path.basename(path))
     if match is None or psutil.pid_exists(int(match.group(1))):
         return None
     fd = ownership.claim(path)
@@ -119,8 +121,9 @@ def is_stale(path: str) -> int | None:
     return fd
 
 
-def sweep_stale_run_dirs(bases: list[str] | None = None) -> list[str]:
-    """Remove the run directories of dead owners in ``bases``; return their paths."""
+def sweep_stale_run_dirs(bases: list[str] | None = None, pattern: re.Pattern[str] = _NAME_RE) -> list[str]:
+    """Remove the run directories (names matching ``pattern``, this user's) of dead owners in
+    ``bases``; return their paths."""
     removed = []
     uid = os.getuid()
     for base in bases if bases is not None else _default_bases():
@@ -131,7 +134,7 @@ def sweep_stale_run_dirs(bases: list[str] | None = None) -> list[str]:
                 with contextlib.suppress(OSError):
                     if entry.stat(follow_symlinks=False).st_uid != uid:
                         continue
-                    fd = is_stale(entry.path)
+                    fd = is_stale(entry.path, pattern)
                     if fd is not None:
                         try:
                             shutil.rmtree(entry.path)

@@ -119,3 +119,23 @@ def test_a_lease_of_half_the_slots_steps_on_every_worker() -> None:
     assert isinstance(leases, list) and isinstance(workers, list)
     assert leases[0]["slots"] == [0, 1, 4, 5]  # two on each worker (slots 0-3 and 4-7)
     assert [w["steps"] > 0 for w in workers] == [True, True]  # both workers stepped the lease
+
+
+def test_the_directory_a_kill_9_leaves_is_removed_when_the_next_daemon_starts(tmp_path: Path) -> None:
+    runtime = {"XDG_RUNTIME_DIR": str(tmp_path)}  # where a default ipc directory goes
+    with DaemonProcess(envs=1, workers=1, env=runtime) as killed:
+        left = Path(killed.socket_path).parent
+        assert left.parent == tmp_path and left.name.startswith(f"pool_env_daemon_{killed.pid}_")
+        assert killed.proc is not None
+        killed.proc.kill()  # kill -9: nothing of the daemon's own cleanup runs
+        killed.proc.wait(10)
+        assert left.is_dir(), "kill -9 leaves the directory (and its socket file)"
+        with DaemonProcess(envs=1, workers=1, env=runtime) as live:
+            with DaemonProcess(envs=1, workers=1, env=runtime) as next_one:
+                assert not left.exists(), "the dead daemon's directory is swept"
+                assert Path(live.socket_path).exists(), "a live daemon's directory is not"
+                with pool_env.connect(live.endpoint, 1) as env:
+                    env.reset(seed=0)
+                assert Path(next_one.socket_path).parent.parent == tmp_path
+            assert next_one.stop() == 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == [], "every daemon removed its own directory"
