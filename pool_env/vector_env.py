@@ -477,11 +477,13 @@ class PoolVectorEnv(BatchedVectorEnv):
         """
         failed = sorted(result.errors)
         previous = self._last_obs
+        by_message = self._coordinator.message_obs  # a failed slot's there are still its last valid ones
 
         def last_obs_of(slot: int) -> Any:
             if previous is None:
                 return None
-            return build_structure(self._obs_leaves, [leaf[slot].copy() for leaf in previous], self._obs_tree)
+            parts = [by_message[i][slot] if i in by_message else leaf[slot].copy() for i, leaf in enumerate(previous)]
+            return build_structure(self._obs_leaves, parts, self._obs_tree)
 
         finals = {slot: last_obs_of(slot) for slot in failed}  # before the reset overwrites _last_obs
         mode = self.autoreset_mode.value

@@ -8,6 +8,8 @@ gymnasium's vector envs expose."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
@@ -17,6 +19,7 @@ import numpy as np
 import pytest
 import zmq
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+from gymnasium.vector.utils import iterate
 
 import pool_env
 from pool_env import GymEnvSpec, PoolVectorEnv, protocol
@@ -239,3 +242,28 @@ def test_malformed_action_parts_from_a_raw_client_get_error_replies_and_the_daem
             env.reset(seed=0)
             env.step(env.action_space.sample())
         assert daemon.proc is not None and daemon.proc.poll() is None
+
+
+@pytest.mark.parametrize("where", WHERE)
+@pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda m: m.name)
+def test_a_killed_worker_fails_free_shape_slots_as_the_mode_says(mode: AutoresetMode, where: str) -> None:
+    """A failed slot keeps its last valid observation (NEXT_STEP, DISABLED), or starts a new episode
+    with the last valid one in ``final_obs`` (SAME_STEP) — for parts without a fixed shape too."""
+    with pools(FreeShapeEnv, "tuple", where, mode) as makers, makers[-1]() as env:
+        env.reset(seed=10)
+        before = list(iterate(env.observation_space, env.step(np.zeros(3, np.int64))[0]))
+        victim = env.stats()["workers"][0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        obs, reward, terminated, truncated, infos = env.step(np.zeros(3, np.int64))
+        failed = list(victim["slots"])
+        assert truncated[failed].all() and not terminated[failed].any() and (reward[failed] == 0).all()
+        assert infos["_error"][failed].all()
+        assert env.observation_space.contains(obs)
+        after = list(iterate(env.observation_space, obs))
+        for slot in failed:
+            if mode is AutoresetMode.SAME_STEP:
+                assert_types_same(infos["final_obs"][slot], before[slot], f"slot {slot} final_obs")
+                assert_values_same(infos["final_obs"][slot], before[slot], f"slot {slot} final_obs")
+            else:
+                assert_types_same(after[slot], before[slot], f"slot {slot} obs")
+                assert_values_same(after[slot], before[slot], f"slot {slot} kept obs")
