@@ -28,6 +28,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import zmq
+from gymnasium.vector.utils import batch_space
 
 from pool_env import __version__, protocol
 from pool_env.batch import validate_actions
@@ -42,7 +43,15 @@ from pool_env.daemon.leases import Lease, LeaseTable, describe_slots
 from pool_env.daemon.peers import Peers
 from pool_env.daemon.status import RateMeter, start_metrics_server, status_document
 from pool_env.daemon.wire import ClientOp
-from pool_env.errors import DaemonUnavailableError, LeaseError, PoolEnvError, ProtocolError, TransportError, UsageError
+from pool_env.errors import (
+    DaemonUnavailableError,
+    LeaseError,
+    PoolEnvError,
+    ProtocolError,
+    SpecError,
+    TransportError,
+    UsageError,
+)
 from pool_env.protocol import Op
 from pool_env.shm import BatchLayout, Leaf, build_structure, leaf_value
 from pool_env.space_check import describe_pool
@@ -149,6 +158,11 @@ class PoolDaemon:
             spec.check()
             obs_space, act_space, metadata, render_mode = spec.probe()
             self.spaces = (obs_space, act_space)
+            for space, what in ((obs_space, "observation"), (act_space, "action")):
+                try:  # what gymnasium cannot batch: its own TypeError text, as PoolVectorEnv raises it
+                    batch_space(space, 1)
+                except TypeError as exc:
+                    raise SpecError(f"the env's {what} space: {exc}") from exc
             space_wire.check_crosses(obs_space, "observation")
             space_wire.check_crosses(act_space, "action", from_network=True)
             self._hello = {

@@ -141,6 +141,10 @@ def test_a_space_gymnasium_refuses_fails_with_gymnasiums_own_type_error() -> Non
         PoolVectorEnv([NotASpaceEnv] * 2)
     assert str(pool_error.value) == str(sync_error.value)
     assert "is not a gymnasium Space instance" in str(pool_error.value)
+    served = cli("serve", "--spec", "gym:tests.envs.free_spaces:NotASpaceEnv", "--envs", "1", "--workers", "1")
+    assert served.returncode == 2, served.stderr
+    (line,) = served.stderr.strip().splitlines()  # one line with gymnasium's own text, no traceback
+    assert str(sync_error.value) in line and "observation space" in line, line
 
 
 def test_partial_batches_of_a_free_shape_space_are_refused_naming_the_fix() -> None:
