@@ -33,6 +33,7 @@ from gymnasium.vector.utils import batch_space
 from pool_env.batch import assemble_infos, merge_same_step_failures, validate_actions
 from pool_env.commands import split_slots
 from pool_env.daemon import security, space_wire, wire
+from pool_env.daemon.observations import LeasedObservations
 from pool_env.daemon.session import DaemonSession, Outcome
 from pool_env.errors import SlotFailure, SpecError
 from pool_env.frontend import (
@@ -43,8 +44,8 @@ from pool_env.frontend import (
     check_sendable,
     reset_mask_of,
 )
-from pool_env.shm import build_structure, leaf_value
-from pool_env.spaces import leaves_of, structure_of_batch, tree_of
+from pool_env.shm import leaf_value
+from pool_env.spaces import leaves_of
 
 __all__ = ["RemoteVectorEnv", "connect"]
 
@@ -134,8 +135,6 @@ class RemoteVectorEnv(BatchedVectorEnv):
         self.metadata = {**first.get("metadata", {}), "autoreset_mode": autoreset_mode}
         self.render_mode = first.get("render_mode")
         self.spec = wire.env_spec_from_wire(first.get("env_spec"), self.num_envs)  # as gymnasium.make_vec sets
-        self._obs_leaves = leaves_of(self.single_observation_space)
-        self._obs_tree = tree_of(self.single_observation_space)
         self._act_leaves = leaves_of(self.single_action_space)
         self._pending: dict[int, int] | None = None  # session index -> request id still unanswered
         self._pending_op: str | None = None  # "reset", "step", "call" or "set_attr" while pending
@@ -143,11 +142,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
         self._reset_chosen: list[int] = []
         self._outcomes: dict[int, Outcome] = {}
         self._was_reset = False
-        # One array per observation leaf; a list of one value per slot for a leaf without a fixed shape.
-        self._obs: list[Any] = [
-            [None] * self.num_envs if leaf.by_message else np.zeros((self.num_envs, *leaf.shape), dtype=leaf.dtype)
-            for leaf in self._obs_leaves
-        ]
+        self._obs = LeasedObservations(self.single_observation_space, self.num_envs)
         self._act_parts = [leaf_value(self.single_action_space, leaf.path) for leaf in self._act_leaves]
         self._restarts: dict[int, int] = {}
         self._last_slot_infos: dict[int, Any] = {}
@@ -240,8 +235,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
         slot_infos, errors = self._collect(timeout, step=True, flags=(reward, terminated, truncated))
         if errors and self.autoreset_mode is AutoresetMode.SAME_STEP:
             # Failed slots kept their last valid observation in self._obs; reset them now.
-            finals = {i: build_structure(self._obs_leaves, [_row(leaf, i) for leaf in self._obs], self._obs_tree)
-                      for i in errors}  # fmt: skip
+            finals = {i: self._obs.slot(i) for i in errors}
             _, reset_infos = self.reset_envs(sorted(errors))
             del reset_infos  # per-slot reset infos are kept by _collect in self._last_slot_infos
             merge_same_step_failures(slot_infos, errors, lambda i: self._restarts.get(i, 0), finals.__getitem__,
@@ -258,10 +252,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
             AlreadyPendingError, ClosedError: wrong call order.
         """
         self._check_idle("call_async")
-        for i, arg in enumerate(args):
-            check_sendable(arg, f"call({name!r}) argument {i}", network=True, path=(i,))
-        for key, value in kwargs.items():
-            check_sendable(value, f"call({name!r}) keyword {key!r}", network=True, path=(key,))
+        _check_call_arguments(name, args, kwargs)
         pending = {k: session.send_call(name, list(args), kwargs) for k, session in enumerate(self._sessions)}
         self._pending, self._pending_op, self._call_replies = pending, "call", {}
 
@@ -305,10 +296,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
         """
         self._check_idle("call_slots")
         chosen = [int(s) for s in slots]
-        for i, arg in enumerate(args):
-            check_sendable(arg, f"call({name!r}) argument {i}", network=True, path=(i,))
-        for key, value in kwargs.items():
-            check_sendable(value, f"call({name!r}) keyword {key!r}", network=True, path=(key,))
+        _check_call_arguments(name, args, kwargs)
         return self._call_on(
             chosen, lambda session, _, positions: session.send_call(name, list(args), kwargs, positions), "call"
         )
@@ -451,30 +439,19 @@ class RemoteVectorEnv(BatchedVectorEnv):
         infos.update({offset + position: info for position, info in outcome.infos.items()})
         errors.update({offset + position: failure for position, failure in outcome.errors.items()})
         self._restarts.update({offset + position: count for position, count in outcome.restarts.items()})
-        # A failed slot keeps its previous observation, even if its worker wrote a new one
-        # before it died or hung.
-        failed = [offset + position for position in outcome.errors] if step else []
-        for target, value in zip(self._obs, outcome.obs, strict=True):
-            if isinstance(target, list):  # no fixed shape: one value per slot
-                for position, item in enumerate(value):
-                    if offset + position not in failed:
-                        target[offset + position] = item
-                continue
-            kept = target[failed].copy()
-            target[rows] = value
-            target[failed] = kept
+        self._obs.update(offset, outcome.obs, {offset + position for position in outcome.errors} if step else ())
         if step:
             assert outcome.reward is not None and outcome.terminated is not None and outcome.truncated is not None
             for target, value in zip(flags, (outcome.reward, outcome.terminated, outcome.truncated), strict=True):
                 target[rows] = value
 
     def _observations(self) -> Any:
-        # A leaf without a fixed shape: a tuple of one value per slot, as gymnasium's concatenate
-        # gives for Text, Sequence, Graph, OneOf and custom spaces (AsyncVectorEnv(shared_memory=False)).
-        parts: list[Any] = [tuple(part) if isinstance(part, list) else part.copy() for part in self._obs]
-        return structure_of_batch(self._obs_leaves, parts, self._obs_tree)
+        return self._obs.batch()
 
 
-def _row(part: Any, i: int) -> Any:
-    """Slot ``i``'s value of one observation leaf (a copy for an array row)."""
-    return part[i] if isinstance(part, list) else part[i].copy()
+def _check_call_arguments(name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """Refuse (a ``CodecError`` naming it) an argument a daemon does not take: only plain data."""
+    for i, arg in enumerate(args):
+        check_sendable(arg, f"call({name!r}) argument {i}", network=True, path=(i,))
+    for key, value in kwargs.items():
+        check_sendable(value, f"call({name!r}) keyword {key!r}", network=True, path=(key,))
