@@ -18,6 +18,9 @@ SPECS = {
     "CartPole-v1": GymEnvSpec("CartPole-v1"),
     "Pendulum-v1": GymEnvSpec("Pendulum-v1"),  # continuous actions, truncated at 200 steps
     "dict-tuple": GymEnvSpec("tests.envs.faulty:make_dict_tuple_env", max_steps=25),  # nested obs, Dict actions
+    # Plain and loose return types (numpy rewards/flags, castable obs) mixed within one step.
+    "loose-returns": GymEnvSpec("tests.envs.loose_returns:make_loose_returns_env"),
+    "84x84x4": GymEnvSpec("pool_env.bench.envs:make_big_obs_env", episode_length=20),  # a multi-dimensional Box
 }
 FIELDS = ("obs", "reward", "terminated", "truncated", "infos")
 
@@ -29,6 +32,8 @@ LAYOUTS = [
     ("CartPole-v1", 8, 8),
     ("Pendulum-v1", 5, 2),
     ("dict-tuple", 7, 3),
+    ("loose-returns", 6, 2),
+    ("84x84x4", 3, 1),
 ]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import gymnasium as gym
 
@@ -81,18 +81,29 @@ class GymBackend:
 
     def step(self, slots: Sequence[int], actions: Sequence[Any]) -> list[Outcome]:
         """Step each slot with its action."""
-        outcomes = []
+        return [r if isinstance(r, Outcome) else Outcome(*r) for r in self.step_returns(slots, actions)]
+
+    def step_returns(self, slots: Sequence[int], actions: Sequence[Any]) -> list[tuple[Any, ...] | Outcome]:
+        """Step each slot with its action; each env's return as it came (a 5-tuple), or an
+        :class:`Outcome` for a slot that failed (the env raised, or returned no 5-tuple).
+
+        The worker's lean path (:meth:`workers.loop.WorkerLoop`): no object per clean slot. The
+        reward, flags and observation are passed as returned; the worker checks them.
+        """
+        outcomes: list[tuple[Any, ...] | Outcome] = []
+        append = outcomes.append
+        envs = self._envs
         for slot, action in zip(slots, actions, strict=True):
+            env = envs[slot]
             try:
-                returned = self._env(slot).step(action)
+                returned = (self._env(slot) if env is None else env).step(action)
             except Exception:
-                outcomes.append(self._broken(slot, "step"))
+                append(self._broken(slot, "step"))
                 continue
-            if not (isinstance(returned, tuple) and len(returned) == 5):
-                outcomes.append(_not_a_tuple("step", "(obs, reward, terminated, truncated, info)", returned))
-                continue
-            # Passed as returned: the worker checks them against the contract (workers/contract.py).
-            outcomes.append(Outcome(*cast(tuple[Any, ...], returned)))
+            if isinstance(returned, tuple) and len(returned) == 5:
+                append(returned)
+            else:
+                append(_not_a_tuple("step", "(obs, reward, terminated, truncated, info)", returned))
         return outcomes
 
     def call(self, slot: int, name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
