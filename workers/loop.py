@@ -78,6 +78,9 @@ class WorkerLoop:
         self._next_seeds: list[int | None] = []
         self._reported_counters: dict[str, int] = {}
         self._prefetched: dict[int, Outcome] = {}  # local slot -> its next (seedless) reset, done early
+        # A reset sent ahead and not collected yet (HTTP, HttpBackend.reset_early): its slots, the
+        # scheduled seeds taken for them (in slot order), the backend's handle.
+        self._early: tuple[list[int], list[int | None], Any] | None = None
         self._raised_in_a_row: list[int] = []  # per local slot: env exceptions since its last good step
         self._reply_in_a_row: dict[int, int] = {}  # per command: slot -> _raised_in_a_row after it raised
         self._autoreset = NEXT_STEP  # of the last command (the daemon's leases may differ)
@@ -262,6 +265,7 @@ class WorkerLoop:
         failures: dict[int, list[str]] = {}
         self._reply_in_a_row = {}
         if message["op"] == Op.RESET.value:
+            self._settle_early()
             seeds = list(message.get("seeds") or [None] * len(slots))
             # An empty dict is no option at all (reset(options={"reset_mask": m}) leaves one).
             options = message.get("options") or None
@@ -286,10 +290,19 @@ class WorkerLoop:
             else:
                 to_reset = [s for s in slots if needs_reset[s]]
                 to_step = [s for s in slots if not needs_reset[s]]
+            ready: list[int] = []  # reset already (prefetched), or being reset (sent ahead)
             if to_reset:
-                early = [s for s in to_reset if s in self._prefetched]
-                self._deliver_prefetched(early, infos, failures)
-                to_reset = [s for s in to_reset if s not in early]
+                sent_ahead = () if self._early is None else self._early[0]
+                ready = [s for s in to_reset if s in self._prefetched or s in sent_ahead]
+                to_reset = [s for s in to_reset if s not in ready]
+            if ready and (to_reset or self._early is None):
+                # Delivered first, as before resets were sent ahead. With slots no prefetch covered
+                # (only after a command that failed), a reset sent ahead is collected here: its
+                # answer is in by now, so the command still costs about two calls
+                # (HttpEnvSpec.worst_case_step_seconds), unless that answer was lost.
+                self._settle_early(raise_errors=True)
+                self._deliver_prefetched(ready, infos, failures)
+                ready = []
             if to_reset:
                 self._reset(to_reset, [None] * len(to_reset), None, infos, failures)
             if to_step:
@@ -306,6 +319,9 @@ class WorkerLoop:
                     elif self._autoreset == SAME_STEP:
                         outcomes = self._reset_same_step(to_step, outcomes)
                     self._write("step", to_step, outcomes, infos, failures)
+            if ready:  # a reset sent ahead: its answer came back while the step's request flew
+                self._settle_early(raise_errors=True)
+                self._deliver_prefetched(ready, infos, failures)
         reply: dict[str, Any] = {"op": Op.DONE.value, "seq": message["seq"], "infos": infos, "errors": failures}
         if self._obs_out:  # observations without a fixed shape travel here, not in shared memory
             reply["obs"], self._obs_out = self._obs_out, {}
@@ -330,6 +346,7 @@ class WorkerLoop:
         info (``final``; its info leaves ``infos``): the successor resets it within the same step.
         """
         self._releasing = True  # no more prefetched resets: the successor resets released slots
+        self._settle_early()
         released: dict[int, dict[str, Any]] = {}
         for i, ended in enumerate(self._needs_reset):
             if not ended or i in self._released:
@@ -351,6 +368,7 @@ class WorkerLoop:
 
     def _adopt(self, states: dict[int, dict[str, Any]]) -> None:
         """Take over the slots a retiring process released, each with the state it handed over."""
+        self._settle_early()
         for slot, state in states.items():
             i = self._local[int(slot)]
             self._not_adopted.discard(i)
@@ -427,6 +445,7 @@ class WorkerLoop:
             return
         if self._releasing:
             return
+        self._settle_early()  # (its answer is in by now, unless a partial batch left it waiting)
         slots = [
             s
             for s, ended in enumerate(self._needs_reset)
@@ -436,10 +455,37 @@ class WorkerLoop:
             return
         seeds = [self._take_scheduled_seed(s, None) for s in slots]
         try:
+            reset_early = getattr(self._backend, "reset_early", None)
+            handle = None if reset_early is None else reset_early(slots, seeds)
+            if handle is not None:  # sent ahead; the next command collects the answer
+                self._early = (slots, seeds, handle)
+                return
             outcomes = self._backend.reset(slots, seeds, None)
         except PoolEnvError:
             for slot, seed in zip(slots, seeds, strict=True):
                 self._next_seeds[slot] = seed  # give the schedule back to the real reset
+            return
+        self._prefetched.update(zip(slots, outcomes, strict=True))
+
+    def _settle_early(self, raise_errors: bool = False) -> None:
+        """Collect the reset sent ahead (if any) into the prefetched outcomes.
+
+        An error that must reach the trainer (a 4xx) is raised with ``raise_errors`` (a step
+        command that needed the reset, as its own reset would raise it), else left for the real
+        reset to raise, as in :meth:`_prefetch_resets`.
+        """
+        if self._early is None:
+            return
+        assert self._backend is not None
+        slots, seeds, handle = self._early
+        self._early = None
+        try:
+            outcomes = self._backend.finish_reset(handle)  # type: ignore[attr-defined]  # has reset_early
+        except PoolEnvError:
+            for slot, seed in zip(slots, seeds, strict=True):
+                self._next_seeds[slot] = seed  # give the schedule back to the real reset
+            if raise_errors:
+                raise
             return
         self._prefetched.update(zip(slots, outcomes, strict=True))
 

@@ -34,6 +34,13 @@ Failure handling (every request may be retried ``spec.max_retries`` times, and e
   applied, says "not applied"; a step whose fate the deadline left unknown says "may have been
   applied". Nothing is ever sent twice to find out.
 
+Resets of episodes that ended can be sent ahead (:meth:`HttpBackend.reset_early`, on a second
+keep-alive connection, :mod:`workers.backends.http_side`) and collected later
+(:meth:`HttpBackend.finish_reset`): the worker sends them right after answering a step, so the
+next step's request flies while the reset's answer comes back. Collecting is :meth:`reset`
+exactly, except that its first attempt's answer is the one sent ahead; a failed or late one (more
+than ``request_timeout``) is retried on the main connection, blindly, as every reset is.
+
 Observations are float32: the last row ``(9,)`` with ``observation="last"``, or the chunk padded
 with zeros to ``(step_size, 9)`` with ``observation="chunk"`` (real row count in ``info["rows"]``).
 """
@@ -45,6 +52,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -65,9 +73,10 @@ from workers.backends.http_payload import (
     parse_step,
     step_entry,
 )
+from workers.backends.http_side import SideRequest
 from workers.backends.retry import RandomSource, RetryPolicy
 
-__all__ = ["BACKEND_COUNTER_NAMES", "HttpBackend"]
+__all__ = ["BACKEND_COUNTER_NAMES", "EarlyReset", "HttpBackend"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +92,15 @@ BACKEND_COUNTER_NAMES = (
 
 VECTORIZED_RESET = "/api/v1/episode/vectorized_reset"
 VECTORIZED_STEP = "/api/v1/episode/vectorized_step"
+
+
+@dataclass(frozen=True)
+class EarlyReset:
+    """A reset sent ahead by :meth:`HttpBackend.reset_early`: its slots, the server seeds sent, the request."""
+
+    slots: list[int]
+    seeds: list[int | None]
+    request: SideRequest
 
 
 class HttpBackend:
@@ -186,6 +204,35 @@ class HttpBackend:
         with self._client.deadline(self._spec.effective_call_timeout()):
             return self._reset(slots, seeds)
 
+    def reset_early(self, slots: Sequence[int], seeds: Sequence[int | None]) -> EarlyReset | None:
+        """Send the reset of ``slots`` now, on a second connection, and return at once;
+        :meth:`finish_reset` gives its outcomes later (:mod:`workers.backends.http_side`).
+
+        ``None`` (nothing sent) when some slot has no live episode: :meth:`reset` makes it one.
+
+        Raises:
+            ClosedError: the backend is closed.
+        """
+        self._check_open()
+        if not slots or any(self._episodes.episode_ids[slot] is None for slot in slots):
+            return None
+        seeds = [self._next_seed(slot, seed) for slot, seed in zip(slots, seeds, strict=True)]
+        body = {"episode_ids": [self._episodes.episode_ids[slot] for slot in slots], "seeds": seeds}
+        return EarlyReset(list(slots), seeds, self._client.send_ahead("POST", VECTORIZED_RESET, body))
+
+    def finish_reset(self, early: EarlyReset) -> list[Outcome]:
+        """The outcomes of the reset :meth:`reset_early` sent: :meth:`reset` exactly, except that its
+        first attempt's answer is the one sent ahead (a failed one is retried as usual).
+
+        Raises:
+            HttpStatusError: the server answered a 4xx other than 404.
+            ClosedError: the backend is closed.
+        """
+        self._check_open()
+        collect = partial(self._client.collect, "POST", VECTORIZED_RESET, early.request)
+        with self._client.deadline(self._spec.effective_call_timeout()):
+            return self._reset(early.slots, early.seeds, first=collect)
+
     def step(self, slots: Sequence[int], actions: Sequence[Any]) -> list[Outcome]:
         """Apply ``actions[i]`` (0 fly, 1 repair, 2 sell) to ``slots[i]``; never twice.
 
@@ -221,7 +268,10 @@ class HttpBackend:
 
     # -- calls ------------------------------------------------------------------------------
 
-    def _reset(self, slots: Sequence[int], seeds: Sequence[int | None]) -> list[Outcome]:
+    def _reset(
+        self, slots: Sequence[int], seeds: Sequence[int | None], first: Callable[[Any], Any] | None = None
+    ) -> list[Outcome]:
+        """Reset ``slots``; ``first``: the first request's answer, sent ahead (``reset_early``)."""
         outcomes: list[Outcome | None] = [None] * len(slots)
         pending = list(range(len(slots)))
         for attempt in range(2):  # slots whose episode fails to reset get a new episode, once
@@ -235,9 +285,10 @@ class HttpBackend:
                 "episode_ids": [self._episodes.episode_ids[slots[i]] for i in pending],
                 "seeds": [seeds[i] for i in pending],
             }
+            ahead, first = first, None  # only the first request was sent ahead
             try:
                 reply = self._client.call_idempotent(
-                    "POST", VECTORIZED_RESET, body, parse=partial(parse_reset, num_envs=len(pending))
+                    "POST", VECTORIZED_RESET, body, parse=partial(parse_reset, num_envs=len(pending)), first=ahead
                 )
             except RetriesExhaustedError as exc:
                 self._fail(slots, pending, outcomes, exc.kind, StepFate.NOT_APPLIED, f"reset failed: {exc}")

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 import requests
 
 from pool_env.errors import ErrorKind, HttpStatusError, QuotaExceededError, RetriesExhaustedError, TransportError
+from workers.backends.http_side import SideChannel, SideRequest
 from workers.backends.retry import Deadline, RandomSource, RetryPolicy, describe
 
 __all__ = ["COUNTER_NAMES", "GAUGE_NAMES", "HttpClient", "NotFoundError", "RetryableError"]
@@ -125,6 +126,7 @@ class HttpClient:
     _session: requests.Session | None
     policy: RetryPolicy
     _deadline: Deadline | None
+    _side: SideChannel | None  # the second connection of send_ahead, opened on first use
 
     def __init__(
         self,
@@ -150,6 +152,7 @@ class HttpClient:
         self.policy = policy
         self._clock = clock
         self._deadline = None
+        self._side = None
 
     def _open(self) -> requests.Session:
         if self._session is None:
@@ -166,8 +169,11 @@ class HttpClient:
             session.close()
 
     def close(self) -> None:
-        """Close the session (idempotent)."""
+        """Close the session and the second connection (idempotent)."""
         self.drop_session()
+        side, self._side = self._side, None
+        if side is not None:
+            side.close()
 
     @contextmanager
     def deadline(self, seconds: float) -> Iterator[Deadline]:
@@ -223,21 +229,64 @@ class HttpClient:
             if left <= 0:
                 raise self._deadline.expired(self._deadline.last_error or f"no time left for {method} {path}")
             timeout = min(timeout, left)
-        url = self._base_url + path
-        headers = {"Session-ID": session_id} if session_id is not None else None
-        data = None if body is None else json.dumps(body)
+        url, data, headers = self._prepare(path, body, session_id)
         self.counters["requests"] += 1
         try:
             response = self._open().request(method, url, data=data, headers=headers, timeout=(timeout, timeout))
         except requests.RequestException as exc:
+            return self.answer(method, path, exc, parse)
+        return self.answer(method, path, response, parse)
+
+    def _prepare(self, path: str, body: Any, session_id: str | None) -> tuple[str, str | None, dict[str, str] | None]:
+        headers = {"Session-ID": session_id} if session_id is not None else None
+        return self._base_url + path, None if body is None else json.dumps(body), headers
+
+    def send_ahead(self, method: str, path: str, body: Any = None) -> SideRequest:
+        """Start ``method path`` now on a second connection (:class:`SideRequest`); its answer is
+        read later with :meth:`answer`, like one attempt of :meth:`request`. Only for calls that
+        may be applied twice (a failed one is retried by the ordinary path)."""
+        url, data, headers = self._prepare(path, body, None)
+        self.counters["requests"] += 1
+        side = self._side
+        if side is None or side.abandoned:
+            side = self._side = SideChannel(self._session_factory, self._headers, self.counters)
+        return side.send(method, url, data, headers, self._timeout)
+
+    def collect(self, method: str, path: str, request: SideRequest, parse: Callable[[Any], T]) -> T:
+        """The answer of a request :meth:`send_ahead` started, like one attempt of :meth:`request`:
+        waits for it ``min(timeout, time left)`` seconds at most (then it failed, retryably).
+
+        Raises:
+            RetryableError, NotFoundError, HttpStatusError, QuotaExceededError: as :meth:`request`.
+        """
+        timeout = self._timeout if self._deadline is None else min(self._timeout, self._deadline.left())
+        side = self._side
+        assert side is not None
+        return self.answer(method, path, request.wait(timeout), parse, drop=side.drop_session)
+
+    def answer(
+        self,
+        method: str,
+        path: str,
+        outcome: requests.Response | requests.RequestException,
+        parse: Callable[[Any], T],
+        drop: Callable[[], None] | None = None,
+    ) -> T:
+        """``parse`` of the decoded JSON body of a request's ``outcome`` (its response, or the
+        exception the request raised); the errors of :meth:`request`, which uses it. After a
+        retryable failure ``drop`` closes the connection it came on (default: the main session)."""
+        drop = self.drop_session if drop is None else drop
+        if isinstance(outcome, requests.RequestException):
             self.counters["transport_errors"] += 1
-            self.drop_session()
-            raise self._failed(f"{method} {path}: {describe(exc)}", ErrorKind.TRANSPORT) from exc
+            drop()
+            raise self._failed(f"{method} {path}: {describe(outcome)}", ErrorKind.TRANSPORT) from outcome
+        response = outcome
+        url = self._base_url + path
         status = response.status_code
         used, limit = self._note_quota(response)
         if status >= 500:
             self.counters["http_5xx"] += 1
-            self.drop_session()
+            drop()
             raise self._failed(f"{method} {path}: HTTP {status}: {_detail(response)}", ErrorKind.SERVER_5XX)
         if status == 404:
             raise NotFoundError(_detail(response), url)
@@ -252,7 +301,7 @@ class HttpClient:
             return parse(response.json())
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             self.counters["bad_responses"] += 1
-            self.drop_session()
+            drop()
             raise self._failed(f"{method} {path}: malformed response: {describe(exc)}", ErrorKind.BAD_RESPONSE) from exc
 
     def call_idempotent(
@@ -263,10 +312,12 @@ class HttpClient:
         *,
         session_id: str | None = None,
         parse: Callable[[Any], T] = _identity,
+        first: Callable[[Callable[[Any], T]], T] | None = None,
     ) -> T:
         """:meth:`request`, retried on :class:`RetryableError` while :attr:`policy` and the deadline allow.
 
-        Only for calls that may be applied twice without harm.
+        Only for calls that may be applied twice without harm. ``first``: the first attempt's
+        answer instead of a request (given ``parse``; e.g. :meth:`collect` of a request sent ahead).
 
         Raises:
             RetriesExhaustedError: every attempt failed (chained to the last failure), or
@@ -277,6 +328,9 @@ class HttpClient:
         policy = self.policy
         while True:
             try:
+                if first is not None:
+                    attempt, first = first, None
+                    return attempt(parse)
                 return self.request(method, path, body, session_id=session_id, parse=parse)
             except RetryableError as exc:
                 policy = self.backoff(policy, exc)
