@@ -73,7 +73,14 @@ class FastPath:
         self.port.take(seq)
 
     def publish(self, seq: int) -> None:
-        """Command ``seq`` is done and clean (its rows are written): tell the coordinator."""
+        """Command ``seq`` is done and clean (its rows are written): tell the coordinator.
+
+        The ring is the costly part when the trainer blocks (measured in a CartPole N=64 worker,
+        load ≈ 5: 9-12 µs of the worker's own CPU per ``eventfd_write``, against 0.4 µs with nobody
+        waiting; 0.2-0.36 involuntary context switches per ring): the kernel's cross-CPU wake-up
+        of the trainer, not preemption. Nothing of the command's work is left after it; it goes
+        only when the trainer spins instead (its spin policy), see :mod:`pool_env.fastpath.bell`.
+        """
         self.port.publish(seq)
 
     def close(self) -> None:

@@ -556,14 +556,39 @@ class WorkerLoop:
 
         Everything per slot happens under its own guard (:meth:`_settle`): a slot whose env
         returned something its contract forbids is reported failed alone (kind
-        ``invalid_env_return``); the worker and its other slots go on.
+        ``invalid_env_return``); the worker and its other slots go on. A plain outcome (the lean
+        case of :meth:`_write_steps`: a reset's, an HTTP step's) is taken as it is.
         """
         buffers = self._buffers
         assert buffers is not None
         rows = [self._slots[slot] for slot in slots]
-        rewards, terminated, truncated = [], [], []
+        rewards: list[Any] = []
+        terminated: list[Any] = []
+        truncated: list[Any] = []
+        shape, dtype = self._lean_obs if self._lean_obs is not None else ((), None)
+        obs_array = buffers.obs[0]
+        needs_reset = self._needs_reset
         for slot, row, outcome in zip(slots, rows, outcomes, strict=True):
-            reward, ended, cut = self._settle(what, slot, row, outcome, infos, failures)
+            obs, reward, info = outcome.obs, outcome.reward, outcome.info
+            ended, cut = outcome.terminated, outcome.truncated
+            if (
+                outcome.error is None
+                and type(obs) is np.ndarray
+                and obs.dtype is dtype
+                and obs.shape == shape
+                and (type(reward) is float or type(reward) is np.float64)
+                and (ended is True or ended is False)
+                and (cut is True or cut is False)
+                and type(info) is dict
+            ):
+                obs_array[row] = obs
+                needs_reset[slot] = not outcome.restarted and (ended or cut)
+                if what == "step":
+                    self._raised_in_a_row[slot] = 0
+                if info:
+                    infos[row] = info
+            else:
+                reward, ended, cut = self._settle(what, slot, row, outcome, infos, failures)
             rewards.append(reward)
             terminated.append(ended)
             truncated.append(cut)

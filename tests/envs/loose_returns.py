@@ -2,7 +2,8 @@
 
 CartPole underneath; each step it returns its values in one of several accepted forms (a float64
 observation for the float32 space, a list, numpy rewards and flags, 0/1 ints), chosen by the step
-count and the slot's first seed, so one command mixes plain and loose slots. The worker's lean path
+count and the slot's first seed, so one command mixes plain and loose slots; slots with an odd
+first seed reset to float64 observations. The worker's lean path
 takes the plain ones as they are and the rest through the full contract check
 (:meth:`workers.loop.WorkerLoop._write_steps`); both must give ``SyncVectorEnv``'s values.
 """
@@ -31,7 +32,8 @@ class LooseReturnsEnv(gym.Wrapper):  # type: ignore[type-arg]
         if seed is not None:
             self.offset = seed
         self.t = 0
-        return self.env.reset(seed=seed, options=options)
+        obs, info = self.env.reset(seed=seed, options=options)
+        return (obs.astype(np.float64) if self.offset % 2 else obs), info  # odd first seeds: castable resets
 
     def step(self, action: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
