@@ -69,8 +69,9 @@ class PoolVectorEnv(BatchedVectorEnv):
             private owner-only channel (:mod:`pool_env.envs.callables`).
         num_envs: number of slots (any integer type); 16 by default for a spec, ``len(env_fns)``
             for callables (a different value is an error).
-        num_workers: worker processes (default: the spec's ``default_num_workers``); any value from 1
-            to ``num_envs`` works, the slots are split as evenly as possible.
+        num_workers: worker processes (default: the spec's ``default_num_workers``: for local envs
+            one per core, one per core but one with ``trainer_slots``); any value from 1 to
+            ``num_envs - trainer_slots`` works, the slots are split as evenly as possible.
         options: timeouts and restart policy (:class:`PoolOptions`).
         batch_size: slots returned by each :meth:`recv` (EnvPool-style partial batches);
             ``step``/``reset`` always cover every slot.
@@ -122,7 +123,7 @@ class PoolVectorEnv(BatchedVectorEnv):
             raise SpecError(f"trainer_slots: must be 0..num_envs-1={num_envs - 1}, got {trainer_slots!r}")
         worker_slots = num_envs - trainer_slots
         if num_workers is None:
-            workers = spec.default_num_workers(worker_slots)
+            workers = spec.default_num_workers(worker_slots, trainer_slots)
         else:
             workers = as_count("num_workers", num_workers)
         if not 1 <= workers <= worker_slots:

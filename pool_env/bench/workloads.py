@@ -256,7 +256,7 @@ def _trainer_slots_candidate(num_envs: int) -> Candidate:
     """The pool with half the slots stepped in this process (``trainer_slots=num_envs // 2``)."""
     k = num_envs // 2
     spec = GymEnvSpec("CartPole-v1")
-    workers = spec.default_num_workers(num_envs - k)
+    workers = spec.default_num_workers(num_envs - k, k)
     candidate = VectorEnvCandidate(
         f"pool W={workers} trainer_slots={k}",
         "pool",

@@ -78,8 +78,9 @@ class EnvSpec(Protocol):
         """An upper bound on one worker command in seconds (``math.inf`` when there is none)."""
         ...
 
-    def default_num_workers(self, num_envs: int) -> int:
-        """Worker processes for ``num_envs`` slots when the user gives none."""
+    def default_num_workers(self, num_envs: int, trainer_slots: int = 0) -> int:
+        """Worker processes for ``num_envs`` worker slots when the user gives none (``trainer_slots``:
+        how many more slots the trainer steps itself, busy meanwhile)."""
         ...
 
     def check(self) -> None:

@@ -154,9 +154,9 @@ class EnvFnsSpec:
         """Local envs have no natural bound; the pool default applies."""
         return math.inf
 
-    def default_num_workers(self, num_envs: int) -> int:
+    def default_num_workers(self, num_envs: int, trainer_slots: int = 0) -> int:
         """As for any local env, see :func:`pool_env.envs.gym.local_num_workers`."""
-        return local_num_workers(num_envs)
+        return local_num_workers(num_envs, trainer_slots)
 
     def check(self) -> None:
         """Nothing to check beyond construction (every factory was pickled there)."""

@@ -156,8 +156,9 @@ class HttpEnvSpec:
 
     # -- the pool's questions ---------------------------------------------------------------
 
-    def default_num_workers(self, num_envs: int) -> int:
-        """Workers mostly wait on the network: up to 4 per core, with at least 4 slots each."""
+    def default_num_workers(self, num_envs: int, trainer_slots: int = 0) -> int:
+        """Workers mostly wait on the network: up to 4 per core, with at least 4 slots each
+        (``trainer_slots`` changes nothing: a trainer waiting on the network leaves its core free)."""
         cores = os.cpu_count() or 1
         return max(1, min(num_envs, 4 * cores, -(-num_envs // 4)))
 

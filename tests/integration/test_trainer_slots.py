@@ -96,3 +96,13 @@ def test_an_exception_in_a_trainer_slots_env_truncates_that_slot_only() -> None:
 def test_bad_trainer_slots_fail_at_construction_naming_the_field(kwargs: dict[str, int], field: str) -> None:
     with pytest.raises(SpecError, match=field):
         PoolVectorEnv(GymEnvSpec("CartPole-v1"), NUM_ENVS, **kwargs)
+
+
+def test_the_default_worker_count_leaves_the_trainer_a_core_when_it_steps_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)  # the workers are spawned fresh: only this choice sees it
+    with PoolVectorEnv(GymEnvSpec("CartPole-v1"), NUM_ENVS, trainer_slots=TRAINER_SLOTS) as env:
+        assert env.num_workers == 2 == len(env.worker_pids)
+    with PoolVectorEnv(GymEnvSpec("CartPole-v1"), NUM_ENVS) as env:
+        assert env.num_workers == 3 == len(env.worker_pids)
