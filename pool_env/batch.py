@@ -78,7 +78,7 @@ def validate_actions(
     """
     arrays: list[Any] = []
     for leaf, bounds in zip(leaves, _bounds_of(single_action_space, leaves), strict=True):
-        where = "".join(f"[{key!r}]" for key in leaf.path)
+        where = "".join(f"[{key!r}]" for key in leaf.path) if leaf.path else ""  # no join for a flat space
         try:
             part = leaf_value(actions, leaf.path)
             if leaf.by_message:
@@ -90,13 +90,25 @@ def validate_actions(
         expected = (num_envs, *leaf.shape)
         if value.shape != expected:
             raise InvalidActionError(f"actions{where} have shape {value.shape}, expected {expected}")
-        if not np.can_cast(value.dtype, np.dtype(leaf.dtype), casting="same_kind"):
+        if not _castable(value.dtype, leaf.dtype):
             raise InvalidActionError(f"actions{where} have dtype {value.dtype}, expected {np.dtype(leaf.dtype)}")
         if (check_bounds or not bounds.continuous) and not bounds.holds(value):
             space = leaf_value(single_action_space, leaf.path)
             raise InvalidActionError(f"actions{where} are outside the action space {space}")
         arrays.append(value.astype(leaf.dtype, copy=False))
     return arrays
+
+
+_CASTABLE: dict[tuple[np.dtype[Any], str], bool] = {}
+
+
+def _castable(given: np.dtype[Any], wanted: str) -> bool:
+    """``np.can_cast(given, wanted, "same_kind")``, remembered (≈ 1 µs a call on the hot path)."""
+    key = (given, wanted)
+    known = _CASTABLE.get(key)
+    if known is None:
+        known = _CASTABLE[key] = bool(np.can_cast(given, np.dtype(wanted), casting="same_kind"))
+    return known
 
 
 def _message_values(part: Any, where: str, num_envs: int) -> list[Any]:
@@ -153,6 +165,8 @@ def assemble_infos(
     client sees its leased slots as ``0..n-1``).
     """
     infos: dict[str, Any] = {}
+    if not slot_infos and not errors:  # the common step: nothing to assemble
+        return infos
     for slot in sorted(slot_infos):
         infos = add_info(infos, slot_infos[slot], position(slot), num_envs)
     for slot in sorted(errors):

@@ -43,6 +43,7 @@ from pool_env.errors import (
     StepTimeoutError,
 )
 from pool_env.fastpath.route import FastCalls, fast_plan
+from pool_env.fastpath.steady import SteadyCalls, pool_plan
 from pool_env.protocol import Op
 from pool_env.recycle import Handovers, Recycler
 from pool_env.supervisor import ALIVE, Supervisor, WorkerHandle, WorkerState
@@ -103,6 +104,7 @@ class Coordinator:
         # The fast path (pool_env.fastpath): clean steps/resets through sequence words in the segment.
         self._fast: fastpath.FastLane | None = None
         self._fast_calls: FastCalls | None = None  # the calls on the fast path (pool_env.fastpath.route)
+        self._steady: SteadyCalls | None = None  # plain calls of every slot (pool_env.fastpath.steady)
         self._cores = fastpath.usable_cores()
         # Spin while waiting for workers only if a core is free for it (never take one from the envs).
         spin = fastpath.spin_budget(num_workers, cores=self._cores)
@@ -140,6 +142,8 @@ class Coordinator:
         self._slot_worker = {slot: w for w in self.workers for slot in w.slots}
         recycler = Recycler.from_options(options)  # None unless recycling is asked for
         self._handovers: Handovers | None = None  # the recycling handovers (pool_env.recycle)
+        if self._fast_calls is not None and recycler is None:  # handovers need the generic path
+            self._steady = SteadyCalls(self._fast_calls, self._queues, self.workers)
         if recycler is not None:
             self._handovers = Handovers(
                 recycler, self.supervisor, self.buffers, self._slot_worker, self.counters,
@@ -226,6 +230,19 @@ class Coordinator:
         slots = None if slots is None else list(slots)
         if op is Op.STEP and self._server_steps_counted:
             self._charge_server_steps(self.num_envs if slots is None else len(slots))
+        steady = self._steady
+        if (
+            steady is not None
+            and slots is None
+            and options is None
+            and invocation is None
+            and actions is None
+            and not self._lost
+            and steady.idle()
+        ):
+            plan = pool_plan(op, None if seeds is None else list(seeds), autoreset)
+            if plan is not None:
+                return self._submit_steady(steady, op, plan, seeds, autoreset)
         handovers = self._handovers
         if handovers is not None:
             handovers.tick(self.workers, self._queue)
@@ -291,6 +308,24 @@ class Coordinator:
             fast_calls.ring_all()
         return pending
 
+    def _submit_steady(
+        self,
+        steady: SteadyCalls,
+        op: Op,
+        plan: tuple[int, int | None, int],
+        seeds: Sequence[int | None] | None,
+        autoreset: str,
+    ) -> PendingCommand:
+        """:meth:`submit` of a plain call of every slot while every worker is healthy and idle
+        (:mod:`pool_env.fastpath.steady`): the same records, posted at once."""
+        self._seq += 1
+        pending = PendingCommand(op, self._seq)
+        seed_of = dict(zip(self._all_slots, seeds, strict=True)) if seeds is not None else {}
+        if self.trainer_slots:
+            pending.local = self._message(op, self.trainer_slots, seed_of, None, autoreset, None)
+        steady.post(pending, plan, lambda slots: self._message(op, slots, seed_of, None, autoreset, None))
+        return pending
+
     def _message(
         self,
         op: Op,
@@ -326,6 +361,9 @@ class Coordinator:
         deadline = None if timeout is None else time.monotonic() + timeout
         if pending.local is not None:  # the trainer's own slots, while the workers step theirs
             self._run_trainer_slots(pending)
+        steady = self._steady
+        if steady is not None and steady.inflight and steady.inflight[0][0].pending is pending:
+            self._collect_steady(steady, deadline)
         while True:
             now = time.monotonic()
             if now - self._last_check >= LIVENESS_POLL_MS / 1000:  # not on every message: it costs waitpids
@@ -347,6 +385,32 @@ class Coordinator:
         if pending.result.fatal is not None:
             raise pending.result.fatal
         return pending.result
+
+    def _collect_steady(self, steady: SteadyCalls, deadline: float | None) -> None:
+        """Wait for a call of :meth:`_submit_steady` and retire it once every worker published it;
+        on anything else (a message, a quiet liveness interval, the deadline, a due health check)
+        return with the generic records intact: :meth:`collect`'s loop takes over."""
+        now = time.monotonic()
+        if now - self._last_check >= LIVENESS_POLL_MS / 1000:
+            self._check_workers(now)
+        if not steady.untouched():  # a check failed a worker, or the generic path reaped some
+            steady.inflight = []
+            return
+        end = now + LIVENESS_POLL_MS / 1000
+        if deadline is not None:
+            end = min(end, deadline)
+        waiter, published = self._waiter, steady.published
+        while not published():
+            left = end - time.monotonic()
+            wake = waiter.wait(published, left) if left > 0 else fastpath.Wake.TIMEOUT
+            if wake is fastpath.Wake.TIMEOUT or wake is fastpath.Wake.MESSAGE:
+                steady.inflight = []  # the generic loop reaps the published ones, handles the rest
+                if wake is fastpath.Wake.TIMEOUT:
+                    self._last_check = 0.0  # a quiet wait: check the workers' health now
+                return
+        self.counters["fast_path_calls"] += len(steady.inflight)
+        for handle in steady.finish():
+            self._send_head(handle)
 
     def progress(self, wait: float) -> None:
         """Handle worker messages for up to ``wait`` seconds and heal failed workers (non-blocking use)."""

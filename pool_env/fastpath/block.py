@@ -43,8 +43,10 @@ from pool_env import shm
 from pool_env.fastpath.bell import Bell
 
 __all__ = [
+    "DONE",
     "FAST_RESET",
     "FAST_STEP",
+    "WORDS",
     "FastCommand",
     "FastLane",
     "WorkerPort",
@@ -144,9 +146,10 @@ class FastLane:
 
     def post(
         self, index: int, gen: int, seq: int, op: int, seed: int | None = None, mode: int = 0, ring: bool = True
-    ) -> None:
+    ) -> int:
         """Post command ``seq`` to worker ``index`` (generation ``gen``) and ring its bell (unless not
         ``ring``: the caller rings it with :meth:`ring` once every worker's command is posted).
+        Returns the ``done`` word that finishes it, ``pack(gen, seq)``.
 
         The actions must already be in the batch segment.
         """
@@ -159,9 +162,15 @@ class FastLane:
         else:
             words[base + FLAGS] = _SEEDED
             words[base + SEED] = seed
-        words[base + CMD] = pack(gen, seq)
+        word = words[base + CMD] = pack(gen, seq)
         if ring:
             self._bells[index].ring()
+        return word
+
+    @property
+    def words(self) -> memoryview:
+        """The records as one flat int64 view (word ``index * 16 + 8``: worker ``index``'s ``done``)."""
+        return self._words
 
     def ring(self, index: int) -> None:
         """Ring worker ``index``'s bell (after a :meth:`post` with ``ring=False``)."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pool_env.commands import WorkerCall
-from pool_env.fastpath.block import FAST_RESET, FAST_STEP, FastLane, pack
+from pool_env.fastpath.block import FAST_RESET, FAST_STEP, FastLane
 from pool_env.protocol import AUTORESET_MODES, Op
 
 __all__ = ["AUTORESET_MODES", "FastCalls", "fast_plan"]
@@ -77,10 +77,10 @@ class FastCalls:
         assert call.fast is not None
         handle, seq = call.handle, call.pending.seq
         rings = self.rings
-        self.lane.post(handle.worker_id, handle.gen, seq, *call.fast, ring=rings is None)
+        word = self.lane.post(handle.worker_id, handle.gen, seq, *call.fast, ring=rings is None)
         if rings is not None:
             rings.append(handle.worker_id)
-        self.calls[handle.worker_id] = (call, pack(handle.gen, seq))
+        self.calls[handle.worker_id] = (call, word)
         call.sent_at = time.monotonic()
 
     def ring_all(self) -> None:
@@ -108,3 +108,4 @@ class FastCalls:
         """Whether some call in flight is finished (published, or answered otherwise)."""
         lane = self.lane
         return any(call.done or lane.finished(w, word) for w, (call, word) in self.calls.items())
+

@@ -1,0 +1,128 @@
+"""The fast path's steady state: a plain call of every slot, without the generic per-worker machinery.
+
+Most calls of a training loop are the same: step every slot, every worker healthy and idle.
+:class:`SteadyCalls` carries exactly those with the least Python that keeps the generic records
+(the coordinator's queues and :class:`~pool_env.fastpath.route.FastCalls`) true at every moment,
+so that any surprise — a message, a worker that does not publish, a deadline — is handled by the
+generic path as if it had posted the call itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from pool_env.commands import PendingCommand, WorkerCall
+from pool_env.fastpath.block import DONE, FAST_RESET, FAST_STEP, WORDS
+from pool_env.fastpath.route import FastCalls
+from pool_env.protocol import AUTORESET_MODES, Op
+from pool_env.supervisor.states import WorkerHandle, WorkerState
+
+__all__ = ["SteadyCalls", "pool_plan"]
+
+
+def pool_plan(op: Op, seeds: list[int | None] | None, autoreset: str) -> tuple[int, int | None, int] | None:
+    """``(fast op, seed base, mode)`` of a plain call of *every* slot of the pool (a step, or a reset
+    without options whose seeds are all ``None`` or ``base + slot``); else ``None``."""
+    if autoreset not in AUTORESET_MODES:
+        return None
+    mode = AUTORESET_MODES.index(autoreset)
+    if op is Op.STEP:
+        return (FAST_STEP, None, mode)
+    if op is not Op.RESET or seeds is None:
+        return None
+    first = seeds[0]
+    if first is None:
+        return (FAST_RESET, None, mode) if all(seed is None for seed in seeds) else None
+    return (FAST_RESET, first, mode) if seeds == list(range(first, first + len(seeds))) else None
+
+
+class SteadyCalls:
+    """The fast path's steady state: one plain call of every slot, posted to every worker at once.
+
+    When every worker is RUNNING and idle (its queue empty, nothing of it on the fast path),
+    nothing is lost and nothing handed over, a plain full step or reset needs none of
+    ``submit()``'s per-worker decisions (restarts due, lost episodes, handovers, planning) nor
+    ``collect()``'s reaping loop: :meth:`post` puts one call per worker in its queue and in
+    :attr:`FastCalls.calls` (the very records the generic path keeps, so every healing path finds
+    what it expects), posts them all and rings; the coordinator waits until :meth:`published`
+    and :meth:`finish` retires them. Anything else — a message, a quiet ``LIVENESS_POLL_MS``, a
+    deadline — leaves the rest to the generic loop, which reaps what was published meanwhile
+    exactly once.
+
+    Args:
+        fast_calls: the pool's fast-path calls.
+        queues: every worker's call queue, by worker id.
+        workers: the pool's worker handles (the same objects for the pool's life).
+    """
+
+    fast_calls: FastCalls
+    inflight: list[tuple[WorkerCall, deque[WorkerCall], int, int]]  # call, its queue, DONE word index, word
+    _workers: list[tuple[WorkerHandle, deque[WorkerCall], int]]
+    _words: memoryview
+
+    def __init__(
+        self, fast_calls: FastCalls, queues: dict[int, deque[WorkerCall]], workers: list[WorkerHandle]
+    ) -> None:
+        self.fast_calls = fast_calls
+        self._words = fast_calls.lane.words
+        self._workers = [(h, queues[h.worker_id], h.worker_id * WORDS + DONE) for h in workers]
+        self.inflight = []
+
+    def idle(self) -> bool:
+        """Whether every worker is RUNNING with nothing queued or on the fast path."""
+        if self.fast_calls.calls:
+            return False
+        running = WorkerState.RUNNING
+        return all(handle.state is running and not queue for handle, queue, _ in self._workers)
+
+    def post(
+        self, pending: PendingCommand, plan: tuple[int, int | None, int], message: Callable[[list[int]], dict[str, Any]]
+    ) -> None:
+        """Queue, post and ring one call per worker (``message(slots)``: its command message)."""
+        lane, calls, seq = self.fast_calls.lane, self.fast_calls.calls, pending.seq
+        fast_op, seed, mode = plan
+        now = time.monotonic()
+        inflight = self.inflight = []
+        for handle, queue, done_index in self._workers:
+            slots = handle.slots
+            call = WorkerCall(pending, handle, handle.gen, message(slots), slots, sent_at=now, fast=plan)
+            pending.calls.append(call)
+            queue.append(call)
+            worker_id = handle.worker_id
+            word = lane.post(worker_id, handle.gen, seq, fast_op, seed, mode, ring=False)
+            calls[worker_id] = (call, word)
+            inflight.append((call, queue, done_index, word))
+        for handle, _, _ in self._workers:  # every command posted before any bell: see Coordinator.submit
+            lane.ring(handle.worker_id)
+
+    def published(self) -> bool:
+        """Whether every worker of the call in flight published it."""
+        words = self._words
+        for _, _, index, word in self.inflight:  # noqa: SIM110 - a loop, not all(genexpr): called while spinning
+            if words[index] != word:
+                return False
+        return True
+
+    def untouched(self) -> bool:
+        """Whether no call in flight was finished or failed by the generic path (it may have reaped
+        or failed some: :meth:`finish` is then not for them)."""
+        return all(not call.done for call, _, _, _ in self.inflight)
+
+    def finish(self) -> list[WorkerHandle]:
+        """Retire the published calls in flight (queue, fast-path records, step counts); the workers
+        with more calls queued (another command submitted meanwhile: their head must be sent)."""
+        calls, more = self.fast_calls.calls, []
+        for call, queue, _, _ in self.inflight:
+            handle = call.handle
+            queue.popleft()
+            del calls[handle.worker_id]
+            call.done = True
+            handle.steps += len(call.slots)
+            if queue:
+                more.append(handle)
+        self.inflight = []
+        return more
+
