@@ -27,6 +27,8 @@ from pool_env.fastpath import (
     spin_until,
 )
 from pool_env.fastpath.probe import MODES, measure
+from pool_env.fastpath.steady import pool_plan
+from pool_env.protocol import Op
 
 
 def _layout(num_workers: int) -> shm.BatchLayout:
@@ -326,3 +328,15 @@ def test_a_waiter_blocked_on_its_bell_wakes_when_rung_from_another_thread(
 
     assert woke is Wake.BELL
     assert time.monotonic() - start < 5.0  # woken by the ring, not by the 10 s timeout
+
+
+def test_the_steady_state_carries_only_plain_calls_of_every_slot() -> None:
+    assert pool_plan(Op.STEP, None, "NextStep") == (FAST_STEP, None, 0)
+    assert pool_plan(Op.STEP, None, "SameStep") == (FAST_STEP, None, 1)
+    assert pool_plan(Op.RESET, [None] * 4, "Disabled") == (FAST_RESET, None, 2)
+    assert pool_plan(Op.RESET, [7, 8, 9, 10], "NextStep") == (FAST_RESET, 7, 0)  # reset(seed=7): 7 + slot
+    assert pool_plan(Op.RESET, [7, 8, 3, 10], "NextStep") is None  # seeds of their own: the generic path
+    assert pool_plan(Op.RESET, [7, None, 9, 10], "NextStep") is None
+    assert pool_plan(Op.RESET, [None, 8], "NextStep") is None
+    assert pool_plan(Op.CALL, None, "NextStep") is None
+    assert pool_plan(Op.STEP, None, "Sometimes") is None
