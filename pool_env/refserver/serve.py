@@ -8,15 +8,21 @@ its parent process dies, so a test run that is killed leaves no server behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from pool_env.refserver.faults import FaultConfig
 from pool_env.refserver.limits import ServerLimits
+
+if TYPE_CHECKING:
+    import uvicorn
 
 __all__ = ["bind_socket", "serve"]
 
@@ -76,7 +82,31 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
-    uvicorn.Server(config).run(sockets=None if sock is None else [sock])
+    server = uvicorn.Server(config)
+    with _stop_signals_handled_by(server):
+        server.run(sockets=None if sock is None else [sock])
+
+
+@contextlib.contextmanager
+def _stop_signals_handled_by(server: uvicorn.Server) -> Iterator[None]:
+    """SIGTERM/SIGINT go to uvicorn's ``handle_exit`` before, during and after ``server.run``.
+
+    uvicorn (``Server.capture_signals``, 0.29+) installs ``handle_exit`` while it serves, then
+    restores the handlers it found and raises the signal it stopped on again; with Python's defaults
+    the process would die by SIGTERM (exit 143) or KeyboardInterrupt after its graceful shutdown.
+    With ``handle_exit`` found there, the re-raised signal only repeats the stop request, so the
+    process exits 0 like ``pool-env serve``; a signal during start-up stops it gracefully too.
+    The original handlers are restored on the way out (as uvicorn does).
+    """
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    originals = {signum: signal.signal(signum, server.handle_exit) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in originals.items():
+            signal.signal(signum, handler)
 
 
 def _watch_parent(parent_pid: int) -> None:

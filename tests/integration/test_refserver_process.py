@@ -17,7 +17,8 @@ import pytest
 import requests
 
 from pool_env.refserver.faults import FaultConfig
-from pool_env.refserver.process import RefServer, RefServerError
+from pool_env.refserver.process import RefServer, RefServerError, free_port
+from tests.conditions import wait_until
 
 TOKEN = {"User-Token": "itok"}  # tests that read per-token totals use a token of their own
 
@@ -235,3 +236,33 @@ def test_server_exits_when_its_parent_dies() -> None:
             parent.wait()
         if parent.stdout is not None:
             parent.stdout.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_pool_env_ref_server_stops_on_a_signal_with_exit_0_and_frees_its_port(signum: signal.Signals) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "pool_env.cli", "ref-server", "--port", str(port)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: _answers(port) or proc.poll() is not None, 30, "the ref-server answers /api/v1/version")
+        assert proc.poll() is None, proc.communicate()
+
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr, stderr
+    assert not pid_alive(proc.pid)
+    with socket.socket() as sock:  # the port is released
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+
+
+def _answers(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/api/v1/version", headers=TOKEN, timeout=1).status_code == 200
+    except requests.exceptions.ConnectionError:
+        return False
