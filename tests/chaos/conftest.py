@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
+import signal
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -18,6 +19,13 @@ from tests.conftest import LeakSnapshot
 FD_SLACK = 8
 """File descriptors the test process may gain for good (lazily opened module state, e.g. urandom)."""
 RSS_GROWTH_LIMIT = 50 * 2**20
+
+
+def forced_signals(rng: random.Random, steps: Sequence[int]) -> dict[int, signal.Signals]:
+    """One worker SIGKILL and one SIGSTOP at two distinct steps drawn from ``steps``, so every chaos
+    run has both faults whatever its random ones are (the same seed draws the same two steps)."""
+    kill_at, freeze_at = rng.sample(steps, 2)
+    return {kill_at: signal.SIGKILL, freeze_at: signal.SIGSTOP}
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,7 @@ from pool_env.chaos import ChaosReport, ChaosRun, FaultMix
 from pool_env.chaos.run import is_worker_process
 from pool_env.errors import ErrorKind
 from pool_env.refserver.process import RefServer
-from tests.chaos.conftest import FD_SLACK, RSS_GROWTH_LIMIT, FdCount
+from tests.chaos.conftest import FD_SLACK, RSS_GROWTH_LIMIT, FdCount, forced_signals
 from tests.integration.daemon_process import DaemonProcess
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
@@ -44,9 +44,9 @@ def plan(seed: int, steps: int) -> tuple[int, dict[int, signal.Signals], dict[in
     forced server fault of each kind (on top of the random ones), so every run has each fault."""
     rng = random.Random(seed ^ 0x5EED)
     restart_at = rng.randrange(steps // 3, 2 * steps // 3)
-    kill_at, freeze_at = rng.sample([t for t in range(WARM_UP_STEPS, steps) if t != restart_at], 2)
+    forced = forced_signals(rng, [t for t in range(WARM_UP_STEPS, steps) if t != restart_at])
     server_faults = {rng.randrange(WARM_UP_STEPS, steps): kind for kind in ("500", "503", "drop", "hang")}
-    return restart_at, {kill_at: signal.SIGKILL, freeze_at: signal.SIGSTOP}, server_faults
+    return restart_at, forced, server_faults
 
 
 def drive(run: ChaosRun, steps: int, seed: int, rss: Any) -> tuple[ChaosReport, int, int]:

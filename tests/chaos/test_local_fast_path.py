@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from pool_env import GymEnvSpec, PoolOptions, PoolVectorEnv
+from tests.chaos.conftest import forced_signals
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
 
@@ -37,7 +38,7 @@ def _failed(infos: dict[str, Any], slot: int) -> bool:
 
 def test_undisturbed_slots_match_sync_vector_env_while_workers_are_killed_and_frozen(chaos_seed: int) -> None:
     rng = random.Random(chaos_seed)
-    forced = dict(zip(rng.sample(range(WARM_UP, STEPS - 5), 2), (signal.SIGKILL, signal.SIGSTOP), strict=True))
+    forced = forced_signals(rng, range(WARM_UP, STEPS - 5))
     reference = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * NUM_ENVS)
     with PoolVectorEnv(GymEnvSpec("CartPole-v1"), NUM_ENVS, NUM_WORKERS, options=OPTIONS) as env:
         obs, _ = env.reset(seed=chaos_seed % 10_000)

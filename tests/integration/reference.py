@@ -50,15 +50,7 @@ def take(batch: Any, slots: Sequence[int]) -> Any:
 
 def assert_same(actual: Any, expected: Any, where: str = "") -> None:
     """Same structure, dtypes, shapes and values, bit for bit (NaN equals NaN)."""
-    if isinstance(expected, dict):
-        assert isinstance(actual, dict) and actual.keys() == expected.keys(), f"{where}: keys differ"
-        for key in expected:
-            assert_same(actual[key], expected[key], f"{where}[{key!r}]")
-        return
-    if isinstance(expected, tuple):
-        assert isinstance(actual, tuple) and len(actual) == len(expected), f"{where}: tuple differs"
-        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            assert_same(a, e, f"{where}[{i}]")
+    if _assert_parts(actual, expected, where, assert_same):
         return
     actual_array, expected_array = np.asarray(actual), np.asarray(expected)
     assert actual_array.dtype == expected_array.dtype, f"{where}: dtype {actual_array.dtype} != {expected_array.dtype}"
@@ -68,6 +60,24 @@ def assert_same(actual: Any, expected: Any, where: str = "") -> None:
     else:
         equal = np.array_equal(actual_array, expected_array)
     assert equal, f"{where}: values differ\nactual:   {actual_array!r}\nexpected: {expected_array!r}"
+
+
+def _assert_parts(actual: Any, expected: Any, where: str, check: Callable[[Any, Any, str], None]) -> bool:
+    """For a dict or tuple ``expected``: the same keys or length, then ``check`` on each part (True).
+
+    False for anything else (a leaf, for the caller to compare).
+    """
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and actual.keys() == expected.keys(), f"{where}: keys differ"
+        for key in expected:
+            check(actual[key], expected[key], f"{where}[{key!r}]")
+        return True
+    if isinstance(expected, tuple):
+        assert isinstance(actual, tuple) and len(actual) == len(expected), f"{where}: tuple differs"
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            check(a, e, f"{where}[{i}]")
+        return True
+    return False
 
 
 FIELDS = ("obs", "reward", "terminated", "truncated", "infos")
@@ -86,17 +96,8 @@ def assert_values_same(actual: Any, expected: Any, where: str = "") -> None:
             else:
                 assert a == e, f"{where}[{i}]: {a!r} != {e!r}"
         return
-    if isinstance(expected, dict):
-        assert isinstance(actual, dict) and actual.keys() == expected.keys(), f"{where}: keys {actual.keys()}"
-        for key in expected:
-            assert_values_same(actual[key], expected[key], f"{where}[{key!r}]")
-        return
-    if isinstance(expected, tuple):
-        assert isinstance(actual, tuple) and len(actual) == len(expected), f"{where}: tuple differs"
-        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            assert_values_same(a, e, f"{where}[{i}]")
-        return
-    assert_same(actual, expected, where)
+    if not _assert_parts(actual, expected, where, assert_values_same):
+        assert_same(actual, expected, where)
 
 
 def sync(make: Callable[[], gym.Env[Any, Any]], num_envs: int, **kwargs: Any) -> SyncVectorEnv:
@@ -109,10 +110,13 @@ def cartpole() -> gym.Env[Any, Any]:
     return gym.make("CartPole-v1")
 
 
-def run_trace(env: Any, mode: AutoresetMode, steps: int, seed: int = 3) -> list[tuple[Any, ...]]:
-    """Reset, then ``steps`` seeded random steps; under DISABLED the ended slots are reset with a mask."""
+def run_trace(
+    env: Any, mode: AutoresetMode, steps: int, seed: int = 3, action_seed: int | None = None
+) -> list[tuple[Any, ...]]:
+    """Reset with ``seed``, then ``steps`` random actions in {0, 1} drawn with ``action_seed`` (default
+    ``seed``); under DISABLED the ended slots are reset with a mask. Every call's results, in order."""
     trace: list[tuple[Any, ...]] = [env.reset(seed=seed)]
-    actions = np.random.default_rng(seed)
+    actions = np.random.default_rng(seed if action_seed is None else action_seed)
     for _ in range(steps):
         batch = env.step(actions.integers(0, 2, env.num_envs))
         trace.append(batch)

@@ -5,19 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from collections.abc import Iterator
 
 import numpy as np
-import pytest
 
 from pool_env.compat import create_student_gym_env_vectorized
 from pool_env.refserver.process import RefServer
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RefServer]:
-    with RefServer() as ref:
-        yield ref
 
 
 def test_a_notebook_loop_written_for_the_challenge_client_runs_unchanged(server: RefServer) -> None:

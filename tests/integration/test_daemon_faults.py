@@ -24,6 +24,7 @@ from pool_env.shm import list_segments
 from tests.conditions import wait_until
 from tests.integration.daemon_process import DaemonProcess, cli, raw_header, raw_request
 from tests.integration.reference import assert_same, make_reference
+from tests.processes import reap
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -91,10 +92,7 @@ def test_a_killed_trainer_loses_its_lease_and_the_other_trainer_is_untouched(dae
         for _ in range(50):
             other.step()
     finally:
-        trainer.kill()
-        trainer.wait(5)
-        if trainer.stdout is not None:
-            trainer.stdout.close()
+        reap(trainer, 5)
         other.close()
     assert "expired" in daemon.log()
 

@@ -26,7 +26,7 @@ from pool_env import GymEnvSpec, PoolVectorEnv, protocol
 from pool_env.errors import InvalidActionError, SpecError
 from tests.envs.free_spaces import KIND_VARIABLE, EchoActionEnv, EchoTextEnv, FreeShapeEnv, NotASpaceEnv, Point
 from tests.integration.daemon_process import DaemonProcess, cli, raw_header, raw_request
-from tests.integration.reference import FIELDS, assert_values_same
+from tests.integration.reference import FIELDS, assert_values_same, run_trace
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,16 +70,8 @@ def assert_traces_same(got: list[Any], expected: list[Any], what: str) -> None:
 
 
 def trace(env: Any, steps: int, mode: AutoresetMode) -> list[Any]:
-    """Reset, then ``steps`` steps with seeded actions (under DISABLED, masked resets of ended slots)."""
-    out: list[Any] = [env.reset(seed=3)]
-    actions = np.random.default_rng(0)
-    for _ in range(steps):
-        batch = env.step(actions.integers(0, 2, env.num_envs))
-        out.append(batch)
-        done = batch[2] | batch[3]
-        if mode is AutoresetMode.DISABLED and done.any():
-            out.append(env.reset(options={"reset_mask": done}))
-    return out
+    """:func:`run_trace` with the reset seed 3 and the action seed 0 of these tests."""
+    return run_trace(env, mode, steps, seed=3, action_seed=0)
 
 
 @pytest.mark.parametrize("where", WHERE)

@@ -24,12 +24,6 @@ from workers.backends.http import HttpBackend
 SLOTS = [0, 1, 2, 3]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RefServer]:
-    with RefServer() as ref:
-        yield ref
-
-
 @pytest.fixture
 def token(server: RefServer) -> Iterator[str]:
     yield f"test-{uuid.uuid4().hex[:8]}"

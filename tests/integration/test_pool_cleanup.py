@@ -27,6 +27,7 @@ import pool_env
 from pool_env import GymEnvSpec, PoolOptions, PoolVectorEnv
 from pool_env.shm import SEGMENT_PREFIX, list_segments, sweep_orphans
 from tests.conditions import wait_until
+from tests.processes import is_running
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -55,14 +56,6 @@ sys.stdin.readline()  # the test reads the workers' stderr meanwhile
 env.close()
 print(json.dumps({"closed": True}), flush=True)
 """
-
-
-def is_running(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def segments_of(owner_pid: int) -> list[str]:

@@ -25,6 +25,7 @@ from pool_env import ErrorKind, GymEnvSpec, PoolOptions, PoolVectorEnv, StepFate
 from pool_env.shm import SEGMENT_PREFIX, list_segments
 from tests.conditions import wait_until
 from tests.integration.reference import assert_same, make_reference, take
+from tests.processes import is_running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -69,14 +70,6 @@ def lockstep(
 
 def worker_row(env: PoolVectorEnv, worker: int = VICTIM) -> dict[str, Any]:
     return env.stats()["workers"][worker]
-
-
-def is_running(pid: int) -> bool:
-    """Alive and not a zombie."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def error_slots(infos: dict[str, Any]) -> list[int]:

@@ -28,12 +28,6 @@ from tests.integration.refserver_helpers import NO_FAULTS
 NUM_ENVS = 6
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RefServer]:
-    with RefServer() as ref:
-        yield ref
-
-
 @pytest.fixture
 def token(server: RefServer) -> Iterator[str]:
     """A fresh user token per test, so the server's per-token accounting is the test's own."""

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import pytest
 
 from pool_env import GymEnvSpec, HttpEnvSpec, PoolOptions, PoolVectorEnv
 from pool_env.refserver.process import RefServer
 from tests.conditions import wait_until
 from tests.integration.refserver_helpers import NO_FAULTS
+from tests.processes import is_running, reap
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,13 +34,6 @@ LONG_STEP_TIMEOUT = 300.0  # far beyond every test's own timeout: only freeze de
 
 def actions() -> np.ndarray:
     return np.zeros(NUM_ENVS, dtype=np.int64)
-
-
-def is_running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def victim_pid(env: PoolVectorEnv) -> int:
@@ -201,11 +194,7 @@ def test_a_trainer_killed_while_a_worker_hangs_in_a_step_leaves_no_process_of_th
         trainer.kill()
         trainer.wait(10)
     finally:
-        if trainer.poll() is None:
-            trainer.kill()
-        trainer.wait(10)
-        assert trainer.stdout is not None
-        trainer.stdout.close()
+        reap(trainer)
     processes = started["workers"] + children
     wait_until(lambda: not any(is_running(p) for p in processes), 15, "workers and their env's processes are gone")
     wait_until(lambda: not os.path.exists(started["run_dir"]), 5, "the dead trainer's run dir is removed")

@@ -18,6 +18,7 @@ from pool_env import GymEnvSpec, PoolEnvError, PoolVectorEnv, ownership
 from pool_env.supervisor import rundir
 from pool_env.supervisor.rundir import IPC_PATH_MAX, RUN_DIR_PREFIX, sweep_stale_run_dirs
 from tests.conditions import wait_until
+from tests.processes import reap
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -107,11 +108,7 @@ def test_the_run_dir_of_a_trainer_killed_with_its_workers_is_swept_but_a_live_ow
             os.kill(pid, signal.SIGKILL)  # ... and die with it (OOM killer, container stop)
         wait_until(lambda: not any(psutil.pid_exists(p) for p in started["workers"]), 10, "workers are gone")
     finally:
-        if trainer.poll() is None:
-            trainer.kill()
-        trainer.wait(10)
-        assert trainer.stdout is not None
-        trainer.stdout.close()
+        reap(trainer)
     run_dir = started["run_dir"]
     assert os.path.isdir(run_dir)
 

@@ -8,8 +8,7 @@ import json
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -17,16 +16,9 @@ import requests
 
 from pool_env.refserver.limits import ServerLimits
 from pool_env.refserver.process import RefServer
+from tests.conditions import wait_until
 
 RSS_GROWTH_MB = 150  # allowed growth while serving the hostile batch (the old server reached 1.96 GB)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.1)
 
 
 def rss_mb(server: RefServer) -> float:
@@ -113,7 +105,12 @@ def test_10000_abandoned_episodes_idle_out_under_the_cap() -> None:
             assert r.status_code == 409 and "limit of 640" in r.json()["detail"], r.text
         assert created == cap * tokens == 10_240
         # sessions too: the last one was used after the last episode (by the refused create)
-        wait_for(lambda: server.stats()["live_episodes"] == server.stats()["sessions"] == 0, timeout=60.0)
+        wait_until(
+            lambda: server.stats()["live_episodes"] == server.stats()["sessions"] == 0,
+            60.0,
+            "every idle episode and session is evicted",
+            interval=0.1,
+        )
         stats = server.stats()
         assert stats["episode_records"] == 0 and stats["evicted_slots"] == 10_240
         assert stats["tokens"] == {}  # tokens that used no quota are not kept either

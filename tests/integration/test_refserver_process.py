@@ -9,8 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,25 +18,9 @@ import requests
 from pool_env.refserver.faults import FaultConfig
 from pool_env.refserver.process import RefServer, RefServerError, free_port
 from tests.conditions import wait_until
+from tests.processes import is_running, reap
 
 TOKEN = {"User-Token": "itok"}  # tests that read per-token totals use a token of their own
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.05)
 
 
 class Client:
@@ -168,7 +151,7 @@ def test_restart_keeps_the_port_and_loses_every_episode(own_server: RefServer) -
     client.vstep(ids)
     old_pid, port = server.pid, server.port
     server.restart()
-    assert server.port == port and server.pid != old_pid and not pid_alive(old_pid)
+    assert server.port == port and server.pid != old_pid and not is_running(old_pid)
     r = client.latest(ids[0])
     assert r.status_code == 404 and ids[0] in r.json()["detail"]
     assert server.episodes()["episodes"] == {}
@@ -179,7 +162,7 @@ def test_kill_is_a_crash_and_stop_is_idempotent(own_server: RefServer) -> None:
     server, client = own_server, Client(own_server)
     pid = server.pid
     server.kill()
-    assert not pid_alive(pid)
+    assert not is_running(pid)
     with pytest.raises(requests.exceptions.ConnectionError):
         client.http.get(server.url + "/api/v1/version", headers=TOKEN, timeout=2)
     server.stop()
@@ -194,7 +177,7 @@ def test_stop_leaves_no_process_and_frees_the_port() -> None:
     server.start()
     pid = server.pid
     server.close()
-    assert not pid_alive(pid) and not server.running
+    assert not is_running(pid) and not server.running
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((server.host, server.port))
@@ -226,16 +209,12 @@ def test_server_exits_when_its_parent_dies() -> None:
     try:
         assert parent.stdout is not None
         server_pid = int(parent.stdout.readline())
-        assert pid_alive(server_pid)
+        assert is_running(server_pid)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(5)
-        wait_for(lambda: not pid_alive(server_pid), timeout=10)
+        wait_until(lambda: not is_running(server_pid), 10, "the server exits after its parent")
     finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
-        if parent.stdout is not None:
-            parent.stdout.close()
+        reap(parent)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -250,12 +229,10 @@ def test_pool_env_ref_server_stops_on_a_signal_with_exit_0_and_frees_its_port(si
         proc.send_signal(signum)
         _, stderr = proc.communicate(timeout=20)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        reap(proc)
     assert proc.returncode == 0, stderr
     assert "Traceback" not in stderr, stderr
-    assert not pid_alive(proc.pid)
+    assert not is_running(proc.pid)
     with socket.socket() as sock:  # the port is released
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", port))
