@@ -320,8 +320,8 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
         sizes: Sequence[int],
         make_candidates: Callable[[Case], list[Candidate]],
         make_env: Callable[[], gym.Env[Any, Any]],
-        references: Sequence[tuple[str, str]],
         params: dict[str, Any],
+        references: Sequence[tuple[str, str]] = GYM_REFERENCES,
         memcpy_bytes: int | None = None,
     ) -> Iterator[Case]:
         """One case ``"{label} N={n}"`` per size of a local env, each measuring the env's own cost first.
@@ -347,14 +347,9 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
 
     # (a)
     def _cartpole(self) -> Iterator[Case]:
+        make = functools.partial(gym.make, "CartPole-v1")
         return self._local_cases(
-            "a",
-            "CartPole-v1",
-            self.sizes.cartpole,
-            self._cartpole_candidates,
-            lambda: gym.make("CartPole-v1"),
-            GYM_REFERENCES,
-            {"env": "CartPole-v1"},
+            "a", "CartPole-v1", self.sizes.cartpole, self._cartpole_candidates, make, {"env": "CartPole-v1"}
         )
 
     def _cartpole_candidates(self, case: Case) -> list[Candidate]:
@@ -419,14 +414,14 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
     # (c)
     def _big_obs(self) -> Iterator[Case]:
         obs_bytes = int(np.prod(BIG_OBS_SHAPE))
+        params = {"env": BIG_OBS_ENV, "obs_bytes": obs_bytes}
         return self._local_cases(
             "c",
             "84x84x4 uint8",
             self.sizes.big_obs,
             self._big_obs_candidates,
             make_big_obs_env,
-            GYM_REFERENCES,
-            {"env": BIG_OBS_ENV, "obs_bytes": obs_bytes},
+            params,
             memcpy_bytes=obs_bytes,
         )
 
@@ -439,14 +434,10 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
 
     # (d)
     def _floor(self) -> Iterator[Case]:
+        params = {"env": NULL_ENV, "obs": "float32 (4,)"}
+        references = [("floor", "floor zmq+shm")]
         return self._local_cases(
-            "d",
-            "floor",
-            self.sizes.floor,
-            self._floor_candidates,
-            make_null_env,
-            [("floor", "floor zmq+shm")],
-            {"env": NULL_ENV, "obs": "float32 (4,)"},
+            "d", "floor", self.sizes.floor, self._floor_candidates, make_null_env, params, references
         )
 
     def _floor_candidates(self, case: Case) -> list[Candidate]:
