@@ -195,3 +195,12 @@ class ChattyEnv(gym.Env[np.ndarray, int]):
         self.t += 1
         print(f"CHATTY-PRINT step {self.t}")
         return np.zeros(1, np.float32), 0.1 * self.t, False, False, {}
+
+
+NESTED_CASES: list[tuple[type[gym.Env[Any, Any]], str, Any]] = [
+    (NestedEnv, "tests.envs.dropin:NestedEnv",
+     (np.array([1, 0, 1]), np.array([[0.5, 0], [-0.5, 0], [0.25, 0]], np.float32))),
+    (AgentIdDictEnv, "tests.envs.dropin:AgentIdDictEnv", {0: np.array([1, 0, 1]), 1: np.array([0, 0, 1])}),
+]  # fmt: skip
+"""The nested and int-keyed Dict envs: ``(class, import string, the batched actions of 3 slots)``."""
+NESTED_CASE_IDS = ["nested-with-empty-dict", "int-agent-ids"]

@@ -4,6 +4,8 @@ the pool, daemon and drop-in tests (one home: ``test_dropin*`` import them from 
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,8 +18,11 @@ import pool_env
 __all__ = [
     "FIELDS",
     "assert_same",
+    "assert_steps_same",
+    "assert_traces_same",
     "assert_values_same",
     "cartpole",
+    "kill_worker_0_mid_episode",
     "make_reference",
     "make_single",
     "run_trace",
@@ -124,3 +129,41 @@ def run_trace(
         if mode is AutoresetMode.DISABLED and done.any():
             trace.append(env.reset(options={"reset_mask": done}))
     return trace
+
+
+def assert_traces_same(got: list[tuple[Any, ...]], want: list[tuple[Any, ...]], label: str = "") -> None:
+    """Two :func:`run_trace` results, call by call: every result of a step, obs and infos of a reset."""
+    assert len(got) == len(want), f"{label}: {len(got)} calls, expected {len(want)}"
+    for t, (g, w) in enumerate(zip(got, want, strict=True)):
+        for name, actual, expected in zip(FIELDS if len(w) == 5 else ("obs", "infos"), g, w, strict=True):
+            assert_values_same(actual, expected, f"{label} t={t} {name}")
+
+
+def assert_steps_same(env: Any, reference: SyncVectorEnv, actions: Any, steps: int = 5) -> None:
+    """``env`` and ``reference`` reset with seed 3, then ``steps`` steps of ``actions``, value for value;
+    every observation of ``env`` is in its observation space."""
+    assert_values_same(env.reset(seed=3), reference.reset(seed=3))
+    for t in range(steps):
+        got, want = env.step(actions), reference.step(actions)
+        assert env.observation_space.contains(got[0])
+        for name, a, e in zip(FIELDS, got, want, strict=True):
+            assert_values_same(a, e, f"t={t} {name}")
+
+
+def kill_worker_0_mid_episode(env: Any) -> tuple[np.ndarray, list[int], tuple[Any, ...]]:
+    """Reset a 4-slot CartPole ``env`` (seed 10) and step it, SIGKILL its worker 0, step again.
+
+    Asserts that the killed worker's slots come back failed (truncated, not terminated, reward 0,
+    ``_error``) and slots 2 and 3 do not. Returns the observations before the kill, the killed
+    worker's slots and the results of the step after it.
+    """
+    env.reset(seed=10)
+    before, *_ = env.step(np.zeros(4, np.int64))
+    victim = env.stats()["workers"][0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    results = env.step(np.zeros(4, np.int64))
+    _, reward, terminated, truncated, infos = results
+    failed: list[int] = victim["slots"]
+    assert truncated[failed].all() and not terminated[failed].any() and (reward[failed] == 0).all()
+    assert infos["_error"][failed].all() and not infos["_error"][[2, 3]].any()
+    return before, failed, results

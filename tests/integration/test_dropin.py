@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import pickle
-import signal
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -25,7 +23,16 @@ from pool_env import CodecError, GymEnvSpec, PoolOptions, PoolVectorEnv
 from pool_env.errors import InvalidSeedError, UsageError
 from tests.envs import dropin
 from tests.integration.daemon_process import DaemonProcess
-from tests.integration.reference import FIELDS, assert_same, assert_values_same, cartpole, run_trace, sync
+from tests.integration.reference import (
+    assert_same,
+    assert_steps_same,
+    assert_traces_same,
+    assert_values_same,
+    cartpole,
+    kill_worker_0_mid_episode,
+    run_trace,
+    sync,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -42,10 +49,7 @@ def test_each_autoreset_mode_equals_sync_vector_env_bit_for_bit(
         want, got = run_trace(reference, mode, 120), run_trace(env, mode, 120)
     ends = sum(int((batch[2] | batch[3]).sum()) for batch in want if len(batch) == 5)
     assert ends >= num_envs, "the trace must cross autoresets"
-    assert len(got) == len(want)
-    for t, (g, w) in enumerate(zip(got, want, strict=True)):
-        for name, actual, expected in zip(FIELDS if len(w) == 5 else ("obs", "infos"), g, w, strict=True):
-            assert_values_same(actual, expected, f"{mode.name} t={t} {name}")
+    assert_traces_same(got, want, mode.name)
 
 
 @pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda m: m.name)
@@ -66,14 +70,7 @@ def test_infos_of_every_type_across_autoresets_equal_sync(mode: AutoresetMode) -
 def test_a_killed_worker_fails_its_slots_as_the_mode_says(mode: AutoresetMode) -> None:
     options = PoolOptions(restart_backoff=0.0, kill_grace=0.2)
     with PoolVectorEnv(GymEnvSpec("CartPole-v1"), 4, 2, options=options, autoreset_mode=mode) as env:
-        env.reset(seed=10)
-        before, *_ = env.step(np.zeros(4, np.int64))
-        victim = env.stats()["workers"][0]
-        os.kill(victim["pid"], signal.SIGKILL)
-        obs, reward, terminated, truncated, infos = env.step(np.zeros(4, np.int64))
-        failed = victim["slots"]
-        assert truncated[failed].all() and not terminated[failed].any() and (reward[failed] == 0).all()
-        assert infos["_error"][failed].all() and not infos["_error"][[2, 3]].any()
+        before, failed, (obs, reward, terminated, truncated, infos) = kill_worker_0_mid_episode(env)
         if mode is AutoresetMode.SAME_STEP:
             # The new episode's first observation now; the last valid one in final_obs, the error in final_info.
             restarted = [cartpole().reset(seed=10 + s + 4)[0] for s in failed]  # seed + slot + num_envs * restarts
@@ -308,24 +305,11 @@ def test_box_actions_outside_the_bounds_reach_the_env_unless_checked() -> None:
             env.step(actions)
 
 
-@pytest.mark.parametrize(
-    ("make", "spec", "actions"),
-    [
-        (dropin.NestedEnv, "tests.envs.dropin:NestedEnv",
-         (np.array([1, 0, 1]), np.array([[0.5, 0], [-0.5, 0], [0.25, 0]], np.float32))),
-        (dropin.AgentIdDictEnv, "tests.envs.dropin:AgentIdDictEnv", {0: np.array([1, 0, 1]), 1: np.array([0, 0, 1])}),
-    ],
-    ids=["nested-with-empty-dict", "int-agent-ids"],
-)  # fmt: skip
+@pytest.mark.parametrize(("make", "spec", "actions"), dropin.NESTED_CASES, ids=dropin.NESTED_CASE_IDS)
 def test_nested_and_int_keyed_dict_spaces_round_trip_like_sync(make: Any, spec: str, actions: Any) -> None:
     reference = sync(make, 3)
     with contextlib.closing(reference), PoolVectorEnv(GymEnvSpec(spec), 3, 2) as env:
-        assert_values_same(env.reset(seed=3), reference.reset(seed=3))
-        for t in range(5):
-            got, want = env.step(actions), reference.step(actions)
-            assert env.observation_space.contains(got[0])
-            for name, a, e in zip(FIELDS, got, want, strict=True):
-                assert_values_same(a, e, f"t={t} {name}")
+        assert_steps_same(env, reference, actions)
 
 
 def test_pickle_and_deepcopy_are_one_clear_type_error(open_pool: OpenPool, capfd: pytest.CaptureFixture[str]) -> None:

@@ -6,8 +6,6 @@ real worker kill."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +18,17 @@ import pool_env
 from pool_env.errors import UsageError
 from tests.envs import dropin
 from tests.integration.daemon_process import DaemonProcess
-from tests.integration.reference import FIELDS, assert_same, assert_values_same, cartpole, run_trace, sync
+from tests.integration.reference import (
+    FIELDS,
+    assert_same,
+    assert_steps_same,
+    assert_traces_same,
+    assert_values_same,
+    cartpole,
+    kill_worker_0_mid_episode,
+    run_trace,
+    sync,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,9 +52,7 @@ def test_each_autoreset_mode_through_the_daemon_equals_sync_bit_for_bit(
         assert env.metadata["autoreset_mode"] is mode and env.autoreset_mode is mode
         want, got = run_trace(reference, mode, 120), run_trace(env, mode, 120)
     assert sum(int((b[2] | b[3]).sum()) for b in want if len(b) == 5) >= num_envs, "the trace must cross autoresets"
-    for t, (g, w) in enumerate(zip(got, want, strict=True)):
-        for name, actual, expected in zip(FIELDS if len(w) == 5 else ("obs", "infos"), g, w, strict=True):
-            assert_values_same(actual, expected, f"{mode.name} t={t} {name}")
+    assert_traces_same(got, want, mode.name)
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)
@@ -89,15 +95,7 @@ def test_reset_options_masks_and_seeds_through_the_daemon() -> None:
         env.reset(seed=1)
 
 
-@pytest.mark.parametrize(
-    ("make", "spec", "actions"),
-    [
-        (dropin.NestedEnv, "tests.envs.dropin:NestedEnv",
-         (np.array([1, 0, 1]), np.array([[0.5, 0], [-0.5, 0], [0.25, 0]], np.float32))),
-        (dropin.AgentIdDictEnv, "tests.envs.dropin:AgentIdDictEnv", {0: np.array([1, 0, 1]), 1: np.array([0, 0, 1])}),
-    ],
-    ids=["nested-with-empty-dict", "int-agent-ids"],
-)  # fmt: skip
+@pytest.mark.parametrize(("make", "spec", "actions"), dropin.NESTED_CASES, ids=dropin.NESTED_CASE_IDS)
 def test_nested_and_int_keyed_dict_spaces_through_the_daemon(make: Any, spec: str, actions: Any) -> None:
     reference = sync(make, 3)
     with (
@@ -105,25 +103,13 @@ def test_nested_and_int_keyed_dict_spaces_through_the_daemon(make: Any, spec: st
         contextlib.closing(reference),
         pool_env.connect(daemon.endpoint, 3) as env,
     ):
-        assert_values_same(env.reset(seed=3), reference.reset(seed=3))
-        for t in range(5):
-            got, want = env.step(actions), reference.step(actions)
-            assert env.observation_space.contains(got[0])
-            for name, a, e in zip(FIELDS, got, want, strict=True):
-                assert_values_same(a, e, f"t={t} {name}")
+        assert_steps_same(env, reference, actions)
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)
 def test_a_killed_worker_fails_its_slots_as_the_mode_says_through_the_daemon(mode: AutoresetMode) -> None:
     with DaemonProcess(envs=4, workers=2) as daemon, pool_env.connect(daemon.endpoint, 4, autoreset_mode=mode) as env:
-        env.reset(seed=10)
-        before, *_ = env.step(np.zeros(4, np.int64))
-        victim = env.stats()["workers"][0]
-        os.kill(victim["pid"], signal.SIGKILL)
-        obs, reward, terminated, truncated, infos = env.step(np.zeros(4, np.int64))
-        failed = victim["slots"]
-        assert truncated[failed].all() and not terminated[failed].any() and (reward[failed] == 0).all()
-        assert infos["_error"][failed].all() and not infos["_error"][[2, 3]].any()
+        before, failed, (obs, _, terminated, truncated, infos) = kill_worker_0_mid_episode(env)
         if mode is AutoresetMode.SAME_STEP:
             for slot in failed:
                 # The daemon's restarted slots draw fresh seeds: a CartPole first observation.
@@ -136,7 +122,7 @@ def test_a_killed_worker_fails_its_slots_as_the_mode_says_through_the_daemon(mod
             with pytest.raises(UsageError, match=r"slots \[0, 1\] ended"):
                 env.step(np.zeros(4, np.int64))
             env.reset(options={"reset_mask": truncated | terminated})
-        obs, reward, terminated, truncated, infos = env.step(np.zeros(4, np.int64))
+        *_, infos = env.step(np.zeros(4, np.int64))
         assert "_error" not in infos or not infos["_error"].any()
 
 
