@@ -19,7 +19,7 @@ from pool_env.daemon.child import ServeProcess
 from pool_env.daemon.wire import PROTOCOL_VERSION
 from pool_env.shm import sweep_orphans
 
-__all__ = ["DaemonProcess", "cli", "raw_header", "raw_request"]
+__all__ = ["DaemonProcess", "cli", "raw_header", "raw_request", "raw_socket"]
 
 START_TIMEOUT = 30.0
 
@@ -150,6 +150,14 @@ _request_ids = iter(range(1, 10**9))
 def raw_header(body: dict[str, object]) -> bytes:
     """A daemon request header (protocol version 1) with a fresh request id, for raw-socket tests."""
     return protocol.encode({"v": PROTOCOL_VERSION, "id": next(_request_ids), **body})
+
+
+def raw_socket(context: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> zmq.Socket[bytes]:
+    """A DEALER socket of ``context`` connected to a daemon's ``endpoint`` (linger 0), for raw-socket tests."""
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    return sock
 
 
 def raw_request(sock: zmq.Socket[bytes], body: dict[str, object]) -> dict[str, object]:

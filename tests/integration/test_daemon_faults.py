@@ -22,7 +22,7 @@ from pool_env import GymEnvSpec, protocol
 from pool_env.daemon.wire import PROTOCOL_VERSION as V
 from pool_env.shm import list_segments
 from tests.conditions import wait_until
-from tests.integration.daemon_process import DaemonProcess, cli, raw_header, raw_request
+from tests.integration.daemon_process import DaemonProcess, cli, raw_header, raw_request, raw_socket
 from tests.integration.reference import assert_same, make_reference
 from tests.processes import reap
 
@@ -102,9 +102,7 @@ def test_a_client_disconnecting_mid_step_harms_nobody(daemon: DaemonProcess) -> 
     context = zmq.Context()
     try:
         for _ in range(3):
-            sock = context.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(daemon.endpoint)
+            sock = raw_socket(context, daemon.endpoint)
             lease = raw_request(sock, {"op": "lease", "num_envs": 1})["lease"]
             raw_request(sock, {"op": "reset", "lease": lease, "seeds": [3]})
             sock.send_multipart([raw_header({"op": "step", "lease": lease}), np.zeros(1, dtype=np.int64).tobytes()])
@@ -157,11 +155,8 @@ def test_a_fuzz_loop_of_malformed_messages_leaves_the_daemon_and_a_trainer_unhar
     rng = random.Random(1234)
     trainer = Stepper(daemon.endpoint, 2, seed=21)
     context = zmq.Context()
-    sockets = [context.socket(zmq.DEALER) for _ in range(4)]
+    sockets = [raw_socket(context, daemon.endpoint) for _ in range(4)]
     try:
-        for sock in sockets:
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(daemon.endpoint)
         lease = str(raw_request(sockets[0], {"op": "lease", "num_envs": 1})["lease"])
         raw_request(sockets[0], {"op": "reset", "lease": lease, "seeds": [0]})
         sent = replies = 0
@@ -207,9 +202,7 @@ def test_thousands_of_connects_and_disconnects_leave_the_daemon_serving(daemon: 
             context = zmq.Context()
             try:
                 for _ in range(200):
-                    sock = context.socket(zmq.DEALER)
-                    sock.setsockopt(zmq.LINGER, 0)
-                    sock.connect(daemon.endpoint)
+                    sock = raw_socket(context, daemon.endpoint)
                     sock.send(raw_header({"op": "hello"}))
                     sock.close(linger=0)
             finally:

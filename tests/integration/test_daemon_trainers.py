@@ -14,7 +14,7 @@ import pool_env
 from pool_env import GymEnvSpec, protocol
 from pool_env.daemon import session as session_module
 from pool_env.daemon import wire
-from tests.integration.daemon_process import DaemonProcess, cli
+from tests.integration.daemon_process import DaemonProcess, cli, raw_socket
 from tests.integration.reference import assert_same, make_reference
 
 pytestmark = pytest.mark.timeout(60)
@@ -137,9 +137,7 @@ def test_a_second_daemon_on_the_same_endpoint_fails_with_a_clear_message(daemon:
 
 def test_raw_requests_get_error_replies_with_their_id(daemon: DaemonProcess) -> None:
     context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(daemon.endpoint)
+    sock = raw_socket(context, daemon.endpoint)
     try:
         sock.send(protocol.encode({"v": wire.PROTOCOL_VERSION, "id": 5, "op": "step", "lease": "nope"}))
         assert sock.poll(5000)

@@ -6,13 +6,13 @@ real worker kill."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.vector import AutoresetMode
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import pool_env
 from pool_env.errors import UsageError
@@ -42,6 +42,21 @@ def cartpole_daemon(request: pytest.FixtureRequest) -> Iterator[tuple[DaemonProc
         yield daemon, num_envs
 
 
+@contextlib.contextmanager
+def served_and_sync(
+    make: Callable[[], gym.Env[Any, Any]], spec: str, num_envs: int, workers: int, **connect: Any
+) -> Iterator[tuple[Any, SyncVectorEnv]]:
+    """A trainer of ``num_envs`` slots of a ``pool-env serve`` daemon of env ``spec`` (an import
+    string) with ``workers`` workers, and ``SyncVectorEnv`` of ``make`` for reference; all closed after."""
+    reference = sync(make, num_envs, autoreset_mode=connect.get("autoreset_mode", AutoresetMode.NEXT_STEP))
+    with (
+        DaemonProcess(f"gym:{spec}", envs=num_envs, workers=workers) as daemon,
+        contextlib.closing(reference),
+        pool_env.connect(daemon.endpoint, num_envs, **connect) as env,
+    ):
+        yield env, reference
+
+
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)
 def test_each_autoreset_mode_through_the_daemon_equals_sync_bit_for_bit(
     cartpole_daemon: tuple[DaemonProcess, int], mode: AutoresetMode
@@ -57,12 +72,8 @@ def test_each_autoreset_mode_through_the_daemon_equals_sync_bit_for_bit(
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.name)
 def test_infos_of_every_type_through_the_daemon_equal_sync(mode: AutoresetMode) -> None:
-    reference = sync(dropin.InfoZooEnv, 4, autoreset_mode=mode)
-    with (
-        DaemonProcess("gym:tests.envs.dropin:InfoZooEnv", envs=4, workers=2) as daemon,
-        contextlib.closing(reference),
-        pool_env.connect(daemon.endpoint, 4, autoreset_mode=mode) as env,
-    ):
+    zoo = "tests.envs.dropin:InfoZooEnv"
+    with served_and_sync(dropin.InfoZooEnv, zoo, 4, 2, autoreset_mode=mode) as (env, reference):
         want, got = run_trace(reference, mode, 8), run_trace(env, mode, 8)
     for t, (g, w) in enumerate(zip(got, want, strict=True)):
         assert_values_same(g[-1], w[-1], f"t={t} infos")
@@ -70,12 +81,7 @@ def test_infos_of_every_type_through_the_daemon_equal_sync(mode: AutoresetMode) 
 
 
 def test_reset_options_masks_and_seeds_through_the_daemon() -> None:
-    reference = sync(dropin.OptionsEchoEnv, 2)
-    with (
-        DaemonProcess("gym:tests.envs.dropin:OptionsEchoEnv", envs=2, workers=1) as daemon,
-        contextlib.closing(reference),
-        pool_env.connect(daemon.endpoint, 2) as env,
-    ):
+    with served_and_sync(dropin.OptionsEchoEnv, "tests.envs.dropin:OptionsEchoEnv", 2, 1) as (env, reference):
         options = {"pose": np.array([1.5, -2.0, 0.25]), "lap": (1, 3), "n": np.int8(2)}
         assert_values_same(env.reset(seed=0, options=dict(options)), reference.reset(seed=0, options=dict(options)))
         mask = np.array([False, True])
@@ -97,12 +103,7 @@ def test_reset_options_masks_and_seeds_through_the_daemon() -> None:
 
 @pytest.mark.parametrize(("make", "spec", "actions"), dropin.NESTED_CASES, ids=dropin.NESTED_CASE_IDS)
 def test_nested_and_int_keyed_dict_spaces_through_the_daemon(make: Any, spec: str, actions: Any) -> None:
-    reference = sync(make, 3)
-    with (
-        DaemonProcess(f"gym:{spec}", envs=3, workers=2) as daemon,
-        contextlib.closing(reference),
-        pool_env.connect(daemon.endpoint, 3) as env,
-    ):
+    with served_and_sync(make, spec, 3, 2) as (env, reference):
         assert_steps_same(env, reference, actions)
 
 
@@ -127,12 +128,7 @@ def test_a_killed_worker_fails_its_slots_as_the_mode_says_through_the_daemon(mod
 
 
 def test_call_values_a_daemon_cannot_take_or_give_are_type_errors_naming_them() -> None:
-    reference = sync(dropin.rgb_frame_env, 2)
-    with (
-        DaemonProcess("gym:tests.envs.dropin:rgb_frame_env", envs=2, workers=1) as daemon,
-        contextlib.closing(reference),
-        pool_env.connect(daemon.endpoint, 2) as env,
-    ):
+    with served_and_sync(dropin.rgb_frame_env, "tests.envs.dropin:rgb_frame_env", 2, 1) as (env, reference):
         env.reset(seed=0)
         # A daemon rebuilds no objects of a class for a network peer: refused before sending.
         with pytest.raises(TypeError, match=r"call\('scaled'\) argument 0 holds an enum member, object"):

@@ -25,7 +25,7 @@ import pool_env
 from pool_env import GymEnvSpec, PoolVectorEnv, protocol
 from pool_env.errors import InvalidActionError, SpecError
 from tests.envs.free_spaces import KIND_VARIABLE, EchoActionEnv, EchoTextEnv, FreeShapeEnv, NotASpaceEnv, Point
-from tests.integration.daemon_process import DaemonProcess, cli, raw_header, raw_request
+from tests.integration.daemon_process import DaemonProcess, cli, raw_header, raw_request, raw_socket
 from tests.integration.reference import FIELDS, assert_values_same, run_trace
 
 pytestmark = pytest.mark.timeout(120)
@@ -216,9 +216,7 @@ def test_malformed_action_parts_from_a_raw_client_get_error_replies_and_the_daem
     spec = "gym:tests.envs.free_spaces:EchoActionEnv"
     with DaemonProcess(spec, envs=2, workers=1, env={KIND_VARIABLE: "tuple"}) as daemon:
         context = zmq.Context()
-        sock = context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(daemon.endpoint)
+        sock = raw_socket(context, daemon.endpoint)
         try:
             lease = raw_request(sock, {"op": "lease", "num_envs": 1})["lease"]
             raw_request(sock, {"op": "reset", "lease": lease, "seeds": [3]})
