@@ -266,6 +266,11 @@ class RemoteVectorEnv(BatchedVectorEnv):
             PoolEnvError: a slot's worker failed during the call (its error names the slot).
         """
         what = self._check_pending("call", "set_attr")
+        values, failures = self._gather_calls(timeout)
+        return call_results(values, failures, self.num_envs if what == "call" else 0, what)
+
+    def _gather_calls(self, timeout: float | None) -> tuple[dict[int, Any], dict[int, SlotFailure]]:
+        """Every daemon's answer to the pending call, by global slot: values and failures."""
         self._gather(timeout, lambda session, request_id, deadline: session.call_outcome(request_id, deadline),
                      self._call_replies, drain=True)  # fmt: skip
         values: dict[int, Any] = {}
@@ -273,7 +278,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
         for k, (by_position, failed) in self._call_replies.items():
             values.update({self._offsets[k] + p: value for p, value in by_position.items()})
             failures.update({self._offsets[k] + p: failure for p, failure in failed.items()})
-        return call_results(values, failures, self.num_envs if what == "call" else 0, what)
+        return values, failures
 
     def _set_attr(self, name: str, values: list[Any]) -> None:
         for i, value in enumerate(values):
@@ -336,13 +341,7 @@ class RemoteVectorEnv(BatchedVectorEnv):
             if positions:
                 pending[k] = send(session, offset, positions)
         self._pending, self._pending_op, self._call_replies = pending, what, {}
-        self._gather(None, lambda session, request_id, deadline: session.call_outcome(request_id, deadline),
-                     self._call_replies, drain=True)  # fmt: skip
-        values: dict[int, Any] = {}
-        failures: dict[int, SlotFailure] = {}
-        for k, (by_position, failed) in self._call_replies.items():
-            values.update({self._offsets[k] + p: value for p, value in by_position.items()})
-            failures.update({self._offsets[k] + p: failure for p, failure in failed.items()})
+        values, failures = self._gather_calls(None)
         call_results(values, failures, 0, what)
         return tuple(values.get(slot) for slot in slots)
 

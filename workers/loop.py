@@ -571,16 +571,7 @@ class WorkerLoop:
         for slot, row, outcome in zip(slots, rows, outcomes, strict=True):
             obs, reward, info = outcome.obs, outcome.reward, outcome.info
             ended, cut = outcome.terminated, outcome.truncated
-            if (
-                outcome.error is None
-                and type(obs) is np.ndarray
-                and obs.dtype is dtype
-                and obs.shape == shape
-                and (type(reward) is float or type(reward) is np.float64)
-                and (ended is True or ended is False)
-                and (cut is True or cut is False)
-                and type(info) is dict
-            ):
+            if outcome.error is None and _plain(obs, reward, ended, cut, info, dtype, shape):
                 obs_array[row] = obs
                 needs_reset[slot] = not outcome.restarted and (ended or cut)
                 if what == "step":
@@ -635,15 +626,7 @@ class WorkerLoop:
         for slot, row, returned in zip(slots, rows, returns, strict=True):
             if not isinstance(returned, Outcome):
                 obs, reward, ended, cut, info = returned
-                if (
-                    type(obs) is np.ndarray
-                    and obs.dtype is dtype
-                    and obs.shape == shape
-                    and (type(reward) is float or type(reward) is np.float64)
-                    and (ended is True or ended is False)
-                    and (cut is True or cut is False)
-                    and type(info) is dict
-                ):
+                if _plain(obs, reward, ended, cut, info, dtype, shape):
                     observations.append(obs)
                     rewards.append(reward)
                     terminated.append(ended)
@@ -752,6 +735,21 @@ class WorkerLoop:
             else:
                 array[row] = value
         self._obs_out[row] = parts
+
+
+def _plain(obs: Any, reward: Any, ended: Any, cut: Any, info: Any, dtype: Any, shape: tuple[int, ...]) -> bool:
+    """Whether an env's return is the plain common case the lean write takes as it is: an ndarray
+    observation of exactly the declared ``dtype``/``shape``, a ``float``/``np.float64`` reward,
+    ``bool`` flags and a ``dict`` info (anything else goes through the full contract check)."""
+    return (
+        type(obs) is np.ndarray
+        and obs.dtype is dtype
+        and obs.shape == shape
+        and (type(reward) is float or type(reward) is np.float64)
+        and (ended is True or ended is False)
+        and (cut is True or cut is False)
+        and type(info) is dict
+    )
 
 
 def _fatal_message(message: dict[str, Any], exc: PoolEnvError) -> dict[str, Any]:
