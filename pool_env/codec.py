@@ -30,7 +30,7 @@ import numpy as np
 
 from pool_env.errors import CodecError
 
-__all__ = ["CodecError", "ext_hook", "pack", "render_path", "unpack"]
+__all__ = ["CodecError", "ext_hook", "pack", "render_path", "resolve_path", "unpack"]
 
 EXT_NDARRAY = 1  # [dtype.str, shape] then the raw C-order bytes
 EXT_SCALAR = 2  # [dtype.str, raw bytes]: a numpy scalar
@@ -68,7 +68,12 @@ def _import_path(obj: Any) -> str:
     return f"{module}:{qualname}"
 
 
-def _resolve(path: str) -> Any:
+def resolve_path(path: str) -> Any:
+    """The object an import path ``module:qualname`` names (imports its module).
+
+    Raises:
+        ImportError, AttributeError: the module or a name in ``qualname`` does not exist.
+    """
     module_name, _, qualname = path.partition(":")
     target: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
@@ -218,7 +223,7 @@ def _plain_ext_hook(code: int, data: bytes) -> Any:
 def _rebuild(code: int, payload: Any) -> Any:
     path = payload if code == EXT_NAMED else payload[0]
     try:
-        target = _resolve(path)
+        target = resolve_path(path)
     except Exception as exc:
         raise CodecError(f"cannot import {path!r} to rebuild a value ({type(exc).__name__}: {exc})") from exc
     if code == EXT_NAMED:

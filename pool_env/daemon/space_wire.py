@@ -22,7 +22,6 @@ plain list that :func:`from_plain` turns back, guided by the space.
 from __future__ import annotations
 
 import copy
-import importlib
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,7 @@ from gymnasium import spaces
 from gymnasium.spaces.graph import GraphInstance
 
 from pool_env import codec
-from pool_env.codec import render_path
+from pool_env.codec import render_path, resolve_path
 from pool_env.errors import CodecError, ProtocolError, SpecError
 from pool_env.shm import leaf_value
 from pool_env.spaces import leaves_of
@@ -211,7 +210,7 @@ def _build_custom(data: dict[str, Any], depth: int) -> spaces.Space[Any]:
         raise TypeError("class must be a str and state bytes")
     fix = "make its module importable in the trainer's environment, or use the env embedded (pool_env.PoolVectorEnv)"
     try:
-        cls = _resolve(path)
+        cls = resolve_path(path)
         state = codec.unpack(data["state"], _MAX_STATE_BYTES)
     except Exception as exc:
         why = f"{type(exc).__name__}: {exc}"
@@ -267,12 +266,3 @@ def from_plain(space: spaces.Space[Any], value: Any) -> Any:
     if isinstance(space, spaces.Tuple) and isinstance(value, tuple) and len(value) == len(space.spaces):
         return tuple(from_plain(sub, item) for sub, item in zip(space.spaces, value, strict=True))
     return value
-
-
-def _resolve(path: str) -> Any:
-    """The class ``module:qualname`` names (imports its module)."""
-    module_name, _, qualname = path.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    return target
