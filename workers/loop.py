@@ -25,8 +25,8 @@ import zmq
 from pool_env import codec, errors, protocol
 from pool_env.envs.registry import spec_from_wire
 from pool_env.errors import ErrorKind, PoolEnvError, SlotFailure, SpaceMismatchError, StepFate
-from pool_env.fastpath import FastCommand
-from pool_env.protocol import Op
+from pool_env.fastpath import FAST_STEP, FastCommand
+from pool_env.protocol import AUTORESET_MODES, Op
 from pool_env.shm import BatchBuffers, BatchLayout, Leaf, attach, build_structure, leaf_value
 from workers import handover
 from workers.backends.base import Backend, Outcome
@@ -38,7 +38,7 @@ __all__ = ["WorkerLoop"]
 log = logging.getLogger(__name__)
 
 PARENT_CHECK_MS = 500
-_CLEAN_KEYS = {"op", "seq", "infos", "errors"}  # a reply with nothing else to say
+_CLEAN_KEYS = {"op", "seq", "infos", "errors"}  # a reply with nothing else to say (every reply has these)
 
 
 # gymnasium.vector.AutoresetMode values (the worker imports no gymnasium): commands carry one.
@@ -77,6 +77,7 @@ class WorkerLoop:
         self._episode_step: list[int] = []
         self._next_seeds: list[int | None] = []
         self._reported_counters: dict[str, int] = {}
+        self._counters: Callable[[], dict[str, int]] | None = None  # the backend's, if it counts
         self._prefetched: dict[int, Outcome] = {}  # local slot -> its next (seedless) reset, done early
         # A reset sent ahead and not collected yet (HTTP, HttpBackend.reset_early): its slots, the
         # scheduled seeds taken for them (in slot order), the backend's handle.
@@ -165,18 +166,32 @@ class WorkerLoop:
     # -- the fast path ------------------------------------------------------------------------
 
     def _run_fast(self, command: FastCommand) -> None:
-        """Run a fast-path command over all our slots; publish it, or answer over zmq if it has news."""
-        assert self._fast is not None
-        # Our own slot list itself: _command() knows it by identity and maps no slot ids.
-        message = self._fast.message(command, self._slots)
+        """Run a fast-path command over all our slots; publish it, or answer over zmq if it has news.
+
+        A step (the hot loop) runs straight through :meth:`_step`, as :meth:`_command` would run
+        its message, without building that message; a reset, and a step whose actions travel in
+        messages, go through the message (:meth:`FastPath.message`) and :meth:`_command`.
+        """
+        fast = self._fast
+        assert fast is not None
+        seq = command.seq
         try:
-            reply = self._command(message)
-            if reply.keys() != _CLEAN_KEYS or reply["infos"] or reply["errors"]:
+            if command.op == FAST_STEP and not self._act_by_message:
+                self._autoreset = AUTORESET_MODES[command.mode]
+                infos: dict[int, Any] = {}
+                failures: dict[int, list[str]] = {}
+                self._reply_in_a_row = {}
+                self._step(self._every, False, infos, failures)
+                reply = self._reply(seq, infos, failures)
+            else:
+                # Our own slot list itself: _command() knows it by identity and maps no slot ids.
+                reply = self._command(fast.message(command, self._slots))
+            if len(reply) != len(_CLEAN_KEYS) or reply["infos"] or reply["errors"]:
                 self._send_reply(reply)  # errors, infos, counters, anything more travel over zmq, as always
             else:
-                self._fast.publish(command.seq)
+                fast.publish(seq)
         except PoolEnvError as exc:  # as on the zmq path: the trainer gets it raised
-            self._send(_fatal_message(message, exc))
+            self._send(_fatal_message({"seq": seq}, exc))
             return
         self._prefetch_resets()
 
@@ -231,6 +246,7 @@ class WorkerLoop:
         if self._flat_obs and not self._obs_by_message and layout.obs[0].shape:  # np.concatenate needs 1-d+
             self._lean_obs = (layout.obs[0].shape, np.dtype(layout.obs[0].dtype))
         self._step_returns = getattr(self._backend, "step_returns", None)
+        self._counters = getattr(self._backend, "counters", None)
         fast = message.get("fast")
         if fast is not None:
             self._fast = FastPath(fast, self._gen, self._buffers, self._socket)
@@ -283,57 +299,69 @@ class WorkerLoop:
                 if finish:
                     handover.finish_same_step(self._buffers, finish, flags, infos, failures)
         else:
-            needs_reset = self._needs_reset
-            if slots is self._every:  # all our slots: pick by mask, no Python per slot
-                to_reset = list(itertools.compress(slots, needs_reset))
-                to_step = list(itertools.compress(slots, map(operator.not_, needs_reset))) if to_reset else slots
+            self._step(slots, bool(message.get("release")), infos, failures)
+        reply = self._reply(message["seq"], infos, failures)
+        if message.get("release"):
+            reply["released"] = self._release(infos)
+        return reply
+
+    def _step(self, slots: list[int], release: bool, infos: dict[int, Any], failures: dict[int, list[str]]) -> None:
+        """Step ``slots`` (local ids; ``self._every`` for all of them), resetting those that ended
+        first (NEXT_STEP); their infos and failures go to ``infos``/``failures``. ``release``: the
+        command retires this process (SAME_STEP keeps the ended slots' finals for the successor)."""
+        assert self._backend is not None
+        needs_reset = self._needs_reset
+        if slots is self._every:  # all our slots: pick by mask, no Python per slot
+            to_reset = list(itertools.compress(slots, needs_reset))
+            to_step = list(itertools.compress(slots, map(operator.not_, needs_reset))) if to_reset else slots
+        else:
+            to_reset = [s for s in slots if needs_reset[s]]
+            to_step = [s for s in slots if not needs_reset[s]]
+        ready: list[int] = []  # reset already (prefetched), or being reset (sent ahead)
+        if to_reset:
+            sent_ahead = () if self._early is None else self._early[0]
+            ready = [s for s in to_reset if s in self._prefetched or s in sent_ahead]
+            to_reset = [s for s in to_reset if s not in ready]
+        if ready and (to_reset or self._early is None):
+            # Delivered first, as before resets were sent ahead. With slots no prefetch covered
+            # (only after a command that failed), a reset sent ahead is collected here: its
+            # answer is in by now, so the command still costs about two calls
+            # (HttpEnvSpec.worst_case_step_seconds), unless that answer was lost.
+            self._settle_early(raise_errors=True)
+            self._deliver_prefetched(ready, infos, failures)
+            ready = []
+        if to_reset:
+            self._reset(to_reset, [None] * len(to_reset), None, infos, failures)
+        if to_step:
+            actions = self._read_actions(to_step)
+            episode_step = self._episode_step
+            for slot in to_step:
+                episode_step[slot] += 1
+            if self._step_returns is not None and self._autoreset != SAME_STEP:
+                self._write_steps(to_step, self._step_returns(to_step, actions), infos, failures)
             else:
-                to_reset = [s for s in slots if needs_reset[s]]
-                to_step = [s for s in slots if not needs_reset[s]]
-            ready: list[int] = []  # reset already (prefetched), or being reset (sent ahead)
-            if to_reset:
-                sent_ahead = () if self._early is None else self._early[0]
-                ready = [s for s in to_reset if s in self._prefetched or s in sent_ahead]
-                to_reset = [s for s in to_reset if s not in ready]
-            if ready and (to_reset or self._early is None):
-                # Delivered first, as before resets were sent ahead. With slots no prefetch covered
-                # (only after a command that failed), a reset sent ahead is collected here: its
-                # answer is in by now, so the command still costs about two calls
-                # (HttpEnvSpec.worst_case_step_seconds), unless that answer was lost.
-                self._settle_early(raise_errors=True)
-                self._deliver_prefetched(ready, infos, failures)
-                ready = []
-            if to_reset:
-                self._reset(to_reset, [None] * len(to_reset), None, infos, failures)
-            if to_step:
-                actions = self._read_actions(to_step)
-                episode_step = self._episode_step
-                for slot in to_step:
-                    episode_step[slot] += 1
-                if self._step_returns is not None and self._autoreset != SAME_STEP:
-                    self._write_steps(to_step, self._step_returns(to_step, actions), infos, failures)
-                else:
-                    outcomes = self._backend.step(to_step, actions)
-                    if self._autoreset == SAME_STEP and message.get("release"):
-                        handover.keep_finals(self._finals, to_step, outcomes)  # the successor resets them
-                    elif self._autoreset == SAME_STEP:
-                        outcomes = self._reset_same_step(to_step, outcomes)
-                    self._write("step", to_step, outcomes, infos, failures)
-            if ready:  # a reset sent ahead: its answer came back while the step's request flew
-                self._settle_early(raise_errors=True)
-                self._deliver_prefetched(ready, infos, failures)
-        reply: dict[str, Any] = {"op": Op.DONE.value, "seq": message["seq"], "infos": infos, "errors": failures}
+                outcomes = self._backend.step(to_step, actions)
+                if self._autoreset == SAME_STEP and release:
+                    handover.keep_finals(self._finals, to_step, outcomes)  # the successor resets them
+                elif self._autoreset == SAME_STEP:
+                    outcomes = self._reset_same_step(to_step, outcomes)
+                self._write("step", to_step, outcomes, infos, failures)
+        if ready:  # a reset sent ahead: its answer came back while the step's request flew
+            self._settle_early(raise_errors=True)
+            self._deliver_prefetched(ready, infos, failures)
+
+    def _reply(self, seq: int, infos: dict[int, Any], failures: dict[int, list[str]]) -> dict[str, Any]:
+        """The ``done`` reply of command ``seq``: exactly ``op``, ``seq``, ``infos`` and ``errors``
+        unless there is more to say (message-borne observations, errors in a row, new counters)."""
+        reply: dict[str, Any] = {"op": Op.DONE.value, "seq": seq, "infos": infos, "errors": failures}
         if self._obs_out:  # observations without a fixed shape travel here, not in shared memory
             reply["obs"], self._obs_out = self._obs_out, {}
         if self._reply_in_a_row:  # only when an env raised: replies stay tiny
             reply["in_a_row"] = self._reply_in_a_row
-        counters = getattr(self._backend, "counters", None)
-        if counters is not None:
-            current = counters()
+        if self._counters is not None:
+            current = self._counters()
             if current != self._reported_counters:  # only when something changed: replies stay tiny
                 reply["counters"] = self._reported_counters = current
-        if message.get("release"):
-            reply["released"] = self._release(infos)
         return reply
 
     # -- recycling (workers/handover.py) ------------------------------------------------------
