@@ -53,6 +53,7 @@ def _lease(daemon: DaemonView, identity: bytes, request: Request) -> None:
     coordinator = daemon.coordinator
     lease.shared_memory = wants_shm and daemon.endpoint.startswith("ipc://") and coordinator.buffers is not None
     lease.autoreset = autoreset
+    lease.identity = identity
     log.info(
         "lease %s granted: %d slots %s (%s)",
         lease.short_id, num_envs, describe_slots(lease.slots), "shared memory" if lease.shared_memory else "frames",
@@ -61,20 +62,23 @@ def _lease(daemon: DaemonView, identity: bytes, request: Request) -> None:
     if lease.shared_memory:
         assert coordinator.buffers is not None
         body["shm"] = {"name": coordinator.buffers.name, "layout": coordinator.buffers.layout.to_wire()}
+        if daemon.lane_name is not None:  # its steps may come on a lane of their own (daemon.lane)
+            body["lane"] = daemon.lane_name
     else:
         body["shm"] = None
     daemon.reply(identity, request.request_id, body)
 
 
-def _idle_lease(daemon: DaemonView, request: Request) -> Lease:
+def _idle_lease(daemon: DaemonView, identity: bytes, request: Request) -> Lease:
     lease = daemon.leases.get(field(request.header, "lease", str))
+    lease.identity = identity  # a client that recreated its socket has a new one
     if lease.busy:
         raise UsageError("a command of this lease is still in flight; wait for its reply first")
     return lease
 
 
 def _reset(daemon: DaemonView, identity: bytes, request: Request) -> None:
-    lease = _idle_lease(daemon, request)
+    lease = _idle_lease(daemon, identity, request)
     header = request.header
     positions = _positions(header, lease)
     seeds = field(header, "seeds", list, optional=True) or [None] * len(positions)
@@ -107,7 +111,7 @@ def _positions(header: dict[str, Any], lease: Lease) -> list[int]:
 
 
 def _step(daemon: DaemonView, identity: bytes, request: Request) -> None:
-    lease = _idle_lease(daemon, request)
+    lease = _idle_lease(daemon, identity, request)
     if not lease.was_reset:
         raise UsageError("call reset() before step(): this lease's slots have no episodes of yours yet")
     buffers = daemon.coordinator.buffers
@@ -154,7 +158,7 @@ def _message_actions(header: dict[str, Any], leaves: list[Leaf], rows: int) -> d
 
 
 def _call(daemon: DaemonView, identity: bytes, request: Request) -> None:
-    lease = _idle_lease(daemon, request)
+    lease = _idle_lease(daemon, identity, request)
     header = request.header
     name = field(header, "name", str)
     slots = [lease.slots[p] for p in _positions(header, lease)]
@@ -229,6 +233,9 @@ def reply_to_command(
     }
     if coordinator.message_obs:  # observation parts without a fixed shape: one value per position
         body["obs"] = {i: [values[s] for s in lease.slots] for i, values in coordinator.message_obs.items()}
+    elif request.lane and lease.lane is not None and not body["infos"] and not errors:
+        lease.lane.answer(request.request_id)  # nothing but the arrays in shared memory to tell
+        return
     arrays: list[Any] = []
     if not lease.shared_memory:
         buffers = coordinator.buffers

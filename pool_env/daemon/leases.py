@@ -17,8 +17,12 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pool_env.errors import LeaseError
+
+if TYPE_CHECKING:
+    from pool_env.daemon.lane import LaneEnd
 
 __all__ = ["EXPIRED_KEPT", "Lease", "LeaseTable", "describe_slots"]
 
@@ -52,6 +56,9 @@ class Lease:
         busy: a command of this lease is in flight (at most one).
         shared_memory: the client reads and writes its rows of the pool's segment (same host).
         autoreset: the client's ``gymnasium.vector.AutoresetMode`` value; its commands follow it.
+        identity: the zmq identity of the client's socket that last sent a lease, reset, step or
+            call of it (where replies of its lane's steps go when they do not fit the lane).
+        lane: its step lane, if the client opened one (:mod:`pool_env.daemon.lane`).
     """
 
     lease_id: str
@@ -62,6 +69,8 @@ class Lease:
     busy: bool = False
     shared_memory: bool = False
     autoreset: str = "NextStep"
+    identity: bytes = b""
+    lane: LaneEnd | None = None
 
     @property
     def short_id(self) -> str:

@@ -39,6 +39,7 @@ from pool_env.daemon import security, space_wire, wire
 from pool_env.daemon.config import DaemonConfig, default_runtime_dir
 from pool_env.daemon.handlers import handle, reply_to_command
 from pool_env.daemon.inflight import InFlight
+from pool_env.daemon.lane import LaneEnd, LaneServer
 from pool_env.daemon.leases import Lease, LeaseTable, describe_slots
 from pool_env.daemon.peers import Peers
 from pool_env.daemon.status import RateMeter, start_metrics_server, status_document
@@ -114,6 +115,8 @@ class PoolDaemon:
     """Trainers' sockets (zmq identities) and when each last sent a request: who gets a goodbye."""
     _linger_ms: int
     _last_tick: float
+    _lanes: LaneServer | None
+    """Step lanes of same-host leases (:mod:`pool_env.daemon.lane`), while the loop runs."""
 
     def __init__(self, config: DaemonConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -138,6 +141,7 @@ class PoolDaemon:
         self._peers = Peers(forget_after=2 * config.lease_timeout)
         self._linger_ms = 0
         self._last_tick = clock()
+        self._lanes = None
         self.endpoint = config.bind or ""
 
     # -- life cycle -------------------------------------------------------------------------
@@ -240,10 +244,18 @@ class PoolDaemon:
         self._coordinator.register(poller)  # its socket and the fast path's doorbell
         self._last_tick = self._clock()
         try:
+            if self._ipc is not None:
+                try:
+                    self._lanes = LaneServer(poller, self._lane_lease)
+                except OSError as exc:  # no abstract sockets here: every step goes over zmq
+                    log.warning("no step lanes (%s): same-host trainers step over zmq", exc)
             while not self._stop_requested:
                 events = dict(poller.poll(POLL_MS))
                 if self._socket in events:
                     self._read_clients()
+                if self._lanes is not None and len(events) > (self._socket in events):
+                    for lane, request_id in self._lanes.requests(events):
+                        self._on_lane_step(lane, request_id)
                 self._tick()
             busy = {command.identity for command in self._inflight.commands}
             self._say_goodbye([peer for peer in self._peers if peer not in busy])
@@ -254,6 +266,9 @@ class PoolDaemon:
 
     def close(self) -> None:
         """Stop everything this daemon started; idempotent."""
+        if self._lanes is not None:
+            self._lanes.close()
+            self._lanes = None
         if self._stop_metrics is not None:
             with contextlib.suppress(Exception):
                 self._stop_metrics()
@@ -354,18 +369,45 @@ class PoolDaemon:
             if request.op is not ClientOp.STATUS and request.op is not ClientOp.HELLO:
                 self._peers.heard(identity, time.monotonic())
             handle(self, identity, request)
-        except wire.RequestError as exc:
+        except Exception as exc:
+            self._refuse(identity, request_id, exc)
+
+    def _on_lane_step(self, lane: LaneEnd, request_id: int) -> None:
+        """A step that came on ``lane``: handled as the same step over zmq would be (errors and
+        replies that do not fit the lane go to the lease's zmq identity)."""
+        self.counters["requests"] += 1
+        lease = lane.lease
+        header = {"v": wire.PROTOCOL_VERSION, "id": request_id, "op": ClientOp.STEP.value, "lease": lease.lease_id}
+        self._peers.heard(lease.identity, time.monotonic())
+        try:
+            handle(self, lease.identity, wire.Request(ClientOp.STEP, request_id, header, [], lane=True))
+        except Exception as exc:
+            self._refuse(lease.identity, request_id, exc)
+
+    def _lane_lease(self, lease_id: str) -> Lease | None:
+        """The lease that may open a step lane: a current one, in shared memory, without a lane."""
+        lease = next((lease for lease in self.leases.leases if lease.lease_id == lease_id), None)
+        return lease if lease is not None and lease.shared_memory and lease.lane is None else None
+
+    @property
+    def lane_name(self) -> str | None:
+        """The abstract socket where a shared-memory lease opens its step lane (``None``: no lanes)."""
+        return None if self._lanes is None else self._lanes.name
+
+    def _refuse(self, identity: bytes, request_id: int | None, error: Exception) -> None:
+        """The error reply to a request the daemon could not take (bad requests counted)."""
+        if isinstance(error, wire.RequestError):
             self.counters["bad_requests"] += 1
-            self._reply_error(identity, exc.request_id, exc.reply_error())
-        except (UsageError, ProtocolError) as exc:
-            if not isinstance(exc, LeaseError):  # a refused lease is counted as clients_refused
+            self._reply_error(identity, error.request_id, error.reply_error())
+        elif isinstance(error, UsageError | ProtocolError):
+            if not isinstance(error, LeaseError):  # a refused lease is counted as clients_refused
                 self.counters["bad_requests"] += 1
-            self._reply_error(identity, request_id, exc)
-        except PoolEnvError as exc:
-            self._reply_error(identity, request_id, exc)
-        except Exception as exc:  # a bug must not take down the daemon and every trainer with it
-            log.exception("internal error handling a request")
-            self._reply_error(identity, request_id, PoolEnvError(f"internal daemon error: {exc!r}"))
+            self._reply_error(identity, request_id, error)
+        elif isinstance(error, PoolEnvError):
+            self._reply_error(identity, request_id, error)
+        else:  # a bug must not take down the daemon and every trainer with it
+            log.error("internal error handling a request", exc_info=error)
+            self._reply_error(identity, request_id, PoolEnvError(f"internal daemon error: {error!r}"))
 
     # -- replies ----------------------------------------------------------------------------
 
@@ -404,7 +446,9 @@ class PoolDaemon:
             reply_to_command(self, command.identity, command.request, command.lease, result)
 
     def end_lease(self, lease: Lease, why: str) -> None:
-        """A lease was released: its slots drain."""
+        """A lease was released: its slots drain, its lane closes."""
+        if lease.lane is not None and self._lanes is not None:
+            self._lanes.close_lane(lease.lane)
         log.info("lease %s %s: slots %s return to the pool", lease.short_id, why, describe_slots(lease.slots))
         self._inflight.drain(lease)
 

@@ -8,7 +8,9 @@
   thread-safe), every ``lease_timeout / 4`` seconds. Its replies double as the liveness signal:
   a long step on a live daemon does not time out, a dead daemon is noticed within ``timeout``.
 * On one host (``ipc://``) the client attaches to the daemon's shared-memory segment, reads its
-  rows and writes its action rows there; across hosts arrays travel as raw frames.
+  rows and writes its action rows there; across hosts arrays travel as raw frames. On one host a
+  step goes on the lease's step lane when the daemon offers one (:mod:`pool_env.daemon.lane`):
+  no zmq message unless its reply has more than arrays to tell.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import zmq
 from pool_env import errors, protocol, shm
 from pool_env.daemon import wire
 from pool_env.daemon.heartbeat import Heartbeat
+from pool_env.daemon.lane import LaneClient
 from pool_env.daemon.security import CurveClientKeys
 from pool_env.daemon.wire import ClientOp
 from pool_env.errors import SlotFailure
@@ -108,6 +111,8 @@ class DaemonSession:
     gone: str | None
     """Why the daemon said goodbye (it is stopping), or ``None``; every later call raises."""
     buffers: shm.BatchBuffers | None
+    lane: LaneClient | None
+    """The lease's step lane (same host, when the daemon offers one), else ``None``."""
     lease_id: str | None
     slots: list[int]
     num_envs: int
@@ -124,6 +129,8 @@ class DaemonSession:
     _ids: Iterator[int]
     _heartbeat: Heartbeat | None
     _socket: zmq.Socket[bytes]
+    _poller: zmq.Poller
+    """Polls the socket and the lane's reply eventfd (one wait for both)."""
 
     def __init__(
         self,
@@ -145,10 +152,12 @@ class DaemonSession:
         self._sent_at = time.monotonic()
         self._closed = False
         self.buffers = None
+        self.lane = None
         self._context = zmq.Context()
         self._ids = itertools.count(1)
         self._heartbeat = None
         self._socket = self.new_socket()
+        self._poller = self._new_poller()
         self.lease_id = None
         _OPEN_SESSIONS.add(self)
         try:
@@ -205,9 +214,26 @@ class DaemonSession:
                 self.request(ClientOp.RELEASE, {"lease": self.lease_id})
                 self._lease(num_envs, want_shm=False)
                 return
+            if reply.header.get("lane"):
+                self._open_lane(str(reply.header["lane"]))
         interval = max(0.05, float(reply.header.get("heartbeat", 10.0)) / 4)
         self._heartbeat = Heartbeat(self, self.lease_id, interval)
         self._heartbeat.start()
+
+    def _open_lane(self, name: str) -> None:
+        try:
+            self.lane = LaneClient.connect(name, str(self.lease_id), min(self.timeout, HANDSHAKE_TIMEOUT))
+        except OSError as exc:  # another network namespace, refused, ...: steps go over zmq
+            log.info("no step lane to the daemon (%s); steps go over zmq", exc)
+            return
+        self._poller = self._new_poller()
+
+    def _new_poller(self) -> zmq.Poller:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        if self.lane is not None:
+            poller.register(self.lane.reply_fd, zmq.POLLIN)
+        return poller
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -241,9 +267,13 @@ class DaemonSession:
             PoolEnvError (subclasses): the daemon answered with an error.
         """
         liveness = self.timeout if liveness is None else liveness
+        lane = self.lane
         while True:
             self._check_not_gone()
             now = time.monotonic()
+            if lane is not None and lane.answered(request_id):  # a step answered on the lane
+                self.last_heard = now
+                return Reply({"v": wire.PROTOCOL_VERSION, "id": request_id, "ok": True}, [])
             heard = self._sent_at if handshake else max(self._sent_at, self.last_heard)
             if now - heard > liveness:
                 self._reset_socket()
@@ -253,7 +283,10 @@ class DaemonSession:
             if deadline is not None and now >= deadline:
                 raise errors.StepTimeoutError("the daemon did not answer before the deadline; the call stays pending")
             limit = min(_POLL_SLICE, liveness - (now - heard), (deadline - now) if deadline is not None else 1.0)
-            if not self._socket.poll(max(1, int(limit * 1000))):
+            events = dict(self._poller.poll(max(1, int(limit * 1000))))
+            if lane is not None and lane.reply_fd in events:
+                lane.drain()  # the word is checked at the top
+            if self._socket not in events:
                 continue
             frames = self._socket.recv_multipart(copy=False)
             self.last_heard = time.monotonic()
@@ -294,7 +327,13 @@ class DaemonSession:
         targets = [array for leaf, array in zip(self._act_leaves, self.buffers.act, strict=True) if not leaf.by_message]
         for target, value in zip(targets, arrays, strict=True):
             target[self.slots] = value
-        return self.send(ClientOp.STEP, body)
+        if self.lane is None or sent:
+            return self.send(ClientOp.STEP, body)
+        self._check_not_gone()
+        request_id = next(self._ids)
+        self.lane.post(request_id)
+        self._sent_at = time.monotonic()
+        return request_id
 
     def send_call(self, name: str, args: list[Any], kwargs: dict[str, Any], positions: list[int] | None = None) -> int:
         """Ask every slot of the lease (or those at ``positions``) to call (or get) ``name``; the request id."""
@@ -388,6 +427,7 @@ class DaemonSession:
     def _reset_socket(self) -> None:
         self._socket.close(linger=0)
         self._socket = self.new_socket()
+        self._poller = self._new_poller()
 
     def _check_not_gone(self) -> None:
         if self.gone is not None:
@@ -408,6 +448,9 @@ class DaemonSession:
                 self.wait(self.send(ClientOp.RELEASE, {"lease": self.lease_id}), None, liveness=release_timeout,
                           handshake=True)  # fmt: skip
             self.lease_id = None
+        if self.lane is not None:
+            self.lane.close()
+            self.lane = None
         if self.buffers is not None:
             self.buffers.close()
             self.buffers = None

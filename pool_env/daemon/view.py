@@ -72,6 +72,10 @@ class DaemonView(Protocol):
         """The ``hello`` reply body (spaces, metadata, sizes)."""
 
     @property
+    def lane_name(self) -> str | None:
+        """The abstract socket where a shared-memory lease opens its step lane (``None``: no lanes)."""
+
+    @property
     def act_leaves(self) -> list[Leaf]:
         """The leaves of one slot's action."""
 

@@ -114,12 +114,14 @@ class ClientOp(enum.StrEnum):
 
 @dataclass
 class Request:
-    """One parsed request: its op, id, header and raw array frames."""
+    """One parsed request: its op, id, header and raw array frames; ``lane``: a step that came on
+    the lease's step lane (:mod:`pool_env.daemon.lane`), answered there when its reply fits."""
 
     op: ClientOp
     request_id: int
     header: dict[str, Any]
     arrays: list[bytes]
+    lane: bool = False
 
 
 def request_id_of(header: object) -> int | None:
