@@ -17,7 +17,10 @@ from gymnasium import spaces
 from pool_env.errors import InvalidActionError, SlotFailure
 from pool_env.shm import Leaf, leaf_value
 
-__all__ = ["add_info", "assemble_infos", "merge_same_step_failures", "validate_actions"]
+__all__ = ["PlainActions", "add_info", "assemble_infos", "merge_same_step_failures", "validate_actions"]
+
+
+_SMALL = 64  # up to this many integer action values, holds() checks them as a list
 
 
 class _LeafBounds:
@@ -26,6 +29,7 @@ class _LeafBounds:
     low: Any
     high: Any
     continuous: bool
+    _scalar: bool
 
     def __init__(self, space: spaces.Space[Any]) -> None:
         self.continuous = isinstance(space, spaces.Box)  # the env clips; Discrete values must be valid
@@ -37,10 +41,17 @@ class _LeafBounds:
             self.low, self.high = space.start, space.start + space.nvec - 1
         else:  # MultiBinary
             self.low, self.high = 0, 1
+        self._scalar = np.ndim(self.low) == 0 and np.ndim(self.high) == 0
+        if self._scalar and not self.continuous:
+            self.low, self.high = int(self.low), int(self.high)  # compared with Python ints (holds)
 
     def holds(self, values: np.ndarray) -> bool:
-        if values.dtype.kind in "iub" and values.size and np.ndim(self.low) == 0 and np.ndim(self.high) == 0:
-            # Integers hold no NaN: one min and one max, no temporary boolean arrays (the hot path).
+        if values.dtype.kind in "iub" and values.size and self._scalar:
+            # Integers hold no NaN: one min and one max, no temporary boolean arrays (the hot path);
+            # a small batch as a list: min/max of 64 Python ints beat numpy's per-call cost (≈ 1.5 µs each).
+            if values.size <= _SMALL:
+                flat = values.ravel().tolist()
+                return bool(self.low <= min(flat) and max(flat) <= self.high)
             return bool(values.min() >= self.low and values.max() <= self.high)
         # NaN compares false both ways, so it is refused too.
         return bool(np.all(values >= self.low) and np.all(values <= self.high))
@@ -97,6 +108,54 @@ def validate_actions(
             raise InvalidActionError(f"actions{where} are outside the action space {space}")
         arrays.append(value.astype(leaf.dtype, copy=False))
     return arrays
+
+
+class PlainActions:
+    """The hot path of :func:`validate_actions` for the common action space, one leaf of fixed shape
+    at the top (a Box, Discrete, MultiDiscrete or MultiBinary space), given the common batch: an
+    ndarray of exactly the batch's shape and the leaf's dtype.
+
+    :meth:`accept` returns such a batch when its values pass the very check
+    :func:`validate_actions` would make, and ``None`` for anything else — other types, shapes,
+    dtypes, values out of bounds — which then goes through :func:`validate_actions` (and its
+    errors). Accepting costs a type, shape and dtype comparison plus the bounds check (≈ 3 µs less
+    than the general walk at N=4, measured with ``timeit`` in the trainer).
+
+    Args:
+        leaves: the action space's leaves (``pool_env.spaces.leaves_of``).
+        single_action_space: the space of one slot's action.
+        num_envs: the batch size.
+    """
+
+    usable: bool
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any] | None
+    bounds: _LeafBounds | None
+
+    def __init__(self, leaves: Sequence[Leaf], single_action_space: spaces.Space[Any], num_envs: int) -> None:
+        leaf = leaves[0] if len(leaves) == 1 else None
+        self.usable = leaf is not None and not leaf.path and not leaf.by_message
+        self.shape, self.dtype, self.bounds = (), None, None
+        if leaf is not None and self.usable:
+            self.shape = (num_envs, *leaf.shape)
+            self.dtype = np.dtype(leaf.dtype)
+            self.bounds = _bounds_of(single_action_space, leaves)[0]
+
+    def accept(self, actions: Any, check_bounds: bool) -> np.ndarray | None:
+        """``actions`` itself when it is a plain batch that passes the checks (``check_bounds``: as
+        for :func:`validate_actions`); else ``None`` (never raises)."""
+        if (
+            not self.usable
+            or type(actions) is not np.ndarray
+            or actions.shape != self.shape
+            or actions.dtype != self.dtype
+        ):
+            return None
+        bounds = self.bounds
+        assert bounds is not None
+        if (check_bounds or not bounds.continuous) and not bounds.holds(actions):
+            return None
+        return actions
 
 
 _CASTABLE: dict[tuple[np.dtype[Any], str], bool] = {}

@@ -109,6 +109,7 @@ class Coordinator:
         # Spin while waiting for workers only if a core is free for it (never take one from the envs).
         spin = fastpath.spin_budget(num_workers, cores=self._cores)
         self._waiter = fastpath.Waiter(self._socket, None, spin)  # for the fast path, remade with its doorbell
+        self._tail_spin = fastpath.AdaptiveSpin(fastpath.SPIN_BUDGET)  # waiting for the last workers (steady path)
         try:
             self._socket.bind(self.endpoint)
             if options.fast_path and fastpath.supported():
@@ -400,8 +401,13 @@ class Coordinator:
         if deadline is not None:
             end = min(end, deadline)
         waiter, published = self._waiter, steady.published
+        cores, tail = self._cores, self._tail_spin
         while not published():
             left = end - time.monotonic()
+            # Once fewer workers than cores are still stepping, a core is free for us: spin for the
+            # rest rather than block for the last ring (one wake-up less per batch with W = cores).
+            if steady.busy() < cores and tail.spin(published):
+                break
             wake = waiter.wait(published, left) if left > 0 else fastpath.Wake.TIMEOUT
             if wake is fastpath.Wake.TIMEOUT or wake is fastpath.Wake.MESSAGE:
                 steady.inflight = []  # the generic loop reaps the published ones, handles the rest

@@ -48,6 +48,7 @@ class PartialBatcher:
         self._single_action_space = single_action_space
         self.batch_size = batch_size
         self._in_flight = np.zeros(coordinator.num_envs, dtype=bool)
+        self._maybe_busy = False  # False: no slot in flight for sure (``busy`` on every step: no np.any)
         self._pending: list[PendingCommand] = []
         self._ready: deque[int] = deque()
         buffers = coordinator.buffers
@@ -59,7 +60,9 @@ class PartialBatcher:
     @property
     def busy(self) -> bool:
         """Whether any slot is in flight or ready but not yet received."""
-        return bool(self._in_flight.any())
+        if self._maybe_busy:
+            self._maybe_busy = bool(self._in_flight.any())
+        return self._maybe_busy
 
     def send(self, op: Op, env_ids: np.ndarray, actions: Any = None, seeds: Sequence[int | None] | None = None) -> None:
         """Queue ``op`` for ``env_ids`` (with their ``actions`` for a step).
@@ -82,6 +85,7 @@ class PartialBatcher:
                 target[ids] = value
         pending = self._coordinator.submit(op, ids.tolist(), seeds)  # may refuse (max_server_steps)
         self._in_flight[ids] = True
+        self._maybe_busy = True
         self._pending.append(pending)
 
     def recv(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:

@@ -21,7 +21,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from pool_env.batch import assemble_infos, merge_same_step_failures, validate_actions
+from pool_env.batch import PlainActions, assemble_infos, merge_same_step_failures, validate_actions
 from pool_env.commands import CommandResult, PendingCommand, merge_counters
 from pool_env.config import PoolOptions
 from pool_env.coordinator import Coordinator
@@ -152,6 +152,7 @@ class PoolVectorEnv(BatchedVectorEnv):
         self._act_leaves = leaves_of(act_space)
         self._obs_tree = tree_of(obs_space)
         self._message_actions: dict[int, list[Any]] | None = None  # action parts without a fixed shape
+        self._plain_actions = PlainActions(self._act_leaves, act_space, num_envs)  # validate_actions' hot path
         if batch_size != num_envs and any(leaf.by_message for leaf in (*self._obs_leaves, *self._act_leaves)):
             raise SpecError(
                 f"batch_size: partial batches need spaces of fixed shape; {obs_space} or {act_space} has a part "
@@ -511,6 +512,11 @@ class PoolVectorEnv(BatchedVectorEnv):
         return result
 
     def _write_actions(self, actions: Any) -> None:
+        plain = self._plain_actions.accept(actions, self.check_action_bounds)
+        if plain is not None:  # the common batch: one array, already checked
+            self._buffers.act[0][...] = plain
+            self._message_actions = None
+            return
         arrays = validate_actions(
             actions, self._act_leaves, self.single_action_space, self.num_envs, self.check_action_bounds
         )

@@ -9,7 +9,7 @@ without a socket round trip. :mod:`~pool_env.fastpath.block` holds the per-worke
 
 from __future__ import annotations
 
-from pool_env.fastpath.bell import AdaptiveSpin, Bell, Waiter, Wake, spin_budget, spin_until, usable_cores
+from pool_env.fastpath.bell import SPIN_BUDGET, AdaptiveSpin, Bell, Waiter, Wake, spin_budget, spin_until, usable_cores
 from pool_env.fastpath.block import (
     FAST_RESET,
     FAST_STEP,
@@ -24,6 +24,7 @@ from pool_env.fastpath.block import (
 __all__ = [
     "FAST_RESET",
     "FAST_STEP",
+    "SPIN_BUDGET",
     "AdaptiveSpin",
     "Bell",
     "FastCommand",

@@ -106,6 +106,11 @@ class SteadyCalls:
                 return False
         return True
 
+    def busy(self) -> int:
+        """How many workers of the call in flight have not published it yet."""
+        words = self._words
+        return sum(words[index] != word for _, _, index, word in self.inflight)
+
     def untouched(self) -> bool:
         """Whether no call in flight was finished or failed by the generic path (it may have reaped
         or failed some: :meth:`finish` is then not for them)."""
