@@ -4,8 +4,9 @@ Each command covers all the slots it names at once; results go straight into sha
 one small ``done`` message answers the command. The loop exits by itself when the coordinator
 process is gone (its parent pid changes), so a ``kill -9`` of the trainer leaves no worker.
 The process around the loop (socket, heartbeat thread, last-resort cleanup) is
-:mod:`workers.process`; the fast path's wait and publish are :mod:`workers.fast`, and what a slot
-carries from a recycled process to its successor is :mod:`workers.handover`.
+:mod:`workers.process`; the fast path's wait and publish are :mod:`workers.fast`, writing each
+slot's outcome into its rows (with the env contract's checks) is :mod:`workers.results`, and what a
+slot carries from a recycled process to its successor is :mod:`workers.handover`.
 """
 
 from __future__ import annotations
@@ -19,19 +20,18 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import zmq
 
 from pool_env import codec, errors, protocol
 from pool_env.envs.registry import spec_from_wire
-from pool_env.errors import ErrorKind, PoolEnvError, SlotFailure, SpaceMismatchError, StepFate
+from pool_env.errors import PoolEnvError, SpaceMismatchError, StepFate
 from pool_env.fastpath import FAST_STEP, FastCommand
 from pool_env.protocol import AUTORESET_MODES, Op
-from pool_env.shm import BatchBuffers, BatchLayout, Leaf, attach, build_structure, leaf_value
+from pool_env.shm import BatchBuffers, BatchLayout, attach, build_structure
 from workers import handover
 from workers.backends.base import Backend, Outcome
-from workers.contract import ContractViolation, check_outcome
 from workers.fast import FastPath
+from workers.results import ResultWriter
 
 __all__ = ["WorkerLoop"]
 
@@ -57,16 +57,13 @@ class WorkerLoop:
         self._parent_pid = parent_pid
         self._gen = gen
         self._backend: Backend | None = None
-        self._flat_obs = self._flat_act = False  # a single leaf with an empty path: no nesting
-        self._obs_by_message = False  # some observation leaf has no fixed shape (pool_env.shm.MESSAGE_DTYPE)
-        self._obs_out: dict[int, list[Any]] = {}  # row -> its message leaves' values, for the reply
+        self._flat_act = False  # a single action leaf with an empty path: no nesting
         self._act_by_message = False  # some action leaf has no fixed shape: its values come in commands
         self._sent_actions: dict[int, list[Any]] = {}  # row -> those values, of the current command
         self._buffers: BatchBuffers | None = None
-        self._obs_leaves: tuple[Leaf, ...] = ()
-        # The lean step path (_write_steps): the flat observation's (shape, dtype), and the
-        # backend's step_returns (local envs' returns as they came), when both exist.
-        self._lean_obs: tuple[tuple[int, ...], np.dtype[Any]] | None = None
+        self._results: ResultWriter | None = None  # writes outcomes into our rows (workers/results.py)
+        # The lean step path (ResultWriter.write_steps): the backend's step_returns (local envs'
+        # returns as they came), when it has one.
         self._step_returns: Callable[[Sequence[int], Sequence[Any]], list[Any]] | None = None
         self._slots: list[int] = []  # global slot ids, local id = position
         self._local: dict[int, int] = {}
@@ -78,12 +75,12 @@ class WorkerLoop:
         self._next_seeds: list[int | None] = []
         self._reported_counters: dict[str, int] = {}
         self._counters: Callable[[], dict[str, int]] | None = None  # the backend's, if it counts
+        self._prefetches = False  # the backend resets ended slots early (_prefetch_resets)
         self._prefetched: dict[int, Outcome] = {}  # local slot -> its next (seedless) reset, done early
         # A reset sent ahead and not collected yet (HTTP, HttpBackend.reset_early): its slots, the
         # scheduled seeds taken for them (in slot order), the backend's handle.
         self._early: tuple[list[int], list[int | None], Any] | None = None
         self._raised_in_a_row: list[int] = []  # per local slot: env exceptions since its last good step
-        self._reply_in_a_row: dict[int, int] = {}  # per command: slot -> _raised_in_a_row after it raised
         self._autoreset = NEXT_STEP  # of the last command (the daemon's leases may differ)
         self._fast: FastPath | None = None  # the fast path, when the coordinator offers it (workers/fast.py)
         # Recycling (workers/handover.py): slots this retiring process released to its successor,
@@ -172,15 +169,15 @@ class WorkerLoop:
         its message, without building that message; a reset, and a step whose actions travel in
         messages, go through the message (:meth:`FastPath.message`) and :meth:`_command`.
         """
-        fast = self._fast
-        assert fast is not None
+        fast, results = self._fast, self._results
+        assert fast is not None and results is not None
         seq = command.seq
         try:
             if command.op == FAST_STEP and not self._act_by_message:
                 self._autoreset = AUTORESET_MODES[command.mode]
                 infos: dict[int, Any] = {}
                 failures: dict[int, list[str]] = {}
-                self._reply_in_a_row = {}
+                results.begin()
                 self._step(self._every, False, infos, failures)
                 reply = self._reply(seq, infos, failures)
             else:
@@ -225,10 +222,6 @@ class WorkerLoop:
         layout = BatchLayout.from_wire(message["layout"])
         self._slots = [int(s) for s in message["slots"]]
         self._local = {slot: i for i, slot in enumerate(self._slots)}
-        self._every = list(range(len(self._slots)))
-        first = self._slots[0] if self._slots else 0
-        contiguous = self._slots == list(range(first, first + len(self._slots)))
-        self._rows = slice(first, first + len(self._slots)) if contiguous and self._slots else None
         # Plain lists, not numpy arrays: they are read per slot on the hot path.
         self._needs_reset = [True] * len(self._slots)
         # Where each slot is, for error messages: episodes started here, steps in the current one.
@@ -237,16 +230,17 @@ class WorkerLoop:
         self._raised_in_a_row = [0] * len(self._slots)
         self._next_seeds = list(message.get("seeds") or [None] * len(self._slots))
         self._buffers = attach(message["shm_name"], layout)
-        self._flat_obs = len(layout.obs) == 1 and not layout.obs[0].path
-        self._obs_by_message = any(leaf.by_message for leaf in layout.obs)
+        self._results = ResultWriter(
+            self._buffers, self._slots, self._needs_reset, self._raised_in_a_row, self._episode, self._episode_step,
+            self._worker_id,
+        )  # fmt: skip
+        self._every, self._rows = self._results.every, self._results.rows
         self._act_by_message = any(leaf.by_message for leaf in layout.act)
         self._flat_act = len(layout.act) == 1 and not layout.act[0].path and not layout.act_tree
         self._backend = spec.make_backend(self._slots)
-        self._obs_leaves = layout.obs
-        if self._flat_obs and not self._obs_by_message and layout.obs[0].shape:  # np.concatenate needs 1-d+
-            self._lean_obs = (layout.obs[0].shape, np.dtype(layout.obs[0].dtype))
         self._step_returns = getattr(self._backend, "step_returns", None)
         self._counters = getattr(self._backend, "counters", None)
+        self._prefetches = bool(getattr(self._backend, "prefetches_resets", False))
         fast = message.get("fast")
         if fast is not None:
             self._fast = FastPath(fast, self._gen, self._buffers, self._socket)
@@ -271,7 +265,7 @@ class WorkerLoop:
             raise SpaceMismatchError(problem)
 
     def _command(self, message: dict[str, Any]) -> dict[str, Any]:
-        assert self._backend is not None and self._buffers is not None
+        assert self._backend is not None and self._buffers is not None and self._results is not None
         named = message["slots"]
         slots = self._every if named is self._slots else [self._local[int(s)] for s in named]
         self._autoreset = str(message.get("autoreset", NEXT_STEP))
@@ -279,7 +273,7 @@ class WorkerLoop:
             self._sent_actions = {int(row): parts for row, parts in (message.get("actions") or {}).items()}
         infos: dict[int, Any] = {}
         failures: dict[int, list[str]] = {}
-        self._reply_in_a_row = {}
+        self._results.begin()
         if message["op"] == Op.RESET.value:
             self._settle_early()
             seeds = list(message.get("seeds") or [None] * len(slots))
@@ -309,7 +303,7 @@ class WorkerLoop:
         """Step ``slots`` (local ids; ``self._every`` for all of them), resetting those that ended
         first (NEXT_STEP); their infos and failures go to ``infos``/``failures``. ``release``: the
         command retires this process (SAME_STEP keeps the ended slots' finals for the successor)."""
-        assert self._backend is not None
+        assert self._backend is not None and self._results is not None
         needs_reset = self._needs_reset
         if slots is self._every:  # all our slots: pick by mask, no Python per slot
             to_reset = list(itertools.compress(slots, needs_reset))
@@ -338,14 +332,14 @@ class WorkerLoop:
             for slot in to_step:
                 episode_step[slot] += 1
             if self._step_returns is not None and self._autoreset != SAME_STEP:
-                self._write_steps(to_step, self._step_returns(to_step, actions), infos, failures)
+                self._results.write_steps(to_step, self._step_returns(to_step, actions), infos, failures)
             else:
                 outcomes = self._backend.step(to_step, actions)
                 if self._autoreset == SAME_STEP and release:
                     handover.keep_finals(self._finals, to_step, outcomes)  # the successor resets them
                 elif self._autoreset == SAME_STEP:
                     outcomes = self._reset_same_step(to_step, outcomes)
-                self._write("step", to_step, outcomes, infos, failures)
+                self._results.write("step", to_step, outcomes, infos, failures)
         if ready:  # a reset sent ahead: its answer came back while the step's request flew
             self._settle_early(raise_errors=True)
             self._deliver_prefetched(ready, infos, failures)
@@ -354,10 +348,12 @@ class WorkerLoop:
         """The ``done`` reply of command ``seq``: exactly ``op``, ``seq``, ``infos`` and ``errors``
         unless there is more to say (message-borne observations, errors in a row, new counters)."""
         reply: dict[str, Any] = {"op": Op.DONE.value, "seq": seq, "infos": infos, "errors": failures}
-        if self._obs_out:  # observations without a fixed shape travel here, not in shared memory
-            reply["obs"], self._obs_out = self._obs_out, {}
-        if self._reply_in_a_row:  # only when an env raised: replies stay tiny
-            reply["in_a_row"] = self._reply_in_a_row
+        results = self._results
+        assert results is not None
+        if results.obs_out:  # observations without a fixed shape travel here, not in shared memory
+            reply["obs"], results.obs_out = results.obs_out, {}
+        if results.in_a_row:  # only when an env raised: replies stay tiny
+            reply["in_a_row"] = results.in_a_row
         if self._counters is not None:
             current = self._counters()
             if current != self._reported_counters:  # only when something changed: replies stay tiny
@@ -467,7 +463,7 @@ class WorkerLoop:
         an error that must reach the trainer (a 4xx) is left for the real reset to raise.
         """
         assert self._backend is not None
-        if self._autoreset != NEXT_STEP or not getattr(self._backend, "prefetches_resets", False):
+        if self._autoreset != NEXT_STEP or not self._prefetches:
             # Only NEXT_STEP makes the next reset certain. Local envs reset in microseconds and
             # gain nothing; resetting them when SyncVectorEnv does keeps their RNG in step.
             return
@@ -522,8 +518,9 @@ class WorkerLoop:
     ) -> None:
         if not slots:
             return
+        assert self._results is not None
         self._start_episodes(slots)
-        self._write("reset", slots, [self._prefetched.pop(s) for s in slots], infos, failures)
+        self._results.write("reset", slots, [self._prefetched.pop(s) for s in slots], infos, failures)
 
     def _take_scheduled_seed(self, slot: int, seed: int | None) -> int | None:
         """``seed``, or for a seedless reset the seed a restarted worker was scheduled to use (once)."""
@@ -543,10 +540,10 @@ class WorkerLoop:
         infos: dict[int, Any],
         failures: dict[int, list[str]],
     ) -> None:
-        assert self._backend is not None
+        assert self._backend is not None and self._results is not None
         effective = [self._take_scheduled_seed(slot, seed) for slot, seed in zip(slots, seeds, strict=True)]
         self._start_episodes(slots)
-        self._write("reset", slots, self._backend.reset(slots, effective, options), infos, failures)
+        self._results.write("reset", slots, self._backend.reset(slots, effective, options), infos, failures)
 
     def _read_actions(self, slots: Sequence[int]) -> list[Any]:
         assert self._buffers is not None
@@ -571,213 +568,6 @@ class WorkerLoop:
             next(sent) if leaf.by_message else array[row] for leaf, array in zip(layout.act, buffers.act, strict=True)
         ]
         return parts[0] if self._flat_act else build_structure(layout.act, parts, layout.act_tree)
-
-    def _write(
-        self,
-        what: str,
-        slots: Sequence[int],
-        outcomes: list[Outcome],
-        infos: dict[int, Any],
-        failures: dict[int, list[str]],
-    ) -> None:
-        """Check each slot's outcome against the env's contract and write it into shared memory.
-
-        Everything per slot happens under its own guard (:meth:`_settle`): a slot whose env
-        returned something its contract forbids is reported failed alone (kind
-        ``invalid_env_return``); the worker and its other slots go on. A plain outcome (the lean
-        case of :meth:`_write_steps`: a reset's, an HTTP step's) is taken as it is.
-        """
-        buffers = self._buffers
-        assert buffers is not None
-        rows = [self._slots[slot] for slot in slots]
-        rewards: list[Any] = []
-        terminated: list[Any] = []
-        truncated: list[Any] = []
-        shape, dtype = self._lean_obs if self._lean_obs is not None else ((), None)
-        obs_array = buffers.obs[0]
-        needs_reset = self._needs_reset
-        for slot, row, outcome in zip(slots, rows, outcomes, strict=True):
-            obs, reward, info = outcome.obs, outcome.reward, outcome.info
-            ended, cut = outcome.terminated, outcome.truncated
-            if outcome.error is None and _plain(obs, reward, ended, cut, info, dtype, shape):
-                obs_array[row] = obs
-                needs_reset[slot] = not outcome.restarted and (ended or cut)
-                if what == "step":
-                    self._raised_in_a_row[slot] = 0
-                if info:
-                    infos[row] = info
-            else:
-                reward, ended, cut = self._settle(what, slot, row, outcome, infos, failures)
-            rewards.append(reward)
-            terminated.append(ended)
-            truncated.append(cut)
-        # Every slot: one slice assignment per array (≈ 4x cheaper than a fancy index at 32 rows).
-        written: Any = self._rows if self._rows is not None and slots == self._every else rows
-        buffers.reward[written] = rewards
-        buffers.terminated[written] = terminated
-        buffers.truncated[written] = truncated
-
-    def _write_steps(
-        self,
-        slots: Sequence[int],
-        returns: list[tuple[Any, ...] | Outcome],
-        infos: dict[int, Any],
-        failures: dict[int, list[str]],
-    ) -> None:
-        """:meth:`_write` for step returns as a local env gave them (``GymBackend.step_returns``).
-
-        The lean common case, for a flat array observation: a return whose observation is an
-        ndarray of exactly the declared shape and dtype, a ``float`` reward, ``bool`` flags and a
-        ``dict`` info needs no conversion, so it is taken as is: no object, no call per slot, and
-        all observations of a command written by one ``np.concatenate`` when every slot is clean.
-        Anything else (a failure, a numpy reward, a castable dtype, a wrong shape) goes through
-        :meth:`_settle`, the full contract check, so what passes and every error text stay the same.
-        """
-        buffers = self._buffers
-        assert buffers is not None
-        all_rows = self._rows is not None and slots == self._every
-        rows = (
-            range(self._rows.start, self._rows.stop)
-            if all_rows and self._rows is not None
-            else [self._slots[s] for s in slots]
-        )
-        lean = self._lean_obs
-        shape, dtype = lean if lean is not None else ((), None)
-        obs_array = buffers.obs[0]
-        needs_reset = self._needs_reset
-        raised = self._raised_in_a_row
-        rewards: list[Any] = []
-        terminated: list[Any] = []
-        truncated: list[Any] = []
-        observations: list[Any] = []
-        clean = lean is not None
-        for slot, row, returned in zip(slots, rows, returns, strict=True):
-            if not isinstance(returned, Outcome):
-                obs, reward, ended, cut, info = returned
-                if _plain(obs, reward, ended, cut, info, dtype, shape):
-                    observations.append(obs)
-                    rewards.append(reward)
-                    terminated.append(ended)
-                    truncated.append(cut)
-                    needs_reset[slot] = ended or cut
-                    if raised[slot]:
-                        raised[slot] = 0
-                    if info:
-                        infos[row] = info
-                    continue
-                returned = Outcome(obs, reward, ended, cut, info)
-            clean = False
-            observations.append(None)
-            reward, ended, cut = self._settle("step", slot, row, returned, infos, failures)
-            rewards.append(reward)
-            terminated.append(ended)
-            truncated.append(cut)
-        written: Any = self._rows if all_rows else rows
-        if clean and all_rows:  # one copy for the whole command (shapes and dtype checked above)
-            np.concatenate(observations, out=obs_array[written].reshape((-1, *shape[1:])))
-        else:  # row by row; a slot _settle took (None here) has its observation written already
-            for row, obs in zip(rows, observations, strict=True):
-                if obs is not None:
-                    obs_array[row] = obs
-        buffers.reward[written] = rewards
-        buffers.terminated[written] = terminated
-        buffers.truncated[written] = truncated
-
-    def _settle(
-        self,
-        what: str,
-        slot: int,
-        row: int,
-        outcome: Outcome,
-        infos: dict[int, Any],
-        failures: dict[int, list[str]],
-    ) -> tuple[float, bool, bool]:
-        """Check one slot's outcome against the env's contract, write its observation; its reward
-        and flags to write.
-
-        A failed slot's :class:`SlotFailure` goes to ``failures`` in wire form, keyed by global
-        slot; it is reported truncated with reward 0 and keeps its previous observation.
-        """
-        leaves = self._obs_leaves
-        error, kind, fate = outcome.error, outcome.kind, outcome.fate
-        reward, ended, cut = 0.0, False, True
-        if error is None:
-            try:
-                reward, ended, cut = check_outcome(
-                    outcome.obs, outcome.reward, outcome.terminated, outcome.truncated, outcome.info,
-                    leaves, self._flat_obs,
-                )  # fmt: skip
-                self._write_obs(row, outcome.obs)
-            except ContractViolation as exc:
-                error, kind = f"{what}() returned an {exc}", ErrorKind.INVALID_ENV_RETURN
-            except Exception as exc:  # numpy refused a value the checks let through
-                error = f"{what}() returned an invalid observation: {type(exc).__name__}: {exc}"
-                kind = ErrorKind.INVALID_ENV_RETURN
-            if error is not None:  # the env did the step (or reset); its return is unusable
-                fate = StepFate.APPLIED if what == "step" else StepFate.NOT_APPLIED
-        elif outcome.obs is not None:
-            with contextlib.suppress(Exception):  # an observation beside an error is a courtesy
-                check_outcome(outcome.obs, 0.0, False, False, {}, leaves, self._flat_obs)
-                self._write_obs(row, outcome.obs)
-        if outcome.info and isinstance(outcome.info, dict):
-            infos[row] = outcome.info
-        if error is None:
-            self._needs_reset[slot] = not outcome.restarted and (ended or cut)
-            if what == "step":
-                self._raised_in_a_row[slot] = 0
-            return reward, ended, cut
-        self._needs_reset[slot] = True
-        assert kind is not None  # an Outcome with an error has its kind
-        if kind is ErrorKind.ENV_RAISED:
-            self._raised_in_a_row[slot] += 1
-            self._reply_in_a_row[row] = self._raised_in_a_row[slot]
-        where = (
-            f"slot {row} (worker {self._worker_id}, pid {os.getpid()}, episode {self._episode[slot]}, "
-            f"step {self._episode_step[slot]})"
-        )
-        failures[row] = SlotFailure(kind, fate, f"{where}: {error}").to_wire()
-        return 0.0, False, True
-
-    def _write_obs(self, row: int, obs: Any) -> None:
-        buffers = self._buffers
-        assert buffers is not None
-        if obs is None:
-            return
-        if self._obs_by_message:
-            self._write_obs_parts(row, obs)
-        elif self._flat_obs:
-            buffers.obs[0][row] = obs
-        else:
-            for leaf, array in zip(buffers.layout.obs, buffers.obs, strict=True):
-                array[row] = leaf_value(obs, leaf.path)
-
-    def _write_obs_parts(self, row: int, obs: Any) -> None:
-        """Array leaves into shared memory, the others (no fixed shape) into the reply."""
-        buffers = self._buffers
-        assert buffers is not None
-        parts: list[Any] = []
-        for leaf, array in zip(buffers.layout.obs, buffers.obs, strict=True):
-            value = obs if self._flat_obs else leaf_value(obs, leaf.path)
-            if leaf.by_message:
-                parts.append(value)
-            else:
-                array[row] = value
-        self._obs_out[row] = parts
-
-
-def _plain(obs: Any, reward: Any, ended: Any, cut: Any, info: Any, dtype: Any, shape: tuple[int, ...]) -> bool:
-    """Whether an env's return is the plain common case the lean write takes as it is: an ndarray
-    observation of exactly the declared ``dtype``/``shape``, a ``float``/``np.float64`` reward,
-    ``bool`` flags and a ``dict`` info (anything else goes through the full contract check)."""
-    return (
-        type(obs) is np.ndarray
-        and obs.dtype is dtype
-        and obs.shape == shape
-        and (type(reward) is float or type(reward) is np.float64)
-        and (ended is True or ended is False)
-        and (cut is True or cut is False)
-        and type(info) is dict
-    )
 
 
 def _fatal_message(message: dict[str, Any], exc: PoolEnvError) -> dict[str, Any]:

@@ -5,7 +5,7 @@ observation for the float32 space, a list, numpy rewards and flags, 0/1 ints), c
 count and the slot's first seed, so one command mixes plain and loose slots; slots with an odd
 first seed reset to float64 observations. The worker's lean path
 takes the plain ones as they are and the rest through the full contract check
-(:meth:`workers.loop.WorkerLoop._write_steps`); both must give ``SyncVectorEnv``'s values.
+(:meth:`workers.results.ResultWriter.write_steps`); both must give ``SyncVectorEnv``'s values.
 """
 
 from __future__ import annotations

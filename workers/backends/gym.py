@@ -87,7 +87,7 @@ class GymBackend:
         """Step each slot with its action; each env's return as it came (a 5-tuple), or an
         :class:`Outcome` for a slot that failed (the env raised, or returned no 5-tuple).
 
-        The worker's lean path (:meth:`workers.loop.WorkerLoop`): no object per clean slot. The
+        The worker's lean path (:meth:`workers.results.ResultWriter.write_steps`): no object per clean slot. The
         reward, flags and observation are passed as returned; the worker checks them.
         """
         outcomes: list[tuple[Any, ...] | Outcome] = []

@@ -1,0 +1,98 @@
+"""The worker's result writer: outcomes into its rows of the batch segment, each slot under its own guard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from pool_env import shm
+from pool_env.errors import ErrorKind, SlotFailure, StepFate
+from workers.backends.base import Outcome
+from workers.results import ResultWriter
+
+OBS = np.float32
+
+
+@pytest.fixture
+def buffers() -> Iterator[shm.BatchBuffers]:
+    layout = shm.BatchLayout(4, (shm.Leaf((), "<f4", (3,)),), (shm.Leaf((), "<i8", ()),))
+    with shm.create(layout) as buffers:
+        yield buffers
+
+
+def _writer(buffers: shm.BatchBuffers, slots: list[int]) -> ResultWriter:
+    n = len(slots)
+    return ResultWriter(buffers, slots, [True] * n, [0] * n, [1] * n, [5] * n, worker_id=7)
+
+
+def _obs(value: float) -> np.ndarray:
+    return np.full(3, value, dtype=OBS)
+
+
+def test_plain_step_returns_fill_our_rows_only(buffers: shm.BatchBuffers) -> None:
+    writer = _writer(buffers, [2, 3])
+    infos: dict[int, object] = {}
+    failures: dict[int, list[str]] = {}
+    writer.write_steps(
+        writer.every, [(_obs(1.0), 0.5, False, False, {}), (_obs(2.0), 1.5, True, False, {"k": 1})], infos, failures
+    )
+    assert buffers.obs[0][2:].tolist() == [[1.0] * 3, [2.0] * 3]
+    assert buffers.obs[0][:2].tolist() == [[0.0] * 3] * 2  # not ours
+    assert buffers.reward[2:].tolist() == [0.5, 1.5]
+    assert buffers.terminated[2:].tolist() == [False, True]
+    assert buffers.truncated[2:].tolist() == [False, False]
+    assert infos == {3: {"k": 1}} and failures == {}
+    assert writer._needs_reset == [False, True]
+
+
+def test_loose_returns_are_converted_like_plain_ones(buffers: shm.BatchBuffers) -> None:
+    writer = _writer(buffers, [0, 1])
+    infos: dict[int, object] = {}
+    failures: dict[int, list[str]] = {}
+    loose = (np.zeros(3, dtype=np.float64) + 4.0, np.float32(2.0), np.bool_(False), 1, {})
+    writer.write_steps(writer.every, [(_obs(3.0), 1.0, False, False, {}), loose], infos, failures)
+    assert failures == {}
+    assert buffers.obs[0][:2].tolist() == [[3.0] * 3, [4.0] * 3]
+    assert buffers.reward[:2].tolist() == [1.0, 2.0]
+    assert buffers.truncated[:2].tolist() == [False, True]
+    assert writer._needs_reset == [False, True]
+
+
+def test_a_failed_slot_alone_is_truncated_keeps_its_observation_and_counts_raises(buffers: shm.BatchBuffers) -> None:
+    writer = _writer(buffers, [0, 1])
+    buffers.obs[0][1] = _obs(9.0)
+    writer.begin()
+    infos: dict[int, object] = {}
+    failures: dict[int, list[str]] = {}
+    raised = Outcome.failed(ErrorKind.ENV_RAISED, StepFate.UNKNOWN, "boom")
+    writer.write_steps(writer.every, [(_obs(1.0), 1.0, False, False, {}), raised], infos, failures)
+    assert buffers.obs[0][:2].tolist() == [[1.0] * 3, [9.0] * 3]
+    assert buffers.reward[:2].tolist() == [1.0, 0.0]
+    assert buffers.truncated[:2].tolist() == [False, True]
+    failure = SlotFailure.from_wire(failures[1])
+    assert (failure.kind, failure.fate) == (ErrorKind.ENV_RAISED, StepFate.UNKNOWN)
+    assert "slot 1 (worker 7" in failure.message and "episode 1, step 5" in failure.message
+    assert writer.in_a_row == {1: 1} and writer._needs_reset == [False, True]
+    writer.begin()
+    assert writer.in_a_row == {}
+
+
+def test_a_return_breaking_the_contract_fails_its_slot_as_invalid(buffers: shm.BatchBuffers) -> None:
+    writer = _writer(buffers, [0, 1])
+    failures: dict[int, list[str]] = {}
+    writer.write("reset", [1], [Outcome(obs=np.zeros(5, dtype=OBS))], {}, failures)
+    failure = SlotFailure.from_wire(failures[1])
+    assert failure.kind is ErrorKind.INVALID_ENV_RETURN and failure.fate is StepFate.NOT_APPLIED
+    assert "reset() returned an invalid observation" in failure.message
+    assert writer._needs_reset == [True, True]
+
+
+def test_slots_out_of_row_order_write_their_own_rows(buffers: shm.BatchBuffers) -> None:
+    writer = _writer(buffers, [3, 1])  # not contiguous: written row by row
+    assert writer.rows is None
+    writer.write_steps(writer.every, [(_obs(3.0), 3.0, False, False, {}), (_obs(1.0), 1.0, False, True, {})], {}, {})
+    assert buffers.obs[0][[3, 1]].tolist() == [[3.0] * 3, [1.0] * 3]
+    assert buffers.reward.tolist() == [0.0, 1.0, 0.0, 3.0]
+    assert buffers.truncated.tolist() == [False, True, False, False]

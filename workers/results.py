@@ -1,0 +1,292 @@
+"""Writing a worker's results: each slot's reset or step outcome into its rows of the batch segment.
+
+What an env returned is checked against its contract (:mod:`workers.contract`) slot by slot, each
+under its own guard: a slot whose env failed or returned something its contract forbids is
+reported failed alone (truncated, reward 0, its previous observation kept, a
+:class:`~pool_env.errors.SlotFailure` for the reply); the others are written. The common case (a
+plain return: an observation of exactly the declared shape and dtype, a float reward, bool
+flags, a dict info) is taken as it is, and a command's rows are written with one slice
+assignment per array. The command loop (:mod:`workers.loop`) decides what to reset and step;
+this module only writes what came back, and keeps each slot's "needs a reset" flag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pool_env.errors import ErrorKind, SlotFailure, StepFate
+from pool_env.shm import BatchBuffers, leaf_value
+from workers.backends.base import Outcome
+from workers.contract import ContractViolation, check_outcome
+
+__all__ = ["ResultWriter"]
+
+
+class ResultWriter:
+    """Writes one worker's outcomes into its rows of the pool's batch segment.
+
+    Args:
+        buffers: the pool's batch segment, attached.
+        slots: the worker's global slot ids (its rows); local slot ``i`` is ``slots[i]``.
+        needs_reset: per local slot, whether its episode ended (or failed): written here, read
+            by the loop to decide what to reset. The loop's own list, shared (never rebound).
+        raised_in_a_row: per local slot, env exceptions since its last good step (shared, as above).
+        episode: per local slot, episodes started in this process (shared; for error texts).
+        episode_step: per local slot, steps in its current episode (shared; for error texts).
+        worker_id: this worker's index (for error texts).
+
+    Per command, :attr:`obs_out` collects the observation parts that travel in the reply (leaves
+    without a fixed shape) and :attr:`in_a_row` the slots whose env raised; the loop takes both
+    into its reply and starts each command with :meth:`begin`.
+    """
+
+    every: list[int]
+    """Every local slot, in order: the ``slots`` argument of a command for all of them (known by identity)."""
+    rows: slice | None
+    """Our rows as one slice, when they are contiguous (they are, unless slots moved)."""
+    obs_out: dict[int, list[Any]]
+    in_a_row: dict[int, int]
+
+    def __init__(
+        self,
+        buffers: BatchBuffers,
+        slots: list[int],
+        needs_reset: list[bool],
+        raised_in_a_row: list[int],
+        episode: list[int],
+        episode_step: list[int],
+        worker_id: int,
+    ) -> None:
+        layout = buffers.layout
+        self._buffers = buffers
+        self._slots = slots
+        self.every = list(range(len(slots)))
+        first = slots[0] if slots else 0
+        contiguous = slots == list(range(first, first + len(slots)))
+        self.rows = slice(first, first + len(slots)) if contiguous and slots else None
+        self._needs_reset = needs_reset
+        self._raised = raised_in_a_row
+        self._episode = episode
+        self._episode_step = episode_step
+        self._worker_id = worker_id
+        self._leaves = layout.obs
+        self._flat_obs = len(layout.obs) == 1 and not layout.obs[0].path  # a single leaf, no nesting
+        self._obs_by_message = any(leaf.by_message for leaf in layout.obs)  # some leaf has no fixed shape
+        # The lean path (write_steps): the flat observation's (shape, dtype), when it has both.
+        self._lean_obs: tuple[tuple[int, ...], np.dtype[Any]] | None = None
+        if self._flat_obs and not self._obs_by_message and layout.obs[0].shape:  # np.concatenate needs 1-d+
+            self._lean_obs = (layout.obs[0].shape, np.dtype(layout.obs[0].dtype))
+        self.obs_out = {}
+        self.in_a_row = {}
+
+    def begin(self) -> None:
+        """Start a command: forget the previous command's slots whose env raised."""
+        self.in_a_row = {}
+
+    def write(
+        self,
+        what: str,
+        slots: Sequence[int],
+        outcomes: list[Outcome],
+        infos: dict[int, Any],
+        failures: dict[int, list[str]],
+    ) -> None:
+        """Check each slot's outcome against the env's contract and write it into shared memory.
+
+        Everything per slot happens under its own guard (:meth:`_settle`): a slot whose env
+        returned something its contract forbids is reported failed alone (kind
+        ``invalid_env_return``); the worker and its other slots go on. A plain outcome (the lean
+        case of :meth:`write_steps`: a reset's, an HTTP step's) is taken as it is.
+        """
+        buffers = self._buffers
+        rows = [self._slots[slot] for slot in slots]
+        rewards: list[Any] = []
+        terminated: list[Any] = []
+        truncated: list[Any] = []
+        shape, dtype = self._lean_obs if self._lean_obs is not None else ((), None)
+        obs_array = buffers.obs[0]
+        needs_reset = self._needs_reset
+        for slot, row, outcome in zip(slots, rows, outcomes, strict=True):
+            obs, reward, info = outcome.obs, outcome.reward, outcome.info
+            ended, cut = outcome.terminated, outcome.truncated
+            if outcome.error is None and _plain(obs, reward, ended, cut, info, dtype, shape):
+                obs_array[row] = obs
+                needs_reset[slot] = not outcome.restarted and (ended or cut)
+                if what == "step":
+                    self._raised[slot] = 0
+                if info:
+                    infos[row] = info
+            else:
+                reward, ended, cut = self._settle(what, slot, row, outcome, infos, failures)
+            rewards.append(reward)
+            terminated.append(ended)
+            truncated.append(cut)
+        # Every slot: one slice assignment per array (≈ 4x cheaper than a fancy index at 32 rows).
+        written: Any = self.rows if self.rows is not None and slots == self.every else rows
+        buffers.reward[written] = rewards
+        buffers.terminated[written] = terminated
+        buffers.truncated[written] = truncated
+
+    def write_steps(
+        self,
+        slots: Sequence[int],
+        returns: list[tuple[Any, ...] | Outcome],
+        infos: dict[int, Any],
+        failures: dict[int, list[str]],
+    ) -> None:
+        """:meth:`write` for step returns as a local env gave them (``GymBackend.step_returns``).
+
+        The lean common case, for a flat array observation: a return whose observation is an
+        ndarray of exactly the declared shape and dtype, a ``float`` reward, ``bool`` flags and a
+        ``dict`` info needs no conversion, so it is taken as is: no object, no call per slot, and
+        all observations of a command written by one ``np.concatenate`` when every slot is clean.
+        Anything else (a failure, a numpy reward, a castable dtype, a wrong shape) goes through
+        :meth:`_settle`, the full contract check, so what passes and every error text stay the same.
+        """
+        buffers = self._buffers
+        all_rows = self.rows is not None and (slots is self.every or slots == self.every)
+        rows = (
+            range(self.rows.start, self.rows.stop)
+            if all_rows and self.rows is not None
+            else [self._slots[s] for s in slots]
+        )
+        lean = self._lean_obs
+        shape, dtype = lean if lean is not None else ((), None)
+        obs_array = buffers.obs[0]
+        needs_reset = self._needs_reset
+        raised = self._raised
+        rewards: list[Any] = []
+        terminated: list[Any] = []
+        truncated: list[Any] = []
+        observations: list[Any] = []
+        clean = lean is not None
+        for slot, row, returned in zip(slots, rows, returns, strict=True):
+            if not isinstance(returned, Outcome):
+                obs, reward, ended, cut, info = returned
+                if _plain(obs, reward, ended, cut, info, dtype, shape):
+                    observations.append(obs)
+                    rewards.append(reward)
+                    terminated.append(ended)
+                    truncated.append(cut)
+                    needs_reset[slot] = ended or cut
+                    if raised[slot]:
+                        raised[slot] = 0
+                    if info:
+                        infos[row] = info
+                    continue
+                returned = Outcome(obs, reward, ended, cut, info)
+            clean = False
+            observations.append(None)
+            reward, ended, cut = self._settle("step", slot, row, returned, infos, failures)
+            rewards.append(reward)
+            terminated.append(ended)
+            truncated.append(cut)
+        written: Any = self.rows if all_rows else rows
+        if clean and all_rows:  # one copy for the whole command (shapes and dtype checked above)
+            np.concatenate(observations, out=obs_array[written].reshape((-1, *shape[1:])))
+        else:  # row by row; a slot _settle took (None here) has its observation written already
+            for row, obs in zip(rows, observations, strict=True):
+                if obs is not None:
+                    obs_array[row] = obs
+        buffers.reward[written] = rewards
+        buffers.terminated[written] = terminated
+        buffers.truncated[written] = truncated
+
+    def _settle(
+        self,
+        what: str,
+        slot: int,
+        row: int,
+        outcome: Outcome,
+        infos: dict[int, Any],
+        failures: dict[int, list[str]],
+    ) -> tuple[float, bool, bool]:
+        """Check one slot's outcome against the env's contract, write its observation; its reward
+        and flags to write.
+
+        A failed slot's :class:`SlotFailure` goes to ``failures`` in wire form, keyed by global
+        slot; it is reported truncated with reward 0 and keeps its previous observation.
+        """
+        leaves = self._leaves
+        error, kind, fate = outcome.error, outcome.kind, outcome.fate
+        reward, ended, cut = 0.0, False, True
+        if error is None:
+            try:
+                reward, ended, cut = check_outcome(
+                    outcome.obs, outcome.reward, outcome.terminated, outcome.truncated, outcome.info,
+                    leaves, self._flat_obs,
+                )  # fmt: skip
+                self._write_obs(row, outcome.obs)
+            except ContractViolation as exc:
+                error, kind = f"{what}() returned an {exc}", ErrorKind.INVALID_ENV_RETURN
+            except Exception as exc:  # numpy refused a value the checks let through
+                error = f"{what}() returned an invalid observation: {type(exc).__name__}: {exc}"
+                kind = ErrorKind.INVALID_ENV_RETURN
+            if error is not None:  # the env did the step (or reset); its return is unusable
+                fate = StepFate.APPLIED if what == "step" else StepFate.NOT_APPLIED
+        elif outcome.obs is not None:
+            with contextlib.suppress(Exception):  # an observation beside an error is a courtesy
+                check_outcome(outcome.obs, 0.0, False, False, {}, leaves, self._flat_obs)
+                self._write_obs(row, outcome.obs)
+        if outcome.info and isinstance(outcome.info, dict):
+            infos[row] = outcome.info
+        if error is None:
+            self._needs_reset[slot] = not outcome.restarted and (ended or cut)
+            if what == "step":
+                self._raised[slot] = 0
+            return reward, ended, cut
+        self._needs_reset[slot] = True
+        assert kind is not None  # an Outcome with an error has its kind
+        if kind is ErrorKind.ENV_RAISED:
+            self._raised[slot] += 1
+            self.in_a_row[row] = self._raised[slot]
+        where = (
+            f"slot {row} (worker {self._worker_id}, pid {os.getpid()}, episode {self._episode[slot]}, "
+            f"step {self._episode_step[slot]})"
+        )
+        failures[row] = SlotFailure(kind, fate, f"{where}: {error}").to_wire()
+        return 0.0, False, True
+
+    def _write_obs(self, row: int, obs: Any) -> None:
+        buffers = self._buffers
+        if obs is None:
+            return
+        if self._obs_by_message:
+            self._write_obs_parts(row, obs)
+        elif self._flat_obs:
+            buffers.obs[0][row] = obs
+        else:
+            for leaf, array in zip(buffers.layout.obs, buffers.obs, strict=True):
+                array[row] = leaf_value(obs, leaf.path)
+
+    def _write_obs_parts(self, row: int, obs: Any) -> None:
+        """Array leaves into shared memory, the others (no fixed shape) into the reply."""
+        buffers = self._buffers
+        parts: list[Any] = []
+        for leaf, array in zip(buffers.layout.obs, buffers.obs, strict=True):
+            value = obs if self._flat_obs else leaf_value(obs, leaf.path)
+            if leaf.by_message:
+                parts.append(value)
+            else:
+                array[row] = value
+        self.obs_out[row] = parts
+
+
+def _plain(obs: Any, reward: Any, ended: Any, cut: Any, info: Any, dtype: Any, shape: tuple[int, ...]) -> bool:
+    """Whether an env's return is the plain common case the lean write takes as it is: an ndarray
+    observation of exactly the declared ``dtype``/``shape``, a ``float``/``np.float64`` reward,
+    ``bool`` flags and a ``dict`` info (anything else goes through the full contract check)."""
+    return (
+        type(obs) is np.ndarray
+        and obs.dtype is dtype
+        and obs.shape == shape
+        and (type(reward) is float or type(reward) is np.float64)
+        and (ended is True or ended is False)
+        and (cut is True or cut is False)
+        and type(info) is dict
+    )
