@@ -429,7 +429,8 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
         n = case.num_envs
         spec = GymEnvSpec(BIG_OBS_ENV)
         default = spec.default_num_workers(n)
-        candidates = [*_gym_candidates(make_big_obs_env, n), _pool_candidate(spec, n, default, default)]
+        candidates = [*_gym_candidates(make_big_obs_env, n)]
+        candidates += [_pool_candidate(spec, n, w, default) for w in _worker_counts(n)]
         return _local_ideal(candidates, case.params["env_cost_us"] / 1e6)
 
     # (d)

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from pool_env import errors, fastpath
+from pool_env import errors
 from pool_env.daemon.config import DaemonConfig
 from pool_env.envs import KINDS, EnvFnsSpec, EnvSpec, GymEnvSpec, HttpEnvSpec, spec_from_wire
 from pool_env.envs.degradation import ACTIONS, NUM_ACTIONS, OBS_FIELD_NAMES, OBS_FIELDS, Action
@@ -82,16 +82,15 @@ def test_local_kinds_share_the_default_worker_count_and_http_uses_more() -> None
     assert all(s.default_num_workers(1) == 1 for s in SPECS)
 
 
-def test_local_kinds_keep_a_core_for_a_trainer_that_steps_slots_and_http_does_not(
+def test_local_kinds_keep_a_core_for_the_trainer_and_http_does_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     http, local, fns = SPECS
-    spare = 0 if fastpath.supported() else 1  # over zmq the coordinator needs a core anyway
-    for cores, with_trainer in ((8, 7), (2, 1), (1, 1)):
+    for cores, workers in ((8, 7), (2, 1), (1, 1)):
         monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
-        assert local.default_num_workers(64) == fns.default_num_workers(64) == max(1, cores - spare)
-        assert local.default_num_workers(64, 32) == fns.default_num_workers(64, 32) == with_trainer
-        assert http.default_num_workers(64, 32) == http.default_num_workers(64)
+        assert local.default_num_workers(64) == fns.default_num_workers(64) == workers
+        assert local.default_num_workers(64, 32) == fns.default_num_workers(64, 32) == workers
+        assert http.default_num_workers(64, 32) == http.default_num_workers(64) >= cores
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert local.default_num_workers(3, 1) == 3  # never more workers than slots
 
