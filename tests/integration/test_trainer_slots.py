@@ -98,11 +98,11 @@ def test_bad_trainer_slots_fail_at_construction_naming_the_field(kwargs: dict[st
         PoolVectorEnv(GymEnvSpec("CartPole-v1"), NUM_ENVS, **kwargs)
 
 
-def test_the_default_worker_count_leaves_the_trainer_a_core_when_it_steps_slots(
+def test_the_default_worker_count_leaves_the_trainer_a_core_with_or_without_its_own_slots(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 3)  # the workers are spawned fresh: only this choice sees it
     with PoolVectorEnv(GymEnvSpec("CartPole-v1"), NUM_ENVS, trainer_slots=TRAINER_SLOTS) as env:
         assert env.num_workers == 2 == len(env.worker_pids)
     with PoolVectorEnv(GymEnvSpec("CartPole-v1"), NUM_ENVS) as env:
-        assert env.num_workers == 3 == len(env.worker_pids)
+        assert env.num_workers == 2 == len(env.worker_pids)
