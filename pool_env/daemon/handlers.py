@@ -120,8 +120,8 @@ def _step(daemon: DaemonView, identity: bytes, request: Request) -> None:
     leaves = daemon.act_leaves
     fixed = [i for i, leaf in enumerate(leaves) if not leaf.by_message]
     in_shm = lease.shared_memory and not request.arrays
-    if in_shm:
-        fixed_arrays = [buffers.act[i][lease.slots] for i in fixed]
+    if in_shm:  # views: validated where they are (the workers read them there)
+        fixed_arrays = [buffers.act[i][lease.rows] for i in fixed]
     else:
         fixed_arrays = wire.arrays_from_frames(request.arrays, [leaves[i] for i in fixed], rows, "actions")
     sent = _message_actions(request.header, leaves, rows)
@@ -134,7 +134,7 @@ def _step(daemon: DaemonView, identity: bytes, request: Request) -> None:
             for slot, item in zip(lease.slots, value, strict=True):
                 actions[i][slot] = item
         elif not in_shm:
-            buffers.act[i][lease.slots] = value
+            buffers.act[i][lease.rows] = value
     daemon.submit(identity, request, lease, Op.STEP, actions=actions or None)
 
 
@@ -214,7 +214,7 @@ def reply_to_command(
         daemon.send(identity, wire.error_header(request.request_id, result.fatal, builtin=is_call))
         return
     coordinator = daemon.coordinator
-    position = {slot: i for i, slot in enumerate(lease.slots)}
+    position = lease.positions
     errors = {position[s]: failure.to_wire() for s, failure in result.errors.items() if s in position}
     if is_call:
         values = {position[s]: value for s, value in result.values.items() if s in position}

@@ -82,9 +82,12 @@ class InFlight:
         ``actions``: the step's action parts without a fixed shape (see :meth:`Coordinator.submit`)."""
         chosen = lease.slots if slots is None else slots
         seeds = seeds or {}
+        # A lease of every slot (ascending, as leases are) asks for the whole pool: the pool may
+        # then take its steady path (pool_env.fastpath.steady) as it does for an embedded trainer.
+        whole = slots is None and len(chosen) == coordinator.num_envs
         pending = coordinator.submit(
-            op, chosen, [seeds.get(s) for s in chosen] if seeds else None, options, lease.autoreset,
-            invocation=invocation, actions=actions,
+            op, None if whole else chosen, [seeds.get(s) for s in chosen] if seeds else None, options,
+            lease.autoreset, invocation=invocation, actions=actions,
         )  # fmt: skip
         lease.busy = True
         self.commands.append(Command(identity, request, lease, pending, seeds, options))

@@ -164,6 +164,10 @@ class LaneServer:
         self.lanes = {}
         poller.register(self._listener.fileno(), zmq.POLLIN)
 
+    def owns(self, key: object) -> bool:
+        """Whether ``key`` (of the poller's events) is one of the lanes' descriptors."""
+        return key in self.lanes or key in self._conns or key in self._handshakes or key == self._listener.fileno()
+
     def requests(self, events: dict[Any, int]) -> Iterator[tuple[LaneEnd, int]]:
         """Handle the poller's ``events`` on lane descriptors; the step requests that came, by lane."""
         for fd in [fd for fd in events if isinstance(fd, int)]:

@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from pool_env.errors import LeaseError
@@ -71,6 +72,20 @@ class Lease:
     autoreset: str = "NextStep"
     identity: bytes = b""
     lane: LaneEnd | None = None
+
+    @cached_property
+    def rows(self) -> slice | list[int]:
+        """Index of its rows in the pool's arrays: a slice (a view, no index array) when its slots
+        follow each other, else :attr:`slots`."""
+        first = self.slots[0]
+        if self.slots == list(range(first, first + len(self.slots))):
+            return slice(first, first + len(self.slots))
+        return self.slots
+
+    @cached_property
+    def positions(self) -> dict[int, int]:
+        """Client position of each of its slots."""
+        return {slot: i for i, slot in enumerate(self.slots)}
 
     @property
     def short_id(self) -> str:

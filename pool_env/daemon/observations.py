@@ -50,6 +50,9 @@ class LeasedObservations:
                     if offset + position not in failed:
                         target[offset + position] = item
                 continue
+            if not failed:
+                target[offset : offset + len(value)] = value
+                continue
             chosen = list(failed)
             kept = target[chosen].copy()
             target[offset : offset + len(value)] = value

@@ -115,6 +115,10 @@ class PoolDaemon:
     """Trainers' sockets (zmq identities) and when each last sent a request: who gets a goodbye."""
     _linger_ms: int
     _last_tick: float
+    _last_progress: float
+    """``time.monotonic()`` of the pool's last :meth:`Coordinator.progress` (see :meth:`_tick`)."""
+    _act_tree: Any
+    """The action space's tree of leaves (:func:`~pool_env.spaces.tree_of`), for :meth:`check_actions`."""
     _lanes: LaneServer | None
     """Step lanes of same-host leases (:mod:`pool_env.daemon.lane`), while the loop runs."""
 
@@ -141,6 +145,7 @@ class PoolDaemon:
         self._peers = Peers(forget_after=2 * config.lease_timeout)
         self._linger_ms = 0
         self._last_tick = clock()
+        self._last_progress = 0.0
         self._lanes = None
         self.endpoint = config.bind or ""
 
@@ -180,6 +185,7 @@ class PoolDaemon:
                 "lease_timeout": config.lease_timeout,
             }
             self.obs_leaves, self.act_leaves = leaves_of(obs_space), leaves_of(act_space)
+            self._act_tree = tree_of(act_space)
             layout = BatchLayout(
                 config.num_envs, tuple(self.obs_leaves), tuple(self.act_leaves), tree_of(obs_space), tree_of(act_space)
             )
@@ -251,12 +257,16 @@ class PoolDaemon:
                     log.warning("no step lanes (%s): same-host trainers step over zmq", exc)
             while not self._stop_requested:
                 events = dict(poller.poll(POLL_MS))
+                mine = 0
                 if self._socket in events:
+                    mine = 1
                     self._read_clients()
-                if self._lanes is not None and len(events) > (self._socket in events):
-                    for lane, request_id in self._lanes.requests(events):
+                lanes = self._lanes
+                if lanes is not None and len(events) > mine:
+                    for lane, request_id in lanes.requests(events):
                         self._on_lane_step(lane, request_id)
-                self._tick()
+                    mine = sum(1 for key in events if key is self._socket or lanes.owns(key))
+                self._tick(pool_woke=len(events) > mine)
             busy = {command.identity for command in self._inflight.commands}
             self._say_goodbye([peer for peer in self._peers if peer not in busy])
             self._finish_in_flight()
@@ -297,10 +307,17 @@ class PoolDaemon:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _tick(self) -> None:
+    def _tick(self, pool_woke: bool = True) -> None:
+        """One turn of the loop after the poll. The pool makes progress when its socket or doorbell
+        woke the poll (``pool_woke``) or a poll timeout passed since it last did (its health checks):
+        not after every client request, where it would only find nothing to do, at the cost of a
+        poll and a health check."""
         coordinator = self._coordinator
         assert coordinator is not None
-        coordinator.progress(0)
+        wall = time.monotonic()
+        if pool_woke or wall - self._last_progress >= POLL_MS / 1000:
+            self._last_progress = wall
+            coordinator.progress(0)
         self._reply_finished()
         now = self._clock()
         stalled, self._last_tick = now - self._last_tick, now
@@ -482,7 +499,7 @@ class PoolDaemon:
                     arrays[i] = [space_wire.from_plain(part, value) for value in arrays[i]]
                 except ProtocolError as exc:
                     raise ProtocolError(f"actions{render_path(leaf.path)}: {exc}") from None
-        structure = build_structure(self.act_leaves, arrays, tree_of(action_space))
+        structure = build_structure(self.act_leaves, arrays, self._act_tree)
         return validate_actions(structure, self.act_leaves, self.spaces[1], rows)
 
     def status(self) -> dict[str, Any]:

@@ -129,6 +129,7 @@ class DaemonSession:
     _ids: Iterator[int]
     _heartbeat: Heartbeat | None
     _socket: zmq.Socket[bytes]
+    _rows: slice | list[int]
     _poller: zmq.Poller
     """Polls the socket and the lane's reply eventfd (one wait for both)."""
 
@@ -205,6 +206,9 @@ class DaemonSession:
         self.lease_id = str(reply.header["lease"])
         self.slots = [int(s) for s in reply.header["slots"]]
         self.num_envs = len(self.slots)
+        first = self.slots[0]  # its rows in the daemon's arrays: a slice (views) when they follow each other
+        contiguous = self.slots == list(range(first, first + self.num_envs))
+        self._rows = slice(first, first + self.num_envs) if contiguous else self.slots
         layout = reply.header.get("shm")
         if layout:
             try:
@@ -326,7 +330,7 @@ class DaemonSession:
             return self.send(ClientOp.STEP, body, arrays)
         targets = [array for leaf, array in zip(self._act_leaves, self.buffers.act, strict=True) if not leaf.by_message]
         for target, value in zip(targets, arrays, strict=True):
-            target[self.slots] = value
+            target[self._rows] = value
         if self.lane is None or sent:
             return self.send(ClientOp.STEP, body)
         self._check_not_gone()
@@ -377,12 +381,13 @@ class DaemonSession:
         )
         fixed = [leaf for leaf in self._obs_leaves if not leaf.by_message]
         if self.buffers is not None:
-            arrays = [source[self.slots] for leaf, source in zip(self._obs_leaves, self.buffers.obs, strict=True)
+            rows = self._rows  # views: RemoteVectorEnv copies them into its batch
+            arrays = [source[rows] for leaf, source in zip(self._obs_leaves, self.buffers.obs, strict=True)
                       if not leaf.by_message]  # fmt: skip
             if step:
                 buffers = self.buffers
                 outcome.reward, outcome.terminated, outcome.truncated = (
-                    buffers.reward[self.slots], buffers.terminated[self.slots], buffers.truncated[self.slots]
+                    buffers.reward[rows], buffers.terminated[rows], buffers.truncated[rows]
                 )  # fmt: skip
         else:
             frames: list[Any] = [frame.buffer for frame in reply.frames]
