@@ -33,6 +33,7 @@ from pool_env.bench.floor import FloorLink
 from pool_env.bench.harness import Candidate, Case, Memory, process_memory
 from pool_env.bench.remote_baseline import ChallengeClient
 from pool_env.bench.remote_ideal import IdealClient
+from pool_env.daemon.config import DaemonConfig
 
 __all__ = ["WORKLOADS", "Sizes", "Suite", "evaluate_targets"]
 
@@ -368,7 +369,10 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
             )
         )
         if n == 64 or self.sizes.quick:  # issue 13: two trainers sharing one daemon, each at N
-            shared = GymEnvSpec("CartPole-v1").default_num_workers(2 * n)  # the daemon's default for 2N slots
+            # `pool-env serve`'s own default: one worker per trainer's lease here, so each lease is
+            # every slot of a worker and rides the workers' fast path (a lease of part of a worker's
+            # slots goes over zmq, and two such leases' commands run one after the other).
+            shared = DaemonConfig.num_workers
             two = VectorEnvCandidate(
                 f"daemon, 1 of 2 trainers W={shared}",
                 "daemon",
