@@ -2,8 +2,9 @@
 
 Same host, so the trainer reads and writes its rows in the daemon's shared memory and only a
 small msgpack header crosses the ipc socket per step. With ``other_trainers=k`` the daemon serves
-``k`` more trainers of the same size, each a subprocess stepping as fast as it can for the whole
-life of the candidate (issue 13's "two trainers sharing one daemon each get ≥ 0.45x").
+``k`` more trainers of the same size, each a subprocess stepping as fast as it can while the
+candidate is measured (:meth:`DaemonVectorEnv.focus`; idle otherwise, so it never loads the other
+candidates' measurements) — issue 13's "two trainers sharing one daemon each get ≥ 0.45x".
 """
 
 from __future__ import annotations
@@ -21,20 +22,27 @@ from pool_env.daemon.child import ServeProcess
 
 __all__ = ["DaemonVectorEnv"]
 
-# A competing trainer: lease num_envs slots, step them until its stdin closes (the candidate closed).
+# A competing trainer: lease num_envs slots, step them while told to ("go" / "pause" lines on its
+# stdin: the candidate's focus) until its stdin closes (the candidate closed).
 _OTHER_TRAINER = """
 import sys, threading
 import numpy as np
 import pool_env
 endpoint, num_envs = sys.argv[1], int(sys.argv[2])
-done = threading.Event()
-threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+done, going = threading.Event(), threading.Event()
+def listen():
+    for line in sys.stdin:
+        (going.set if line.strip() == "go" else going.clear)()
+    done.set()
+    going.set()
+threading.Thread(target=listen, daemon=True).start()
 with pool_env.connect(endpoint, num_envs=num_envs, timeout=60) as env:
     env.reset(seed=1)
     actions = np.zeros(num_envs, dtype=np.int64)
-    print("stepping", flush=True)
+    print("ready", flush=True)
     while not done.is_set():
-        env.step(actions)
+        if going.wait(0.5):
+            env.step(actions)
 """
 
 
@@ -61,8 +69,8 @@ class DaemonVectorEnv:
                 )
                 self._others.append(other)
                 assert other.stdout is not None
-                if other.stdout.readline().strip() != "stepping":
-                    raise RuntimeError("a competing trainer did not start stepping")
+                if other.stdout.readline().strip() != "ready":
+                    raise RuntimeError("a competing trainer did not start")
             self.env: Any = pool_env.connect(endpoint, num_envs=num_envs, timeout=start_timeout)
         except BaseException:
             self._stop()
@@ -72,6 +80,13 @@ class DaemonVectorEnv:
     def daemon_pid(self) -> int:
         """Pid of the daemon process."""
         return self._daemon.pid
+
+    def focus(self, active: bool) -> None:
+        """Let the competing trainers step (``True``: this candidate is being measured) or pause them."""
+        for other in self._others:
+            assert other.stdin is not None
+            other.stdin.write("go\n" if active else "pause\n")
+            other.stdin.flush()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.env, name)

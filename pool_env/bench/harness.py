@@ -158,6 +158,11 @@ class Candidate:
         """One batch step of every slot."""
         raise NotImplementedError
 
+    def focus(self, active: bool) -> None:
+        """Called with ``True`` before each of this candidate's warm-up and chunks and with ``False``
+        after: a candidate with helper load of its own (a competing trainer) runs it only meanwhile,
+        so it never weighs on the other candidates' measurements. Default: nothing."""
+
     def memory(self) -> Memory:
         """The worker processes' memory (default: the children that appeared at :meth:`open`)."""
         return process_memory(self._new_pids)
@@ -294,15 +299,19 @@ def run_case(case: Case, settings: RunSettings, log: Callable[[str], None] = lam
             runs.append(CandidateRun(candidate))
         chunk_s = settings.chunk_s * case.chunk_scale
         for run in runs:
+            run.candidate.focus(True)
             mean_step = _warm_up(run.candidate, settings.warmup_s * case.chunk_scale)
+            run.candidate.focus(False)
             run.chunk_steps = max(MIN_CHUNK_STEPS, round(chunk_s / max(mean_step, 1e-9)))
         watched = [psutil.Process(pid) for pid in case.watch()] if case.watch is not None else []
         for r in range(settings.rounds):
             shift = r % len(runs)
             for run in runs[shift:] + runs[:shift]:
+                run.candidate.focus(True)
                 cpu_before = _cpu_seconds(watched)
                 elapsed, durations = _chunk(run.candidate, run.chunk_steps)
                 run.watched_cpu_s += _cpu_seconds(watched) - cpu_before
+                run.candidate.focus(False)
                 run.rates.append(run.candidate.num_envs * run.chunk_steps / elapsed)
                 run.step_ns.append(durations)
         for run in runs:

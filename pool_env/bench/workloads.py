@@ -94,6 +94,11 @@ class VectorEnvCandidate(Candidate):
         self.env.step(self._actions[self._i])
         self._i = (self._i + 1) % len(self._actions)
 
+    def focus(self, active: bool) -> None:
+        focus = getattr(self.env, "focus", None)  # DaemonVectorEnv: its competing trainers
+        if focus is not None:
+            focus(active)
+
     def memory(self) -> Memory:
         if isinstance(self.env, PoolVectorEnv):
             workers = self.env.stats()["workers"]
