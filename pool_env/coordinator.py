@@ -406,9 +406,11 @@ class Coordinator:
             left = end - time.monotonic()
             # Once fewer workers than cores are still stepping, a core is free for us: spin for the
             # rest rather than block for the last ring (one wake-up less per batch with W = cores).
-            if steady.busy() < cores and tail.spin(published):
+            spun = steady.busy() < cores
+            if spun and tail.spin(published):
                 break
-            wake = waiter.wait(published, left) if left > 0 else fastpath.Wake.TIMEOUT
+            # Having spun (or skipped a spin that does not pay lately), block without spinning again.
+            wake = waiter.wait(None if spun else published, left) if left > 0 else fastpath.Wake.TIMEOUT
             if wake is fastpath.Wake.TIMEOUT or wake is fastpath.Wake.MESSAGE:
                 steady.inflight = []  # the generic loop reaps the published ones, handles the rest
                 if wake is fastpath.Wake.TIMEOUT:
