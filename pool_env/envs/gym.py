@@ -67,8 +67,10 @@ def local_num_workers(num_envs: int, trainer_slots: int = 0) -> int:
     while it waits as long as a core is free for it — with ``cores - 1`` workers neither side ever
     blocks, so a step pays no wake-up. Measured on this project's 2-core machine, CartPole, one
     run after the other (load ≈ 0.7): one worker 0.54x / 0.75x / 0.89x ``SyncVectorEnv`` at
-    N=4 / 16 / 64 against 0.2x / 0.43x / 0.8x for two blocking workers; and with 32 of 64 slots in
-    the trainer one worker beat two by 2x (three busy processes on two cores). The price: an env
+    N=4 / 16 / 64 against 0.2x / 0.43x / 0.8x for two blocking workers (a later quiet run had two
+    workers ahead at N=64, 1.22x against 1.00x: 32 slots per worker pay for the wake-ups; at
+    N=4 / 16 one worker still won by 2x / 1.3x); and with 32 of 64 slots in the trainer one
+    worker beat two by 2x (three busy processes on two cores). The price: an env
     whose step costs ≥ ≈ 100 µs steps slower on fewer cores (a 300 µs busy-loop env, N=16: two
     workers 1.4x one, loaded machine) — pass ``num_workers=os.cpu_count()`` for such envs on a
     small machine. ``trainer_slots`` is accepted for the spec interface; the answer is the same.
