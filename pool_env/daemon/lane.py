@@ -35,6 +35,8 @@ from typing import Any
 
 import zmq
 
+from pool_env.fastpath.bell import Bell
+
 __all__ = ["LANE_WORDS", "REPLY", "REQUEST", "LaneClient", "LaneEnd", "LaneServer"]
 
 log = logging.getLogger(__name__)
@@ -66,8 +68,8 @@ class LaneEnd:
     lease: Any
     conn: socket.socket
     _memfd: int
-    _request_fd: int
-    _reply_fd: int
+    _request: Bell | None
+    _reply: Bell | None
     _mapping: mmap.mmap
     _words: memoryview
     _taken: int
@@ -76,12 +78,12 @@ class LaneEnd:
         self.lease = lease
         self.conn = conn
         self._memfd = os.memfd_create("pool_env_lane", os.MFD_CLOEXEC)
-        self._request_fd = self._reply_fd = -1
+        self._request = self._reply = None
         try:
             os.ftruncate(self._memfd, LANE_WORDS * 8)
             self._mapping, self._words = _make_words(self._memfd)
-            self._request_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            self._reply_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._request = Bell()  # eventfds, as the pool's own bells (pool_env.fastpath.bell)
+            self._reply = Bell()
         except BaseException:
             self.close()
             raise
@@ -90,16 +92,18 @@ class LaneEnd:
     @property
     def request_fd(self) -> int:
         """The eventfd the trainer rings with a request (to poll)."""
-        return self._request_fd
+        assert self._request is not None
+        return self._request.fileno()
 
     def descriptors(self) -> list[int]:
         """What the trainer receives: the memfd, the request and the reply eventfd."""
-        return [self._memfd, self._request_fd, self._reply_fd]
+        assert self._request is not None and self._reply is not None
+        return [self._memfd, self._request.fileno(), self._reply.fileno()]
 
     def take_request(self) -> int | None:
         """After the request eventfd was readable: the id of a request not taken yet, if any."""
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(self._request_fd)
+        assert self._request is not None
+        self._request.drain()
         request_id = self._words[REQUEST]
         if request_id <= self._taken:
             return None
@@ -109,7 +113,8 @@ class LaneEnd:
     def answer(self, request_id: int) -> None:
         """The step ``request_id`` is done and its results are in shared memory: tell the trainer."""
         self._words[REPLY] = request_id
-        os.eventfd_write(self._reply_fd, 1)
+        assert self._reply is not None
+        self._reply.ring()
 
     def close(self) -> None:
         """Close the connection and every descriptor (idempotent)."""
@@ -119,11 +124,12 @@ class LaneEnd:
             self._words.release()
             self._mapping.close()
             del self._words
-        for name in ("_memfd", "_request_fd", "_reply_fd"):
-            fd = getattr(self, name)
-            if fd >= 0:
-                os.close(fd)
-                setattr(self, name, -1)
+        for bell in (self._request, self._reply):
+            if bell is not None:
+                bell.close()
+        if self._memfd >= 0:
+            os.close(self._memfd)
+            self._memfd = -1
 
 
 class LaneServer:
@@ -267,15 +273,15 @@ class LaneClient:
         OSError: no lane (cannot connect, refused, no descriptors): step over zmq.
     """
 
-    reply_fd: int
     _conn: socket.socket
-    _request_fd: int
+    _request: Bell
+    _reply: Bell
     _mapping: mmap.mmap
     _words: memoryview
 
     def __init__(self, conn: socket.socket, fds: list[int]) -> None:
         self._conn = conn
-        memfd, self._request_fd, self.reply_fd = fds
+        memfd, request_fd, reply_fd = fds
         try:
             self._mapping, self._words = _make_words(memfd)
         except BaseException:
@@ -283,6 +289,12 @@ class LaneClient:
                 os.close(fd)
             raise
         os.close(memfd)  # the mapping keeps the memory
+        self._request, self._reply = Bell(request_fd), Bell(reply_fd)  # the daemon's bells, ours to close
+
+    @property
+    def reply_fd(self) -> int:
+        """The eventfd the daemon rings with a reply (to poll; -1 once closed)."""
+        return self._reply.fileno()
 
     @classmethod
     def connect(cls, name: str, lease_id: str, timeout: float) -> LaneClient:
@@ -312,7 +324,7 @@ class LaneClient:
     def post(self, request_id: int) -> None:
         """Ask for step ``request_id`` (its actions are in shared memory already)."""
         self._words[REQUEST] = request_id
-        os.eventfd_write(self._request_fd, 1)
+        self._request.ring()
 
     def answered(self, request_id: int) -> bool:
         """Whether the daemon answered step ``request_id`` on the lane."""
@@ -320,8 +332,7 @@ class LaneClient:
 
     def drain(self) -> None:
         """Consume the reply eventfd's rings (after it was readable)."""
-        with contextlib.suppress(BlockingIOError):
-            os.eventfd_read(self.reply_fd)
+        self._reply.drain()
 
     def close(self) -> None:
         """Close the connection (the daemon closes its end) and the descriptors (idempotent)."""
@@ -329,7 +340,6 @@ class LaneClient:
             return
         self._words.release()
         self._mapping.close()
-        os.close(self._request_fd)
-        os.close(self.reply_fd)
-        self.reply_fd = -1
+        self._request.close()
+        self._reply.close()
         self._conn.close()
