@@ -45,6 +45,11 @@ class _LeafBounds:
         if self._scalar and not self.continuous:
             self.low, self.high = int(self.low), int(self.high)  # compared with Python ints (holds)
 
+    def admits(self, values: np.ndarray, check_bounds: bool) -> bool:
+        """Whether ``values`` pass: discrete ones must be in the space; Box ones only when
+        ``check_bounds`` (gymnasium's vector envs pass them to the env, which clips)."""
+        return not (check_bounds or not self.continuous) or self.holds(values)
+
     def holds(self, values: np.ndarray) -> bool:
         if values.dtype.kind in "iub" and values.size and self._scalar:
             # Integers hold no NaN: one min and one max, no temporary boolean arrays (the hot path);
@@ -103,7 +108,7 @@ def validate_actions(
             raise InvalidActionError(f"actions{where} have shape {value.shape}, expected {expected}")
         if not _castable(value.dtype, leaf.dtype):
             raise InvalidActionError(f"actions{where} have dtype {value.dtype}, expected {np.dtype(leaf.dtype)}")
-        if (check_bounds or not bounds.continuous) and not bounds.holds(value):
+        if not bounds.admits(value, check_bounds):
             space = leaf_value(single_action_space, leaf.path)
             raise InvalidActionError(f"actions{where} are outside the action space {space}")
         arrays.append(value.astype(leaf.dtype, copy=False))
@@ -153,9 +158,7 @@ class PlainActions:
             return None
         bounds = self.bounds
         assert bounds is not None
-        if (check_bounds or not bounds.continuous) and not bounds.holds(actions):
-            return None
-        return actions
+        return actions if bounds.admits(actions, check_bounds) else None
 
 
 _CASTABLE: dict[tuple[np.dtype[Any], str], bool] = {}
