@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pool_env.banks import ObservationBanks
 from pool_env.batch import assemble_infos, validate_actions
 from pool_env.commands import PendingCommand
 from pool_env.coordinator import Coordinator
@@ -37,12 +38,14 @@ class PartialBatcher:
     def __init__(
         self,
         coordinator: Coordinator,
+        banks: ObservationBanks,
         obs_leaves: Sequence[Leaf],
         act_leaves: Sequence[Leaf],
         single_action_space: Any,
         batch_size: int,
     ) -> None:
         self._coordinator = coordinator
+        self._banks = banks  # shared with the full-batch reader: a failed slot gets what either handed out last
         self._obs_leaves = list(obs_leaves)
         self._act_leaves = list(act_leaves)
         self._single_action_space = single_action_space
@@ -51,9 +54,6 @@ class PartialBatcher:
         self._maybe_busy = False  # False: no slot in flight for sure (``busy`` on every step: no np.any)
         self._pending: list[PendingCommand] = []
         self._ready: deque[int] = deque()
-        buffers = coordinator.buffers
-        assert buffers is not None
-        self._last_obs = [np.zeros_like(array) for array in buffers.obs]  # per slot, as last handed out
         self._infos: dict[int, dict[str, Any]] = {}
         self._errors: dict[int, SlotFailure] = {}
 
@@ -148,14 +148,9 @@ class PartialBatcher:
         assert buffers is not None
         position = {int(slot): i for i, slot in enumerate(ids)}
         errors = {s: self._errors.pop(s) for s in position if s in self._errors}
-        leaves = [array[ids] for array in buffers.obs]
         # A failed slot keeps the observation handed out last: its dying worker may have
         # written a new one first.
-        failed_rows = [position[s] for s in errors]
-        failed_slots = list(errors)
-        for leaf, last in zip(leaves, self._last_obs, strict=True):
-            leaf[failed_rows] = last[failed_slots]
-            last[ids] = leaf
+        leaves = self._banks.take(ids, list(errors))
         obs = build_structure(self._obs_leaves, leaves)
         infos = assemble_infos(
             {s: self._infos.pop(s) for s in position if s in self._infos},

@@ -4,6 +4,8 @@ The coordinator *creates* the segment (and alone unlinks it); workers *attach* t
 A segment holds, for ``num_envs`` slots::
 
     obs/<leaf>      [num_envs, *leaf.shape]    one array per leaf of the observation space
+    obs1/<leaf>     [num_envs, *leaf.shape]    a second bank of them, with ``obs_banks=2``
+    obs_bank        [num_envs] uint8           each slot's current bank, with ``obs_banks=2``
     act/<leaf>      [num_envs, *leaf.shape]    one array per leaf of the action space
     reward          [num_envs] float64
     terminated      [num_envs] bool
@@ -11,8 +13,10 @@ A segment holds, for ``num_envs`` slots::
     control         [control_words] int64   the fast path's sequence words (pool_env.fastpath), if any
 
 A *leaf* is one Box-like part of a (possibly nested Dict/Tuple) space, named by its *path*
-(dict keys and tuple indices). This module imports no gymnasium, so HTTP workers stay light;
-:mod:`pool_env.spaces` turns gymnasium spaces into leaves.
+(dict keys and tuple indices). With two observation banks a worker writes a slot's new
+observation into the bank that is not its current one, so the previous observation stays intact
+until the trainer took the new one (:mod:`pool_env.banks`). This module imports no gymnasium,
+so HTTP workers stay light; :mod:`pool_env.spaces` turns gymnasium spaces into leaves.
 
 Segment names are ``pool_env_<owner pid>_<random>``; :func:`sweep_orphans` unlinks segments
 whose owner is dead (after a ``kill -9`` of a trainer whose resource tracker also died). A pid
@@ -39,7 +43,7 @@ import secrets
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import resource_tracker, shared_memory
 from typing import Any
 
@@ -119,12 +123,18 @@ class BatchLayout:
     obs_tree: Any = field(default=None, compare=False)
     act_tree: Any = field(default=None, compare=False)
     control_words: int = 0
+    obs_banks: int = 1
+    """1, or 2 for double-buffered observations (:mod:`pool_env.banks`)."""
 
     def arrays(self) -> Iterator[tuple[str, np.dtype[Any], tuple[int, ...]]]:
         """``(name, dtype, full shape)`` of every array, in segment order."""
         n = self.num_envs
         for i, leaf in enumerate(self.obs):
             yield f"obs/{i}", *_array_of(leaf, n)
+        if self.obs_banks == 2:
+            for i, leaf in enumerate(self.obs):
+                yield f"obs1/{i}", *_array_of(leaf, n)
+            yield "obs_bank", np.dtype(np.uint8), (n,)
         for i, leaf in enumerate(self.act):
             yield f"act/{i}", *_array_of(leaf, n)
         yield "reward", np.dtype(np.float64), (n,)
@@ -152,6 +162,7 @@ class BatchLayout:
             "obs_tree": self.obs_tree,
             "act_tree": self.act_tree,
             "control_words": self.control_words,
+            "obs_banks": self.obs_banks,
         }
 
     @classmethod
@@ -164,6 +175,7 @@ class BatchLayout:
             data.get("obs_tree"),
             data.get("act_tree"),
             control_words=int(data.get("control_words", 0)),
+            obs_banks=int(data.get("obs_banks", 1)),
         )
 
 
@@ -179,7 +191,9 @@ class BatchBuffers:
 
     Attributes:
         layout: what the segment holds.
-        obs: one ``[num_envs, *shape]`` array per observation leaf.
+        obs: one ``[num_envs, *shape]`` array per observation leaf (bank 0).
+        obs_banks: ``[obs]``, or ``[obs, bank 1's arrays]`` with ``layout.obs_banks == 2``.
+        obs_bank: ``[num_envs]`` uint8, each slot's current bank (``None`` with one bank).
         act: one ``[num_envs, *shape]`` array per action leaf.
         reward, terminated, truncated: ``[num_envs]`` arrays.
         control: ``[control_words]`` int64 (``None`` without control words).
@@ -187,6 +201,8 @@ class BatchBuffers:
 
     layout: BatchLayout
     obs: list[np.ndarray]
+    obs_banks: list[list[np.ndarray]]
+    obs_bank: np.ndarray | None
     act: list[np.ndarray]
     reward: np.ndarray
     terminated: np.ndarray
@@ -205,6 +221,10 @@ class BatchBuffers:
         for name, dtype, shape in layout.arrays():
             views[name] = np.ndarray(shape, dtype=dtype, buffer=segment.buf, offset=offsets[name])
         self.obs = [views[f"obs/{i}"] for i in range(len(layout.obs))]
+        self.obs_banks = [self.obs]
+        if layout.obs_banks == 2:
+            self.obs_banks.append([views[f"obs1/{i}"] for i in range(len(layout.obs))])
+        self.obs_bank = views.get("obs_bank")
         self.act = [views[f"act/{i}"] for i in range(len(layout.act))]
         self.reward = views["reward"]
         self.terminated = views["terminated"]
@@ -223,7 +243,7 @@ class BatchBuffers:
         segment, self._segment = self._segment, None
         if segment is None:
             return
-        self.obs, self.act = [], []
+        self.obs, self.act, self.obs_banks, self.obs_bank = [], [], [], None
         del self.reward, self.terminated, self.truncated
         self.control = None
         with contextlib.suppress(BufferError):
@@ -251,6 +271,8 @@ def create(layout: BatchLayout) -> BatchBuffers:
         SharedMemoryError: ``/dev/shm`` has no room for the segment (names the size and the fix).
         OSError: shared memory is unavailable for another reason.
     """
+    if layout.obs_banks == 2 and not _has_room(layout.offsets()[1]):
+        layout = replace(layout, obs_banks=1)  # a second bank is a speed-up, never a reason to fail
     _, size = layout.offsets()
     name = f"{SEGMENT_PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
     if not os.path.isdir(SHM_DIR):  # pragma: no cover - not Linux: no file to lock
@@ -283,13 +305,18 @@ def create(layout: BatchLayout) -> BatchBuffers:
     return BatchBuffers(segment, layout, owner=True, lock_fd=fd)
 
 
-def _check_room(size: int, layout: BatchLayout) -> None:
-    """Fail before creating anything when ``/dev/shm`` visibly lacks ``size`` free bytes."""
+def _has_room(size: int) -> bool:
+    """Whether ``/dev/shm`` shows ``size`` free bytes (``True`` when it cannot tell)."""
     try:
         stats = os.statvfs(SHM_DIR)
-    except OSError:  # pragma: no cover - posix_fallocate will tell
-        return
-    if stats.f_bavail * stats.f_frsize < size:
+    except OSError:  # pragma: no cover - not Linux
+        return True
+    return bool(stats.f_bavail * stats.f_frsize >= size)
+
+
+def _check_room(size: int, layout: BatchLayout) -> None:
+    """Fail before creating anything when ``/dev/shm`` visibly lacks ``size`` free bytes."""
+    if not _has_room(size):
         raise _no_room(size, layout, None)
 
 

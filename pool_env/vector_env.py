@@ -21,6 +21,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from pool_env.banks import ObservationBanks
 from pool_env.batch import PlainActions, assemble_infos, merge_same_step_failures, validate_actions
 from pool_env.commands import CommandResult, PendingCommand, merge_counters
 from pool_env.config import PoolOptions
@@ -158,8 +159,9 @@ class PoolVectorEnv(BatchedVectorEnv):
                 f"batch_size: partial batches need spaces of fixed shape; {obs_space} or {act_space} has a part "
                 "without one (Text, Sequence, Graph, a custom space): use batch_size=num_envs"
             )
+        # Two observation banks: a failed slot's previous observation needs no private copy (pool_env.banks).
         layout = BatchLayout(
-            num_envs, tuple(self._obs_leaves), tuple(self._act_leaves), self._obs_tree, tree_of(act_space)
+            num_envs, tuple(self._obs_leaves), tuple(self._act_leaves), self._obs_tree, tree_of(act_space), obs_banks=2
         )
         self._coordinator = Coordinator(
             spec,
@@ -178,9 +180,12 @@ class PoolVectorEnv(BatchedVectorEnv):
         self.closed = False
         self.batch_size = batch_size
         self._pending: PendingCommand | None = None
-        self._last_obs: list[np.ndarray] | None = None  # the observation leaves returned last
+        # Hands out copies of the observations; a failed slot's is the one handed out last.
+        self._banks = ObservationBanks(self._buffers)
         self._was_reset = False
-        self._batcher = PartialBatcher(self._coordinator, self._obs_leaves, self._act_leaves, act_space, batch_size)
+        self._batcher = PartialBatcher(
+            self._coordinator, self._banks, self._obs_leaves, self._act_leaves, act_space, batch_size
+        )
         self._pending_op: str | None = None  # "reset" or "call" between *_async and *_wait
 
     # -- gymnasium API ----------------------------------------------------------------------
@@ -360,7 +365,6 @@ class PoolVectorEnv(BatchedVectorEnv):
         seeds = self._seed_list(seed)
         if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
             self._coordinator.base_seed = int(seed)
-        self._last_obs = None  # partial batches hand out their own rows
         self._batcher.send(Op.RESET, np.arange(self.num_envs), seeds=seeds)
         self._was_reset = True
 
@@ -376,7 +380,6 @@ class PoolVectorEnv(BatchedVectorEnv):
         if not self._was_reset:
             raise UsageError("call reset() or async_reset() before send()")
         ids = np.arange(self.num_envs) if env_ids is None else np.asarray(env_ids)
-        self._last_obs = None  # partial batches hand out their own rows
         self._batcher.send(Op.STEP, ids, actions)
 
     def recv(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -458,6 +461,7 @@ class PoolVectorEnv(BatchedVectorEnv):
         chosen = list(range(self.num_envs)) if slots is None else slots
         seed_of = dict(zip(chosen, seeds, strict=True))
         failed = sorted(result.errors)
+        self._banks.keep_previous(failed)  # before the retry: their worker may have written a new one
         self._pending = self._coordinator.submit(
             Op.RESET, failed, [seed_of[s] for s in failed], options, self.autoreset_mode.value
         )
@@ -478,16 +482,16 @@ class PoolVectorEnv(BatchedVectorEnv):
         The reset is one more command, only for the failed slots (their worker may be new).
         """
         failed = sorted(result.errors)
-        previous = self._last_obs
+        self._banks.keep_previous(failed)  # before the reset: their worker may have written a new one
         by_message = self._coordinator.message_obs  # a failed slot's there are still its last valid ones
 
         def last_obs_of(slot: int) -> Any:
-            if previous is None:
-                return None
-            parts = [by_message[i][slot] if i in by_message else leaf[slot].copy() for i, leaf in enumerate(previous)]
+            parts = self._banks.previous(slot)
+            for i in by_message:
+                parts[i] = by_message[i][slot]
             return build_structure(self._obs_leaves, parts, self._obs_tree)
 
-        finals = {slot: last_obs_of(slot) for slot in failed}  # before the reset overwrites _last_obs
+        finals = {slot: last_obs_of(slot) for slot in failed}  # before the reset writes new ones
         mode = self.autoreset_mode.value
         self._pending = self._coordinator.submit(Op.RESET, failed, [None] * len(failed), None, mode)
         self._pending_op = "reset"
@@ -504,6 +508,8 @@ class PoolVectorEnv(BatchedVectorEnv):
         except TimeoutError:
             raise  # still pending: the caller may wait again
         except BaseException:
+            if self._pending.complete:  # every worker answered, nothing was handed out: the slots keep
+                self._banks.keep_previous(range(self.num_envs))  # the observations handed out last
             self._pending = None
             self._pending_op = None
             raise
@@ -535,19 +541,7 @@ class PoolVectorEnv(BatchedVectorEnv):
         (e.g. the reset of a slot that ended, before stepping the others); its slots must
         still come back with their previous observation.
         """
-        leaves = [array.copy() for array in self._buffers.obs]
-        if failed and self._last_obs is not None:
-            rows = list(failed)
-            for leaf, previous in zip(leaves, self._last_obs, strict=True):
-                leaf[rows] = previous[rows]
-        # A private copy: the trainer may change the returned arrays in place (normalising, say).
-        # Kept in one buffer for the pool's life: a copy into it costs no allocation (for large
-        # observations a fresh array is fresh pages, zeroed by the kernel on first touch).
-        if self._last_obs is None:
-            self._last_obs = [leaf.copy() for leaf in leaves]
-        else:
-            for kept, leaf in zip(self._last_obs, leaves, strict=True):
-                np.copyto(kept, leaf)
+        leaves = self._banks.take(None, failed)
         # Leaves without a fixed shape: a tuple of one value per slot, as gymnasium's concatenate
         # gives for Text, Sequence, Graph and custom spaces (AsyncVectorEnv(shared_memory=False)).
         parts: list[Any] = list(leaves)

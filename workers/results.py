@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pool_env.banks import BankWriter
 from pool_env.errors import ErrorKind, SlotFailure, StepFate
 from pool_env.shm import BatchBuffers, leaf_value
 from workers.backends.base import Outcome
@@ -83,10 +84,14 @@ class ResultWriter:
             self._lean_obs = (layout.obs[0].shape, np.dtype(layout.obs[0].dtype))
         self.obs_out = {}
         self.in_a_row = {}
+        # Which observation bank each row is written into (pool_env.banks); bank 0 with one bank.
+        self._bank = BankWriter(buffers, slots)
 
     def begin(self) -> None:
-        """Start a command: forget the previous command's slots whose env raised."""
+        """Start a command: forget the previous command's slots whose env raised, take the
+        observation bank each row is written into."""
         self.in_a_row = {}
+        self._bank.begin()
 
     def write(
         self,
@@ -109,13 +114,13 @@ class ResultWriter:
         terminated: list[Any] = []
         truncated: list[Any] = []
         shape, dtype = self._lean_obs if self._lean_obs is not None else ((), None)
-        obs_array = buffers.obs[0]
+        bank = self._bank
         needs_reset = self._needs_reset
         for slot, row, outcome in zip(slots, rows, outcomes, strict=True):
             obs, reward, info = outcome.obs, outcome.reward, outcome.info
             ended, cut = outcome.terminated, outcome.truncated
             if outcome.error is None and _plain(obs, reward, ended, cut, info, dtype, shape):
-                obs_array[row] = obs
+                (bank.leaves or bank.leaves_of(slot))[0][row] = obs
                 needs_reset[slot] = not outcome.restarted and (ended or cut)
                 if what == "step":
                     self._raised[slot] = 0
@@ -131,6 +136,7 @@ class ResultWriter:
         buffers.reward[written] = rewards
         buffers.terminated[written] = terminated
         buffers.truncated[written] = truncated
+        self._bank.commit(slots, written)  # a failed slot's the trainer points back (pool_env.banks)
 
     def write_steps(
         self,
@@ -157,7 +163,7 @@ class ResultWriter:
         )
         lean = self._lean_obs
         shape, dtype = lean if lean is not None else ((), None)
-        obs_array = buffers.obs[0]
+        bank = self._bank
         needs_reset = self._needs_reset
         raised = self._raised
         rewards: list[Any] = []
@@ -187,15 +193,16 @@ class ResultWriter:
             terminated.append(ended)
             truncated.append(cut)
         written: Any = self.rows if all_rows else rows
-        if clean and all_rows:  # one copy for the whole command (shapes and dtype checked above)
-            np.concatenate(observations, out=obs_array[written].reshape((-1, *shape[1:])))
+        if clean and all_rows and bank.leaves is not None:  # one copy for the whole command (shapes, dtype checked)
+            np.concatenate(observations, out=bank.leaves[0][written].reshape((-1, *shape[1:])))
         else:  # row by row; a slot _settle took (None here) has its observation written already
-            for row, obs in zip(rows, observations, strict=True):
+            for slot, row, obs in zip(slots, rows, observations, strict=True):
                 if obs is not None:
-                    obs_array[row] = obs
+                    (bank.leaves or bank.leaves_of(slot))[0][row] = obs
         buffers.reward[written] = rewards
         buffers.terminated[written] = terminated
         buffers.truncated[written] = truncated
+        self._bank.commit(slots, written)  # a failed slot's the trainer points back (pool_env.banks)
 
     def _settle(
         self,
@@ -221,7 +228,7 @@ class ResultWriter:
                     outcome.obs, outcome.reward, outcome.terminated, outcome.truncated, outcome.info,
                     leaves, self._flat_obs,
                 )  # fmt: skip
-                self._write_obs(row, outcome.obs)
+                self._write_obs(slot, row, outcome.obs)
             except ContractViolation as exc:
                 error, kind = f"{what}() returned an {exc}", ErrorKind.INVALID_ENV_RETURN
             except Exception as exc:  # numpy refused a value the checks let through
@@ -232,7 +239,7 @@ class ResultWriter:
         elif outcome.obs is not None:
             with contextlib.suppress(Exception):  # an observation beside an error is a courtesy
                 check_outcome(outcome.obs, 0.0, False, False, {}, leaves, self._flat_obs)
-                self._write_obs(row, outcome.obs)
+                self._write_obs(slot, row, outcome.obs)
         if outcome.info and isinstance(outcome.info, dict):
             infos[row] = outcome.info
         if error is None:
@@ -252,23 +259,24 @@ class ResultWriter:
         failures[row] = SlotFailure(kind, fate, f"{where}: {error}").to_wire()
         return 0.0, False, True
 
-    def _write_obs(self, row: int, obs: Any) -> None:
-        buffers = self._buffers
-        if obs is None:
+    def _write_obs(self, slot: int, row: int, obs: Any) -> None:
+        """Write local ``slot``'s observation into its ``row`` of this command's bank."""
+        if obs is None:  # the slot keeps its observation (also in the bank it is committed from)
+            self._bank.copy_current(slot, row)
             return
+        arrays = self._bank.leaves_of(slot)
         if self._obs_by_message:
-            self._write_obs_parts(row, obs)
+            self._write_obs_parts(row, obs, arrays)
         elif self._flat_obs:
-            buffers.obs[0][row] = obs
+            arrays[0][row] = obs
         else:
-            for leaf, array in zip(buffers.layout.obs, buffers.obs, strict=True):
+            for leaf, array in zip(self._leaves, arrays, strict=True):
                 array[row] = leaf_value(obs, leaf.path)
 
-    def _write_obs_parts(self, row: int, obs: Any) -> None:
+    def _write_obs_parts(self, row: int, obs: Any, arrays: list[np.ndarray]) -> None:
         """Array leaves into shared memory, the others (no fixed shape) into the reply."""
-        buffers = self._buffers
         parts: list[Any] = []
-        for leaf, array in zip(buffers.layout.obs, buffers.obs, strict=True):
+        for leaf, array in zip(self._leaves, arrays, strict=True):
             value = obs if self._flat_obs else leaf_value(obs, leaf.path)
             if leaf.by_message:
                 parts.append(value)

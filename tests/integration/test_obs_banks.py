@@ -1,0 +1,58 @@
+"""A worker that wrote (and made current) a slot's new observation, then died: the failed slots
+come back with the observations handed out last (pool_env.banks), also after a step that raised.
+
+One worker owns both slots. Slot 0's episode ends (or its env raises) one step before slot 1's env
+kills the worker: in the killing step the worker first resets slot 0 — writing its new first
+observation — and then steps slot 1, which SIGKILLs the process before anything is reported.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pool_env import PoolOptions, PoolVectorEnv
+from pool_env.errors import PoolEnvError
+from tests.envs.banks import ScriptedEnv
+
+pytestmark = pytest.mark.timeout(60)
+
+ZEROS = np.zeros(2, dtype=np.int64)
+
+
+def _pool(tmp_path: Path, slot0: dict[str, int], options: PoolOptions | None = None) -> PoolVectorEnv:
+    flag = str(tmp_path / "killed")
+    fns = [
+        functools.partial(ScriptedEnv, 0, **slot0),
+        functools.partial(ScriptedEnv, 1, kill_at=3, flag=flag),
+    ]
+    return PoolVectorEnv(fns, num_workers=1, options=options)
+
+
+def test_slots_written_by_a_worker_that_then_died_come_back_as_handed_out_last(tmp_path: Path) -> None:
+    with _pool(tmp_path, {"end_at": 2}) as env:
+        env.reset(seed=0)
+        env.step(ZEROS)
+        obs, _, terminated, _, _ = env.step(ZEROS)
+        assert terminated.tolist() == [True, False]
+        handed_out = obs.copy()
+        obs[:] = -1.0  # the trainer changes the returned array in place
+        obs, _, _, truncated, infos = env.step(ZEROS)  # slot 0 reset (written), then slot 1 killed the worker
+        assert truncated.tolist() == [True, True] and infos["_error"].tolist() == [True, True]
+        np.testing.assert_array_equal(obs, handed_out)
+        obs, *_ = env.step(ZEROS)  # both start new episodes in the new worker
+        assert obs[:, 1].tolist() == [0.0, 0.0]
+
+
+def test_after_a_step_that_raised_failed_slots_come_back_as_handed_out_before_it(tmp_path: Path) -> None:
+    with _pool(tmp_path, {"raise_at": 2}, PoolOptions(on_env_error="raise")) as env:
+        env.reset(seed=0)
+        handed_out, *_ = env.step(ZEROS)
+        with pytest.raises(PoolEnvError, match="scripted failure at step 2"):
+            env.step(ZEROS)  # slot 1's new observation was written; nothing was handed out
+        obs, _, _, truncated, _ = env.step(ZEROS)  # slot 0 reset (written), then slot 1 killed the worker
+        assert truncated.tolist() == [True, True]
+        np.testing.assert_array_equal(obs, handed_out)
