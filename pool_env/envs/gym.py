@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from workers.backends.base import Backend
 
 __all__ = [
+    "SLOTS_FOR_EVERY_CORE",
     "GymEnvSpec",
     "extend_sys_path",
     "import_user_module",
@@ -59,24 +60,35 @@ _REGISTRATION_FIELDS = (
 )
 
 
+SLOTS_FOR_EVERY_CORE = 32
+"""Slots per worker from which local envs get a worker on every core (see :func:`local_num_workers`)."""
+
+
 def local_num_workers(num_envs: int, trainer_slots: int = 0) -> int:
-    """Workers for ``num_envs`` local slots: one per core but one, the trainer's.
+    """Workers for ``num_envs`` local slots: one per core but one, the trainer's — or one per core
+    once every worker would get :data:`SLOTS_FOR_EVERY_CORE` slots.
 
     The trainer is a busy process too: it runs the policy and the learner between steps, steps its
     own slots with ``trainer_slots``, and on the fast path (:mod:`pool_env.fastpath`) it spins
     while it waits as long as a core is free for it — with ``cores - 1`` workers neither side ever
-    blocks, so a step pays no wake-up. Measured on this project's 2-core machine, CartPole, one
-    run after the other (load ≈ 0.7): one worker 0.54x / 0.75x / 0.89x ``SyncVectorEnv`` at
-    N=4 / 16 / 64 against 0.2x / 0.43x / 0.8x for two blocking workers (a later quiet run had two
-    workers ahead at N=64, 1.22x against 1.00x: 32 slots per worker pay for the wake-ups; at
-    N=4 / 16 one worker still won by 2x / 1.3x); and with 32 of 64 slots in the trainer one
-    worker beat two by 2x (three busy processes on two cores). The price: an env
-    whose step costs ≥ ≈ 100 µs steps slower on fewer cores (a 300 µs busy-loop env, N=16: two
-    workers 1.4x one, loaded machine) — pass ``num_workers=os.cpu_count()`` for such envs on a
-    small machine. ``trainer_slots`` is accepted for the spec interface; the answer is the same.
+    blocks, so a step pays no wake-up. That is worth a core while the trainer's share of a step is
+    large: few slots per worker. With many, the trainer's core idles through most of every step,
+    and one more worker pays for the two wake-ups blocking costs (≈ 50 µs per batch here): at 32
+    CartPole slots per worker a worker's share is ≈ 300 µs.
+
+    Measured on this project's 2-core machine, CartPole, one run after the other (load ≈ 0.7):
+    one worker 0.54x / 0.75x / 0.89x ``SyncVectorEnv`` at N=4 / 16 / 64 against 0.2x / 0.43x /
+    0.8x for two blocking workers; quiet bench runs had two workers ahead at N=64 (1.22x against
+    1.00x; 84x84x4 frames 106k against 99k steps/s) and one worker ahead at N=4 / 16 by 2x / 1.3x.
+    With ``trainer_slots`` the trainer steps slots of its own and keeps its core at any count (with
+    32 of 64 slots in the trainer one worker beat two by 2x: three busy processes on two cores).
+    The price of the spare core: an env whose step costs ≥ ≈ 100 µs steps slower on few cores
+    with few slots (a 300 µs busy-loop env, N=16: two workers 1.4x one, loaded machine) — pass
+    ``num_workers=os.cpu_count()`` for such envs on a small machine.
     """
-    del trainer_slots  # the trainer keeps its core either way
     cores = os.cpu_count() or 1
+    if not trainer_slots and num_envs >= SLOTS_FOR_EVERY_CORE * cores:
+        return cores
     return max(1, min(num_envs, cores - 1))
 
 

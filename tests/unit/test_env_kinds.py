@@ -14,6 +14,7 @@ from pool_env import errors
 from pool_env.daemon.config import DaemonConfig
 from pool_env.envs import KINDS, EnvFnsSpec, EnvSpec, GymEnvSpec, HttpEnvSpec, spec_from_wire
 from pool_env.envs.degradation import ACTIONS, NUM_ACTIONS, OBS_FIELD_NAMES, OBS_FIELDS, Action
+from pool_env.envs.gym import SLOTS_FOR_EVERY_CORE
 from pool_env.envs.registry import resolve_spec
 from pool_env.refserver.sim import DegradationEnv
 
@@ -82,14 +83,17 @@ def test_local_kinds_share_the_default_worker_count_and_http_uses_more() -> None
     assert all(s.default_num_workers(1) == 1 for s in SPECS)
 
 
-def test_local_kinds_keep_a_core_for_the_trainer_and_http_does_not(
+def test_local_kinds_keep_a_core_for_the_trainer_until_each_worker_has_many_slots_and_http_does_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     http, local, fns = SPECS
-    for cores, workers in ((8, 7), (2, 1), (1, 1)):
+    for cores, spare_core, every_core in ((8, 7, 8), (2, 1, 2), (1, 1, 1)):
         monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
-        assert local.default_num_workers(64) == fns.default_num_workers(64) == workers
-        assert local.default_num_workers(64, 32) == fns.default_num_workers(64, 32) == workers
+        many = SLOTS_FOR_EVERY_CORE * cores
+        assert local.default_num_workers(many - 1) == fns.default_num_workers(many - 1) == spare_core
+        assert local.default_num_workers(many) == fns.default_num_workers(many) == every_core
+        # The trainer steps slots of its own: it keeps its core at any slot count.
+        assert local.default_num_workers(many, 32) == fns.default_num_workers(many, 32) == spare_core
         assert http.default_num_workers(64, 32) == http.default_num_workers(64) >= cores
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert local.default_num_workers(3, 1) == 3  # never more workers than slots
