@@ -84,12 +84,14 @@ class ObservationBanks:
             return [leaf[slot].copy() for leaf in self._kept]
         return [leaf[slot].copy() for leaf in self._banks[int(self._taken[slot])]]
 
-    def take(self, rows: np.ndarray | None = None, failed: Sequence[int] = ()) -> list[np.ndarray]:
+    def take(self, rows: np.ndarray | None = None, failed: Sequence[int] = (), copy: bool = True) -> list[np.ndarray]:
         """Copies of the current observation leaves: ``[len(rows), *shape]`` each, or
         ``[num_envs, *shape]`` for every slot (``rows=None``).
 
         ``failed`` slots (a subset of ``rows``) come back with the observation taken last for them.
-        Every slot of ``rows`` must belong to a finished command.
+        Every slot of ``rows`` must belong to a finished command. ``copy=False``: every slot's
+        (two banks, every slot in the same bank) come back as views of the segment, untouched by
+        the next command (whose rows go to the other bank) and overwritten by the one after it.
         """
         if self._current is None:
             return self._take_kept(rows, failed)
@@ -99,10 +101,14 @@ class ObservationBanks:
         every = rows is None
         chosen: Rows = self._every if rows is None else rows
         banks = current[chosen]
-        if not banks.any():
-            leaves = [_copy_rows(leaf, chosen) for leaf in self._banks[0]]
-        elif banks.all():
-            leaves = [_copy_rows(leaf, chosen) for leaf in self._banks[1]]
+        uniform = 0 if not banks.any() else 1 if banks.all() else None
+        if uniform is not None:
+            source = self._banks[uniform]
+            leaves = (
+                [leaf[chosen] for leaf in source]
+                if every and not copy
+                else [_copy_rows(leaf, chosen) for leaf in source]
+            )
         else:  # slots out of step with each other (one failed, or partial batches): row by row
             in_second = banks.astype(bool)
             leaves = [_copy_rows(leaf, chosen) for leaf in self._banks[0]]

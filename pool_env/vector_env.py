@@ -84,8 +84,11 @@ class PoolVectorEnv(BatchedVectorEnv):
             gymnasium's vector envs pass them to the env (which clips); shape and dtype are
             always checked.
         env_fns: the callables, by keyword (``AsyncVectorEnv(env_fns=...)``), instead of ``spec``.
-        copy: accepted as ``AsyncVectorEnv`` does; returned arrays are always copies here, valid
-            after the next step (``copy=False`` only allows what ``True`` guarantees).
+        copy: as ``AsyncVectorEnv``'s: ``True`` returns observations the caller owns; ``False``
+            may return views of the pool's shared memory (no copy: for large observations most of
+            the trainer's time in a step), valid until the step after next, which overwrites them;
+            writing into them also changes what a slot that fails next step is returned with.
+            Rewards, flags and infos are always the caller's own.
         trainer_slots: the last ``trainer_slots`` slots are stepped in this process while the
             workers step the others (EnvPool/PufferLib style: both cores work on a small machine).
             Less isolation for those slots: an env that crashes the interpreter crashes the
@@ -541,7 +544,7 @@ class PoolVectorEnv(BatchedVectorEnv):
         (e.g. the reset of a slot that ended, before stepping the others); its slots must
         still come back with their previous observation.
         """
-        leaves = self._banks.take(None, failed)
+        leaves = self._banks.take(None, failed, copy=self.copy)
         # Leaves without a fixed shape: a tuple of one value per slot, as gymnasium's concatenate
         # gives for Text, Sequence, Graph and custom spaces (AsyncVectorEnv(shared_memory=False)).
         parts: list[Any] = list(leaves)

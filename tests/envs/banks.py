@@ -19,9 +19,7 @@ class ScriptedEnv(gym.Env[np.ndarray, int]):
     once per ``flag`` file (a replacement worker's env steps on).
     """
 
-    def __init__(
-        self, slot: int, end_at: int = 0, raise_at: int = 0, kill_at: int = 0, flag: str = ""
-    ) -> None:
+    def __init__(self, slot: int, end_at: int = 0, raise_at: int = 0, kill_at: int = 0, flag: str = "") -> None:
         self.observation_space = gym.spaces.Box(-1e6, 1e6, (4,), np.float32)
         self.action_space = gym.spaces.Discrete(2)
         self.slot, self.end_at, self.raise_at, self.kill_at, self.flag = slot, end_at, raise_at, kill_at, flag

@@ -1,5 +1,6 @@
-"""A worker that wrote (and made current) a slot's new observation, then died: the failed slots
-come back with the observations handed out last (pool_env.banks), also after a step that raised.
+"""Observation banks (pool_env.banks). A worker that wrote (and made current) a slot's new
+observation, then died: the failed slots come back with the observations handed out last, also
+after a step that raised. ``copy=False``: views of the segment, with SyncVectorEnv's values.
 
 One worker owns both slots. Slot 0's episode ends (or its env raises) one step before slot 1's env
 kills the worker: in the killing step the worker first resets slot 0 — writing its new first
@@ -11,10 +12,11 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
-from pool_env import PoolOptions, PoolVectorEnv
+from pool_env import GymEnvSpec, PoolOptions, PoolVectorEnv
 from pool_env.errors import PoolEnvError
 from tests.envs.banks import ScriptedEnv
 
@@ -56,3 +58,22 @@ def test_after_a_step_that_raised_failed_slots_come_back_as_handed_out_before_it
         obs, _, _, truncated, _ = env.step(ZEROS)  # slot 0 reset (written), then slot 1 killed the worker
         assert truncated.tolist() == [True, True]
         np.testing.assert_array_equal(obs, handed_out)
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_copy_false_hands_out_views_valid_until_the_step_after_next_with_the_same_values(copy: bool) -> None:
+    reference = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1") for _ in range(4)])
+    with PoolVectorEnv(GymEnvSpec("CartPole-v1"), 4, num_workers=2, copy=copy) as env:
+        obs, _ = env.reset(seed=3)
+        want, _ = reference.reset(seed=3)
+        np.testing.assert_array_equal(obs, want)
+        rng = np.random.default_rng(0)
+        for _ in range(30):
+            actions = rng.integers(0, 2, 4)
+            got = env.step(actions)
+            expected = reference.step(actions)
+            np.testing.assert_array_equal(got[0], expected[0])
+            assert got[0].flags.owndata is copy  # False: a view of the pool's segment, no copy made
+            np.testing.assert_array_equal(obs, want)  # the previous step's observations are still intact
+            obs, want = got[0], expected[0].copy()
+    reference.close()
