@@ -431,6 +431,7 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
             self._big_obs_candidates,
             make_big_obs_env,
             params,
+            references=[*GYM_REFERENCES, ("sync copy=False", "gym sync copy=False")],
             memcpy_bytes=obs_bytes,
         )
 
@@ -440,6 +441,17 @@ class Suite(contextlib.AbstractContextManager["Suite"]):
         default = spec.default_num_workers(n)
         candidates = [*_gym_candidates(make_big_obs_env, n)]
         candidates += [_pool_candidate(spec, n, w, default) for w in _worker_counts(n)]
+        # What copy=False buys on both sides: the trainer's one copy out of the buffers (gymnasium's
+        # deepcopy, our copy out of shared memory) is most of a step's trainer time at this size.
+        fns = [make_big_obs_env] * n
+        sync = VectorEnvCandidate(
+            "gym sync copy=False", "sync", n, 0, lambda: gym.vector.SyncVectorEnv(fns, copy=False)
+        )
+        views = VectorEnvCandidate(
+            f"pool W={default} copy=False", "pool", n, default, lambda: PoolVectorEnv(spec, n, default, copy=False)
+        )
+        views.extra = {"default_workers": False, "copy": False}
+        candidates += [sync, views]
         return _local_ideal(candidates, case.params["env_cost_us"] / 1e6)
 
     # (d)
