@@ -1,4 +1,4 @@
-"""A trainer's life around a real daemon: goodbye on SIGTERM, exit without close(), timeouts, spread leases."""
+"""A trainer's life around a real daemon: goodbye on SIGTERM, exit without close(), timeouts, where leases land."""
 
 from __future__ import annotations
 
@@ -106,19 +106,36 @@ def test_a_trainer_that_never_closes_its_env_exits_and_releases_its_lease(ending
         wait_until(lambda: status_of(daemon.endpoint)["free_slots"] == 2, 5.0, "the lease is released")
 
 
-def test_a_lease_of_half_the_slots_steps_on_every_worker() -> None:
+def test_a_lease_smaller_than_a_worker_steps_on_every_worker() -> None:
+    with (
+        DaemonProcess(envs=8, workers=2, lease_timeout=5.0) as daemon,
+        pool_env.connect(daemon.endpoint, num_envs=2) as env,
+    ):
+        env.reset(seed=0)
+        for _ in range(3):
+            env.step(np.zeros(2, dtype=np.int64))
+        status = status_of(daemon.endpoint)
+    leases, workers = status["leases"], status["workers"]
+    assert isinstance(leases, list) and isinstance(workers, list)
+    assert leases[0]["slots"] == [0, 4]  # one on each worker (slots 0-3 and 4-7)
+    assert [w["steps"] > 0 for w in workers] == [True, True]  # both workers stepped the lease
+
+
+def test_a_lease_of_a_whole_worker_steps_on_the_fast_path() -> None:
     with (
         DaemonProcess(envs=8, workers=2, lease_timeout=5.0) as daemon,
         pool_env.connect(daemon.endpoint, num_envs=4) as env,
     ):
         env.reset(seed=0)
+        before = status_of(daemon.endpoint)["counters"]
         for _ in range(3):
             env.step(np.zeros(4, dtype=np.int64))
         status = status_of(daemon.endpoint)
-    leases, workers = status["leases"], status["workers"]
-    assert isinstance(leases, list) and isinstance(workers, list)
-    assert leases[0]["slots"] == [0, 1, 4, 5]  # two on each worker (slots 0-3 and 4-7)
-    assert [w["steps"] > 0 for w in workers] == [True, True]  # both workers stepped the lease
+    leases, counters = status["leases"], status["counters"]
+    assert isinstance(leases, list) and isinstance(counters, dict) and isinstance(before, dict)
+    assert leases[0]["slots"] == [0, 1, 2, 3]  # all of worker 0
+    # each step was one command of every slot of worker 0: posted in its record, not sent over zmq
+    assert counters.get("fast_path_calls", 0) - before.get("fast_path_calls", 0) == 3
 
 
 def test_the_directory_a_kill_9_leaves_is_removed_when_the_next_daemon_starts(tmp_path: Path) -> None:

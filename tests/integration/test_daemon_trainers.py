@@ -90,8 +90,8 @@ def test_wrong_call_order_and_wrong_actions_are_clear_errors(daemon: DaemonProce
 
 def test_asking_for_more_slots_than_are_free_names_what_is_free(daemon: DaemonProcess) -> None:
     with (
-        pool_env.connect(daemon.endpoint, num_envs=4),
-        pytest.raises(pool_env.LeaseError, match=r"asked for 3 slots but only 2 of 6 are free \[2, 5\]"),
+        pool_env.connect(daemon.endpoint, num_envs=4),  # all of worker 0 (slots 0-2), then slot 3
+        pytest.raises(pool_env.LeaseError, match=r"asked for 3 slots but only 2 of 6 are free \[4-5\]"),
     ):
         pool_env.connect(daemon.endpoint, num_envs=3)
 

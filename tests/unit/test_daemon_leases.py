@@ -78,21 +78,38 @@ def test_slot_lists_are_compact() -> None:
     assert describe_slots([]) == "[]"
 
 
-def test_leases_spread_over_the_workers_groups(clock: FakeClock) -> None:
+def test_a_lease_smaller_than_a_worker_spreads_over_the_workers(clock: FakeClock) -> None:
+    table = LeaseTable(16, timeout=1.0, clock=clock, groups=[list(range(8)), list(range(8, 16))])
+
+    first = table.grant(4)
+    second = table.grant(6)
+
+    assert first.slots == [0, 1, 8, 9]  # 2 on each worker, not all 4 on worker 0
+    assert second.slots == [2, 3, 4, 10, 11, 12]
+    assert table.free_slots() == [5, 6, 7, 13, 14, 15]
+
+
+def test_a_lease_takes_whole_free_workers_first(clock: FakeClock) -> None:
     table = LeaseTable(16, timeout=1.0, clock=clock, groups=[list(range(8)), list(range(8, 16))])
 
     first = table.grant(8)
-    second = table.grant(6)
+    second = table.grant(8)
 
-    assert first.slots == [0, 1, 2, 3, 8, 9, 10, 11]  # 4 on each worker, not all 8 on worker 0
-    assert second.slots == [4, 5, 6, 12, 13, 14]
-    assert table.free_slots() == [7, 15]
+    assert first.slots == list(range(8))  # all of worker 0 (its steps ride the fast path), not 4 + 4
+    assert second.slots == list(range(8, 16))
+
+
+def test_a_lease_takes_the_whole_workers_it_fills_then_spreads_the_rest(clock: FakeClock) -> None:
+    table = LeaseTable(12, timeout=1.0, clock=clock, groups=[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]])
+    table.grant(1)  # slot 0: worker 0 is no longer wholly free
+
+    assert table.grant(6).slots == [1, 4, 5, 6, 7, 8]  # all of worker 1, then one each from 2 and 0
 
 
 def test_a_lease_takes_first_from_the_worker_with_most_free_slots(clock: FakeClock) -> None:
     table = LeaseTable(9, timeout=1.0, clock=clock, groups=[[0, 1, 2], [3, 4, 5], [6, 7, 8]])
     table.grant(2)  # slots 0 and 3
-    assert table.grant(4).slots == [1, 4, 6, 7]  # worker 2 has 3 free: it gives two
+    assert table.grant(2).slots == [1, 6]  # worker 2 has 3 free: it gives first
 
 
 def test_an_expired_lease_comes_back_when_its_slots_are_still_free(clock: FakeClock) -> None:
