@@ -118,7 +118,10 @@ class Coordinator:
             if layout.control_words:
                 self._fast = fastpath.FastLane(self.buffers, num_workers)
                 self._fast_calls = FastCalls(self._fast)
-                self._waiter = fastpath.Waiter(self._socket, self._fast.doorbell, spin)
+                # While it spins, the workers skip the doorbell (pool_env.fastpath.bell: the handshake).
+                flag = self._fast.spin_flag
+                self._waiter = fastpath.Waiter(self._socket, self._fast.doorbell, spin, flag)
+                self._tail_spin = fastpath.AdaptiveSpin(fastpath.SPIN_BUDGET, flag=flag)
             fast = self._fast
             # Only an env_fns pool's own workers may unpickle (its factories, in init).
             self.supervisor = Supervisor.of_subprocesses(
@@ -363,8 +366,17 @@ class Coordinator:
         if pending.local is not None:  # the trainer's own slots, while the workers step theirs
             self._run_trainer_slots(pending)
         steady = self._steady
-        if steady is not None and steady.inflight and steady.inflight[0][0].pending is pending:
-            self._collect_steady(steady, deadline)
+        # Retired by the steady path: every call of ``pending`` is done, the workers' health checked
+        # as due; nothing is left for the loop below.
+        if (
+            steady is not None
+            and steady.inflight
+            and steady.inflight[0][0].pending is pending
+            and self._collect_steady(steady, deadline)
+        ):
+            if pending.result.fatal is not None:
+                raise pending.result.fatal
+            return pending.result
         while True:
             now = time.monotonic()
             if now - self._last_check >= LIVENESS_POLL_MS / 1000:  # not on every message: it costs waitpids
@@ -387,16 +399,17 @@ class Coordinator:
             raise pending.result.fatal
         return pending.result
 
-    def _collect_steady(self, steady: SteadyCalls, deadline: float | None) -> None:
-        """Wait for a call of :meth:`_submit_steady` and retire it once every worker published it;
-        on anything else (a message, a quiet liveness interval, the deadline, a due health check)
-        return with the generic records intact: :meth:`collect`'s loop takes over."""
+    def _collect_steady(self, steady: SteadyCalls, deadline: float | None) -> bool:
+        """Wait for a call of :meth:`_submit_steady` and retire it once every worker published it
+        (``True``); on anything else (a message, a quiet liveness interval, the deadline, a due
+        health check) return ``False`` with the generic records intact: :meth:`collect`'s loop
+        takes over."""
         now = time.monotonic()
         if now - self._last_check >= LIVENESS_POLL_MS / 1000:
             self._check_workers(now)
         if not steady.untouched():  # a check failed a worker, or the generic path reaped some
             steady.inflight = []
-            return
+            return False
         end = now + LIVENESS_POLL_MS / 1000
         if deadline is not None:
             end = min(end, deadline)
@@ -415,10 +428,11 @@ class Coordinator:
                 steady.inflight = []  # the generic loop reaps the published ones, handles the rest
                 if wake is fastpath.Wake.TIMEOUT:
                     self._last_check = 0.0  # a quiet wait: check the workers' health now
-                return
+                return False
         self.counters["fast_path_calls"] += len(steady.inflight)
         for handle in steady.finish():
             self._send_head(handle)
+        return True
 
     def progress(self, wait: float) -> None:
         """Handle worker messages for up to ``wait`` seconds and heal failed workers (non-blocking use)."""

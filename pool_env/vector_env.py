@@ -280,6 +280,9 @@ class PoolVectorEnv(BatchedVectorEnv):
         result = self._collect(timeout)
         buffers = self._buffers
         reward, terminated, truncated = buffers.reward.copy(), buffers.terminated.copy(), buffers.truncated.copy()
+        if not result.errors and not result.infos:  # the common step: nothing failed, nothing to tell
+            self._track_step(terminated, truncated)
+            return self._observations(()), reward, terminated, truncated, {}
         failed = sorted(result.errors)
         if failed and self.autoreset_mode is AutoresetMode.SAME_STEP:
             return self._same_step_failures(result, reward, terminated, truncated)

@@ -38,6 +38,7 @@ __all__ = ["WorkerLoop"]
 log = logging.getLogger(__name__)
 
 PARENT_CHECK_MS = 500
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: ``&`` of an IntFlag builds a member
 _CLEAN_KEYS = {"op", "seq", "infos", "errors"}  # a reply with nothing else to say (every reply has these)
 
 
@@ -122,7 +123,7 @@ class WorkerLoop:
                 if fast is not None:
                     self._run_fast(fast)
                     continue
-                if not int(self._socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                if not int(self._socket.getsockopt(_EVENTS)) & _POLLIN:
                     if not self._parent_alive():
                         log.warning("coordinator (pid %d) is gone; worker exits", self._parent_pid)
                         return
@@ -179,6 +180,10 @@ class WorkerLoop:
                 failures: dict[int, list[str]] = {}
                 results.begin()
                 self._step(self._every, False, infos, failures)
+                if not (infos or failures or results.obs_out or results.in_a_row or self._counters is not None):
+                    fast.publish(seq)  # nothing to say: the reply would hold exactly _CLEAN_KEYS, all empty
+                    self._prefetch_resets()
+                    return
                 reply = self._reply(seq, infos, failures)
             else:
                 # Our own slot list itself: _command() knows it by identity and maps no slot ids.
@@ -306,7 +311,7 @@ class WorkerLoop:
         assert self._backend is not None and self._results is not None
         needs_reset = self._needs_reset
         if slots is self._every:  # all our slots: pick by mask, no Python per slot
-            to_reset = list(itertools.compress(slots, needs_reset))
+            to_reset = list(itertools.compress(slots, needs_reset)) if any(needs_reset) else []
             to_step = list(itertools.compress(slots, map(operator.not_, needs_reset))) if to_reset else slots
         else:
             to_reset = [s for s in slots if needs_reset[s]]
@@ -551,7 +556,8 @@ class WorkerLoop:
         if self._act_by_message:
             return [self._action_of(self._slots[s]) for s in slots]
         # Every slot: one slice of contiguous rows instead of a fancy index (a view, no gather).
-        rows: Any = self._rows if self._rows is not None and slots == self._every else [self._slots[s] for s in slots]
+        every = slots is self._every or slots == self._every
+        rows: Any = self._rows if self._rows is not None and every else [self._slots[s] for s in slots]
         if self._flat_act:
             return list(arrays[0][rows])
         layout = self._buffers.layout

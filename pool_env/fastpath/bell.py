@@ -26,10 +26,17 @@ futex would need an atomic shared counter that Python does not have). The price:
 inherits its two eventfds at spawn (``Popen(pass_fds=...)``), so a restarted worker gets them
 again from the coordinator, which owns them for the pool's life.
 
-Every ring is a real write: a "sleeping" flag that lets the ringer skip it races (the store of
-the word and the load of the flag may be reordered, even on x86), and a lost wake-up would cost
-a whole poll timeout. A waiter that caught the word while spinning finds a stale count later;
-that costs one extra poll and drain, only on the blocking path.
+A ring is skipped while the other side spins (it would find the word anyway): a waiter that
+spins *announces* it in a word of its record (:class:`SpinFlag`), and the ringer reads that word
+after storing its own. Both sides must order "store my word, then load the other's" — the store
+and the later load may be reordered even on x86 (the store buffer), and then both could miss the
+other: the ringer reads "spinning", the waiter reads the old word, stops spinning and blocks with no
+ring coming (a lost wake-up costs a whole poll timeout). So between the two sits :func:`fence`,
+the classic Dekker/futex handshake: the waiter stops announcing, fences, checks the word once
+more, and only then blocks; the ringer stores its word, fences, and rings unless the waiter is
+still announcing. At most one of them can miss the other's store, never both. A waiter that caught
+the word while the ringer rang anyway finds a stale count later; that costs one extra poll and
+drain, only on the blocking path.
 """
 
 from __future__ import annotations
@@ -37,14 +44,53 @@ from __future__ import annotations
 import enum
 import os
 import select
+import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import zmq
 
-__all__ = ["SPIN_BUDGET", "AdaptiveSpin", "Bell", "Waiter", "Wake", "spin_budget", "spin_until", "usable_cores"]
+__all__ = [
+    "SPIN_BUDGET",
+    "AdaptiveSpin",
+    "Announcer",
+    "Bell",
+    "Waiter",
+    "Wake",
+    "fence",
+    "spin_budget",
+    "spin_until",
+    "usable_cores",
+]
 
 _DRAIN_BYTES = 65536
+_POLLIN = int(zmq.POLLIN)  # plain ints: ``int & zmq.POLLIN`` builds an IntFlag member (≈ 1 µs)
+_EVENTS = int(zmq.EVENTS)
+_FENCE = threading.Lock()
+
+
+def fence() -> None:
+    """A full memory barrier: every store before it is visible to other processes before any
+    load after it (≈ 0.1 µs).
+
+    Taking an uncontended lock is an atomic read-modify-write in every CPython (a semaphore's or
+    a mutex's compare-and-swap), which on x86-64 is a ``lock``-prefixed instruction: a full barrier
+    that drains the store buffer. Python has no fence of its own; the fast path runs only on
+    x86-64 (:func:`pool_env.fastpath.block.supported`). Nothing ever waits on this lock.
+    """
+    _FENCE.acquire()
+    _FENCE.release()
+
+
+class Announcer(Protocol):
+    """Where a waiter announces that it spins, so that its ringer may skip the ring (:class:`SpinFlag`)."""
+
+    def raise_(self) -> None:
+        """Announce: spinning from now on."""
+
+    def lower(self) -> None:
+        """Stop announcing, then :func:`fence` (the caller checks its word once more before blocking)."""
 
 
 class Bell:
@@ -141,20 +187,27 @@ class AdaptiveSpin:
     ``probe_every`` waits to notice when spinning pays again: the adaptive spinning of glibc's
     adaptive mutexes and the JVM's locks, applied to one waiter.
 
+    While it spins, it announces so through ``flag`` (if given): the other side skips its ring
+    meanwhile, and after the spin the flag is lowered and ``ready()`` checked once more (see the
+    module's docstring), so a ``False`` answer means: block, a ring will come.
+
     Args:
         budget: seconds to spin per wait (0: never spin).
         probe_every: waits between two trial spins while spinning does not pay.
+        flag: where to announce the spinning (``None``: nowhere, every ring is a real write).
     """
 
     budget: float
     probe_every: int
     score: float
+    flag: Announcer | None
     _skipped: int
 
-    def __init__(self, budget: float, probe_every: int = 32) -> None:
+    def __init__(self, budget: float, probe_every: int = 32, flag: Announcer | None = None) -> None:
         self.budget = budget
         self.probe_every = probe_every
         self.score = 1.0
+        self.flag = flag
         self._skipped = 0
 
     def spin(self, ready: Callable[[], bool]) -> bool:
@@ -167,7 +220,16 @@ class AdaptiveSpin:
                 return ready()
             self._skipped = 0
         start = time.perf_counter()
-        done = spin_until(ready, self.budget)
+        flag = self.flag
+        if flag is None:
+            done = spin_until(ready, self.budget)
+        else:
+            flag.raise_()
+            try:
+                done = spin_until(ready, self.budget)
+            finally:
+                flag.lower()  # before the last check: a ring comes for anything it misses
+            done = done or ready()
         hit = done and time.perf_counter() - start <= 2 * self.budget
         self.score += ((1.0 if hit else 0.0) - self.score) * 0.125
         return done
@@ -202,6 +264,7 @@ class Waiter:
         socket: the zmq socket whose messages end a wait (the coordinator's ROUTER, a worker's DEALER).
         bell: the bell that ends a wait (``None``: no fast path, the socket only).
         budget: seconds to spin per wait (0: never spin).
+        flag: where the spin is announced (:class:`AdaptiveSpin`), so the other side skips its ring.
     """
 
     spin: AdaptiveSpin
@@ -210,8 +273,10 @@ class Waiter:
     _bell_fd: int
     _poll: select.poll
 
-    def __init__(self, socket: zmq.Socket[bytes], bell: Bell | None, budget: float) -> None:
-        self.spin = AdaptiveSpin(budget)
+    def __init__(
+        self, socket: zmq.Socket[bytes], bell: Bell | None, budget: float, flag: Announcer | None = None
+    ) -> None:
+        self.spin = AdaptiveSpin(budget, flag=flag)
         self._socket = socket
         self._bell = bell
         self._bell_fd = -1 if bell is None else bell.fileno()
@@ -222,7 +287,7 @@ class Waiter:
 
     def has_message(self) -> bool:
         """Whether a message waits on the socket (asked, not caught as ``zmq.Again``: cheaper)."""
-        return bool(int(self._socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+        return bool(int(self._socket.getsockopt(_EVENTS)) & _POLLIN)
 
     def wait(self, ready: Callable[[], bool] | None, timeout: float) -> Wake:
         """Spin on ``ready`` (if given), then block up to ``timeout`` seconds; why it returned.

@@ -23,14 +23,17 @@ from pool_env.supervisor.states import WorkerHandle, WorkerState
 __all__ = ["SteadyCalls", "pool_plan"]
 
 
+_STEP_PLANS = {autoreset: (FAST_STEP, None, mode) for mode, autoreset in enumerate(AUTORESET_MODES)}
+
+
 def pool_plan(op: Op, seeds: list[int | None] | None, autoreset: str) -> tuple[int, int | None, int] | None:
     """``(fast op, seed base, mode)`` of a plain call of *every* slot of the pool (a step, or a reset
     without options whose seeds are all ``None`` or ``base + slot``); else ``None``."""
+    if op is Op.STEP:  # the hot path: one look-up
+        return _STEP_PLANS.get(autoreset)
     if autoreset not in AUTORESET_MODES:
         return None
     mode = AUTORESET_MODES.index(autoreset)
-    if op is Op.STEP:
-        return (FAST_STEP, None, mode)
     if op is not Op.RESET or seeds is None:
         return None
     first = seeds[0]
@@ -76,7 +79,10 @@ class SteadyCalls:
         if self.fast_calls.calls:
             return False
         running = WorkerState.RUNNING
-        return all(handle.state is running and not queue for handle, queue, _ in self._workers)
+        for handle, queue, _ in self._workers:  # noqa: SIM110 - a loop, not all(genexpr): every step asks
+            if handle.state is not running or queue:
+                return False
+        return True
 
     def post(
         self, pending: PendingCommand, plan: tuple[int, int | None, int], message: Callable[[list[int]], dict[str, Any]]
@@ -86,13 +92,13 @@ class SteadyCalls:
         fast_op, seed, mode = plan
         now = time.monotonic()
         inflight = self.inflight = []
+        posted = pending.calls
         for handle, queue, done_index in self._workers:
-            slots = handle.slots
-            call = WorkerCall(pending, handle, handle.gen, message(slots), slots, sent_at=now, fast=plan)
-            pending.calls.append(call)
+            slots, gen, worker_id = handle.slots, handle.gen, handle.worker_id
+            call = WorkerCall(pending, handle, gen, message(slots), slots, now, False, False, plan)
+            posted.append(call)
             queue.append(call)
-            worker_id = handle.worker_id
-            word = lane.post(worker_id, handle.gen, seq, fast_op, seed, mode, ring=False)
+            word = lane.post(worker_id, gen, seq, fast_op, seed, mode, ring=False)
             calls[worker_id] = (call, word)
             inflight.append((call, queue, done_index, word))
         for handle, _, _ in self._workers:  # every command posted before any bell: see Coordinator.submit

@@ -174,6 +174,83 @@ def test_a_post_without_ring_is_visible_but_silent_until_rung(lane: FastLane) ->
         port.close()
 
 
+def test_no_ring_while_the_worker_announces_its_spin_on_the_record(lane: FastLane) -> None:
+    port = _port(lane, 0, gen=1)
+    try:
+        port.spin_flag.raise_()
+        lane.post(0, 1, 1, FAST_STEP)
+        assert not port.bell.wait(0.0)  # it spins: it finds the command by itself
+        port.spin_flag.lower()
+        command = port.poll()
+        assert command is not None and command.seq == 1
+        lane.post(0, 1, 2, FAST_STEP)
+        assert port.bell.wait(1.0)  # no longer announced: rung
+    finally:
+        port.close()
+
+
+def test_the_announcement_of_a_replaced_process_never_silences_its_successor(lane: FastLane) -> None:
+    old = _port(lane, 0, gen=1)
+    old.spin_flag.raise_()
+    old.close()  # killed while it spun: its announcement stays in the record
+    new = _port(lane, 0, gen=2)
+    try:
+        lane.post(0, 2, 1, FAST_STEP)
+        assert new.bell.wait(1.0)
+    finally:
+        new.close()
+
+
+def test_no_doorbell_while_the_coordinator_announces_its_spin(lane: FastLane) -> None:
+    port = _port(lane, 1, gen=1)
+    try:
+        lane.post(1, 1, 1, FAST_STEP)
+        lane.spin_flag.raise_()
+        port.publish(1)
+        assert not lane.doorbell.wait(0.0)
+        assert lane.finished(1, pack(1, 1))
+        lane.spin_flag.lower()
+        lane.post(1, 1, 2, FAST_STEP)
+        port.publish(2)
+        assert lane.doorbell.wait(1.0)
+    finally:
+        port.close()
+
+
+class _Flag:
+    """An announcer that records what happened, in order, with the answers of ``ready``."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def raise_(self) -> None:
+        self.events.append("raise")
+
+    def lower(self) -> None:
+        self.events.append("lower")
+
+
+def test_a_spin_announces_itself_and_checks_once_more_after_it_stops_announcing() -> None:
+    flag = _Flag()
+    spinner = AdaptiveSpin(budget=1e-4, flag=flag)
+
+    def ready() -> bool:
+        flag.events.append("check")
+        return flag.events.count("lower") == 1  # true only once the spin is over: the last check
+
+    assert spinner.spin(ready)
+    assert flag.events[0] == "raise" and flag.events[-2:] == ["lower", "check"]
+    assert flag.events.count("raise") == flag.events.count("lower") == 1
+
+
+def test_a_spin_that_does_not_pay_lately_announces_nothing() -> None:
+    flag = _Flag()
+    spinner = AdaptiveSpin(budget=1e-4, probe_every=1000, flag=flag)
+    spinner.score = 0.0
+    assert not spinner.spin(lambda: False)
+    assert flag.events == []
+
+
 def test_a_blocked_waiter_wakes_when_rung_from_another_thread() -> None:
     with Bell() as bell:
         ringer = threading.Timer(0.05, bell.ring)
