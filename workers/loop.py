@@ -272,7 +272,9 @@ class WorkerLoop:
     def _command(self, message: dict[str, Any]) -> dict[str, Any]:
         assert self._backend is not None and self._buffers is not None and self._results is not None
         named = message["slots"]
-        slots = self._every if named is self._slots else [self._local[int(s)] for s in named]
+        # Every slot of ours, in order (the trainer's own slots' messages too): no per-slot mapping.
+        every = named is self._slots or named == self._slots
+        slots = self._every if every else [self._local[int(s)] for s in named]
         self._autoreset = str(message.get("autoreset", NEXT_STEP))
         if self._act_by_message:
             self._sent_actions = {int(row): parts for row, parts in (message.get("actions") or {}).items()}
