@@ -63,6 +63,7 @@ class ObservationBanks:
         # returned arrays in place). Zeros before the first: what a slot failed before any reset shows.
         self._kept = None if self.double else [np.zeros_like(array) for array in buffers.obs]
         self._every = slice(0, n)
+        self._in_first, self._in_second = bytes(n), b"\x01" * n  # every slot current in bank 0 / 1
 
     def keep_previous(self, failed: Sequence[int]) -> None:
         """Point ``failed`` slots back at the observation they were taken with last.
@@ -101,7 +102,11 @@ class ObservationBanks:
         every = rows is None
         chosen: Rows = self._every if rows is None else rows
         banks = current[chosen]
-        uniform = 0 if not banks.any() else 1 if banks.all() else None
+        if every:  # the common full batch: two bytes compares, not two numpy reductions (≈ 4 µs)
+            raw = banks.tobytes()
+            uniform = 0 if raw == self._in_first else 1 if raw == self._in_second else None
+        else:
+            uniform = 0 if not banks.any() else 1 if banks.all() else None
         if uniform is not None:
             source = self._banks[uniform]
             leaves = (

@@ -96,3 +96,19 @@ def test_slots_out_of_row_order_write_their_own_rows(buffers: shm.BatchBuffers) 
     assert buffers.obs[0][[3, 1]].tolist() == [[3.0] * 3, [1.0] * 3]
     assert buffers.reward.tolist() == [0.0, 1.0, 0.0, 3.0]
     assert buffers.truncated.tolist() == [False, True, False, False]
+
+
+def test_a_one_slot_worker_writes_its_row_and_a_failure_keeps_its_observation(buffers: shm.BatchBuffers) -> None:
+    writer = _writer(buffers, [3])
+    writer.begin()
+    failures: dict[int, list[str]] = {}
+    writer.write_steps(writer.every, [(_obs(4.0), 2.5, True, False, {})], {}, failures)
+    assert buffers.obs[0][3].tolist() == [4.0] * 3 and buffers.obs[0][2].tolist() == [0.0] * 3
+    assert (buffers.reward[3], buffers.terminated[3], buffers.truncated[3]) == (2.5, True, False)
+    assert failures == {} and writer._needs_reset == [True]
+    writer.begin()
+    raised = Outcome.failed(ErrorKind.ENV_RAISED, StepFate.UNKNOWN, "boom")
+    writer.write_steps(writer.every, [raised], {}, failures)
+    assert buffers.obs[0][3].tolist() == [4.0] * 3  # kept
+    assert (buffers.reward[3], buffers.terminated[3], buffers.truncated[3]) == (0.0, False, True)
+    assert list(failures) == [3]
