@@ -42,7 +42,7 @@ Rows = slice | np.ndarray
 
 
 class ObservationBanks:
-    """The trainer's side: copies of the observations out of the segment.
+    """The trainer's side: the observations out of the segment (copies, or views of a bank).
 
     Args:
         buffers: the pool's batch segment (one or two observation banks).

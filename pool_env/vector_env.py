@@ -183,7 +183,7 @@ class PoolVectorEnv(BatchedVectorEnv):
         self.closed = False
         self.batch_size = batch_size
         self._pending: PendingCommand | None = None
-        # Hands out copies of the observations; a failed slot's is the one handed out last.
+        # Hands out the observations (copies, or views with copy=False); a failed slot's is the one handed out last.
         self._banks = ObservationBanks(self._buffers)
         self._was_reset = False
         self._batcher = PartialBatcher(
@@ -541,7 +541,8 @@ class PoolVectorEnv(BatchedVectorEnv):
                 target[...] = value
 
     def _observations(self, failed: Sequence[int] = ()) -> Any:
-        """Copies of the observations; ``failed`` slots keep the ones returned last.
+        """The observations (copies; views of the segment with ``copy=False``); ``failed`` slots keep
+        the ones returned last.
 
         A worker that dies or hangs mid-command may already have written some of its rows
         (e.g. the reset of a slot that ended, before stepping the others); its slots must
