@@ -87,7 +87,11 @@ def check(report: ChaosReport, run: ChaosRun, seed: int, rss: tuple[int, int], e
     assert report.failed_after_restart >= 1, f"the server restart must end the live episodes {where}"
     server = report.server_faults
     assert all(server.get(kind, 0) >= 1 for kind in ("500", "503", "drop", "episode_error")), f"{server} {where}"
-    assert report.server_steps["episode_errors"] >= 0.02 * report.env_steps, f"{report.server_steps} {where}"
+    # The mix draws an episode error for 3.5 % of the step entries that reach the server, but entries
+    # of failed slots, of 5xx/dropped/hung requests and of the restart draw none: a 2 % floor failed
+    # daemon runs with 28 and 32 of ≈ 1,600 env steps (one of them seed 230856700). What matters
+    # is that they are a real part of the run: the floor is 1 %.
+    assert report.server_steps["episode_errors"] >= 0.01 * report.env_steps, f"{report.server_steps} {where}"
     leftover = [pid for pid in run.seen_pids if is_worker_process(pid)]
     assert leftover == [], f"worker processes outlived the pool: {leftover} {where}"
     warm, end = rss
