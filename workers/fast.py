@@ -45,6 +45,10 @@ class FastPath:
         self._taken = self.port.poll()
         return self._taken is not None
 
+    def has_message(self) -> bool:
+        """Whether a zmq message waits on the worker's socket (:meth:`Waiter.has_message`)."""
+        return self._waiter.has_message()
+
     def wait(self, timeout: float) -> FastCommand | None:
         """The next fast-path command: spin briefly, then block on the bell *and* the socket.
 

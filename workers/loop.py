@@ -38,7 +38,6 @@ __all__ = ["WorkerLoop"]
 log = logging.getLogger(__name__)
 
 PARENT_CHECK_MS = 500
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: ``&`` of an IntFlag builds a member
 _CLEAN_KEYS = {"op", "seq", "infos", "errors"}  # a reply with nothing else to say (every reply has these)
 
 
@@ -123,7 +122,7 @@ class WorkerLoop:
                 if fast is not None:
                     self._run_fast(fast)
                     continue
-                if not int(self._socket.getsockopt(_EVENTS)) & _POLLIN:
+                if not self._fast.has_message():
                     if not self._parent_alive():
                         log.warning("coordinator (pid %d) is gone; worker exits", self._parent_pid)
                         return
