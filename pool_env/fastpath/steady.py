@@ -95,7 +95,7 @@ class SteadyCalls:
         posted = pending.calls
         for handle, queue, done_index in self._workers:
             slots, gen, worker_id = handle.slots, handle.gen, handle.worker_id
-            call = WorkerCall(pending, handle, gen, message(slots), slots, now, False, False, plan)
+            call = WorkerCall(pending, handle, gen, message(slots), slots, sent_at=now, fast=plan)
             posted.append(call)
             queue.append(call)
             word = lane.post(worker_id, gen, seq, fast_op, seed, mode, ring=False)
