@@ -71,6 +71,9 @@ class ObservationBanks:
         self.double = self._current is not None
         """Whether the segment has two banks (no private copy here)."""
         self._taken = None if self._current is None else self._current.copy()  # the bank each slot was taken from last
+        # A clean full batch taken from one bank records only that bank here; _taken_rows() writes it
+        # into _taken when a row is asked for (the hot path saves a numpy assignment per step).
+        self._taken_all: int | None = None
         # One bank: the observations handed out last, kept privately (the trainer may change the
         # returned arrays in place). Zeros before the first: what a slot failed before any reset shows.
         self._kept = None if self.double else [np.zeros_like(array) for array in buffers.obs]
@@ -86,8 +89,7 @@ class ObservationBanks:
         """
         if self._current is not None and failed:
             chosen = list(failed)
-            assert self._taken is not None
-            self._current[chosen] = self._taken[chosen]
+            self._current[chosen] = self._taken_rows()[chosen]
 
     def previous(self, slot: int) -> list[np.ndarray]:
         """Copies of the leaves of ``slot``'s observation taken last (after :meth:`keep_previous`
@@ -95,7 +97,7 @@ class ObservationBanks:
         if self._taken is None:
             assert self._kept is not None
             return [leaf[slot].copy() for leaf in self._kept]
-        return [leaf[slot].copy() for leaf in self._banks[int(self._taken[slot])]]
+        return [leaf[slot].copy() for leaf in self._banks[int(self._taken_rows()[slot])]]
 
     def take(self, rows: np.ndarray | None = None, failed: Sequence[int] = (), copy: bool = True) -> list[np.ndarray]:
         """Copies of the current observation leaves: ``[len(rows), *shape]`` each, or
@@ -106,11 +108,17 @@ class ObservationBanks:
         (two banks, every slot in the same bank) come back as views of the segment, untouched by
         the next command (whose rows go to the other bank) and overwritten by the one after it.
         """
-        if self._current is None:
+        current = self._current
+        if current is None:
             return self._take_kept(rows, failed)
+        if rows is None and not failed:  # the hot path: a clean full batch, as a rule from one bank
+            uniform = self._same.of(current)
+            if uniform is not None:
+                self._taken_all = uniform
+                source = self._banks[uniform]
+                return [leaf.copy() for leaf in source] if copy else [leaf[self._every] for leaf in source]
         self.keep_previous(failed)
-        current, taken = self._current, self._taken
-        assert taken is not None
+        taken = self._taken_rows()
         every = rows is None
         chosen: Rows = self._every if rows is None else rows
         banks = current[chosen]
@@ -132,6 +140,15 @@ class ObservationBanks:
                 banks = current[chosen]
         taken[chosen] = banks
         return leaves
+
+    def _taken_rows(self) -> np.ndarray:
+        """The bank each slot was taken from last, one byte per slot (two banks only)."""
+        taken = self._taken
+        assert taken is not None
+        if self._taken_all is not None:
+            taken.fill(self._taken_all)
+            self._taken_all = None
+        return taken
 
     def _align(self, banks: np.ndarray) -> None:
         """Bring the slots whose current bank differs from most slots' into step with them.

@@ -211,6 +211,7 @@ class Coordinator:
         autoreset: str = "NextStep",
         invocation: dict[str, Any] | None = None,
         actions: dict[int, list[Any]] | None = None,
+        give_back: bool = False,
     ) -> PendingCommand:
         """Send ``op`` for ``slots`` (all when ``None``) to their workers.
 
@@ -227,6 +228,10 @@ class Coordinator:
         worker executes its share of them in order. Workers that are restarting get the
         command as soon as they are ready; workers in backoff or given up on answer at once
         with an error for their slots.
+
+        ``give_back``: the caller keeps no reference to the command nor its result once it
+        collected it (the next command's, or a later one's, may then be the same objects, their
+        fields renewed: :meth:`SteadyCalls.reusable <pool_env.fastpath.steady.SteadyCalls.reusable>`).
 
         Raises:
             QuotaExceededError: a step that would pass ``HttpEnvSpec.max_server_steps`` (nothing sent).
@@ -246,7 +251,7 @@ class Coordinator:
         ):
             plan = pool_plan(op, None if seeds is None else list(seeds), autoreset)
             if plan is not None:
-                return self._submit_steady(steady, op, plan, seeds, autoreset)
+                return self._submit_steady(steady, op, plan, seeds, autoreset, give_back)
         handovers = self._handovers
         if handovers is not None:
             handovers.tick(self.workers, self._queue)
@@ -319,15 +324,24 @@ class Coordinator:
         plan: tuple[int, int | None, int],
         seeds: Sequence[int | None] | None,
         autoreset: str,
+        give_back: bool,
     ) -> PendingCommand:
         """:meth:`submit` of a plain call of every slot while every worker is healthy and idle
-        (:mod:`pool_env.fastpath.steady`): the same records, posted at once."""
+        (:mod:`pool_env.fastpath.steady`): the same records, posted at once; with ``give_back``,
+        the records of the last such call renewed rather than new ones made."""
         self._seq += 1
-        pending = PendingCommand(op, self._seq)
+        pending = steady.reusable(op, autoreset) if give_back and seeds is None else None
+        if pending is None:
+            pending = PendingCommand(op, self._seq)
+        else:
+            pending.seq = self._seq
+            result = pending.result
+            if result.infos or result.errors or result.values or result.fatal is not None:
+                pending.result = CommandResult()
         seed_of = dict(zip(self._all_slots, seeds, strict=True)) if seeds is not None else {}
         if self.trainer_slots:
             pending.local = self._message(op, self.trainer_slots, seed_of, None, autoreset, None)
-        steady.post(pending, plan, lambda slots: self._message(op, slots, seed_of, None, autoreset, None))
+        steady.post(pending, plan, lambda slots: self._message(op, slots, seed_of, None, autoreset, None), give_back)
         return pending
 
     def _message(

@@ -120,6 +120,7 @@ class PoolVectorEnv(BatchedVectorEnv):
         self.closed = True  # until the workers are up, close() has nothing to do
         refuse_inside_worker()  # never workers starting workers (a script without its main guard)
         self.autoreset_mode = autoreset_mode_of(autoreset_mode)
+        self._autoreset_value = self.autoreset_mode.value  # an enum's .value costs ≈ 0.1 µs on every step
         self.copy = bool(copy)
         spec, num_envs = resolve_spec(spec, env_fns, num_envs)
         trainer_slots = as_count("trainer_slots", trainer_slots)
@@ -185,6 +186,11 @@ class PoolVectorEnv(BatchedVectorEnv):
         self._pending: PendingCommand | None = None
         # Hands out the observations (copies, or views with copy=False); a failed slot's is the one handed out last.
         self._banks = ObservationBanks(self._buffers)
+        # Where a plain batch of actions goes (PlainActions: one leaf); the segment is the pool's for its life.
+        self._action_rows: np.ndarray | None = self._buffers.act[0] if self._buffers.act else None
+        self._results = (self._buffers.reward, self._buffers.terminated, self._buffers.truncated)
+        # One leaf of fixed shape at the top (a Box, Discrete, ... space): the observations are that leaf's array.
+        self._flat_obs = self._obs_tree == 0 and not self._coordinator.message_obs
         self._was_reset = False
         self._batcher = PartialBatcher(
             self._coordinator, self._banks, self._obs_leaves, self._act_leaves, act_space, batch_size
@@ -263,8 +269,9 @@ class PoolVectorEnv(BatchedVectorEnv):
         """
         self._check_can_step()
         self._write_actions(actions)
+        # give_back: step_wait keeps nothing of the command once collected (its records may serve the next).
         self._pending = self._coordinator.submit(
-            Op.STEP, autoreset=self.autoreset_mode.value, actions=self._message_actions
+            Op.STEP, autoreset=self._autoreset_value, actions=self._message_actions, give_back=True
         )
         self._pending_op = "step"
 
@@ -278,8 +285,8 @@ class PoolVectorEnv(BatchedVectorEnv):
         """
         self._check_pending("step")
         result = self._collect(timeout)
-        buffers = self._buffers
-        reward, terminated, truncated = buffers.reward.copy(), buffers.terminated.copy(), buffers.truncated.copy()
+        rewards, terminations, truncations = self._results
+        reward, terminated, truncated = rewards.copy(), terminations.copy(), truncations.copy()
         if not result.errors and not result.infos:  # the common step: nothing failed, nothing to tell
             self._track_step(terminated, truncated)
             return self._observations(()), reward, terminated, truncated, {}
@@ -526,7 +533,8 @@ class PoolVectorEnv(BatchedVectorEnv):
     def _write_actions(self, actions: Any) -> None:
         plain = self._plain_actions.accept(actions, self.check_action_bounds)
         if plain is not None:  # the common batch: one array, already checked
-            self._buffers.act[0][...] = plain
+            assert self._action_rows is not None
+            self._action_rows[...] = plain
             self._message_actions = None
             return
         arrays = validate_actions(
@@ -549,6 +557,8 @@ class PoolVectorEnv(BatchedVectorEnv):
         still come back with their previous observation.
         """
         leaves = self._banks.take(None, failed, copy=self.copy)
+        if self._flat_obs:
+            return leaves[0]
         # Leaves without a fixed shape: a tuple of one value per slot, as gymnasium's concatenate
         # gives for Text, Sequence, Graph and custom spaces (AsyncVectorEnv(shared_memory=False)).
         parts: list[Any] = list(leaves)

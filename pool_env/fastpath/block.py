@@ -84,7 +84,7 @@ def pack(gen: int, seq: int) -> int:
     Raises:
         ValueError: ``gen`` or ``seq`` out of range (gen < 2**23, 0 < seq < 2**40).
     """
-    if not 0 <= gen <= MAX_GEN or not 0 < seq < (1 << SEQ_BITS):
+    if not 0 <= gen <= MAX_GEN or not 0 < seq < _SEQ_LIMIT:
         raise ValueError(f"(gen, seq) = ({gen}, {seq}) out of range for the fast path")
     return (gen << SEQ_BITS) | seq
 
@@ -227,6 +227,14 @@ class FastLane:
         fence()  # the command word out before the worker's announcement is read (see bell.py)
         if self._words[index * WORDS + WORKER_SPINS] != self._gens[index]:
             self._bells[index].ring()
+
+    def ring_many(self, indices: list[int]) -> None:
+        """:meth:`ring` each worker of ``indices``, with one fence for them all."""
+        fence()  # every command word out before any announcement is read (see bell.py)
+        words, gens, bells = self._words, self._gens, self._bells
+        for index in indices:
+            if words[index * WORDS + WORKER_SPINS] != gens[index]:
+                bells[index].ring()
 
     def finished(self, index: int, word: int) -> bool:
         """Whether worker ``index`` published ``word`` (``pack(gen, seq)`` of the awaited command)."""

@@ -63,8 +63,12 @@ class SteadyCalls:
 
     fast_calls: FastCalls
     inflight: list[tuple[WorkerCall, deque[WorkerCall], int, int]]  # call, its queue, DONE word index, word
+    spare: PendingCommand | None
+    """The records of the last call :meth:`finish` retired, when its caller gave them back (:meth:`reusable`)."""
     _workers: list[tuple[WorkerHandle, deque[WorkerCall], int]]
+    _indices: list[int]
     _words: memoryview
+    _give_back: bool
 
     def __init__(
         self, fast_calls: FastCalls, queues: dict[int, deque[WorkerCall]], workers: list[WorkerHandle]
@@ -72,7 +76,10 @@ class SteadyCalls:
         self.fast_calls = fast_calls
         self._words = fast_calls.lane.words
         self._workers = [(h, queues[h.worker_id], h.worker_id * WORDS + DONE) for h in workers]
+        self._indices = [h.worker_id for h in workers]
         self.inflight = []
+        self.spare = None
+        self._give_back = False
 
     def idle(self) -> bool:
         """Whether every worker is RUNNING with nothing queued or on the fast path."""
@@ -84,25 +91,47 @@ class SteadyCalls:
                 return False
         return True
 
+    def reusable(self, op: Op, autoreset: str) -> PendingCommand | None:
+        """The spare records, if they are of a call like this one (same op and autoreset mode); taken."""
+        spare, self.spare = self.spare, None
+        if spare is None or spare.op is not op or spare.calls[0].message.get("autoreset", "NextStep") != autoreset:
+            return None
+        return spare
+
     def post(
-        self, pending: PendingCommand, plan: tuple[int, int | None, int], message: Callable[[list[int]], dict[str, Any]]
+        self,
+        pending: PendingCommand,
+        plan: tuple[int, int | None, int],
+        message: Callable[[list[int]], dict[str, Any]],
+        give_back: bool = False,
     ) -> None:
-        """Queue, post and ring one call per worker (``message(slots)``: its command message)."""
+        """Queue, post and ring one call per worker (``message(slots)``: its command message).
+
+        ``pending`` from :meth:`reusable` keeps its calls: each is posted again with the new
+        ``seq``, as a new one would be. ``give_back``: the caller keeps nothing of ``pending``
+        once it collected it, so :meth:`finish` may keep the records as :attr:`spare`.
+        """
         lane, calls, seq = self.fast_calls.lane, self.fast_calls.calls, pending.seq
         fast_op, seed, mode = plan
         now = time.monotonic()
         inflight = self.inflight = []
         posted = pending.calls
+        again = iter(posted) if posted else None
+        self._give_back = give_back
         for handle, queue, done_index in self._workers:
             slots, gen, worker_id = handle.slots, handle.gen, handle.worker_id
-            call = WorkerCall(pending, handle, gen, message(slots), slots, sent_at=now, fast=plan)
-            posted.append(call)
+            if again is None:
+                call = WorkerCall(pending, handle, gen, message(slots), slots, sent_at=now, fast=plan)
+                posted.append(call)
+            else:  # the spare records, in the same order of workers
+                call = next(again)
+                call.gen, call.sent_at, call.done, call.fast = gen, now, False, plan
+                call.message["seq"] = seq
             queue.append(call)
             word = lane.post(worker_id, gen, seq, fast_op, seed, mode, ring=False)
             calls[worker_id] = (call, word)
             inflight.append((call, queue, done_index, word))
-        for handle, _, _ in self._workers:  # every command posted before any bell: see Coordinator.submit
-            lane.ring(handle.worker_id)
+        lane.ring_many(self._indices)  # every command posted before any bell: see Coordinator.submit
 
     def published(self) -> bool:
         """Whether every worker of the call in flight published it."""
@@ -120,13 +149,17 @@ class SteadyCalls:
     def untouched(self) -> bool:
         """Whether no call in flight was finished or failed by the generic path (it may have reaped
         or failed some: :meth:`finish` is then not for them)."""
-        return all(not call.done for call, _, _, _ in self.inflight)
+        for call, _, _, _ in self.inflight:  # noqa: SIM110 - a loop, not all(genexpr): every step asks
+            if call.done:
+                return False
+        return True
 
     def finish(self) -> list[WorkerHandle]:
         """Retire the published calls in flight (queue, fast-path records, step counts); the workers
         with more calls queued (another command submitted meanwhile: their head must be sent)."""
         calls, more = self.fast_calls.calls, []
-        for call, queue, _, _ in self.inflight:
+        inflight = self.inflight
+        for call, queue, _, _ in inflight:
             handle = call.handle
             queue.popleft()
             del calls[handle.worker_id]
@@ -134,6 +167,8 @@ class SteadyCalls:
             handle.steps += len(call.slots)
             if queue:
                 more.append(handle)
+        if self._give_back and inflight:
+            self.spare = inflight[0][0].pending
         self.inflight = []
         return more
 

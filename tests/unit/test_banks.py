@@ -67,6 +67,21 @@ def test_a_failed_slot_gets_what_was_taken_last_even_if_its_dying_worker_committ
     assert _values(banks.take(failed=[0, 1])) == [1.0, 2.0, 11.0, 12.0]
 
 
+def test_after_clean_full_batches_from_either_bank_a_failed_slot_gets_what_was_taken_last(
+    buffers: shm.BatchBuffers,
+) -> None:
+    banks = ObservationBanks(buffers)
+    writer = BankWriter(buffers, list(range(N)))
+    for step in range(3):  # clean full batches: every slot in one bank, the banks alternating
+        _write(writer, list(range(N)), [10.0 * step + slot for slot in range(N)])
+        assert _values(banks.take()) == [10.0 * step + slot for slot in range(N)]
+    _write(writer, list(range(N)), [-1.0] * N, commit=[1, 3])  # the worker committed two rows, then died
+    assert _values(banks.take(failed=list(range(N)))) == [20.0, 21.0, 22.0, 23.0]
+    assert [banks.previous(slot)[0][0] for slot in range(N)] == [20.0, 21.0, 22.0, 23.0]
+    _write(writer, list(range(N)), [30.0, 31.0, 32.0, 33.0])  # its successor's first command
+    assert _values(banks.take()) == [30.0, 31.0, 32.0, 33.0]
+
+
 def test_partial_takes_keep_each_slots_own_history(buffers: shm.BatchBuffers) -> None:
     banks = ObservationBanks(buffers)
     writer = BankWriter(buffers, [0, 1])

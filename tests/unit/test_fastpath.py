@@ -189,6 +189,20 @@ def test_no_ring_while_the_worker_announces_its_spin_on_the_record(lane: FastLan
         port.close()
 
 
+def test_ringing_many_wakes_each_posted_worker_but_one_that_announces_its_spin(lane: FastLane) -> None:
+    ports = [_port(lane, index, gen=1) for index in range(3)]
+    try:
+        ports[1].spin_flag.raise_()
+        for index in range(3):
+            lane.post(index, 1, 1, FAST_STEP, ring=False)
+        lane.ring_many([0, 1, 2])
+        assert [port.bell.wait(0.0) for port in ports] == [True, False, True]
+        assert ports[1].poll() is not None  # it spins: it finds the command by itself
+    finally:
+        for port in ports:
+            port.close()
+
+
 def test_the_announcement_of_a_replaced_process_never_silences_its_successor(lane: FastLane) -> None:
     old = _port(lane, 0, gen=1)
     old.spin_flag.raise_()
