@@ -330,6 +330,11 @@ class WorkerLoop:
             self._settle_early(raise_errors=True)
             self._deliver_prefetched(ready, infos, failures)
             ready = []
+        lean = self._step_returns is not None and self._autoreset != SAME_STEP
+        if lean and to_reset and to_step and slots is self._every and len(to_reset) + len(to_step) == len(slots):
+            # (not with resets prefetched or sent ahead: their slots are delivered on their own)
+            self._reset_and_step(to_reset, to_step, infos, failures)
+            return
         if to_reset:
             self._reset(to_reset, [None] * len(to_reset), None, infos, failures)
         if to_step:
@@ -337,7 +342,8 @@ class WorkerLoop:
             episode_step = self._episode_step
             for slot in to_step:
                 episode_step[slot] += 1
-            if self._step_returns is not None and self._autoreset != SAME_STEP:
+            if lean:
+                assert self._step_returns is not None
                 self._results.write_steps(to_step, self._step_returns(to_step, actions), infos, failures)
             else:
                 outcomes = self._backend.step(to_step, actions)
@@ -349,6 +355,29 @@ class WorkerLoop:
         if ready:  # a reset sent ahead: its answer came back while the step's request flew
             self._settle_early(raise_errors=True)
             self._deliver_prefetched(ready, infos, failures)
+
+    def _reset_and_step(
+        self, to_reset: list[int], to_step: list[int], infos: dict[int, Any], failures: dict[int, list[str]]
+    ) -> None:
+        """NEXT_STEP over all our slots, some of which ended: reset ``to_reset``, step ``to_step``
+        (in that order, as :meth:`_step` does), and write both into our rows in one
+        :meth:`ResultWriter.write_steps` (in slot order, each reset as its own write would): one
+        copy of all observations instead of row by row, one slice per array instead of two
+        fancy-indexed halves. (SyncVectorEnv's NEXT_STEP: an ended slot's step is its reset,
+        reward 0, both flags false.)"""
+        assert self._step_returns is not None and self._results is not None
+        returns: list[Any] = [None] * len(self._every)
+        for slot, outcome in zip(to_reset, self._reset_outcomes(to_reset, [None] * len(to_reset), None), strict=True):
+            # A clean reset as a step return's tuple (reward 0.0, flags False): the batch write takes it.
+            failed = outcome.error is not None
+            returns[slot] = outcome if failed else (outcome.obs, outcome.reward, False, False, outcome.info)
+        actions = self._read_actions(to_step)
+        episode_step = self._episode_step
+        for slot in to_step:
+            episode_step[slot] += 1
+        for slot, returned in zip(to_step, self._step_returns(to_step, actions), strict=True):
+            returns[slot] = returned
+        self._results.write_steps(self._every, returns, infos, failures, resets=set(to_reset))
 
     def _reply(self, seq: int, infos: dict[int, Any], failures: dict[int, list[str]]) -> dict[str, Any]:
         """The ``done`` reply of command ``seq``: exactly ``op``, ``seq``, ``infos`` and ``errors``
@@ -546,10 +575,17 @@ class WorkerLoop:
         infos: dict[int, Any],
         failures: dict[int, list[str]],
     ) -> None:
-        assert self._backend is not None and self._results is not None
+        assert self._results is not None
+        self._results.write("reset", slots, self._reset_outcomes(slots, seeds, options), infos, failures)
+
+    def _reset_outcomes(
+        self, slots: Sequence[int], seeds: Sequence[int | None], options: dict[str, Any] | None
+    ) -> list[Outcome]:
+        """Reset ``slots`` (a seedless one takes its scheduled seed) and start their episodes; the outcomes."""
+        assert self._backend is not None
         effective = [self._take_scheduled_seed(slot, seed) for slot, seed in zip(slots, seeds, strict=True)]
         self._start_episodes(slots)
-        self._results.write("reset", slots, self._backend.reset(slots, effective, options), infos, failures)
+        return self._backend.reset(slots, effective, options)
 
     def _read_actions(self, slots: Sequence[int]) -> list[Any]:
         assert self._buffers is not None
@@ -560,6 +596,8 @@ class WorkerLoop:
         every = slots is self._every or slots == self._every
         rows: Any = self._rows if self._rows is not None and every else [self._slots[s] for s in slots]
         if self._flat_act:
+            if len(slots) == 1:  # the same item, ≈ 1.5 µs less than iterating a one-row view
+                return [arrays[0][self._slots[slots[0]]]]
             return list(arrays[0][rows])
         layout = self._buffers.layout
         columns = [list(a[rows]) for a in arrays]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -90,7 +90,8 @@ class ResultWriter:
     def begin(self) -> None:
         """Start a command: forget the previous command's slots whose env raised, take the
         observation bank each row is written into."""
-        self.in_a_row = {}
+        if self.in_a_row:  # (taken into a reply as it is: a new dict, never cleared in place)
+            self.in_a_row = {}
         self._bank.begin()
 
     def write(
@@ -144,6 +145,7 @@ class ResultWriter:
         returns: list[tuple[Any, ...] | Outcome],
         infos: dict[int, Any],
         failures: dict[int, list[str]],
+        resets: Collection[int] = (),
     ) -> None:
         """:meth:`write` for step returns as a local env gave them (``GymBackend.step_returns``).
 
@@ -153,6 +155,13 @@ class ResultWriter:
         all observations of a command written by one ``np.concatenate`` when every slot is clean.
         Anything else (a failure, a numpy reward, a castable dtype, a wrong shape) goes through
         :meth:`_settle`, the full contract check, so what passes and every error text stay the same.
+
+        ``resets``: the local slots among ``slots`` whose entry is their reset's outcome
+        (NEXT_STEP's autoreset within a step command), as an :class:`Outcome` or, without an
+        error, as the tuple ``(obs, reward, terminated, truncated, info)`` of its fields; each is
+        written exactly as :meth:`write` writes a reset (a reset does not clear the slot's raise
+        count, its errors name ``reset()``), so a command that steps some slots and resets others
+        still writes its rows at once.
         """
         buffers = self._buffers
         all_rows = self.rows is not None and (slots is self.every or slots == self.every)
@@ -180,7 +189,7 @@ class ResultWriter:
                     terminated.append(ended)
                     truncated.append(cut)
                     needs_reset[slot] = ended or cut
-                    if raised[slot]:
+                    if raised[slot] and slot not in resets:  # a good step ends a run of raises
                         raised[slot] = 0
                     if info:
                         infos[row] = info
@@ -188,7 +197,8 @@ class ResultWriter:
                 returned = Outcome(obs, reward, ended, cut, info)
             clean = False
             observations.append(None)
-            reward, ended, cut = self._settle("step", slot, row, returned, infos, failures)
+            what = "reset" if slot in resets else "step"
+            reward, ended, cut = self._settle(what, slot, row, returned, infos, failures)
             rewards.append(reward)
             terminated.append(ended)
             truncated.append(cut)

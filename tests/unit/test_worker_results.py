@@ -112,3 +112,60 @@ def test_a_one_slot_worker_writes_its_row_and_a_failure_keeps_its_observation(bu
     assert buffers.obs[0][3].tolist() == [4.0] * 3  # kept
     assert (buffers.reward[3], buffers.terminated[3], buffers.truncated[3]) == (0.0, False, True)
     assert list(failures) == [3]
+
+
+def test_resets_among_step_returns_are_written_as_resets_in_one_write(buffers: shm.BatchBuffers) -> None:
+    writer = _writer(buffers, [0, 1, 2])
+    writer._raised[1] = 2  # a good reset does not clear an env's raise count (only a good step does)
+    buffers.obs[0][2] = _obs(9.0)
+    writer.begin()
+    infos: dict[int, object] = {}
+    failures: dict[int, list[str]] = {}
+    returns: list[tuple[object, ...] | Outcome] = [
+        (_obs(1.0), 1.0, False, True, {}),
+        (_obs(5.0), 0.0, False, False, {"seed": 3}),
+        (np.zeros(5, dtype=OBS), 0.0, False, False, {}),  # a reset breaking the contract
+    ]
+    writer.write_steps(writer.every, returns, infos, failures, resets={1, 2})
+    assert buffers.obs[0][:3].tolist() == [[1.0] * 3, [5.0] * 3, [9.0] * 3]
+    assert buffers.reward[:3].tolist() == [1.0, 0.0, 0.0]
+    assert buffers.terminated[:3].tolist() == [False, False, False]
+    assert buffers.truncated[:3].tolist() == [True, False, True]
+    assert infos == {1: {"seed": 3}} and list(failures) == [2]
+    failure = SlotFailure.from_wire(failures[2])
+    assert failure.kind is ErrorKind.INVALID_ENV_RETURN and failure.fate is StepFate.NOT_APPLIED
+    assert "reset() returned an invalid observation" in failure.message
+    assert writer._needs_reset == [True, False, True]
+    assert writer._raised == [0, 2, 0]
+
+
+def test_a_reset_among_step_returns_writes_what_a_reset_alone_writes(buffers: shm.BatchBuffers) -> None:
+    def run(merged: bool) -> tuple[list[object], ...]:
+        buffers.obs[0][:] = 0.0
+        buffers.reward[:] = 7.0
+        writer = _writer(buffers, [0, 1, 2, 3])
+        writer._raised[:] = [1, 1, 1, 1]
+        infos: dict[int, object] = {}
+        step = [(_obs(1.0), 0.5, False, False, {"k": 1}), (_obs(3.0), 1.5, True, False, {})]
+        reset = [Outcome(obs=_obs(2.0), info={"r": 1}), Outcome(obs=_obs(4.0))]
+        writer.begin()
+        if merged:
+            as_returns = [(o.obs, o.reward, o.terminated, o.truncated, o.info) for o in reset]
+            returns = [step[0], as_returns[0], step[1], as_returns[1]]
+            writer.write_steps(writer.every, returns, infos, {}, resets={1, 3})
+        else:
+            writer.write("reset", [1, 3], reset, infos, {})
+            writer.write_steps([0, 2], step, infos, {})
+        state = [buffers.obs[0].tolist(), buffers.reward.tolist(), buffers.terminated.tolist()]
+        return state, [buffers.truncated.tolist(), infos, writer._needs_reset, writer._raised]
+
+    assert run(merged=True) == run(merged=False)
+
+
+def test_good_steps_clear_the_raise_counts_of_their_slots(buffers: shm.BatchBuffers) -> None:
+    writer = _writer(buffers, [0, 1, 2])
+    writer._raised[:] = [0, 3, 1]
+    plain = [(_obs(float(i)), 1.0, False, False, {}) for i in range(3)]
+    writer.write_steps(writer.every, plain, {}, {})
+    assert writer._raised == [0, 0, 0] and writer._needs_reset == [False, False, False]
+    assert buffers.obs[0][:3].tolist() == [[0.0] * 3, [1.0] * 3, [2.0] * 3]
