@@ -36,7 +36,7 @@ import numpy as np
 
 from pool_env.shm import BatchBuffers
 
-__all__ = ["BankWriter", "ObservationBanks"]
+__all__ = ["BankWriter", "EarlyRows", "ObservationBanks"]
 
 Rows = slice | np.ndarray
 
@@ -51,6 +51,47 @@ class _SameBank:
     def of(self, banks: np.ndarray) -> int | None:
         raw = banks.tobytes()
         return 0 if raw == self._first else 1 if raw == self._second else None
+
+
+class EarlyRows:
+    """Observation rows of workers that finished a full batch first, copied while the others still
+    step: the trainer waits for its slowest worker anyway, and for large observations the copy is
+    most of its time in a step (84x84x4 frames: ≈ 70 µs of ≈ 100 µs at 64 slots).
+
+    Made by :meth:`ObservationBanks.early_rows` for one command; called with a finished worker's
+    slots (rows of a clean call that published its result: final until the next command);
+    :meth:`ObservationBanks.take` of that command's full, clean batch then copies only the rest.
+    It is used only if every slot ends in the bank the early rows were copied from; else it is
+    dropped and take copies everything, as without it.
+    """
+
+    leaves: list[np.ndarray] | None
+    """The arrays handed out by the take (``None`` until the first early rows)."""
+    bank: int
+    spans: list[tuple[int, int]]
+    """The rows copied so far, as ``(start, stop)``."""
+
+    def __init__(self, banks: ObservationBanks) -> None:
+        self._banks = banks
+        self.leaves = None
+        self.bank = -1
+        self.spans = []
+
+    def __call__(self, slots: Sequence[int]) -> None:
+        """Copy ``slots``' rows (a worker's contiguous slots, its call published) now."""
+        self._banks.copy_early(self, slots)
+
+    def finish(self, source: list[np.ndarray]) -> list[np.ndarray]:
+        """Copy the rows not copied early from ``source`` (the bank every slot is in); the leaves."""
+        assert self.leaves is not None
+        n = len(self.leaves[0])
+        at = 0
+        for start, stop in [*sorted(self.spans), (n, n)]:
+            if at < start:
+                for target, leaf in zip(self.leaves, source, strict=True):
+                    target[at:start] = leaf[at:start]
+            at = max(at, stop)
+        return self.leaves
 
 
 class ObservationBanks:
@@ -79,6 +120,7 @@ class ObservationBanks:
         self._kept = None if self.double else [np.zeros_like(array) for array in buffers.obs]
         self._every = slice(0, n)
         self._same = _SameBank(n)
+        self._same_of_size: dict[int, _SameBank] = {}  # for early rows (a worker's slots)
 
     def keep_previous(self, failed: Sequence[int]) -> None:
         """Point ``failed`` slots back at the observation they were taken with last.
@@ -99,7 +141,39 @@ class ObservationBanks:
             return [leaf[slot].copy() for leaf in self._kept]
         return [leaf[slot].copy() for leaf in self._banks[int(self._taken_rows()[slot])]]
 
-    def take(self, rows: np.ndarray | None = None, failed: Sequence[int] = (), copy: bool = True) -> list[np.ndarray]:
+    def early_rows(self) -> EarlyRows | None:
+        """A holder for the rows of one command's early workers (:class:`EarlyRows`); ``None``
+        with one bank (the private copy is made by take)."""
+        return None if self._current is None else EarlyRows(self)
+
+    def copy_early(self, early: EarlyRows, slots: Sequence[int]) -> None:
+        """Copy the rows of ``slots`` (contiguous, of a call that finished clean) into ``early``, if
+        they are all in one bank, the bank of the rows copied before (else :meth:`take` copies them)."""
+        if self._current is None or not slots:
+            return
+        start, stop = slots[0], slots[-1] + 1
+        if stop - start != len(slots):
+            return
+        same = self._same_of_size.get(stop - start)
+        if same is None:
+            same = self._same_of_size[stop - start] = _SameBank(stop - start)
+        bank = same.of(self._current[start:stop])
+        if bank is None or (early.leaves is not None and bank != early.bank):
+            return
+        if early.leaves is None:
+            early.leaves = [np.empty_like(leaf) for leaf in self._banks[bank]]
+            early.bank = bank
+        for target, leaf in zip(early.leaves, self._banks[bank], strict=True):
+            target[start:stop] = leaf[start:stop]
+        early.spans.append((start, stop))
+
+    def take(
+        self,
+        rows: np.ndarray | None = None,
+        failed: Sequence[int] = (),
+        copy: bool = True,
+        early: EarlyRows | None = None,
+    ) -> list[np.ndarray]:
         """Copies of the current observation leaves: ``[len(rows), *shape]`` each, or
         ``[num_envs, *shape]`` for every slot (``rows=None``).
 
@@ -107,6 +181,7 @@ class ObservationBanks:
         Every slot of ``rows`` must belong to a finished command. ``copy=False``: every slot's
         (two banks, every slot in the same bank) come back as views of the segment, untouched by
         the next command (whose rows go to the other bank) and overwritten by the one after it.
+        ``early``: rows of this command copied already (:class:`EarlyRows`; a full, clean batch only).
         """
         current = self._current
         if current is None:
@@ -116,7 +191,11 @@ class ObservationBanks:
             if uniform is not None:
                 self._taken_all = uniform
                 source = self._banks[uniform]
-                return [leaf.copy() for leaf in source] if copy else [leaf[self._every] for leaf in source]
+                if not copy:
+                    return [leaf[self._every] for leaf in source]
+                if early is not None and early.leaves is not None and early.bank == uniform:
+                    return early.finish(source)
+                return [leaf.copy() for leaf in source]
         self.keep_previous(failed)
         taken = self._taken_rows()
         every = rows is None

@@ -396,8 +396,16 @@ class Coordinator:
             message["actions"] = {s: [values[s] for values in actions.values()] for s in slots}
         return message
 
-    def collect(self, pending: PendingCommand, timeout: float | None = None) -> CommandResult:
+    def collect(
+        self,
+        pending: PendingCommand,
+        timeout: float | None = None,
+        early: Callable[[list[int]], None] | None = None,
+    ) -> CommandResult:
         """Wait for every worker of ``pending``; heal the ones that die or hang.
+
+        ``early``: called with the slots of the workers that finished a steady call clean while a
+        core waits for the last ones (:class:`pool_env.banks.EarlyRows` copies their rows then).
 
         Raises:
             StepTimeoutError: ``timeout`` passed first (``pending`` stays valid: call again).
@@ -413,7 +421,7 @@ class Coordinator:
             steady is not None
             and steady.inflight
             and steady.inflight[0][0].pending is pending
-            and self._collect_steady(steady, deadline)
+            and self._collect_steady(steady, deadline, early)
         ):
             if pending.result.fatal is not None:
                 raise pending.result.fatal
@@ -440,7 +448,9 @@ class Coordinator:
             raise pending.result.fatal
         return pending.result
 
-    def _collect_steady(self, steady: SteadyCalls, deadline: float | None) -> bool:
+    def _collect_steady(
+        self, steady: SteadyCalls, deadline: float | None, early: Callable[[list[int]], None] | None = None
+    ) -> bool:
         """Wait for a call of :meth:`_submit_steady` and retire it once every worker published it
         (``True``); on anything else (a message, a quiet liveness interval, the deadline, a due
         health check) return ``False`` with the generic records intact: :meth:`collect`'s loop
@@ -461,6 +471,11 @@ class Coordinator:
             # Once fewer workers than cores are still stepping, a core is free for us: spin for the
             # rest rather than block for the last ring (one wake-up less per batch with W = cores).
             spun = steady.busy() < cores
+            if spun and early is not None:  # the finished workers' rows, while waiting for the others
+                for slots in steady.published_slots():
+                    early(slots)
+                early = None
+                continue
             if spun and tail.spin(published):
                 break
             # Having spun (or skipped a spin that does not pay lately), block without spinning again.

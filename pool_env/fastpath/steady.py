@@ -141,6 +141,11 @@ class SteadyCalls:
                 return False
         return True
 
+    def published_slots(self) -> list[list[int]]:
+        """The slots of each call in flight that its worker published already."""
+        words = self._words
+        return [call.slots for call, _, index, word in self.inflight if words[index] == word]
+
     def busy(self) -> int:
         """How many workers of the call in flight have not published it yet."""
         words = self._words

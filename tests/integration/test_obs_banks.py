@@ -16,9 +16,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from pool_env import GymEnvSpec, PoolOptions, PoolVectorEnv
+from pool_env import GymEnvSpec, PoolOptions, PoolVectorEnv, vector_env
+from pool_env.banks import EarlyRows, ObservationBanks
 from pool_env.errors import PoolEnvError
+from pool_env.fastpath import usable_cores
 from tests.envs.banks import ScriptedEnv
+from tests.envs.faulty import make_slow_env
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -77,3 +80,32 @@ def test_copy_false_hands_out_views_valid_until_the_step_after_next_with_the_sam
             np.testing.assert_array_equal(obs, want)  # the previous step's observations are still intact
             obs, want = got[0], expected[0].copy()
     reference.close()
+
+
+def test_rows_copied_while_a_slower_worker_still_steps_are_sync_vector_env_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Early rows (pool_env.banks.EarlyRows): the fast worker's rows are copied while the slow one
+    steps; every observation equals SyncVectorEnv's, autoresets included."""
+    monkeypatch.setattr(vector_env, "EARLY_COPY_BYTES", 0)  # CartPole's rows are small: copy them early too
+    copied: list[list[int]] = []
+    copy_early = ObservationBanks.copy_early
+
+    def counted(self: ObservationBanks, early: EarlyRows, slots: list[int]) -> None:
+        copied.append(list(slots))
+        copy_early(self, early, slots)
+
+    monkeypatch.setattr(ObservationBanks, "copy_early", counted)
+    fns = [lambda: gym.make("CartPole-v1")] * 2 + [functools.partial(make_slow_env, 0.005)] * 2
+    reference = gym.vector.SyncVectorEnv([lambda: gym.make("CartPole-v1")] * 4)
+    rng = np.random.default_rng(5)
+    with PoolVectorEnv(fns, num_workers=2) as env:
+        obs, _ = env.reset(seed=3)
+        np.testing.assert_array_equal(obs, reference.reset(seed=3)[0])
+        for _ in range(60):  # CartPole episodes end within this: autoresets included
+            actions = rng.integers(0, 2, 4)
+            got, want = env.step(actions), reference.step(actions)
+            for value, wanted in zip(got[:4], want[:4], strict=True):
+                np.testing.assert_array_equal(value, wanted)
+    reference.close()
+    assert all(slots == [0, 1] for slots in copied)  # only the fast worker's, whenever it finished first
+    if usable_cores() > 1:  # one core: the trainer never waits on a free core, nothing is copied early
+        assert copied

@@ -82,6 +82,28 @@ def test_after_clean_full_batches_from_either_bank_a_failed_slot_gets_what_was_t
     assert _values(banks.take()) == [30.0, 31.0, 32.0, 33.0]
 
 
+def test_early_rows_join_the_take_only_if_every_slot_ends_in_their_bank() -> None:
+    with shm.create(_layout(2)) as buffers:
+        banks = ObservationBanks(buffers)
+        first, second = BankWriter(buffers, [0, 1]), BankWriter(buffers, [2, 3])
+        _write(first, [0, 1], [1.0, 2.0])
+        early = banks.early_rows()
+        assert early is not None
+        early([0, 1])  # the first worker finished; the second still steps
+        _write(second, [2, 3], [3.0, 4.0])
+        taken = banks.take(early=early)
+        assert taken[0] is early.leaves[0] and _values(taken) == [1.0, 2.0, 3.0, 4.0]
+        _write(first, [0, 1], [5.0, 6.0])
+        early = banks.early_rows()
+        assert early is not None
+        early([0, 1])
+        _write(second, [2, 3], [7.0, 8.0], commit=[0])  # slot 3's row stays in the other bank
+        taken = banks.take(early=early)
+        assert taken[0] is not early.leaves[0] and _values(taken) == [5.0, 6.0, 7.0, 4.0]
+    with shm.create(_layout(1)) as buffers:
+        assert ObservationBanks(buffers).early_rows() is None  # one bank: the take copies (and keeps) all
+
+
 def test_partial_takes_keep_each_slots_own_history(buffers: shm.BatchBuffers) -> None:
     banks = ObservationBanks(buffers)
     writer = BankWriter(buffers, [0, 1])
