@@ -57,6 +57,9 @@ log = logging.getLogger(__name__)
 LIVENESS_POLL_MS = 50
 MAX_GROUPS = 64  # slot splits kept by Coordinator._group (a daemon: one per lease shape)
 
+_NEWS = frozenset({"obs", "values", "call_error", "in_a_row"})
+"""Keys of a ``done`` reply besides infos and errors that :meth:`Coordinator._merge_done` acts on."""
+
 
 class Coordinator:
     """Owns the workers, the control socket and the shared-memory buffers of one pool."""
@@ -740,7 +743,10 @@ class Coordinator:
             if pending.result.fatal is None:
                 pending.result.fatal = exc
             return
-        failures = {int(k): SlotFailure.from_wire(v) for k, v in reply.get("errors", {}).items()}
+        errors = reply.get("errors")
+        if not errors and not reply.get("infos") and _NEWS.isdisjoint(reply):
+            return  # the common step: nothing to merge (_merge_done's walk costs ≈ 5 µs)
+        failures = {int(k): SlotFailure.from_wire(v) for k, v in (errors or {}).items()}
         self._merge_done(pending.result, reply, failures, -1)
 
     def _send_init(self, handle: WorkerHandle) -> None:

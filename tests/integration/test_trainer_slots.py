@@ -6,14 +6,18 @@ slots; an exception inside a trainer slot's env is that slot's failure, as in a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium.vector import AutoresetMode
 
 from pool_env import GymEnvSpec, PoolOptions, PoolVectorEnv, SpecError
+from tests.envs import dropin
+from tests.integration.reference import assert_values_same, run_trace, sync
 
 NUM_ENVS = 6
 TRAINER_SLOTS = 3  # slots 3, 4, 5 in this process; 0, 1, 2 on the workers
@@ -39,6 +43,17 @@ def test_trainer_slots_step_like_sync_vector_env_bit_for_bit() -> None:
             assert "_error" not in got[4]
         assert len(env.worker_pids) == 2
     reference.close()
+
+
+@pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda m: m.name)
+def test_infos_of_trainer_slots_equal_sync_vector_env_s_across_autoresets(mode: AutoresetMode) -> None:
+    reference = sync(dropin.InfoZooEnv, 4, autoreset_mode=mode)
+    spec = GymEnvSpec("tests.envs.dropin:InfoZooEnv")
+    with contextlib.closing(reference), PoolVectorEnv(spec, 4, 1, autoreset_mode=mode, trainer_slots=2) as env:
+        want, got = run_trace(reference, mode, 8), run_trace(env, mode, 8)
+    for t, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert_values_same(g[-1], w[-1], f"t={t} infos")
+        assert_values_same(g[0], w[0], f"t={t} obs")
 
 
 def test_get_attr_and_call_reach_trainer_and_worker_slots_alike() -> None:
