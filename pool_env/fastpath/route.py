@@ -86,8 +86,8 @@ class FastCalls:
     def ring_all(self) -> None:
         """Ring the bells of the workers posted since :attr:`rings` was set, and stop collecting."""
         rings, self.rings = self.rings, None
-        for index in rings or ():
-            self.lane.ring(index)
+        if rings:
+            self.lane.ring_many(rings)
 
     def reap(self, queues: dict[int, deque[WorkerCall]], finished: Callable[[WorkerCall], None]) -> None:
         """Finish the calls whose worker published them: pop each from its worker's queue, mark it
