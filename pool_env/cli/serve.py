@@ -19,6 +19,7 @@ import click
 
 from pool_env.cli.exits import CliError, ExitCode
 from pool_env.cli.options import LOG_LEVEL
+from pool_env.daemon.status import plural
 from pool_env.errors import PoolEnvError
 
 __all__ = ["serve"]
@@ -121,7 +122,7 @@ def serve(
                  "num_workers": workers}  # fmt: skip
         click.echo(json.dumps(ready))
     else:
-        slots, processes = _plural(envs, "slot"), _plural(workers, "worker")
+        slots, processes = plural(envs, "slot"), plural(workers, "worker")
         click.echo(f"pool-env daemon serving {daemon.endpoint} (pid {os.getpid()}, {slots}, {processes})")
     try:
         daemon.serve_forever()
@@ -130,11 +131,6 @@ def serve(
             signal.signal(signum, handler)
     click.echo(json.dumps({"event": "stopped"}) if ready_json else "pool-env daemon stopped")
     raise SystemExit(ExitCode.OK)
-
-
-def _plural(count: int, noun: str) -> str:
-    """``1 worker``, ``2 workers``."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def _install_signal_handlers(daemon: Any) -> dict[int, Any]:

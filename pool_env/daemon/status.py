@@ -22,7 +22,7 @@ from pool_env.daemon.view import DaemonView
 from pool_env.daemon.wire import MAX_HEADER_BYTES, PROTOCOL_VERSION, ClientOp, raise_reply_error, reply_document
 from pool_env.errors import DaemonUnavailableError, TransportError
 
-__all__ = ["RateMeter", "fetch_status", "format_status", "start_metrics_server", "status_document"]
+__all__ = ["RateMeter", "fetch_status", "format_status", "plural", "start_metrics_server", "status_document"]
 
 
 def status_document(daemon: DaemonView, rates: dict[int, float], uptime: float, now: float) -> dict[str, Any]:
@@ -96,12 +96,17 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 worker``, ``2 workers``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def format_status(status: dict[str, Any]) -> str:
     """The human-readable status table."""
     counters = status.get("counters", {})
     lines = [
         f"pool-env daemon pid {status['pid']} at {status['endpoint']} (protocol v{status['version']})",
-        f"spec {status['spec']}, {status['num_envs']} slots on {status['num_workers']} workers, "
+        f"spec {status['spec']}, {plural(status['num_envs'], 'slot')} on {plural(status['num_workers'], 'worker')}, "
         f"uptime {status['uptime']:.0f} s",
         f"slots: {status['free_slots']} free, {status['draining']} draining, "
         f"{status['num_envs'] - status['free_slots'] - status['draining']} leased",

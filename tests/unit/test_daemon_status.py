@@ -57,6 +57,12 @@ def test_the_table_shows_workers_leases_uptime_and_faults() -> None:
     assert "ab12cd34" in text and "leases (1):" in text
 
 
+def test_the_table_counts_one_worker_and_one_slot_in_the_singular() -> None:
+    one = {**STATUS, "num_envs": 1, "num_workers": 1, "free_slots": 0, "draining": 0}
+    assert "1 slot on 1 worker," in format_status(one)
+    assert "4 slots on 2 workers," in format_status(STATUS)
+
+
 def test_steps_per_second_come_from_counter_deltas_over_a_period() -> None:
     meter = RateMeter(period=1.0)
     meter.sample(10.0, {0: 100})
