@@ -15,7 +15,7 @@ import psutil
 
 from pool_env import GymEnvSpec, PoolVectorEnv
 
-__all__ = ["evaluate_goals", "measure_idle_cpu"]
+__all__ = ["evaluate_goals", "margin", "measure_idle_cpu"]
 
 IDLE_SECONDS = 3.0
 
@@ -72,7 +72,24 @@ def _goal(name: str, measured: float | None, goal: float, higher: bool, unit: st
         "measured": None if measured is None else round(measured, 3),
         "target": f"{'≥' if higher else '≤'} {goal:g}{unit}",
         "met": met,
+        "goal_value": goal,
+        "higher_is_better": higher,
     }
+
+
+def margin(goal: dict[str, Any]) -> float | None:
+    """How far a goal of :func:`evaluate_goals` is met: ``measured / goal`` for a "≥" goal and
+    ``goal / measured`` for a "≤" one, so ≥ 1 means met either way (``None``: not measured).
+
+    Raises:
+        KeyError: ``goal`` has no ``goal_value`` (a report written before it had one).
+    """
+    measured, value = goal["measured"], goal["goal_value"]
+    if measured is None:
+        return None
+    if goal["higher_is_better"]:
+        return float(measured) / value
+    return float("inf") if measured == 0 else value / float(measured)
 
 
 def _ratio(row: dict[str, Any] | None, reference: str) -> float | None:

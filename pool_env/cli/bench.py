@@ -158,7 +158,7 @@ def bench(
         from pool_env.bench.plot import write_plot
 
         try:
-            write_plot(cases, plot_path)
+            write_plot(cases, plot_path, goals)
         except RuntimeError as exc:
             raise CliError("bench", str(exc)) from exc
         click.echo(f"wrote {plot_path}")
