@@ -78,6 +78,7 @@ def bench(
 ) -> None:
     """Benchmark PoolVectorEnv against gymnasium's Sync/AsyncVectorEnv, the challenge client's
     pattern and the raw IPC floor; print a table of medians and ratios."""
+    from pool_env.bench.busy import BUSY_CORES, LOADED_AVERAGE, ForeignCpu
     from pool_env.bench.goals import IDLE_SECONDS, evaluate_goals, measure_idle_cpu
     from pool_env.bench.harness import RunSettings, format_table, host_info, run_case, write_json
     from pool_env.bench.workloads import Sizes, Suite, evaluate_targets
@@ -95,6 +96,7 @@ def bench(
             click.echo(line, err=True)
 
     started, started_at = time.monotonic(), datetime.datetime.now(datetime.UTC)
+    foreign = ForeignCpu()
     host = host_info()
     progress(f"pool-env bench: workloads {','.join(chosen)}, {settings.rounds} rounds, load {host['loadavg']}")
     cases: list[dict[str, Any]] = []
@@ -130,6 +132,7 @@ def bench(
             },
             "host": host,
             "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            "other_processes_cores": round(foreign.cores(), 3),
         },
         "cases": cases,
         "failed_cases": failures,
@@ -145,10 +148,16 @@ def bench(
         verdict = {True: "met", False: "NOT MET", None: "n/a"}[goal["met"]]
         measured = "-" if goal["measured"] is None else f"{goal['measured']:g}"
         click.echo(f"  {verdict:<8} {goal['goal']}: {measured} (goal {goal['target']})")
-    loaded = max(host["loadavg"][0], report["meta"]["loadavg_end"][0]) >= 0.5
-    if loaded:
-        click.echo("  (measured on a loaded machine: load average ≥ 0.5; ratios are less reliable)")
-    click.echo(f"\n{report['meta']['duration_s']} s; load {host['loadavg']} -> {report['meta']['loadavg_end']}")
+    other = report["meta"]["other_processes_cores"]
+    if host["loadavg"][0] >= LOADED_AVERAGE or other >= BUSY_CORES:
+        click.echo(
+            f"  (measured on a loaded machine: load average {host['loadavg'][0]} at the start, other processes "
+            f"busy {other:.2f} cores during the run; limits {LOADED_AVERAGE}, {BUSY_CORES}: ratios are less reliable)"
+        )
+    click.echo(
+        f"\n{report['meta']['duration_s']} s; load {host['loadavg']} -> {report['meta']['loadavg_end']} "
+        f"(the end counts this run's own processes); other processes: {other:.2f} cores on average"
+    )
     for failure in failures:
         click.echo(f"FAILED case {failure['name']}: {failure['error']}")
     if json_path is not None:

@@ -40,6 +40,7 @@ def test_quick_bench_writes_a_row_per_candidate_of_every_workload(tmp_path: Path
                 assert row["workers"] == row["num_workers"] and row["rss_total_mib"] > 0
     assert all(target["met"] in (True, False) for target in report["targets"])
     assert "steps/s" in result.output  # the table was printed
+    assert report["meta"]["other_processes_cores"] >= 0 and "other processes:" in result.output
 
 
 def test_unknown_workload_is_a_usage_error() -> None:
