@@ -45,6 +45,7 @@ from pool_env.errors import (
 from pool_env.fastpath.route import FastCalls, fast_plan
 from pool_env.fastpath.steady import SteadyCalls, pool_plan
 from pool_env.protocol import Op
+from pool_env.quick_step import QuickStep
 from pool_env.recycle import Handovers, Recycler
 from pool_env.supervisor import ALIVE, Supervisor, WorkerHandle, WorkerState
 from pool_env.supervisor.rundir import RunDir
@@ -375,6 +376,15 @@ class Coordinator:
         steady.post(pending, plan, lambda slots: self._message(op, slots, seed_of, None, autoreset, None), give_back)
         return pending
 
+    def quick_step(self, autoreset: str) -> QuickStep | None:
+        """The quick step of a plain full step in ``autoreset`` mode (:mod:`pool_env.quick_step`), if
+        this pool's steps can take the steady path at all: the fast path without recycling, no
+        trainer slots, no server-step quota to charge, an autoreset mode the fast path carries."""
+        plan = pool_plan(Op.STEP, None, autoreset)
+        if self._steady is None or plan is None or self.trainer_slots or self._server_steps_counted:
+            return None
+        return QuickStep(self, self._steady, plan, autoreset, LIVENESS_POLL_MS / 1000)
+
     def _message(
         self,
         op: Op,
@@ -480,8 +490,9 @@ class Coordinator:
                     early(slots)
                 early = None
                 continue
-            if spun and tail.spin(published):
+            if spun and not steady.tail_spun and tail.spin(published):
                 break
+            steady.tail_spun = False  # (spent once: a wake-up with nothing published spins again)
             # Having spun (or skipped a spin that does not pay lately), block without spinning again.
             wake = waiter.wait(None if spun else published, left) if left > 0 else fastpath.Wake.TIMEOUT
             if wake is fastpath.Wake.TIMEOUT or wake is fastpath.Wake.MESSAGE:

@@ -46,6 +46,7 @@ from pool_env.frontend import (
 )
 from pool_env.partial import PartialBatcher
 from pool_env.protocol import Op
+from pool_env.quick_step import QuickStep
 from pool_env.shm import BatchLayout, build_structure
 from pool_env.space_check import describe_pool
 from pool_env.spaces import leaves_of, structure_of_batch, tree_of
@@ -203,6 +204,10 @@ class PoolVectorEnv(BatchedVectorEnv):
             self._coordinator, self._banks, self._obs_leaves, self._act_leaves, act_space, batch_size
         )
         self._pending_op: str | None = None  # "reset" or "call" between *_async and *_wait
+        # The plain full step in the steady state, in two calls (pool_env.quick_step); None: never.
+        self._quick: QuickStep | None = None
+        if self.autoreset_mode is not AutoresetMode.DISABLED and not self._copy_early and self._plain_actions.usable:
+            self._quick = self._coordinator.quick_step(self._autoreset_value)
 
     # -- gymnasium API ----------------------------------------------------------------------
 
@@ -266,6 +271,36 @@ class PoolVectorEnv(BatchedVectorEnv):
         result = self._retry_failed_resets(self._collect(None), chosen, chosen_seeds, options)
         self._track_reset(chosen)
         return self._observations(sorted(result.errors)), self._infos(result)
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step every slot: ``step_async(actions)`` then ``step_wait()``, in fewer calls for the
+        common step (:mod:`pool_env.quick_step`): the env idle, a plain batch of actions, every
+        worker healthy and idle. Anything else, and anything that happens meanwhile, takes the
+        generic path: the same values, errors and healing."""
+        quick = self._quick
+        if (
+            quick is None
+            or self._pending is not None
+            or self.closed
+            or not self._was_reset
+            or self._batcher.busy
+            or not quick.ready()
+        ):
+            return super().step(actions)
+        plain = self._plain_actions.accept(actions, self.check_action_bounds)
+        if plain is None:  # not a plain batch, or an invalid one: validate_actions says which
+            return super().step(actions)
+        assert self._action_rows is not None
+        self._action_rows[...] = plain
+        self._message_actions = None
+        self._pending = quick.post()
+        self._pending_op = "step"
+        if not quick.wait():  # a message, a health check, a slow worker: the generic wait takes over
+            return self.step_wait()
+        self._pending = None
+        self._pending_op = None
+        rewards, terminations, truncations = self._results
+        return self._observations(), rewards.copy(), terminations.copy(), truncations.copy(), {}
 
     def step_async(self, actions: Any) -> None:
         """Validate ``actions``, put them in shared memory and send one command per worker.

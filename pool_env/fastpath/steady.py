@@ -65,6 +65,9 @@ class SteadyCalls:
     inflight: list[tuple[WorkerCall, deque[WorkerCall], int, int]]  # call, its queue, DONE word index, word
     spare: PendingCommand | None
     """The records of the last call :meth:`finish` retired, when its caller gave them back (:meth:`reusable`)."""
+    tail_spun: bool
+    """Whether the call in flight was spun on already (:class:`pool_env.quick_step.QuickStep`): the
+    coordinator's wait then blocks at once instead of spinning a second time."""
     _workers: list[tuple[WorkerHandle, deque[WorkerCall], int]]
     _indices: list[int]
     _words: memoryview
@@ -79,6 +82,7 @@ class SteadyCalls:
         self._indices = [h.worker_id for h in workers]
         self.inflight = []
         self.spare = None
+        self.tail_spun = False
         self._give_back = False
 
     def idle(self) -> bool:
@@ -115,6 +119,7 @@ class SteadyCalls:
         fast_op, seed, mode = plan
         now = time.monotonic()
         inflight = self.inflight = []
+        self.tail_spun = False
         posted = pending.calls
         again = iter(posted) if posted else None
         self._give_back = give_back
