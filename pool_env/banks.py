@@ -285,6 +285,9 @@ class BankWriter:
         contiguous = rows == list(range(first, first + len(rows)))
         self._rows: Rows = slice(first, first + len(rows)) if contiguous else np.asarray(rows, dtype=np.intp)
         self._same = _SameBank(len(rows))
+        # Our rows' current-bank bytes as a view of the segment when they are contiguous: no
+        # indexing per command (a fancy index would copy, so scattered rows are indexed each time).
+        self._view = None if self._current is None or not contiguous else self._current[self._rows]
         self._target = 0
         self._targets: np.ndarray | None = None  # per local slot, when the rows disagree
         self.leaves = self._banks[0]
@@ -293,13 +296,14 @@ class BankWriter:
         """Take this command's target bank of every row (the one not current)."""
         if self._current is None:
             return
-        common = self._same.of(self._current[self._rows])
+        mine = self._view if self._view is not None else self._current[self._rows]
+        common = self._same.of(mine)
         if common is not None:
             self._target = 1 - common
             self._targets = None
             self.leaves = self._banks[self._target]
         else:
-            self._targets = 1 - self._current[self._rows]
+            self._targets = 1 - mine
             self.leaves = None
 
     def leaves_of(self, slot: int) -> list[np.ndarray]:

@@ -18,9 +18,9 @@ the plain batch; everything else is the Python wrapper's); here it is only the P
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pool_env.commands import PendingCommand
+from pool_env.commands import CommandResult, PendingCommand
 from pool_env.fastpath.steady import SteadyCalls
 from pool_env.protocol import Op
 
@@ -28,6 +28,13 @@ if TYPE_CHECKING:  # the coordinator makes a QuickStep (Coordinator.quick_step)
     from pool_env.coordinator import Coordinator
 
 __all__ = ["QuickStep"]
+
+NEXT_STEP = "NextStep"  # a message without "autoreset" is of this mode (Coordinator._message)
+
+
+def _no_message(slots: list[int]) -> dict[str, Any]:
+    """The renewed records keep their messages: :meth:`SteadyCalls.post` makes none."""
+    raise AssertionError("renewed records need no new message")
 
 
 class QuickStep:
@@ -68,7 +75,20 @@ class QuickStep:
         """Post a step of every slot (the actions are in the segment already), as ``submit`` posts
         it on the steady path, the last step's records renewed (``give_back``). Call only when
         :meth:`ready`."""
-        return self._coordinator._submit_steady(self._steady, Op.STEP, self._plan, None, self._autoreset, True)
+        steady, coordinator = self._steady, self._coordinator
+        pending = steady.spare
+        if pending is None or pending.op is not Op.STEP or pending.calls[0].message.get("autoreset", NEXT_STEP) != (
+            self._autoreset
+        ):  # no records of a step like this to renew: _submit_steady makes new ones
+            return coordinator._submit_steady(steady, Op.STEP, self._plan, None, self._autoreset, True)
+        steady.spare = None  # what SteadyCalls.reusable and Coordinator._submit_steady do, inline
+        coordinator._seq += 1
+        pending.seq = coordinator._seq
+        result = pending.result
+        if result.infos or result.errors or result.values or result.fatal is not None:
+            pending.result = CommandResult()
+        steady.post(pending, self._plan, _no_message, True)
+        return pending
 
     def wait(self) -> bool:
         """Spin until every worker published the step :meth:`post` posted and retire it (``True``), as the steady

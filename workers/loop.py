@@ -181,7 +181,8 @@ class WorkerLoop:
                 self._step(self._every, False, infos, failures)
                 if not (infos or failures or results.obs_out or results.in_a_row or self._counters is not None):
                     fast.publish(seq)  # nothing to say: the reply would hold exactly _CLEAN_KEYS, all empty
-                    self._prefetch_resets()
+                    if self._prefetches:  # (local envs never prefetch: no call per command for nothing)
+                        self._prefetch_resets()
                     return
                 reply = self._reply(seq, infos, failures)
             else:
@@ -592,12 +593,12 @@ class WorkerLoop:
         arrays = self._buffers.act
         if self._act_by_message:
             return [self._action_of(self._slots[s]) for s in slots]
+        if self._flat_act and len(slots) == 1:  # the same item, ≈ 1.5 µs less than iterating a one-row view
+            return [arrays[0][self._slots[slots[0]]]]
         # Every slot: one slice of contiguous rows instead of a fancy index (a view, no gather).
         every = slots is self._every or slots == self._every
         rows: Any = self._rows if self._rows is not None and every else [self._slots[s] for s in slots]
         if self._flat_act:
-            if len(slots) == 1:  # the same item, ≈ 1.5 µs less than iterating a one-row view
-                return [arrays[0][self._slots[slots[0]]]]
             return list(arrays[0][rows])
         layout = self._buffers.layout
         columns = [list(a[rows]) for a in arrays]
