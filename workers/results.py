@@ -165,6 +165,8 @@ class ResultWriter:
         """
         buffers = self._buffers
         all_rows = self.rows is not None and (slots is self.every or slots == self.every)
+        if len(slots) == 1 and self._write_one(slots, returns[0], infos, resets, all_rows):
+            return
         rows = (
             range(self.rows.start, self.rows.stop)
             if all_rows and self.rows is not None
@@ -222,6 +224,35 @@ class ResultWriter:
         buffers.terminated[written] = terminated
         buffers.truncated[written] = truncated
         self._bank.commit(slots, written)  # a failed slot's the trainer points back (pool_env.banks)
+
+    def _write_one(
+        self, slots: Sequence[int], returned: tuple[Any, ...] | Outcome, infos: dict[int, Any], resets: Collection[int],
+        all_rows: bool,
+    ) -> bool:  # fmt: skip
+        """:meth:`write_steps` of one slot's plain return (a one-slot command: a worker of one slot),
+        written item by item without the lists the batch needs; ``False`` (nothing written) for
+        anything else, which the batch code takes."""
+        lean = self._lean_obs
+        if lean is None or isinstance(returned, Outcome):
+            return False
+        obs, reward, ended, cut, info = returned
+        if not _plain(obs, reward, ended, cut, info, lean[1], lean[0]):
+            return False
+        slot = slots[0]
+        row = self._slots[slot]
+        bank = self._bank
+        (bank.leaves or bank.leaves_of(slot))[0][row] = obs
+        buffers = self._buffers
+        buffers.reward[row] = reward
+        buffers.terminated[row] = ended
+        buffers.truncated[row] = cut
+        self._needs_reset[slot] = ended or cut
+        if self._raised[slot] and slot not in resets:  # a good step ends a run of raises
+            self._raised[slot] = 0
+        if info:
+            infos[row] = info
+        bank.commit(slots, self.rows if all_rows else [row])
+        return True
 
     def _settle(
         self,

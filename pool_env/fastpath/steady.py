@@ -125,6 +125,9 @@ class SteadyCalls:
         self._give_back = give_back
         for handle, queue, done_index in self._workers:
             slots, gen, worker_id = handle.slots, handle.gen, handle.worker_id
+            # The command word first: the worker may start while the records below are written
+            # (nobody reads them before this call returns; a worker that is not spinning waits for its bell).
+            word = lane.post(worker_id, gen, seq, fast_op, seed, mode, ring=False)
             if again is None:
                 call = WorkerCall(pending, handle, gen, message(slots), slots, sent_at=now, fast=plan)
                 posted.append(call)
@@ -133,7 +136,6 @@ class SteadyCalls:
                 call.gen, call.sent_at, call.done, call.fast = gen, now, False, plan
                 call.message["seq"] = seq
             queue.append(call)
-            word = lane.post(worker_id, gen, seq, fast_op, seed, mode, ring=False)
             calls[worker_id] = (call, word)
             inflight.append((call, queue, done_index, word))
         lane.ring_many(self._indices)  # every command posted before any bell: see Coordinator.submit

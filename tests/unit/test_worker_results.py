@@ -169,3 +169,43 @@ def test_good_steps_clear_the_raise_counts_of_their_slots(buffers: shm.BatchBuff
     writer.write_steps(writer.every, plain, {}, {})
     assert writer._raised == [0, 0, 0] and writer._needs_reset == [False, False, False]
     assert buffers.obs[0][:3].tolist() == [[0.0] * 3, [1.0] * 3, [2.0] * 3]
+
+
+@pytest.mark.parametrize("raised_before", [0, 2])
+@pytest.mark.parametrize("resets", [set(), {0}], ids=["step", "reset"])
+def test_a_one_slot_write_takes_its_own_path_and_equals_the_batch_code(
+    monkeypatch: pytest.MonkeyPatch, raised_before: int, resets: set[int]
+) -> None:
+    """ResultWriter._write_one (a worker of one slot) against the batch code of write_steps, with two banks."""
+    layout = shm.BatchLayout(4, (shm.Leaf((), "<f4", (3,)),), (shm.Leaf((), "<i8", ()),), obs_banks=2)
+    returns = [
+        (_obs(1.0), 0.5, False, False, {"k": 1}),
+        (_obs(2.0), 1.0, True, False, {}),
+        (_obs(3.0), 0.0, False, True, {}),
+    ]
+    states = []
+    for alone in (True, False):
+        with shm.create(layout) as buffers:
+            writer = _writer(buffers, [2])
+            writer._raised[0] = raised_before
+            original = writer._write_one
+            taken: list[bool] = []
+
+            def spy(*args: object, original: object = original, taken: list[bool] = taken, alone: bool = alone) -> bool:
+                taken.append(alone and original(*args))  # type: ignore[operator]
+                return taken[-1]
+
+            monkeypatch.setattr(writer, "_write_one", spy)
+            infos: dict[int, object] = {}
+            for returned in returns:
+                writer.begin()
+                writer.write_steps(writer.every, [returned], infos, {}, resets=resets)
+            assert taken == [alone] * len(returns)
+            states.append(
+                (
+                    [bank[0].tolist() for bank in buffers.obs_banks], buffers.obs_bank.tolist(),  # type: ignore[union-attr]
+                    buffers.reward.tolist(), buffers.terminated.tolist(), buffers.truncated.tolist(),
+                    list(writer._needs_reset), list(writer._raised), infos,
+                )
+            )  # fmt: skip
+    assert states[0] == states[1]
