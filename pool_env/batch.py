@@ -51,6 +51,20 @@ class _LeafBounds:
         ``check_bounds`` (gymnasium's vector envs pass them to the env, which clips)."""
         return not (check_bounds or not self.continuous) or self.holds(values)
 
+    def offenders(self, values: np.ndarray) -> str:
+        """Which slots of a batch ``values`` (``[n, *leaf.shape]``) hold values outside the bounds,
+        for an error message: the first one's value and how many there are (NaN is outside)."""
+        with np.errstate(invalid="ignore"):
+            inside = (values >= self.low) & (values <= self.high)
+        outside = ~inside.reshape(len(values), -1).all(axis=1)
+        slots = np.flatnonzero(outside)
+        if not slots.size:  # not reached through admits(); kept total for any caller
+            return "every slot's value is inside"
+        first = int(slots[0])
+        shown = np.array2string(np.asarray(values[first]), threshold=8, edgeitems=2)
+        more = f" (and {slots.size - 1} more slot{'s' if slots.size > 2 else ''})" if slots.size > 1 else ""
+        return f"slot {first} has {shown}{more}"
+
     def holds(self, values: np.ndarray) -> bool:
         if values.dtype.kind in "iub" and values.size and self.scalar:
             # Integers hold no NaN: one min and one max, no temporary boolean arrays (the hot path);
@@ -111,7 +125,7 @@ def validate_actions(
             raise InvalidActionError(f"actions{where} have dtype {value.dtype}, expected {np.dtype(leaf.dtype)}")
         if not bounds.admits(value, check_bounds):
             space = leaf_value(single_action_space, leaf.path)
-            raise InvalidActionError(f"actions{where} are outside the action space {space}")
+            raise InvalidActionError(f"actions{where} are outside the action space {space}: {bounds.offenders(value)}")
         arrays.append(value.astype(leaf.dtype, copy=False))
     return arrays
 

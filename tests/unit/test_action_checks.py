@@ -99,3 +99,25 @@ def test_nested_and_free_shape_spaces_take_the_general_walk() -> None:
         plain = PlainActions(leaves_of(space), space, 4)
         assert not plain.usable
         assert plain.accept(np.zeros(4, dtype=np.int64), False) is None
+
+
+def test_an_action_outside_the_space_is_named_by_its_slot_and_value() -> None:
+    discrete = spaces.Discrete(3)
+    actions = np.array([0, 1, 7, 2, 9], dtype=np.int64)
+    with pytest.raises(InvalidActionError, match=r"Discrete\(3\): slot 2 has 7 \(and 1 more slot\)$"):
+        validate_actions(actions, leaves_of(discrete), discrete, 5)
+
+    box = spaces.Box(-2.0, 2.0, (3,), np.float32)
+    rows = np.zeros((4, 3), dtype=np.float32)
+    rows[1, 2] = np.nan  # NaN is outside too
+    rows[3, 0] = 5.0
+    with pytest.raises(InvalidActionError, match=r"slot 1 has \[ 0.  0. nan\] \(and 1 more slot\)$"):
+        validate_actions(rows, leaves_of(box), box, 4, check_bounds=True)
+
+    multi = spaces.MultiDiscrete([2, 5])
+    pairs = np.array([[1, 4], [0, 5], [2, 0], [1, 1]], dtype=np.int64)
+    with pytest.raises(InvalidActionError, match=r"slot 1 has \[0 5\] \(and 1 more slot\)$"):
+        validate_actions(pairs, leaves_of(multi), multi, 4)
+    pairs[2] = 0
+    with pytest.raises(InvalidActionError, match=r"slot 1 has \[0 5\]$"):
+        validate_actions(pairs, leaves_of(multi), multi, 4)
