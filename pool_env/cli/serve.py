@@ -19,7 +19,6 @@ import click
 
 from pool_env.cli.exits import CliError, ExitCode
 from pool_env.cli.options import LOG_LEVEL
-from pool_env.daemon.status import plural
 from pool_env.errors import PoolEnvError
 
 __all__ = ["serve"]
@@ -103,6 +102,7 @@ def serve(
     from pool_env.config import PoolOptions
     from pool_env.daemon.config import DaemonConfig, parse_spec
     from pool_env.daemon.server import PoolDaemon
+    from pool_env.daemon.status import plural
 
     try:
         config = DaemonConfig(
