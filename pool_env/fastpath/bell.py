@@ -77,10 +77,20 @@ def fence() -> None:
     Taking an uncontended lock is an atomic read-modify-write in every CPython (a semaphore's or
     a mutex's compare-and-swap), which on x86-64 is a ``lock``-prefixed instruction: a full barrier
     that drains the store buffer. Python has no fence of its own; the fast path runs only on
-    x86-64 (:func:`pool_env.fastpath.block.supported`). Nothing ever waits on this lock.
+    x86-64 (:func:`pool_env.fastpath.block.supported`). Nothing ever waits on this lock: one found
+    held is replaced by a fresh one before it is taken. A signal handler that raises (Ctrl-C's
+    ``KeyboardInterrupt``) between the acquire and the release leaves the lock held, and the next
+    fence's acquire would then hang, and with it the pool (seen: timed ``KeyboardInterrupt``s in
+    a step loop hung it within seconds). A try-acquire would not do: a failed one is no barrier
+    (glibc reads the semaphore's count, sees 0 and returns without an atomic instruction), and its
+    argument costs more than the ``locked()`` check.
     """
-    _FENCE.acquire()
-    _FENCE.release()
+    global _FENCE
+    lock = _FENCE
+    if lock.locked():  # left held by a fence that a signal handler's exception cut short
+        lock = _FENCE = threading.Lock()
+    lock.acquire()
+    lock.release()
 
 
 class Announcer(Protocol):

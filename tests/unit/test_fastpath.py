@@ -431,3 +431,24 @@ def test_the_steady_state_carries_only_plain_calls_of_every_slot() -> None:
     assert pool_plan(Op.RESET, [None, 8], "NextStep") is None
     assert pool_plan(Op.CALL, None, "NextStep") is None
     assert pool_plan(Op.STEP, None, "Sometimes") is None
+
+
+def test_a_fence_cut_short_by_a_signal_handler_does_not_hang_the_next_ones() -> None:
+    from pool_env.fastpath import bell
+
+    # What Ctrl-C's KeyboardInterrupt leaves when it lands between the fence's acquire and release.
+    held = bell._FENCE
+    held.acquire()
+    done = threading.Event()
+
+    def fences() -> None:
+        for _ in range(3):
+            bell.fence()
+        done.set()
+
+    try:
+        threading.Thread(target=fences, daemon=True).start()
+        assert done.wait(5), "fence() blocked on the lock an interrupted fence left held"
+        assert not bell._FENCE.locked()
+    finally:
+        held.release()  # (a failure here must not hang the tests after it)
