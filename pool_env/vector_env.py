@@ -561,8 +561,11 @@ class PoolVectorEnv(BatchedVectorEnv):
         assert self._pending is not None
         try:
             result = self._coordinator.collect(self._pending, timeout, early)
-        except TimeoutError:
-            raise  # still pending: the caller may wait again
+        except (TimeoutError, KeyboardInterrupt):
+            # Still pending: the caller may wait again. After Ctrl-C too, as AsyncVectorEnv stays in
+            # its waiting state: forgetting the command would drop a step its workers ran (the next
+            # step would start after it, unseen).
+            raise
         except BaseException:
             if self._pending.complete:  # every worker answered, nothing was handed out: the slots keep
                 self._banks.keep_previous(range(self.num_envs))  # the observations handed out last

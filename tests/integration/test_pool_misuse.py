@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -142,6 +143,33 @@ def test_step_wait_timeout_raises_and_keeps_the_step_pending() -> None:
             assert_same(actual, expected, name)
         for name, actual, expected in zip(FIELDS, env.step(actions), reference.step(actions), strict=True):
             assert_same(actual, expected, f"next step {name}")
+
+
+def test_ctrl_c_while_a_step_waits_keeps_the_step_pending_as_async_vector_env() -> None:
+    spec = GymEnvSpec("tests.envs.faulty:make_slow_env", delay=0.3)
+    reference = make_reference(GymEnvSpec("tests.envs.faulty:make_slow_env", delay=0.0), 2)
+    actions = np.array([0, 1])
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with contextlib.closing(reference), PoolVectorEnv(spec, 2, num_workers=1) as env:
+            env.reset(seed=0)
+            reference.reset(seed=0)
+            signal.setitimer(signal.ITIMER_REAL, 0.1)  # real SIGALRM while the workers sleep in step
+            with pytest.raises(KeyboardInterrupt):
+                env.step(actions)
+            with pytest.raises(pool_env.AlreadyPendingError):
+                env.step(actions)  # still pending: nothing the workers ran is dropped
+            for name, actual, expected in zip(FIELDS, env.step_wait(), reference.step(actions), strict=True):
+                assert_same(actual, expected, name)
+            for name, actual, expected in zip(FIELDS, env.step(actions), reference.step(actions), strict=True):
+                assert_same(actual, expected, f"next step {name}")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_step_async_twice_raises_already_pending() -> None:
