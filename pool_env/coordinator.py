@@ -237,7 +237,7 @@ class Coordinator:
 
         ``give_back``: the caller keeps no reference to the command nor its result once it
         collected it (the next command's, or a later one's, may then be the same objects, their
-        fields renewed: :meth:`SteadyCalls.reusable <pool_env.fastpath.steady.SteadyCalls.reusable>`).
+        fields renewed: :meth:`SteadyCalls.renew <pool_env.fastpath.steady.SteadyCalls.renew>`).
 
         Raises:
             QuotaExceededError: a step that would pass ``HttpEnvSpec.max_server_steps`` (nothing sent).
@@ -362,14 +362,9 @@ class Coordinator:
         (:mod:`pool_env.fastpath.steady`): the same records, posted at once; with ``give_back``,
         the records of the last such call renewed rather than new ones made."""
         self._seq += 1
-        pending = steady.reusable(op, autoreset) if give_back and seeds is None else None
+        pending = steady.renew(op, autoreset, self._seq) if give_back and seeds is None else None
         if pending is None:
             pending = PendingCommand(op, self._seq)
-        else:
-            pending.seq = self._seq
-            result = pending.result
-            if result.infos or result.errors or result.values or result.fatal is not None:
-                pending.result = CommandResult()
         seed_of = dict(zip(self._all_slots, seeds, strict=True)) if seeds is not None else {}
         if self.trainer_slots:
             pending.local = self._message(op, self.trainer_slots, seed_of, None, autoreset, None)
@@ -500,10 +495,15 @@ class Coordinator:
                 if wake is fastpath.Wake.TIMEOUT:
                     self._last_check = 0.0  # a quiet wait: check the workers' health now
                 return False
+        self._retire_steady(steady)
+        return True
+
+    def _retire_steady(self, steady: SteadyCalls) -> None:
+        """Retire the steady call that every worker published (:meth:`SteadyCalls.finish`) and send
+        the next queued call of the workers that have one."""
         self.counters["fast_path_calls"] += len(steady.inflight)
         for handle in steady.finish():
             self._send_head(handle)
-        return True
 
     def progress(self, wait: float) -> None:
         """Handle worker messages for up to ``wait`` seconds and heal failed workers (non-blocking use)."""
@@ -838,4 +838,3 @@ class Coordinator:
     def uptime(self) -> float:
         """Seconds since this coordinator was created."""
         return time.monotonic() - self._created_at
-

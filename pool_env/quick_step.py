@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from pool_env.commands import CommandResult, PendingCommand
+from pool_env.commands import PendingCommand
 from pool_env.fastpath.steady import SteadyCalls
 from pool_env.protocol import Op
 
@@ -28,8 +28,6 @@ if TYPE_CHECKING:  # the coordinator makes a QuickStep (Coordinator.quick_step)
     from pool_env.coordinator import Coordinator
 
 __all__ = ["QuickStep"]
-
-NEXT_STEP = "NextStep"  # a message without "autoreset" is of this mode (Coordinator._message)
 
 
 def _no_message(slots: list[int]) -> dict[str, Any]:
@@ -76,17 +74,10 @@ class QuickStep:
         it on the steady path, the last step's records renewed (``give_back``). Call only when
         :meth:`ready`."""
         steady, coordinator = self._steady, self._coordinator
-        pending = steady.spare
-        if pending is None or pending.op is not Op.STEP or pending.calls[0].message.get("autoreset", NEXT_STEP) != (
-            self._autoreset
-        ):  # no records of a step like this to renew: _submit_steady makes new ones
+        pending = steady.renew(Op.STEP, self._autoreset, coordinator._seq + 1)
+        if pending is None:  # no records of a step like this to renew: _submit_steady makes new ones
             return coordinator._submit_steady(steady, Op.STEP, self._plan, None, self._autoreset, True)
-        steady.spare = None  # what SteadyCalls.reusable and Coordinator._submit_steady do, inline
-        coordinator._seq += 1
-        pending.seq = coordinator._seq
-        result = pending.result
-        if result.infos or result.errors or result.values or result.fatal is not None:
-            pending.result = CommandResult()
+        coordinator._seq += 1  # the seq renew gave the records (as _submit_steady, without seeds and messages)
         steady.post(pending, self._plan, _no_message, True)
         return pending
 
@@ -105,7 +96,5 @@ class QuickStep:
             if not coordinator._tail_spin.spin(published):
                 steady.tail_spun = True
                 return False
-        coordinator.counters["fast_path_calls"] += len(steady.inflight)
-        for handle in steady.finish():
-            coordinator._send_head(handle)
+        coordinator._retire_steady(steady)
         return True

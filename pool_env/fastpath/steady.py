@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from pool_env.commands import PendingCommand, WorkerCall
+from pool_env.commands import CommandResult, PendingCommand, WorkerCall
 from pool_env.fastpath.block import DONE, FAST_RESET, FAST_STEP, WORDS
 from pool_env.fastpath.route import FastCalls
 from pool_env.protocol import AUTORESET_MODES, Op
@@ -64,7 +64,7 @@ class SteadyCalls:
     fast_calls: FastCalls
     inflight: list[tuple[WorkerCall, deque[WorkerCall], int, int]]  # call, its queue, DONE word index, word
     spare: PendingCommand | None
-    """The records of the last call :meth:`finish` retired, when its caller gave them back (:meth:`reusable`)."""
+    """The records of the last call :meth:`finish` retired, when its caller gave them back (:meth:`renew`)."""
     tail_spun: bool
     """Whether the call in flight was spun on already (:class:`pool_env.quick_step.QuickStep`): the
     coordinator's wait then blocks at once instead of spinning a second time."""
@@ -95,11 +95,16 @@ class SteadyCalls:
                 return False
         return True
 
-    def reusable(self, op: Op, autoreset: str) -> PendingCommand | None:
-        """The spare records, if they are of a call like this one (same op and autoreset mode); taken."""
+    def renew(self, op: Op, autoreset: str, seq: int) -> PendingCommand | None:
+        """The spare records renewed as command ``seq``, if they are of a call like this one (same op
+        and autoreset mode); taken either way. A result that carried news is replaced, never reused."""
         spare, self.spare = self.spare, None
         if spare is None or spare.op is not op or spare.calls[0].message.get("autoreset", "NextStep") != autoreset:
             return None
+        spare.seq = seq
+        result = spare.result
+        if result.infos or result.errors or result.values or result.fatal is not None:
+            spare.result = CommandResult()
         return spare
 
     def post(
@@ -111,7 +116,7 @@ class SteadyCalls:
     ) -> None:
         """Queue, post and ring one call per worker (``message(slots)``: its command message).
 
-        ``pending`` from :meth:`reusable` keeps its calls: each is posted again with the new
+        ``pending`` from :meth:`renew` keeps its calls: each is posted again with the new
         ``seq``, as a new one would be. ``give_back``: the caller keeps nothing of ``pending``
         once it collected it, so :meth:`finish` may keep the records as :attr:`spare`.
         """
@@ -183,4 +188,3 @@ class SteadyCalls:
             self.spare = inflight[0][0].pending
         self.inflight = []
         return more
-
